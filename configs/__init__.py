@@ -1,0 +1,1 @@
+"""Experiment configs: `configs/<package>/<experiment>.py`, each defining `get_config()`."""

@@ -1,0 +1,1 @@
+"""Configs of the reference classifier (core/classifier)."""

@@ -1,0 +1,186 @@
+"""Experiment configs: loading, command-line overrides and validation.
+
+Every experiment is an `ml_collections.ConfigDict` returned by `get_config()` in `configs/<paper>/<exp>.py`
+(optionally `get_config(arg)` selected with `--config path.py:arg`, as in big_vision). Overrides arrive as
+`--config.a.b=value`. Everything here runs before any JAX compilation, so a mistyped key, a value of the wrong
+type or an invalid value fails in milliseconds with a message naming the key, what is allowed, and the fix.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+  """A config key is unknown, has the wrong type, or holds an invalid value."""
+
+
+def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """Loads `path.py[:arg]`, applies `a.b=value` overrides, and returns the locked config.
+
+  Locking means no code can add a key by typo later on: reading or writing an unknown key raises.
+  """
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise ConfigError(f"config file {path!r} does not exist. Fix: pass --config configs/<paper>/<exp>.py "
+                      f"(relative to the repository root, or an absolute path).")
+  module_spec = importlib.util.spec_from_file_location(f"_config_{Path(path).stem}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"config file {path!r} defines no get_config(). Fix: add `def get_config(): ...` "
+                      "returning an ml_collections.ConfigDict.")
+  config = module.get_config(arg) if arg else module.get_config()
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ConfigError(f"get_config() in {path!r} returned {type(config).__name__}, expected "
+                      "ml_collections.ConfigDict.")
+  apply_overrides(config, overrides)
+  config.lock()
+  return config
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> None:
+  """Applies `key.path=value` strings, parsing each value as the type the config already holds."""
+  for item in overrides:
+    key, sep, text = item.partition("=")
+    if not sep:
+      raise ConfigError(f"override {item!r} has no '='. Fix: write --config.{key}=<value>.")
+    set_value(config, key, text)
+
+
+def _walk_to_parent(config: ml_collections.ConfigDict, key: str) -> tuple[ml_collections.ConfigDict, str]:
+  parts = key.split(".")
+  node, walked = config, []
+  for part in parts[:-1]:
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      raise _unknown_key(node, ".".join(walked + [part]), part)
+    node = node[part]
+    walked.append(part)
+  if not isinstance(node, ml_collections.ConfigDict) or parts[-1] not in node:
+    raise _unknown_key(node, key, parts[-1])
+  return node, parts[-1]
+
+
+def _unknown_key(node: Any, full_key: str, leaf: str) -> ConfigError:
+  valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+  close = difflib.get_close_matches(leaf, valid, n=1)
+  hint = f" Did you mean {close[0]!r}?" if close else ""
+  return ConfigError(f"unknown config key {full_key!r}.{hint} Valid keys here: {', '.join(valid) or '(none)'}.")
+
+
+def get_value(config: ml_collections.ConfigDict, key: str) -> Any:
+  """Reads a dotted key, with the same unknown-key error as overrides."""
+  parent, leaf = _walk_to_parent(config, key)
+  return parent[leaf]
+
+
+def set_value(config: ml_collections.ConfigDict, key: str, text: str) -> None:
+  parent, leaf = _walk_to_parent(config, key)
+  current = parent[leaf]
+  parent[leaf] = _parse_like(current, text, key)
+
+
+def _parse_like(current: Any, text: str, key: str) -> Any:
+  """Parses `text` as the type of `current`; a None field accepts any Python literal or a bare string."""
+  def fail(expected: str) -> ConfigError:
+    return ConfigError(f"config.{key}: cannot read {text!r} as {expected} (the type this key holds). "
+                       f"Fix: --config.{key}=<{expected}>.")
+
+  if isinstance(current, ml_collections.ConfigDict):
+    raise ConfigError(f"config.{key} is a section, not a value. Fix: set one of its keys: "
+                      f"{', '.join(f'{key}.{k}' for k in sorted(current.keys()))}.")
+  if isinstance(current, bool):
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes"):
+      return True
+    if lowered in ("false", "0", "no"):
+      return False
+    raise fail("bool (true/false)")
+  if isinstance(current, int):
+    try:
+      return int(text)
+    except ValueError:
+      raise fail("int") from None
+  if isinstance(current, float):
+    try:
+      return float(text)
+    except ValueError:
+      raise fail("float") from None
+  if isinstance(current, str):
+    return text
+  if isinstance(current, (tuple, list)):
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      raise fail("a tuple literal such as (1, 2)") from None
+    if isinstance(value, (int, float, str)):
+      value = (value,)
+    if not isinstance(value, (tuple, list)):
+      raise fail("a tuple literal such as (1, 2)")
+    return type(current)(value)
+  try:  # None or another type: take a Python literal, else the bare string.
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+# ---- validation rules; each raises ConfigError naming the key, the value, what is valid, and the fix ----
+
+def _invalid(key: str, value: Any, requirement: str, fix: str) -> ConfigError:
+  return ConfigError(f"config.{key} = {value!r} is invalid: {requirement}. Fix: {fix}.")
+
+
+def check(config: ml_collections.ConfigDict, key: str, predicate: Callable[[Any], bool], requirement: str,
+          fix: str | None = None) -> Any:
+  """General rule: `predicate(value)` must hold. Returns the value."""
+  value = get_value(config, key)
+  if not predicate(value):
+    raise _invalid(key, value, requirement, fix or f"pass --config.{key}=<value that {requirement}>")
+  return value
+
+
+def check_positive(config: ml_collections.ConfigDict, key: str, allow_zero: bool = False) -> Any:
+  value = get_value(config, key)
+  ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+  if not ok:
+    bound = ">= 0" if allow_zero else "> 0"
+    raise _invalid(key, value, f"must be a number {bound}", f"pass --config.{key}=<number {bound}>")
+  return value
+
+
+def check_choice(config: ml_collections.ConfigDict, key: str, choices: Iterable[Any]) -> Any:
+  value = get_value(config, key)
+  choices = list(choices)
+  if value not in choices:
+    raise _invalid(key, value, f"valid choices are {', '.join(map(repr, choices))}",
+                   f"pass --config.{key}=<one of those>")
+  return value
+
+
+def check_divisible(config: ml_collections.ConfigDict, key: str, divisor: int, what: str) -> Any:
+  value = check_positive(config, key)
+  if value % divisor:
+    lower, upper = (value // divisor) * divisor, (value // divisor + 1) * divisor
+    choices = ", ".join(str(v) for v in (lower, upper) if v > 0)
+    raise _invalid(key, value, f"must be divisible by {what} ({divisor})",
+                   f"pass --config.{key}=<a multiple of {divisor}, e.g. {choices}>")
+  return value
+
+
+def check_existing_path(config: ml_collections.ConfigDict, key: str, allow_empty: bool = True) -> Any:
+  """A path-valued key must exist; empty/None means 'use the built-in default' when `allow_empty`."""
+  value = get_value(config, key)
+  if allow_empty and not value:
+    return value
+  if not value or not os.path.exists(os.path.expanduser(str(value))):
+    raise _invalid(key, value, "the path does not exist",
+                   f"pass --config.{key}=<an existing path>" + (" or leave it empty for the default"
+                                                                if allow_empty else ""))
+  return value

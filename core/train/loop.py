@@ -1,0 +1,170 @@
+"""The training loop: a jitted pure step, checkpoints, resume, NaN stop, metrics, progress, eval hook.
+
+What the loop guarantees:
+  * Resume is bit-identical. The step's random key is `fold_in(key(seed), state.step)`, computed inside the
+    jitted step, and the data iterator's position is checkpointed beside the state; a run killed at any point
+    and restarted with the same command ends with exactly the parameters of an uninterrupted run.
+  * A NaN/Inf loss stops the run with `NonFiniteLossError` naming the step. A state is saved only after the
+    losses of every step up to it were checked finite, so the last checkpoint on disk is always a good one.
+  * The step runs ahead of the host by one step: the host checks step k's loss while step k+1 computes, so
+    the finiteness check costs no pipeline stall.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Iterator, Mapping
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+
+from core import config as config_lib
+from core import sharding as sharding_lib
+from core.train import checkpoint as checkpoint_lib
+from core.train import metrics as metrics_lib
+from core.train.state import TrainState
+
+StepFn = Callable[[TrainState, Any, jax.Array], tuple[TrainState, Mapping[str, jax.Array]]]
+EvalFn = Callable[[TrainState], Mapping[str, Any]]
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or Inf; the run stopped and the last good checkpoint stays on disk."""
+
+
+def train_config(**overrides) -> ml_collections.ConfigDict:
+  """The `train` config section. `eval_every = 0` evaluates only at the end."""
+  section = ml_collections.ConfigDict(dict(
+      num_steps=1000, log_every=100, eval_every=0, checkpoint_every=500, keep_checkpoints=3,
+      progress_bar=True, tensorboard=True))
+  for key, value in overrides.items():
+    if key not in section:
+      raise config_lib.ConfigError(f"unknown train field {key!r}; valid: {', '.join(sorted(section))}")
+    section[key] = value
+  return section
+
+
+def validate_train_config(config: ml_collections.ConfigDict, prefix: str = "train") -> None:
+  config_lib.check_positive(config, f"{prefix}.num_steps")
+  config_lib.check_positive(config, f"{prefix}.log_every")
+  config_lib.check_positive(config, f"{prefix}.checkpoint_every")
+  config_lib.check_positive(config, f"{prefix}.keep_checkpoints")
+  config_lib.check_positive(config, f"{prefix}.eval_every", allow_zero=True)
+
+
+def _host_scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
+  return {k: float(np.asarray(v)) for k, v in jax.device_get(dict(metrics)).items()}
+
+
+def run_training(*, workdir: str, config: ml_collections.ConfigDict, state: TrainState, step_fn: StepFn,
+                 batches: Iterator[Any], seed: int, mesh: jax.sharding.Mesh | None = None,
+                 eval_fn: EvalFn | None = None, fsdp_min_size: int = 2**18) -> TrainState:
+  """Trains `state` for `config.num_steps` updates of `step_fn`, resuming from `workdir` if it holds a run.
+
+  Args:
+    workdir: checkpoints go to `workdir/checkpoints`, metrics to `workdir/metrics.jsonl` and
+      `workdir/tensorboard/`.
+    config: the `train` section (see `train_config`).
+    state: a freshly initialised state (its structure, dtypes and shardings are the restore target).
+    step_fn: the pure step `(state, batch, rng) -> (state, metrics)`; metrics must include `loss`.
+    batches: an iterator of host (numpy) batches, one per step. If it has `get_state()`/`set_state()` (grain
+      iterators do), its position is checkpointed; otherwise a resumed run skips the batches already used.
+    seed: the base of every step's random key.
+    mesh: device mesh; default one `data` axis over every device.
+    eval_fn: called with the state every `config.eval_every` steps and at the end; returns scalar metrics.
+  """
+  mesh = mesh or sharding_lib.make_mesh()
+  state_sharding = sharding_lib.state_sharding(mesh, state, fsdp_min_size)
+  batch_sharding = sharding_lib.batch_sharding(mesh)
+  replicated = sharding_lib.replicated(mesh)
+
+  def keyed_step(state, batch, base_key):
+    return step_fn(state, batch, jax.random.fold_in(base_key, state.step))
+
+  jitted_step = jax.jit(keyed_step, in_shardings=(state_sharding, batch_sharding, replicated),
+                        out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+  base_key = jax.device_put(jax.random.key(seed), replicated)
+
+  checkpointer = checkpoint_lib.Checkpointer(f"{workdir}/checkpoints", every=config.checkpoint_every,
+                                             keep=config.keep_checkpoints)
+  writer = metrics_lib.MetricsWriter(workdir, tensorboard=config.tensorboard)
+  state = jax.device_put(state, state_sharding)
+  start_step = 0
+  latest = checkpointer.latest_step()
+  if latest is not None:
+    state, data_position = checkpointer.restore(latest, state)
+    start_step = int(latest)
+    if hasattr(batches, "set_state") and data_position is not None:
+      batches.set_state(data_position)
+    else:
+      for _ in range(start_step):
+        next(batches)
+    writer.truncate_after(start_step)
+    tqdm.tqdm.write(f"Resumed from step {start_step} ({checkpointer.directory}).")
+
+  def data_position():
+    return batches.get_state() if hasattr(batches, "get_state") else None
+
+  def check_finite(step: int, scalars: Mapping[str, float]) -> None:
+    if not np.isfinite(scalars["loss"]):
+      last_good = checkpointer.latest_step()
+      where = (f"the last good checkpoint is step {last_good} in {checkpointer.directory}"
+               if last_good is not None else "no checkpoint was saved before it")
+      raise NonFiniteLossError(
+          f"loss is {scalars['loss']} at step {step}; training stopped and {where}. Fix: lower "
+          f"optimizer.learning_rate, set optimizer.grad_clip_norm, or check the batch at step {step}; rerunning "
+          "the same command resumes from the last good checkpoint.")
+
+  num_steps = config.num_steps
+  bar = tqdm.tqdm(total=num_steps, initial=start_step, disable=not config.progress_bar, unit="step",
+                  dynamic_ncols=True)
+  window: list[dict[str, float]] = []
+  window_start = time.perf_counter()
+  pending: tuple[int, Mapping[str, jax.Array]] | None = None
+
+  def drain(pending) -> None:
+    """Fetches step k's metrics (blocking only on step k), checks them, and logs at the interval."""
+    nonlocal window, window_start
+    step, metrics = pending
+    scalars = _host_scalars(metrics)
+    check_finite(step, scalars)
+    window.append(scalars)
+    if step % config.log_every == 0 or step == num_steps:
+      elapsed = time.perf_counter() - window_start
+      mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+      mean["steps_per_sec"] = len(window) / max(elapsed, 1e-9)
+      writer.write(step, mean, "train")
+      bar.set_postfix(loss=f"{mean['loss']:.4g}")
+      window, window_start = [], time.perf_counter()
+
+  try:
+    for step in range(start_step + 1, num_steps + 1):
+      try:
+        batch = next(batches)
+      except StopIteration:
+        raise RuntimeError(
+            f"the data iterator ran out at step {step} of {num_steps}. Fix: make it repeat (num_epochs=None) "
+            "or lower train.num_steps.") from None
+      state, metrics = jitted_step(state, sharding_lib.shard_batch(batch, mesh), base_key)
+      if pending is not None:
+        drain(pending)
+      pending = (step, metrics)
+      bar.update(1)
+      is_last = step == num_steps
+      if step % config.checkpoint_every == 0 or is_last or (eval_fn and config.eval_every and
+                                                             step % config.eval_every == 0):
+        drain(pending)  # a state is saved or evaluated only after its own loss was checked finite
+        pending = None
+        if step % config.checkpoint_every == 0 or is_last:
+          checkpointer.save(step, state, data_position(), force=is_last)
+        if eval_fn is not None and (is_last or (config.eval_every and step % config.eval_every == 0)):
+          writer.write(step, eval_fn(state), "eval")
+    if pending is not None:
+      drain(pending)
+  finally:
+    bar.close()
+    writer.close()
+    checkpointer.close()
+  return state

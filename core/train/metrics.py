@@ -1,0 +1,61 @@
+"""Where training metrics go: the console, `metrics.jsonl`, and TensorBoard event files in the workdir.
+
+TensorBoard files are written with tensorboardX, which needs no TensorFlow. `metrics.jsonl` holds one JSON
+object per line: `{"step": int, "split": "train"|"eval"|..., <name>: float, ...}`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+import numpy as np
+import tqdm
+
+
+class MetricsWriter:
+
+  def __init__(self, workdir: str, *, tensorboard: bool = True, console: bool = True):
+    os.makedirs(workdir, exist_ok=True)
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._console = console
+    self._tb = None
+    if tensorboard:
+      from tensorboardX import SummaryWriter  # imported lazily: it is slow to import
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def truncate_after(self, step: int) -> None:
+    """Drops records of steps after `step`: a resumed run rewrites them, so none appear twice."""
+    if not os.path.exists(self.path):
+      return
+    with open(self.path) as f:
+      kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+    tmp = self.path + ".tmp"
+    with open(tmp, "w") as f:
+      f.writelines(kept)
+    os.replace(tmp, self.path)
+
+  def write(self, step: int, metrics: Mapping[str, Any], split: str = "train") -> None:
+    scalars = {k: float(np.asarray(v)) for k, v in metrics.items()}
+    with open(self.path, "a") as f:
+      f.write(json.dumps({"step": int(step), "split": split, **scalars}) + "\n")
+    if self._tb is not None:
+      for name, value in scalars.items():
+        self._tb.add_scalar(f"{split}/{name}", value, int(step))
+      self._tb.flush()
+    if self._console:
+      text = "  ".join(f"{k}={v:.4g}" for k, v in scalars.items())
+      tqdm.tqdm.write(f"[{split}] step {int(step)}  {text}")
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_metrics(workdir: str, split: str | None = None) -> list[dict[str, Any]]:
+  """Reads `metrics.jsonl` back (for reports, plots and tests)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  with open(path) as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  return [r for r in records if split is None or r["split"] == split]

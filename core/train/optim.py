@@ -1,0 +1,89 @@
+"""Optimizers and learning-rate schedules built from a config section.
+
+The `optimizer` section of an experiment config names everything that changes the update: the optimizer,
+its hyper-parameters, the schedule and gradient clipping. Nothing here has a default that a config cannot see.
+
+    config.optimizer = optimizer_config(name="adamw", learning_rate=1e-3, schedule="warmup_cosine",
+                                        warmup_steps=100, grad_clip_norm=1.0)
+
+grad_clip_norm = 0 turns clipping off.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+import optax
+
+from core import config as config_lib
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "linear", "warmup_linear")
+
+
+def optimizer_config(**overrides) -> ml_collections.ConfigDict:
+  """A complete `optimizer` section; configs call this and override what they change.
+
+  Every field is present so that `print(config)` shows all numbers that shape the update.
+  The values below are optax's documented defaults for each optimizer.
+  """
+  section = ml_collections.ConfigDict(dict(
+      name="adamw", learning_rate=1e-3, schedule="constant", warmup_steps=0, end_learning_rate=0.0,
+      b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4, momentum=0.9, nesterov=False, grad_clip_norm=0.0))
+  for key, value in overrides.items():
+    if key not in section:
+      raise config_lib.ConfigError(f"unknown optimizer field {key!r}; valid: {', '.join(sorted(section))}")
+    section[key] = value
+  return section
+
+
+def validate_optimizer_config(config: ml_collections.ConfigDict, prefix: str = "optimizer") -> None:
+  """Checks the `optimizer` section before anything is built or compiled."""
+  section = config_lib.get_value(config, prefix)
+  config_lib.check_choice(config, f"{prefix}.name", OPTIMIZERS)
+  config_lib.check_positive(config, f"{prefix}.learning_rate")
+  config_lib.check_choice(config, f"{prefix}.schedule", SCHEDULES)
+  for key in ("warmup_steps", "weight_decay", "grad_clip_norm", "end_learning_rate", "eps"):
+    config_lib.check_positive(config, f"{prefix}.{key}", allow_zero=True)
+  for key in ("b1", "b2", "momentum"):
+    config_lib.check(config, f"{prefix}.{key}", lambda v: 0 <= v < 1, "must lie in [0, 1)")
+  del section
+
+
+def make_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
+  lr = opt.learning_rate
+  end = opt.end_learning_rate
+  warmup = int(opt.warmup_steps)
+  decay_steps = max(total_steps - warmup, 1)
+  if opt.schedule == "constant":
+    return optax.constant_schedule(lr)
+  if opt.schedule == "cosine":
+    return optax.cosine_decay_schedule(lr, max(total_steps, 1), alpha=end / lr)
+  if opt.schedule == "warmup_cosine":
+    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, warmup + decay_steps, end_value=end)
+  if opt.schedule == "linear":
+    return optax.linear_schedule(lr, end, max(total_steps, 1))
+  if opt.schedule == "warmup_linear":
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, lr, max(warmup, 1)), optax.linear_schedule(lr, end, decay_steps)],
+        [warmup])
+  raise config_lib.ConfigError(f"unknown schedule {opt.schedule!r}; valid: {SCHEDULES}")
+
+
+def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+  """optax chain: optional global-norm clipping, then the optimizer with its schedule."""
+  schedule = make_schedule(opt, total_steps)
+  if opt.name == "sgd":
+    core = optax.sgd(schedule)
+  elif opt.name == "momentum":
+    core = optax.sgd(schedule, momentum=opt.momentum, nesterov=opt.nesterov)
+  elif opt.name == "adam":
+    core = optax.adam(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps)
+  elif opt.name == "adamw":
+    core = optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps,
+                       weight_decay=opt.weight_decay)
+  else:
+    raise config_lib.ConfigError(f"config.optimizer.name = {opt.name!r} is invalid; valid: {OPTIMIZERS}")
+  clip = opt.grad_clip_norm
+  if clip:
+    return optax.chain(optax.clip_by_global_norm(clip), core)
+  return core

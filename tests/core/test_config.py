@@ -1,0 +1,125 @@
+"""Config loading, overrides and validation errors: each names the key, what is valid, and the fix."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from core import config as config_lib
+from core import entrypoint
+from core.train import optim
+
+CONFIG = textwrap.dedent('''
+    import ml_collections
+    from core.train.optim import optimizer_config
+
+    def get_config(variant="full"):
+      c = ml_collections.ConfigDict()
+      c.seed = 0
+      c.batch_size = 8
+      c.data_dir = ""
+      c.layers = (4, 4)
+      c.use_bias = True
+      c.variant = variant
+      c.optimizer = optimizer_config(learning_rate=0.1)
+      return c
+''')
+
+
+@pytest.fixture
+def config_path(tmp_path):
+  path = tmp_path / "exp.py"
+  path.write_text(CONFIG)
+  return str(path)
+
+
+def test_overrides_parse_as_the_existing_type(config_path):
+  config = config_lib.load_config(config_path + ":quick", [
+      "batch_size=16", "optimizer.learning_rate=3e-4", "layers=(8, 2)", "use_bias=false",
+      "optimizer.name=sgd"])
+  assert config.batch_size == 16 and isinstance(config.batch_size, int)
+  assert config.optimizer.learning_rate == pytest.approx(3e-4)
+  assert config.layers == (8, 2)
+  assert config.use_bias is False
+  assert config.optimizer.name == "sgd"
+  assert config.variant == "quick"
+
+
+def test_unknown_key_names_the_key_and_the_close_match(config_path):
+  with pytest.raises(config_lib.ConfigError, match=r"unknown config key 'optimizer.learning_rat'.*"
+                                                   r"Did you mean 'learning_rate'"):
+    config_lib.load_config(config_path, ["optimizer.learning_rat=0.1"])
+  with pytest.raises(config_lib.ConfigError, match=r"unknown config key 'optimiser'.*Valid keys here: .*optimizer"):
+    config_lib.load_config(config_path, ["optimiser.name=sgd"])
+
+
+def test_wrong_type_names_the_expected_type(config_path):
+  with pytest.raises(config_lib.ConfigError, match=r"config.batch_size: cannot read '1.5' as int"):
+    config_lib.load_config(config_path, ["batch_size=1.5"])
+  with pytest.raises(config_lib.ConfigError, match=r"as bool"):
+    config_lib.load_config(config_path, ["use_bias=maybe"])
+  with pytest.raises(config_lib.ConfigError, match=r"is a section, not a value"):
+    config_lib.load_config(config_path, ["optimizer=3"])
+
+
+def test_config_is_locked_after_loading(config_path):
+  config = config_lib.load_config(config_path)
+  with pytest.raises(AttributeError):
+    config.new_key = 1
+
+
+def test_invalid_values_name_key_and_valid_choices(config_path):
+  config = config_lib.load_config(config_path, ["optimizer.learning_rate=-0.1"])
+  with pytest.raises(config_lib.ConfigError, match=r"config.optimizer.learning_rate = -0.1 is invalid: "
+                                                   r"must be a number > 0"):
+    optim.validate_optimizer_config(config)
+  config = config_lib.load_config(config_path, ["optimizer.name=adagrad"])
+  with pytest.raises(config_lib.ConfigError, match=r"valid choices are 'sgd', 'momentum', 'adam', 'adamw'"):
+    optim.validate_optimizer_config(config)
+  config = config_lib.load_config(config_path, ["batch_size=10"])
+  with pytest.raises(config_lib.ConfigError, match=r"must be divisible by the number of devices \(4\).*"
+                                                   r"e.g. 8, 12"):
+    config_lib.check_divisible(config, "batch_size", 4, "the number of devices")
+  config = config_lib.load_config(config_path, ["data_dir=/no/such/dir"])
+  with pytest.raises(config_lib.ConfigError, match=r"config.data_dir = '/no/such/dir' is invalid: the path "
+                                                   r"does not exist"):
+    config_lib.check_existing_path(config, "data_dir")
+  assert config_lib.check_existing_path(config_lib.load_config(config_path), "data_dir") == ""
+
+
+def test_missing_config_file_and_missing_get_config(tmp_path):
+  with pytest.raises(config_lib.ConfigError, match="does not exist"):
+    config_lib.load_config(str(tmp_path / "nope.py"))
+  bad = tmp_path / "bad.py"
+  bad.write_text("x = 1\n")
+  with pytest.raises(config_lib.ConfigError, match="defines no get_config"):
+    config_lib.load_config(str(bad))
+
+
+def test_entrypoint_argument_parsing(config_path):
+  spec, overrides, workdir = entrypoint.parse_args(
+      ["--config", config_path, "--config.batch_size", "32", "--config.seed=3", "--workdir=/tmp/w"])
+  assert (spec, overrides, workdir) == (config_path, ["batch_size=32", "seed=3"], "/tmp/w")
+  with pytest.raises(config_lib.ConfigError, match="unknown argument '--lr=3'"):
+    entrypoint.parse_args(["--config", config_path, "--lr=3"])
+  with pytest.raises(config_lib.ConfigError, match="--config is required"):
+    entrypoint.parse_args(["--workdir", "/tmp/w"])
+
+
+def test_entrypoint_fails_before_compiling_with_one_line(tmp_path):
+  """A bad value exits with status 2 and a one-line message; no traceback, no JAX compilation."""
+  result = subprocess.run(
+      [sys.executable, "-m", "core.classifier.train", "--config", "configs/core/digits_cnn.py",
+       "--config.optimizer.learning_rate=-1", "--workdir", str(tmp_path)],
+      capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2, result.stderr
+  assert "config error: config.optimizer.learning_rate = -1.0 is invalid" in result.stderr
+  assert "Traceback" not in result.stderr
+  result = subprocess.run(
+      [sys.executable, "-m", "core.classifier.train", "--config", "configs/core/digits_cnn.py",
+       "--config.modle.name=mlp", "--workdir", str(tmp_path)],
+      capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2
+  assert "unknown config key 'modle'" in result.stderr and "Did you mean 'model'" in result.stderr
+  assert not (tmp_path / "checkpoints").exists()

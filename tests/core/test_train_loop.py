@@ -1,0 +1,152 @@
+"""The training loop: bit-identical resume, NaN stop keeping the last good checkpoint, outputs on disk."""
+
+import glob
+import json
+import os
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from core.train import loop, optim
+from core.train.checkpoint import Checkpointer
+from core.train.metrics import read_metrics
+from core.train.state import create_train_state, make_train_step
+
+
+class Regressor(nnx.Module):
+  def __init__(self, rngs):
+    self.hidden = nnx.Linear(4, 16, rngs=rngs)
+    self.dropout = nnx.Dropout(0.1)
+    self.out = nnx.Linear(16, 1, rngs=rngs)
+
+  def __call__(self, x, rng):
+    return self.out(self.dropout(jax.nn.tanh(self.hidden(x)), rngs=rng))
+
+
+def mse_loss(model, batch, rng):
+  # Dropout makes the loss depend on the step's key: resume equality then also checks the keys.
+  pred = model(batch["x"], rng)[:, 0]
+  return jnp.mean((pred - batch["y"]) ** 2), {}
+
+
+class ArrayBatches:
+  """A minimal checkpointable iterator: shuffled epochs of a fixed array set."""
+
+  def __init__(self, data, batch_size, seed):
+    self.data, self.batch_size, self.seed = data, batch_size, seed
+    self.position = 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    n = len(self.data["y"])
+    per_epoch = n // self.batch_size
+    epoch, index = divmod(self.position, per_epoch)
+    order = np.random.default_rng([self.seed, epoch]).permutation(n)
+    rows = order[index * self.batch_size:(index + 1) * self.batch_size]
+    self.position += 1
+    return {k: v[rows] for k, v in self.data.items()}
+
+  def get_state(self):
+    return {"position": self.position}
+
+  def set_state(self, state):
+    self.position = state["position"]
+
+
+def make_data():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(64, 4)).astype(np.float32)
+  y = (x @ np.array([1.0, -2.0, 0.5, 0.0], np.float32)).astype(np.float32)
+  return {"x": x, "y": y}
+
+
+def build(num_steps, checkpoint_every=5, lr=0.05):
+  config = loop.train_config(num_steps=num_steps, log_every=5, eval_every=5, checkpoint_every=checkpoint_every,
+                             keep_checkpoints=2, progress_bar=False, tensorboard=True)
+  tx = optim.make_optimizer(optim.optimizer_config(name="adam", learning_rate=lr), num_steps)
+  graphdef, state = create_train_state(Regressor(nnx.Rngs(0)), tx)
+  return config, graphdef, state, make_train_step(graphdef, mse_loss, tx)
+
+
+def eval_fn_for(graphdef, data):
+  def evaluate(state):
+    model = nnx.merge(graphdef, state.params, state.model_state)
+    model.eval()
+    return {"mse": float(jnp.mean((model(data["x"], None)[:, 0] - data["y"]) ** 2))}
+  return evaluate
+
+
+def test_resume_is_bit_identical(tmp_path):
+  data = make_data()
+  config, graphdef, state, step = build(20)
+  straight = loop.run_training(workdir=str(tmp_path / "straight"), config=config, state=state, step_fn=step,
+                               batches=ArrayBatches(data, 8, seed=1), seed=3)
+
+  # The same run killed after step 10 (the process ends; only the workdir survives), then restarted.
+  config_a, graphdef, state, step = build(10)
+  loop.run_training(workdir=str(tmp_path / "resumed"), config=config_a, state=state, step_fn=step,
+                    batches=ArrayBatches(data, 8, seed=1), seed=3)
+  config_b, graphdef, state, step = build(20)
+  with open(tmp_path / "resumed" / "metrics.jsonl", "a") as f:  # a line a killed run wrote past its checkpoint
+    f.write(json.dumps({"step": 11, "split": "train", "loss": 123.0}) + "\n")
+  resumed = loop.run_training(workdir=str(tmp_path / "resumed"), config=config_b, state=state, step_fn=step,
+                              batches=ArrayBatches(data, 8, seed=1), seed=3)
+
+  assert int(resumed.step) == int(straight.step) == 20
+  chex.assert_trees_all_equal(jax.device_get(straight.params), jax.device_get(resumed.params))
+  chex.assert_trees_all_equal(jax.device_get(straight.opt_state), jax.device_get(resumed.opt_state))
+  train_steps = [r["step"] for r in read_metrics(str(tmp_path / "resumed"), "train")]
+  assert train_steps == [5, 10, 15, 20]  # the stale step-11 line is gone, nothing logged twice
+
+
+def test_training_reduces_loss_and_writes_outputs(tmp_path):
+  data = make_data()
+  config, graphdef, state, step = build(40)
+  evaluate = eval_fn_for(graphdef, data)
+  before = evaluate(state)["mse"]
+  final = loop.run_training(workdir=str(tmp_path), config=config, state=state, step_fn=step,
+                            batches=ArrayBatches(data, 8, seed=1), seed=0, eval_fn=evaluate)
+  assert evaluate(final)["mse"] < 0.5 * before
+  records = read_metrics(str(tmp_path))
+  train = [r for r in records if r["split"] == "train"]
+  evals = [r for r in records if r["split"] == "eval"]
+  assert [r["step"] for r in evals] == [5, 10, 15, 20, 25, 30, 35, 40]
+  assert {"loss", "grad_norm", "steps_per_sec"} <= set(train[0])
+  assert glob.glob(str(tmp_path / "tensorboard" / "events.out.tfevents.*"))
+  assert Checkpointer(str(tmp_path / "checkpoints"), every=5, keep=2).all_steps() == [35, 40]  # keeps last 2
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
+  data = make_data()
+  config, graphdef, state, step = build(20)
+
+  class PoisonedBatches(ArrayBatches):
+    def __next__(self):
+      batch = super().__next__()
+      if self.position == 12:  # the 12th batch holds a NaN
+        batch = dict(batch, x=np.full_like(batch["x"], np.nan))
+      return batch
+
+  with pytest.raises(loop.NonFiniteLossError, match=r"loss is nan at step 12; .*last good checkpoint is step 10"):
+    loop.run_training(workdir=str(tmp_path), config=config, state=state, step_fn=step,
+                      batches=PoisonedBatches(data, 8, seed=1), seed=0)
+  checkpointer = Checkpointer(str(tmp_path / "checkpoints"), every=5, keep=2)
+  assert checkpointer.latest_step() == 10
+  restored, _ = checkpointer.restore(10, state)
+  assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(restored.params))
+
+
+def test_out_of_data_is_a_clear_error(tmp_path):
+  data = make_data()
+  config, graphdef, state, step = build(20)
+  with pytest.raises(RuntimeError, match="data iterator ran out at step 3 of 20"):
+    loop.run_training(workdir=str(tmp_path), config=config, state=state, step_fn=step,
+                      batches=iter([ArrayBatches(data, 8, 0).__next__() for _ in range(2)]), seed=0)
+  assert os.path.isdir(tmp_path)
