@@ -22,6 +22,19 @@ class ConfigError(ValueError):
   """A config key is unknown, has the wrong type, or holds an invalid value."""
 
 
+def section(name: str, defaults: dict[str, Any], overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+  """A config section with every field present: `defaults` updated by `overrides` (unknown keys raise).
+
+  Library modules expose their section as `<name>_config(**overrides)` built with this, so that
+  `print(config)` shows every number an experiment uses and a misspelt override fails at once.
+  """
+  unknown = sorted(set(overrides) - set(defaults))
+  if unknown:
+    raise ConfigError(f"unknown {name} field(s) {', '.join(map(repr, unknown))}; valid: "
+                      f"{', '.join(sorted(defaults))}.")
+  return ml_collections.ConfigDict({**defaults, **overrides})
+
+
 def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
   """Loads `path.py[:arg]`, applies `a.b=value` overrides, and returns the locked config.
 

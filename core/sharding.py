@@ -25,13 +25,13 @@ from core import config as config_lib
 DATA_AXES = ("data", "fsdp")
 
 
-def mesh_config(data: int = -1, fsdp: int = 1, fsdp_min_size: int = 2**18) -> ml_collections.ConfigDict:
+def mesh_config(**overrides) -> ml_collections.ConfigDict:
   """The `mesh` config section. data=-1 takes every device not used by fsdp.
 
   fsdp_min_size: parameters with fewer elements stay replicated (splitting them costs more in communication
   than it saves in memory).
   """
-  return ml_collections.ConfigDict(dict(data=data, fsdp=fsdp, fsdp_min_size=fsdp_min_size))
+  return config_lib.section("mesh", dict(data=-1, fsdp=1, fsdp_min_size=2**18), overrides)
 
 
 def validate_mesh_config(config: ml_collections.ConfigDict, prefix: str = "mesh") -> None:

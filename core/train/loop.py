@@ -36,14 +36,9 @@ class NonFiniteLossError(FloatingPointError):
 
 def train_config(**overrides) -> ml_collections.ConfigDict:
   """The `train` config section. `eval_every = 0` evaluates only at the end."""
-  section = ml_collections.ConfigDict(dict(
+  return config_lib.section("train", dict(
       num_steps=1000, log_every=100, eval_every=0, checkpoint_every=500, keep_checkpoints=3,
-      progress_bar=True, tensorboard=True))
-  for key, value in overrides.items():
-    if key not in section:
-      raise config_lib.ConfigError(f"unknown train field {key!r}; valid: {', '.join(sorted(section))}")
-    section[key] = value
-  return section
+      progress_bar=True, tensorboard=True), overrides)
 
 
 def validate_train_config(config: ml_collections.ConfigDict, prefix: str = "train") -> None:

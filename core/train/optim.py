@@ -26,19 +26,14 @@ def optimizer_config(**overrides) -> ml_collections.ConfigDict:
   Every field is present so that `print(config)` shows all numbers that shape the update.
   The values below are optax's documented defaults for each optimizer.
   """
-  section = ml_collections.ConfigDict(dict(
+  return config_lib.section("optimizer", dict(
       name="adamw", learning_rate=1e-3, schedule="constant", warmup_steps=0, end_learning_rate=0.0,
-      b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4, momentum=0.9, nesterov=False, grad_clip_norm=0.0))
-  for key, value in overrides.items():
-    if key not in section:
-      raise config_lib.ConfigError(f"unknown optimizer field {key!r}; valid: {', '.join(sorted(section))}")
-    section[key] = value
-  return section
+      b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4, momentum=0.9, nesterov=False, grad_clip_norm=0.0),
+      overrides)
 
 
 def validate_optimizer_config(config: ml_collections.ConfigDict, prefix: str = "optimizer") -> None:
   """Checks the `optimizer` section before anything is built or compiled."""
-  section = config_lib.get_value(config, prefix)
   config_lib.check_choice(config, f"{prefix}.name", OPTIMIZERS)
   config_lib.check_positive(config, f"{prefix}.learning_rate")
   config_lib.check_choice(config, f"{prefix}.schedule", SCHEDULES)
@@ -46,7 +41,6 @@ def validate_optimizer_config(config: ml_collections.ConfigDict, prefix: str = "
     config_lib.check_positive(config, f"{prefix}.{key}", allow_zero=True)
   for key in ("b1", "b2", "momentum"):
     config_lib.check(config, f"{prefix}.{key}", lambda v: 0 <= v < 1, "must lie in [0, 1)")
-  del section
 
 
 def make_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:

@@ -28,21 +28,32 @@ class TrainState:
   model_state: Any  # nnx.State of every non-Param variable (may be empty)
 
 
-def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, Any, Any]:
-  """Splits once into (graphdef, params, model_state); merge back with `nnx.merge(graphdef, p, s)`."""
-  return nnx.split(model, nnx.Param, ...)
+def split_model(model: nnx.Module, trainable: Any = nnx.Param) -> tuple[nnx.GraphDef, Any, Any]:
+  """Splits once into (graphdef, trainable params, everything else); merge back with `nnx.merge(g, p, s)`.
+
+  `trainable` is an NNX filter: `nnx.Param` for full training, `nnx.LoRAParam` to train adapters only (the
+  frozen base weights then live in `model_state`, outside the optimizer and the gradient).
+  """
+  return nnx.split(model, trainable, ...)
 
 
-def create_train_state(model: nnx.Module, tx: optax.GradientTransformation) -> tuple[nnx.GraphDef, TrainState]:
-  graphdef, params, model_state = split_model(model)
+def create_train_state(model: nnx.Module, tx: optax.GradientTransformation, trainable: Any = nnx.Param
+                       ) -> tuple[nnx.GraphDef, TrainState]:
+  graphdef, params, model_state = split_model(model, trainable)
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                      model_state=model_state)
   return graphdef, state
 
 
-def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransformation
-                    ) -> Callable[[TrainState, Any, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
-  """Builds the pure update step; the loop jits it with donation and shardings."""
+StepFn = Callable[[TrainState, Any, jax.Array], tuple[TrainState, dict[str, jax.Array]]]
+
+
+def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransformation,
+                    trainable: Any = nnx.Param) -> StepFn:
+  """Builds the pure update step; the loop jits it with donation and shardings.
+
+  `trainable` must be the filter given to `create_train_state`.
+  """
 
   def step(state: TrainState, batch: Any, rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
     def compute_loss(params):
@@ -50,7 +61,7 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientT
       # their statistics in place inside the differentiated function.
       model = nnx.merge(graphdef, params, state.model_state, copy=True)
       loss, metrics = loss_fn(model, batch, rng)
-      _, _, new_model_state = split_model(model)
+      _, _, new_model_state = split_model(model, trainable)
       return loss, (metrics, new_model_state)
 
     (loss, (metrics, model_state)), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)

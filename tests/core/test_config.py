@@ -123,3 +123,10 @@ def test_entrypoint_fails_before_compiling_with_one_line(tmp_path):
   assert result.returncode == 2
   assert "unknown config key 'modle'" in result.stderr and "Did you mean 'model'" in result.stderr
   assert not (tmp_path / "checkpoints").exists()
+
+
+def test_sections_list_every_field_and_reject_unknown_ones():
+  section = config_lib.section("train", {"num_steps": 10, "log_every": 5}, {"log_every": 2})
+  assert dict(section) == {"num_steps": 10, "log_every": 2}
+  with pytest.raises(config_lib.ConfigError, match=r"unknown optimizer field\(s\) 'lr'; valid: .*learning_rate"):
+    optim.optimizer_config(lr=0.1)
