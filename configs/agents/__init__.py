@@ -1,0 +1,1 @@
+"""Configs of agents/ (AgentGym-RL): environment servers, and later the RL experiments."""

@@ -1,0 +1,23 @@
+"""BSD CNN on full Fashion-MNIST: conv3x3(32)-[pool]-conv3x3(64)-[pool]-fc(256)-codes(100), BatchNorm, T=4.
+
+`:quick` is a narrow version (16, 32 channels; fc 128) for one pass over 12.8k images.
+"""
+
+from configs.bsd import common
+
+
+def get_config(variant: str = "full"):
+  config = common.base("classify", "fashion_mnist", "cnn")
+  config.model.channels = (32, 64)
+  config.model.hidden = (256,)
+  config.model.batch_norm = True
+  config.model.code_dim = 100
+  config.train.num_steps = 4690  # 10 epochs
+  config.eval_batch_size = 1000
+
+  def quick(c):
+    c.model.channels = (16, 32)
+    c.model.hidden = (128,)
+    common.quick_schedule(c, 100)
+
+  return common.apply_variant(config, variant, quick)

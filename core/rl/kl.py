@@ -1,0 +1,43 @@
+"""Per-token Monte-Carlo estimators of KL(pi || pi_ref) from samples of pi (J. Schulman, "Approximating KL
+Divergence", blog post, 2020, http://joschu.net/blog/kl-approx.html).
+
+With x ~ pi and r = pi_ref(x) / pi(x), i.e. log r = ref_log_prob - log_prob:
+  k1 = -log r                unbiased, high variance, can be negative;
+  k2 = (log r)^2 / 2         biased, low variance, always >= 0;
+  k3 = (r - 1) - log r       unbiased and always >= 0 (the "low-variance KL" that GRPO, Shao et al. 2024 eq. 4,
+                             and AgentGym-RL's `low_var_kl` loss use).
+`clip` bounds the estimate as verl does for k3 (to +-10), because exp(log r) explodes for tokens the reference
+finds very unlikely.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+ESTIMATORS = ("k1", "k2", "k3")
+
+
+def kl_k1(log_probs: jax.Array, ref_log_probs: jax.Array) -> jax.Array:
+  return log_probs - ref_log_probs
+
+
+def kl_k2(log_probs: jax.Array, ref_log_probs: jax.Array) -> jax.Array:
+  return 0.5 * jnp.square(ref_log_probs - log_probs)
+
+
+def kl_k3(log_probs: jax.Array, ref_log_probs: jax.Array) -> jax.Array:
+  log_ratio = ref_log_probs - log_probs
+  return jnp.expm1(log_ratio) - log_ratio  # expm1 keeps precision when the two policies are close
+
+
+@functools.partial(jax.jit, static_argnames=("estimator", "clip"))
+def kl_estimate(log_probs: jax.Array, ref_log_probs: jax.Array, estimator: str,
+                clip: float | None = None) -> jax.Array:
+  """Per-token KL estimate, `estimator` one of k1, k2, k3; clipped to [-clip, clip] when `clip` is given."""
+  if estimator not in ESTIMATORS:
+    raise ValueError(f"unknown KL estimator {estimator!r}; valid: {', '.join(ESTIMATORS)}.")
+  kl = {"k1": kl_k1, "k2": kl_k2, "k3": kl_k3}[estimator](log_probs, ref_log_probs)
+  return kl if clip is None else jnp.clip(kl, -clip, clip)

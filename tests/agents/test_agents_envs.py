@@ -1,0 +1,169 @@
+"""The three text environments: deterministic tasks, oracles that always succeed, bad actions, partial progress,
+and the BM25 retriever and WordNet reader against hand-checked values."""
+
+import math
+
+import pytest
+
+from agents.envs import (EnvProtocolError, Gridworld, TextCraft, WordNetSearch, gridworld_config, make_env,
+                         search_config, textcraft_config)
+from agents.envs import bm25, textcraft, wordnet
+from agents.envs.search import normalize_answer
+
+
+@pytest.fixture(scope="module")
+def envs():
+  return {"gridworld": Gridworld(gridworld_config()), "textcraft": TextCraft(textcraft_config()),
+          "search": WordNetSearch(search_config())}
+
+
+def run_oracle(env, task_id):
+  result = env.reset(task_id)
+  oracle = env.oracle(task_id)
+  progress = [result.info["progress"]]
+  while not result.done:
+    result = env.step(oracle.act(result.observation))
+    progress.append(result.info["progress"])
+  return result, progress
+
+
+@pytest.mark.parametrize("name,num_tasks", [("gridworld", 400), ("textcraft", 400), ("search", 200)])
+def test_oracle_solves_every_task_with_monotone_progress(envs, name, num_tasks):
+  env = envs[name]
+  steps = []
+  for task_id in range(num_tasks):
+    result, progress = run_oracle(env, task_id)
+    assert result.info["success"] and result.reward == 1.0, (name, task_id, result.observation)
+    assert progress[-1] == 1.0 and all(a <= b for a, b in zip(progress, progress[1:])), progress
+    steps.append(result.info["steps"])
+  assert max(steps) >= 2 * min(steps)  # the task set mixes short and long horizons
+
+
+@pytest.mark.parametrize("name", ["gridworld", "textcraft", "search"])
+def test_tasks_are_a_function_of_the_id(envs, name):
+  env = envs[name]
+  first = env.reset(11).observation
+  other = make_env(name)  # a fresh instance, as on another server
+  assert other.reset(11).observation == first
+  assert env.reset(12).observation != first
+
+
+@pytest.mark.parametrize("name", ["gridworld", "textcraft", "search"])
+@pytest.mark.parametrize("action", ["", "   ", "dance wildly", "go to", "craft 3 using", "search[", "\x00\n\t",
+                                    "pick up purple unicorn", "get -1 oak log", "answer[]", "x" * 5000])
+def test_bad_actions_are_observations_not_crashes(envs, name, action):
+  env = envs[name]
+  first = env.reset(3).observation
+  result = env.step(action)
+  assert result.observation.startswith("Invalid action:"), result.observation
+  assert result.reward == 0.0 and not result.done and result.info["invalid"]
+  # and the episode goes on from the unchanged state: the oracle's first action is still valid
+  result = env.step(env.oracle(3).act(first))
+  assert not result.info["invalid"], result.observation
+
+
+def test_protocol_misuse_and_the_end_of_an_episode(envs):
+  fresh = Gridworld(gridworld_config())
+  with pytest.raises(EnvProtocolError, match="before reset"):
+    fresh.step("turn left")
+  with pytest.raises(EnvProtocolError, match="task id"):
+    fresh.reset(-1)
+  env = envs["gridworld"]
+  result, _ = run_oracle(env, 0)
+  after = env.step("turn left")
+  assert after.done and after.reward == 0.0 and "episode is over" in after.observation
+  budget = Gridworld(gridworld_config(max_steps=3))
+  budget.reset(0)
+  results = [budget.step("turn left") for _ in range(3)]
+  assert [r.done for r in results] == [False, False, True] and "all 3 steps" in results[-1].observation
+
+
+def test_gridworld_locked_door_needs_its_key_and_progress_is_partial(envs):
+  env = envs["gridworld"]
+  task_id = next(t for t in range(200) if env.reset(t).info["task"]["locked_doors"] >= 1)
+  env.reset(task_id)
+  plan = env.oracle(task_id)._plan
+  door_index = next(i for i, a in enumerate(plan) if a.startswith("open "))
+  color = plan[door_index].split()[1]
+  assert plan[:door_index].count(f"pick up {color} key") == 1
+  # Walk to the door without the key: opening it is refused.
+  env.reset(task_id)
+  env.step(f"go to {color} door")
+  refused = env.step(f"open {color} door")
+  assert refused.info["invalid"] and "locked" in refused.observation
+  result = env.reset(task_id)
+  oracle = env.oracle(task_id)
+  for _ in range(door_index + 1):
+    result = env.step(oracle.act(result.observation))
+  assert 0.0 < result.info["progress"] < 1.0 and not result.done
+  assert f"a {color} door (open)" in result.observation
+
+
+def test_textcraft_recipe_graph_depth_and_crafting_rules(envs):
+  assert textcraft.depth("hopper minecart") == 4 and textcraft.depth("cake") == 4
+  assert textcraft.depth("oak planks") == 1 and textcraft.depth("oak log") == 0
+  assert textcraft.recipe_tree("wooden pickaxe") == {"wooden pickaxe", "oak planks", "stick"}
+  env = envs["textcraft"]
+  env.reset(0)
+  env.target = "wooden pickaxe"  # a known goal for the hand-written episode below
+  env.tree = textcraft.recipe_tree("wooden pickaxe")
+  assert env.step("get 2 oak log").observation == "Got 2 oak log."
+  assert "not a base material" in env.step("get 1 stick").observation
+  assert "valid recipe" in env.step("craft 3 oak planks using 1 oak log").observation  # not a multiple of 4
+  assert env.step("craft 8 oak planks using 2 oak log").observation == "Crafted 8 oak planks."
+  assert math.isclose(env.step("inventory").info["progress"], 1 / 3)
+  assert "valid recipe" in env.step("craft 8 stick using 4 oak planks, 1 oak log").observation  # extra ingredient
+  assert env.step("craft 4 stick using 2 oak planks").observation == "Crafted 4 stick."
+  result = env.step("craft 1 wooden pickaxe using 2 stick, 3 oak planks")  # ingredients in any order
+  assert result.reward == 1.0 and result.done and result.info["progress"] == 1.0
+  env.reset(0)
+  env.target, env.tree = "stick", textcraft.recipe_tree("stick")
+  short = env.step("craft 4 stick using 2 oak planks")
+  assert short.info["invalid"] and "enough items" in short.observation
+
+
+def test_bm25_scores_by_hand():
+  docs = ["the cat sat", "the dog sat down", "cat cat dog"]
+  index = bm25.BM25Index(docs, k1=1.2, b=0.75)
+  n, avgdl = 3, (3 + 4 + 3) / 3
+
+  def term(tf, dl, df):
+    idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+    return idf * tf * 2.2 / (tf + 1.2 * (1 - 0.75 + 0.75 * dl / avgdl))
+
+  expected = [term(1, 3, 2), 0.0, term(2, 3, 2)]  # query "cat": df 2
+  assert all(math.isclose(a, b, rel_tol=1e-12) for a, b in zip(index.scores("Cat"), expected))
+  both = index.scores("cat dog dog")  # a repeated query term counts once
+  assert math.isclose(both[2], term(2, 3, 2) + term(1, 3, 2), rel_tol=1e-12)
+  assert math.isclose(both[1], term(1, 4, 2), rel_tol=1e-12)
+  assert index.search("cat dog", 2) == [(2, both[2]), (0, index.scores("cat dog")[0])]
+  assert index.search("unknown words", 3) == []
+  tied = bm25.BM25Index(["a b", "a b", "a b"], 1.2, 0.75)
+  assert [d for d, _ in tied.search("a", 2)] == [0, 1]  # ties go to the lower index
+
+
+def test_wordnet_reader_matches_known_entries():
+  synsets = wordnet.load_wordnet_nouns()
+  assert len(synsets) == 82115
+  by_name = {s.name: s for s in synsets}
+  dog = by_name["dog.n.01"]
+  assert dog.lemmas == ("dog", "domestic dog", "Canis familiaris")
+  assert dog.definition.startswith("a member of the genus Canis")
+  assert '"' not in dog.definition  # the quoted example is cut off
+  by_offset = {s.offset: s for s in synsets}
+  assert sorted(by_offset[h].name for h in dog.hypernyms) == ["canine.n.02", "domestic_animal.n.01"]
+  assert by_name["entity.n.01"].hypernyms == ()
+
+
+def test_search_env_answers_are_exact_match_and_end_the_episode(envs):
+  env = envs["search"]
+  assert normalize_answer("  The  Canis_Familiaris! ") == "canis familiaris"
+  result = env.reset(5)
+  assert "Question:" in result.observation
+  hits = env.step("search[dog.n.01]")  # an entry name opens that entry first
+  assert hits.observation.startswith("[1] dog.n.01 | dog, domestic dog, Canis familiaris |")
+  wrong = env.step("answer[definitely not it]")
+  assert wrong.done and wrong.reward == 0.0 and not wrong.info["success"]
+  env.reset(5)
+  right = sorted(env.task.answers)[0]
+  assert env.step(f"answer[{right.upper()}]").reward == 1.0

@@ -1,0 +1,242 @@
+"""The environment protocol in-process and over a real HTTP server on 127.0.0.1: identical episodes, isolation
+between clients, token, size limits, crashes and hangs, retries, and no leak over thousands of episodes."""
+
+import gc
+import threading
+import time
+import weakref
+
+import httpx
+import pytest
+
+from agents.envs import (EnvPool, EnvProtocolError, EnvRequestError, EnvSession, HttpEnvClient, LocalEnvClient,
+                         PoolFullError, TextEnv, UnknownEnvError, env_config, http_client_config, make_env,
+                         make_pool, pool_config)
+from agents.envs.server import check_exposure, make_app, server_config, start_background
+
+FAST_CLIENT = http_client_config(retries=1, backoff_s=0.01, timeout_s=5.0, connect_timeout_s=1.0)
+
+
+def serve(pool, token=None, **server_overrides):
+  config = server_config(port=0, **server_overrides)
+  return start_background(make_app(pool, config, token), config, token)
+
+
+@pytest.fixture(scope="module")
+def servers():
+  running = {}
+  for name in ("gridworld", "textcraft", "search"):
+    running[name] = serve(make_pool(name, env_config(name), pool_config()))
+  yield running
+  for server in running.values():
+    server.stop()
+
+
+def oracle_episode(client, name, task_id):
+  env_idx = client.create()
+  results = [client.reset(env_idx, task_id)]
+  oracle = make_env(name).oracle(task_id)
+  while not results[-1].done:
+    results.append(client.step(env_idx, oracle.act(results[-1].observation)))
+  observation = client.observation(env_idx)
+  client.close(env_idx)
+  return [r.to_json() for r in results], observation
+
+
+@pytest.mark.parametrize("name", ["gridworld", "textcraft", "search"])
+def test_in_process_and_http_give_identical_episodes(servers, name):
+  local = LocalEnvClient(make_pool(name, env_config(name), pool_config()))
+  with HttpEnvClient(servers[name].url, FAST_CLIENT) as remote:
+    for task_id in range(6):
+      here, there = oracle_episode(local, name, task_id), oracle_episode(remote, name, task_id)
+      assert here == there
+      assert here[0][-1]["info"]["success"]
+      assert here[1] == here[0][-1]["observation"]
+
+
+def test_a_client_cannot_touch_another_clients_environment(servers):
+  with HttpEnvClient(servers["gridworld"].url, FAST_CLIENT) as alice, \
+       HttpEnvClient(servers["gridworld"].url, FAST_CLIENT) as mallory:
+    env_idx = alice.create()
+    assert len(env_idx) >= 24 and env_idx != alice.create()  # 144 random bits each
+    alice.reset(env_idx, 1)
+    for attempt in (lambda: mallory.step(env_idx, "turn left"), lambda: mallory.observation(env_idx),
+                    lambda: mallory.reset(env_idx, 2), lambda: mallory.close(env_idx)):
+      with pytest.raises(UnknownEnvError):
+        attempt()
+    with pytest.raises(UnknownEnvError):
+      alice.step("AAAAAAAAAAAAAAAAAAAAAAAA", "turn left")  # a made-up id
+    assert alice.step(env_idx, "turn left").info["steps"] == 1  # untouched by the attempts
+    alice.close(env_idx)
+    with pytest.raises(UnknownEnvError):
+      alice.step(env_idx, "turn left")
+  pool = make_pool("gridworld", env_config("gridworld"), pool_config())
+  mine, theirs = LocalEnvClient(pool), LocalEnvClient(pool)
+  env_idx = mine.create()
+  with pytest.raises(UnknownEnvError):
+    theirs.reset(env_idx, 0)
+
+
+def test_token_is_required_when_set_and_exposure_needs_one():
+  pool = make_pool("gridworld", env_config("gridworld"), pool_config())
+  with serve(pool, token="s3cret-token") as server:
+    for token in (None, "wrong"):
+      with HttpEnvClient(server.url, FAST_CLIENT, token=token) as client, pytest.raises(EnvRequestError, match="401"):
+        client.create()
+    with HttpEnvClient(server.url, FAST_CLIENT, token="s3cret-token") as client:
+      assert client.reset(client.create(), 0).observation
+  with pytest.raises(ValueError, match="token"):
+    check_exposure("0.0.0.0", None)
+  check_exposure("0.0.0.0", "tok")
+  check_exposure("::1", None)
+  with pytest.raises(ValueError, match="token"):
+    serve(pool, host="0.0.0.0")
+
+
+def test_size_limits_and_malformed_requests(servers):
+  url = servers["gridworld"].url
+  with httpx.Client(base_url=url, headers={"X-Client-Key": "k" * 24}) as http:
+    env_idx = http.post("/create").json()["env_idx"]
+    assert http.post("/reset", json={"env_idx": env_idx, "id": 0}).status_code == 200
+    huge = http.post("/step", json={"env_idx": env_idx, "action": "a" * 70000})
+    assert huge.status_code == 413
+    chunks = (b'{"env_idx": "' + b"a" * 8192 for _ in range(10))  # chunked: no Content-Length to check
+    assert http.post("/step", content=chunks).status_code == 413
+    assert http.post("/step", content=b"not json").status_code == 400
+    assert http.post("/step", json=[1, 2]).status_code == 400
+    assert http.post("/step", json={"env_idx": env_idx}).status_code == 400  # no action
+    assert http.post("/reset", json={"env_idx": env_idx, "id": "3"}).status_code == 400
+    assert http.post("/step", json={"env_idx": env_idx, "action": 5}).status_code == 400
+    assert http.post("/step", json={"env_idx": "../../etc", "action": "x"}).status_code == 404
+    long_action = http.post("/step", json={"env_idx": env_idx, "action": "b" * 5000}).json()
+    assert long_action["observation"].startswith("Invalid action: the action is 5000 characters long")
+    assert long_action["reward"] == 0.0 and not long_action["done"]
+    fresh = http.post("/create").json()["env_idx"]
+    assert http.post("/step", json={"env_idx": fresh, "action": "turn left"}).status_code == 409
+
+
+def test_a_retried_step_is_answered_from_the_record_not_applied_twice(servers):
+  with httpx.Client(base_url=servers["gridworld"].url, headers={"X-Client-Key": "r" * 24}) as http:
+    env_idx = http.post("/create").json()["env_idx"]
+    http.post("/reset", json={"env_idx": env_idx, "id": 0})
+    first = http.post("/step", json={"env_idx": env_idx, "action": "turn left", "seq": 1}).json()
+    again = http.post("/step", json={"env_idx": env_idx, "action": "turn left", "seq": 1}).json()
+    assert first == again and first["info"]["steps"] == 1
+    assert http.post("/step", json={"env_idx": env_idx, "action": "turn left", "seq": 2}).json()["info"]["steps"] == 2
+
+
+class Fragile(TextEnv):
+  """Crashes on "crash", hangs on "hang" (until the test releases it), else counts steps."""
+
+  name = "fragile"
+  release = threading.Event()
+
+  def __init__(self):
+    super().__init__(max_steps=100)
+
+  def instructions(self):
+    return ""
+
+  def oracle(self, task_id):
+    raise NotImplementedError
+
+  def _reset(self, task_id):
+    return f"task {task_id}", {}
+
+  def _progress(self):
+    return 0.0
+
+  def _step(self, action):
+    if action == "crash":
+      raise RuntimeError("boom")
+    if action == "hang":
+      self.release.wait(30)
+    return f"ok {self._steps}", False
+
+
+@pytest.mark.parametrize("over_http", [False, True])
+def test_a_crashed_or_hung_environment_ends_only_its_trajectory(over_http):
+  pool = EnvPool(Fragile, pool_config(step_timeout_s=1.0, workers=4))
+  server = serve(pool) if over_http else None
+  client = HttpEnvClient(server.url, FAST_CLIENT) if over_http else LocalEnvClient(pool)
+  try:
+    crashing, hanging, healthy = EnvSession(client, 0), EnvSession(client, 1), EnvSession(client, 2)
+    for session in (crashing, hanging, healthy):
+      assert session.start().observation.startswith("task")
+    crashed = crashing.step("crash")
+    assert crashed.done and "RuntimeError: boom" in crashed.info["error"] and crashing.error
+    start = time.monotonic()
+    hung = hanging.step("hang")
+    assert hung.done and "did not finish within 1.0 s" in hung.info["error"]
+    assert time.monotonic() - start < 5
+    assert healthy.step("fine").observation == "ok 1"  # the others go on
+    assert crashing.step("fine").done  # a broken trajectory stays ended
+    assert client.reset(crashing.env_idx, 5).observation == "task 5"  # a reset builds a fresh environment
+    assert client.step(crashing.env_idx, "fine").observation == "ok 1"
+    for session in (crashing, hanging, healthy):
+      session.close()
+    assert pool.num_live == 0 and pool.crashed == 2
+  finally:
+    Fragile.release.set()
+    client.shutdown()
+    if server:
+      server.stop()
+  Fragile.release.clear()
+
+
+def test_a_vanished_server_ends_the_trajectory_with_an_error():
+  server = serve(make_pool("gridworld", env_config("gridworld"), pool_config()))
+  client = HttpEnvClient(server.url, FAST_CLIENT)
+  session = EnvSession(client, 0)
+  assert not session.start().done
+  server.stop()
+  result = session.step("turn left")
+  assert result.done and "EnvUnavailableError" in result.info["error"]
+  session.close()  # does not raise either
+  client.shutdown()
+  assert EnvSession(HttpEnvClient("http://127.0.0.1:9", FAST_CLIENT), 0).start().info["error"]
+
+
+def test_thousands_of_episodes_leave_nothing_behind(servers):
+  built = []
+
+  def factory():
+    env = make_env("gridworld")
+    built.append(weakref.ref(env))
+    return env
+
+  pool = EnvPool(factory, pool_config())
+  client = LocalEnvClient(pool)
+  for task_id in range(3000):
+    with EnvSession(client, task_id) as session:
+      session.start()
+      assert "error" not in session.step("turn left").info
+  gc.collect()
+  assert pool.num_live == 0 and pool.created == pool.closed == 3000
+  assert len(built) == 3000 and sum(ref() is not None for ref in built) == 0
+  url = servers["textcraft"].url
+  with HttpEnvClient(url, FAST_CLIENT) as remote:
+    for task_id in range(300):
+      with EnvSession(remote, task_id) as session:
+        session.start()
+        session.step("inventory")
+    health = httpx.get(f"{url}/health").json()
+  assert health["live"] == 0 and health["created"] == health["closed"] >= 300
+
+
+def test_the_pool_is_bounded_and_idle_environments_are_reaped():
+  now = [0.0]
+  pool = EnvPool(lambda: make_env("gridworld"), pool_config(max_envs=3, idle_timeout_s=60.0), clock=lambda: now[0])
+  client = LocalEnvClient(pool)
+  for _ in range(3):
+    client.create()
+  with pytest.raises(PoolFullError):
+    client.create()
+  with serve(pool) as server, HttpEnvClient(server.url, FAST_CLIENT) as remote:
+    with pytest.raises(PoolFullError):
+      remote.create()
+    now[0] = 61.0
+    env_idx = remote.create()  # the three idle ones were reaped
+    assert pool.reaped == 3 and pool.num_live == 1
+    with pytest.raises(EnvProtocolError, match="before reset"):
+      remote.step(env_idx, "turn left")

@@ -1,0 +1,97 @@
+"""ReCo against a direct numpy computation (diagonal and relaxed terms), codes, and the Frechet distance."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bsd import codes, frechet, losses
+
+
+def reco_numpy(a, b, lam, negatives=None, reduction="sum"):
+  a = a.reshape(len(a), -1).astype(np.float64)
+  b = b.reshape(len(b), -1).astype(np.float64)
+  n = len(a)
+  total = 0.0
+  for k in range(n):
+    for j in range(n):
+      c = a[k] @ b[j] / (np.linalg.norm(a[k]) * np.linalg.norm(b[j]))
+      if k == j:
+        total += (1.0 - c) ** 2
+      elif negatives is None or negatives[k, j]:
+        total += lam * max(0.0, c) ** 2
+  return total / n if reduction == "mean" else total
+
+
+@pytest.mark.parametrize("reduction", losses.REDUCTIONS)
+@pytest.mark.parametrize("lam", [0.0, 0.6, 2.0])
+def test_reco_matches_numpy(lam, reduction):
+  rng = np.random.default_rng(0)
+  # A shared component makes many off-diagonal cosines positive, so the relaxed term is exercised, while
+  # others stay negative and must cost nothing.
+  a = rng.normal(size=(9, 3, 5)) + 0.3
+  b = rng.normal(size=(9, 3, 5)) + 0.3
+  cos = losses.cosine_matrix(jnp.asarray(a), jnp.asarray(b))
+  off = np.asarray(cos)[~np.eye(9, dtype=bool)]
+  assert (off > 0).any() and (off < 0).any()
+  got = losses.reco_loss(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32), lam, reduction=reduction)
+  np.testing.assert_allclose(float(got), reco_numpy(a, b, lam, reduction=reduction), rtol=1e-5)
+
+
+def test_reco_with_negatives_mask_matches_numpy():
+  rng = np.random.default_rng(1)
+  a, b = rng.normal(size=(7, 6)) + 0.5, rng.normal(size=(7, 6)) + 0.5
+  negatives = rng.random((7, 7)) < 0.5
+  got = losses.reco_loss(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32), 0.6,
+                         negatives=jnp.asarray(negatives))
+  np.testing.assert_allclose(float(got), reco_numpy(a, b, 0.6, negatives), rtol=1e-5)
+  assert abs(float(got) - reco_numpy(a, b, 0.6)) > 1e-3  # the mask mattered
+
+
+def test_reco_minimum_and_relaxation():
+  # Identical, mutually orthogonal pairs: zero loss. Anti-correlated off-diagonal pairs: still zero (relaxed).
+  eye = jnp.eye(4)
+  assert float(losses.reco_loss(eye, eye, 0.6)) == pytest.approx(0.0, abs=1e-6)
+  a = jnp.array([[1.0, 0.0], [-1.0, 0.0]])
+  assert float(losses.reco_loss(a, a, 0.6)) == pytest.approx(0.0, abs=1e-6)
+  # Gradients exist for both pathways.
+  ga, gb = jax.grad(lambda x, y: losses.reco_loss(x, y, 0.6), argnums=(0, 1))(
+      jax.random.normal(jax.random.key(0), (5, 4)), jax.random.normal(jax.random.key(1), (5, 4)))
+  assert float(jnp.abs(ga).sum()) > 0 and float(jnp.abs(gb).sum()) > 0
+
+
+def test_cosine_cross_entropy_decodes_codes():
+  table = jnp.asarray(codes.class_codes("block", 4, 12))
+  ce, logits = losses.cosine_cross_entropy(table * 3.0, table, jnp.arange(4), scale=10.0)
+  np.testing.assert_array_equal(np.asarray(logits.argmax(-1)), np.arange(4))
+  assert float(ce) < 0.01
+
+
+def test_codes():
+  block = codes.class_codes("block", 10, 100)
+  assert block.shape == (10, 100) and set(np.unique(block)) == {0.0, 1.0}
+  np.testing.assert_array_equal(block @ block.T, 10 * np.eye(10))
+  random = codes.class_codes("random", 10, 64, seed=3)
+  assert len(np.unique(random, axis=0)) == 10
+  np.testing.assert_array_equal(codes.decoding_codes("random", random), 2 * random - 1)
+  pop = codes.population_code(np.array([-3.0, 0.0, 3.0]), 13, -3.0, 3.0, 0.25)
+  np.testing.assert_array_equal(pop.argmax(-1), [0, 6, 12])
+  assert pop.sum(-1).min() >= 1
+  with pytest.raises(ValueError, match="code_dim"):
+    codes.class_codes("block", 10, 5)
+
+
+def test_frechet_distance():
+  rng = np.random.default_rng(0)
+  a = rng.normal(size=(4000, 3))
+  assert frechet.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+  # Two Gaussians with identity covariance and means 0 and m: the distance is |m|^2 (+ sampling noise).
+  b = rng.normal(size=(4000, 3)) + np.array([2.0, 0.0, 0.0])
+  assert frechet.frechet_distance(a, b) == pytest.approx(4.0, abs=0.15)
+
+
+def test_frequency_weighted_reconstruction():
+  x = jnp.zeros((2, 8, 8, 1))
+  y = jnp.ones((2, 8, 8, 1)) * 0.5
+  assert float(losses.reconstruction_loss(x, y)) == pytest.approx(0.25)
+  assert float(losses.reconstruction_loss(x, y, fft_weight=1.0, high_boost=2.0)) > 0.25

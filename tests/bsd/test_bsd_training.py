@@ -1,0 +1,91 @@
+"""BSD and its baselines end to end on real data: digits accuracy, every task's pipeline, the command line."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bsd import training
+from core import config as config_lib
+from core.train.metrics import read_metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+QUIET = ["train.progress_bar=false", "train.tensorboard=false"]
+
+
+def _config(name, *overrides):
+  return config_lib.load_config(os.path.join(ROOT, "configs/bsd", name), [*QUIET, *overrides])
+
+
+def test_tiny_bsd_mlp_learns_digits(tmp_path):
+  start = time.perf_counter()
+  results = training.train_and_evaluate(_config("digits_mlp.py:quick"), str(tmp_path))
+  elapsed = time.perf_counter() - start
+  assert results["test_accuracy"] > 0.9, results
+  assert elapsed < 60, f"took {elapsed:.0f} s"
+  # The two pathways' hidden spikes were compared during training, and the plots were written.
+  assert "hamming_l1" in read_metrics(str(tmp_path), "train")[-1]
+  assert (tmp_path / "spike_raster.png").exists() and (tmp_path / "hamming.png").exists()
+  assert json.loads((tmp_path / "results.json").read_text())["test_accuracy"] == results["test_accuracy"]
+
+
+@pytest.mark.parametrize("method", ["bp_snn", "bp_ann", "fa", "dfa"])
+def test_baselines_train_on_the_same_pipeline(method, tmp_path):
+  results = training.train_and_evaluate(
+      _config(f"digits_mlp.py:{method}", "train.num_steps=60", "train.checkpoint_every=60", "eval.plots=false"),
+      str(tmp_path))
+  assert results["method"] == method
+  assert results["test_accuracy"] > 0.6, results
+
+
+def test_generation_writes_reconstructions_and_frechet(tmp_path):
+  config = _config("mnist_autoencoder.py:quick", "train_subset=512", "test_subset=100", "train.num_steps=20",
+                   "train.checkpoint_every=20", "eval.frechet_classifier_steps=30", "model.hidden=(64,)",
+                   "model.code_dim=16", "neuron.time_steps=2")
+  results = training.train_and_evaluate(config, str(tmp_path))
+  assert 0 < results["test_recon_mse"] < 0.5
+  assert results["test_frechet_classifier"] >= 0
+  assert (tmp_path / "reconstructions.png").exists()
+
+
+def test_forecast_and_next_char_run(tmp_path):
+  forecast = training.train_and_evaluate(
+      _config("co2_rnn.py:quick", "train.num_steps=20", "train.checkpoint_every=20", "sequence.length=16",
+              "sequence.burn_in=4", "model.hidden=(16,)", "eval.plots=false"), str(tmp_path / "co2"))
+  assert forecast["test_mse"] > 0 and forecast["num_test"] > 400
+  chars = training.train_and_evaluate(
+      _config("kjv_rnn.py:quick", "train.num_steps=10", "train.checkpoint_every=10", "sequence.length=16",
+              "sequence.burn_in=2", "model.hidden=(16,)", "train_subset=2000", "test_subset=50"),
+      str(tmp_path / "kjv"))
+  assert chars["vocab_size"] == 63 and 0 <= chars["test_accuracy"] <= 1
+  assert (tmp_path / "kjv" / "spike_raster.png").exists()
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["method=backprop"], "valid choices are 'bsd'"),
+    (["model.arch=rnn"], "does not fit task 'classify'"),
+    (["task=generate", "method=dfa"], "implemented for task 'classify' only"),
+    (["neuron.surrogate=relu"], "config.neuron.surrogate"),
+    (["model.code_dim=5"], "block codes need one neuron per class"),
+])
+def test_bad_configs_fail_before_compiling(overrides, message):
+  config = _config("digits_mlp.py", *overrides)
+  with pytest.raises(config_lib.ConfigError, match=message):
+    training.validate_config(config)
+
+
+def test_command_line_train_resume_and_config_error(tmp_path):
+  command = [sys.executable, "-m", "bsd.train", "--config", "configs/bsd/digits_mlp.py:quick,bp_snn",
+             "--config.train.num_steps=20", "--config.train.checkpoint_every=10", "--config.eval.plots=false",
+             "--workdir", str(tmp_path)]
+  first = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+  assert first.returncode == 0, first.stderr[-2000:]
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["10", "20"]
+  again = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+  assert again.returncode == 0 and "Resumed from step 20" in again.stdout + again.stderr
+  bad = subprocess.run(command[:-2] + ["--config.bsd.reco_lambd=1", "--workdir", str(tmp_path / "x")],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+  assert bad.returncode == 2 and "Did you mean 'reco_lambda'" in bad.stderr
