@@ -5,7 +5,7 @@ HTTP (AgentGym-RL, arXiv 2509.08755). `make_env("gridworld", gridworld_config())
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import ml_collections
 
@@ -16,6 +16,7 @@ from agents.envs.gridworld import Gridworld, gridworld_config
 from agents.envs.pool import EnvError, EnvPool, PoolFullError, UnknownEnvError, pool_config
 from agents.envs.search import WordNetSearch, search_config
 from agents.envs.textcraft import TextCraft, textcraft_config
+
 
 class _Deferred(Sequence):
   """(environment class, config function) of an environment in another package, imported on first use: those

@@ -1,0 +1,169 @@
+"""A generated tool-use environment on the agents' protocol (arXiv 2508.08791, Sec. 3: the environment an RL
+rollout talks to; AgentGym-style `TextEnv`).
+
+Task `task_id` is built from the id alone: scenario type `SCENARIO_TYPES[task_id % 4]`, complexity level
+`levels[(task_id // 4) % len(levels)]`, facts from `random.Random(f"toolenv-{seed}-{task_id}")`, then the
+pipeline's five stages. The first observation lists the tools (OpenAI function format) and the question; each
+step is one model response: tool calls (answered with `<tool_response>` blocks) or a final answer (ends the
+episode). `StepResult.reward` is the paper's per-response reward (`reward.response_reward`), and `info` carries
+the Solve counts and the Solve-P/R/F1 of the episode so far.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import ml_collections
+
+from agents.envs.base import InvalidAction, StepResult, TextEnv
+from agents.toolenv import pipeline, reward
+from agents.toolenv.knowledge import load_knowledge
+from agents.toolenv.runtime import deploy
+from core.config import section
+
+
+def toolenv_config(**overrides: Any) -> ml_collections.ConfigDict:
+  """Every number of the tool environments: seed, complexity levels cycled over task ids, budgets."""
+  return section("toolenv", dict(seed=0, levels=pipeline.LEVELS, extra_tools=4, max_steps=8, max_calls_per_step=8,
+                                 time_limit_s=2.0), overrides)
+
+
+def task_spec(task_id: int, config: ml_collections.ConfigDict) -> pipeline.EnvSpec:
+  """The environment of task `task_id` (stages 1-4)."""
+  scenario_type = pipeline.SCENARIO_TYPES[task_id % len(pipeline.SCENARIO_TYPES)]
+  level = config.levels[(task_id // len(pipeline.SCENARIO_TYPES)) % len(config.levels)]
+  return pipeline.build(f"toolenv-{config.seed}-{task_id}", scenario_type, level, load_knowledge(),
+                        config.extra_tools)
+
+
+INSTRUCTIONS = (
+    "Answer the question with the tools listed. To call tools, write one or more blocks "
+    '<tool_call>{"name": "<tool>", "arguments": {...}}</tool_call>; the results come back in <tool_response> '
+    "blocks. Arguments must follow each tool's JSON Schema. Questions may need several steps: use one answer as "
+    "the input of the next call. When you know everything, reply with the final answer as plain text (no tool "
+    "call); that ends the episode.")
+
+
+class ToolEnv(TextEnv):
+  name = "toolenv"
+
+  def __init__(self, config: ml_collections.ConfigDict | None = None):
+    config = config or toolenv_config()
+    super().__init__(config.max_steps)
+    self.config = config
+    self.kb = load_knowledge()
+    self._raw_action: str | None = None
+
+  def instructions(self) -> str:
+    return INSTRUCTIONS
+
+  def oracle(self, task_id: int) -> "ToolOracle":
+    return ToolOracle(task_spec(task_id, self.config))
+
+  # -- episode -----------------------------------------------------------------------------------------------
+  def _reset(self, task_id: int) -> tuple[str, dict[str, Any]]:
+    self.spec = task_spec(task_id, self.config)
+    self.runtime = deploy(self.spec, self.kb, self.config.time_limit_s)
+    self.solved: set[int] = set()
+    self.calls = 0
+    self.answer_matched = False
+    self._step_reward = 0.0
+    scenario = self.spec.scenario
+    tools = "\n".join(json.dumps(t.public()) for t in self.spec.tools)
+    observation = f"{INSTRUCTIONS}\nTools:\n{tools}\nQuestion: {scenario.question}"
+    info = {"type": scenario.type, "level": self.spec.level, "subquestions": len(scenario.subquestions),
+            "complexity": pipeline.complexity(self.spec)["score"]}
+    return observation, info
+
+  def reset_to(self, task_id: int, solved: tuple[int, ...] = (), calls: int = 0) -> StepResult:
+    """Task `task_id` with some sub-questions already solved: the state of a step-level training prompt."""
+    result = self.reset(task_id)
+    self.solved, self.calls = set(solved), calls
+    return result
+
+  def _progress(self) -> float:
+    return len(self.solved) / len(self.spec.scenario.subquestions)
+
+  def step(self, action: str) -> StepResult:
+    # the base class lower-cases actions; tool arguments are case-sensitive, so keep the raw text
+    self._raw_action, self._step_reward = action, None
+    result = super().step(action)
+    r = self._step_reward if self._step_reward is not None else (
+        reward.MALFORMED_REWARD if result.info.get("invalid") else 0.0)
+    return dataclasses.replace(result, reward=r)
+
+  def _step(self, action: str) -> tuple[str, bool]:
+    raw = self._raw_action if self._raw_action is not None else action
+    parsed = reward.parse_response(raw)
+    scenario = self.spec.scenario
+    answers = [sq.answer_pattern for sq in scenario.subquestions]
+    if parsed.kind == "empty":
+      self._step_reward = reward.EMPTY_REWARD
+      return "Empty response: call a tool or give the final answer.", False
+    if parsed.kind == "malformed":
+      raise InvalidAction(f"malformed tool call: {parsed.error}")  # step() turns this into -0.3
+    if parsed.kind == "tool_calls":
+      calls = parsed.calls[:self.config.max_calls_per_step]
+      solved_now = 0
+      blocks = []
+      for call in calls:
+        self.calls += 1
+        result = self.runtime.call(call["name"], call["arguments"])
+        unsolved = [i for i in range(len(answers)) if i not in self.solved]
+        hit = reward.assign_solved(result.ok, result.output, answers, unsolved, self._meant_for(call))
+        if hit is not None:
+          self.solved.add(hit)
+          solved_now += 1
+        blocks.append(f"<tool_response>{result.output}</tool_response>")
+      note = "" if len(parsed.calls) <= len(calls) else (
+          f"\nOnly the first {len(calls)} calls of a response run.")
+      self._step_reward = reward.response_reward(dataclasses.replace(parsed, calls=calls), solved_now,
+                                                 len(answers) - len(self.solved), False)
+      return "\n".join(blocks) + note, False
+    patterns = [scenario.subquestions[i].answer_pattern for i in scenario.final]
+    self.answer_matched = reward.answer_contains_gold(parsed.answer, patterns)
+    unsolved = len(answers) - len(self.solved)
+    self._step_reward = reward.response_reward(parsed, 0, unsolved, self.answer_matched)
+    if not self.answer_matched:
+      self._done = True  # one final answer per episode
+    return f"Final answer received: {'correct' if self.answer_matched else 'not correct'}.", self.answer_matched
+
+  def _meant_for(self, call: dict[str, Any]) -> list[int]:
+    """Sub-questions the called tool (with this field) is built to answer."""
+    tool = next((t for t in self.spec.tools if t.name == call["name"]), None)
+    if tool is None:
+      return []
+    args = call["arguments"] if isinstance(call["arguments"], dict) else {}
+    routes = dict(tool.binding.routes)
+    field = args.get(tool.binding.field_param, "") if tool.binding.field_param else ""
+    relations = {r.split(":")[-1] for r in routes.get(field, ())}
+    return [sq.index for sq in self.spec.scenario.subquestions if sq.relation in relations]
+
+  def _info(self, invalid: bool) -> dict[str, Any]:
+    info = super()._info(invalid)
+    if getattr(self, "spec", None) is not None:
+      n = len(self.spec.scenario.subquestions)
+      info.update({"solved": len(self.solved), "calls": self.calls, "subquestions": n,
+                   "answer_matched": self.answer_matched, "type": self.spec.scenario.type, "level": self.spec.level,
+                   **reward.solve_metrics(len(self.solved), self.calls, n)})
+    return info
+
+
+class ToolOracle:
+  """The scripted policy that solves every task: each step it calls the tools for every sub-question whose
+  input is known (independent ones together), then answers with the final sub-questions' answers."""
+
+  def __init__(self, spec: pipeline.EnvSpec):
+    self.spec = spec
+    self.done: set[int] = set()
+
+  def act(self, observation: str) -> str:
+    subs = self.spec.scenario.subquestions
+    ready = [sq for sq in subs if sq.index not in self.done and (sq.depends_on is None or sq.depends_on in self.done)]
+    if not ready:
+      finals = [subs[i].answer for i in self.spec.scenario.final]
+      return "The answer is: " + "; ".join(finals) + "."
+    self.done.update(sq.index for sq in ready)
+    return "".join(f"<tool_call>{json.dumps(pipeline.gold_call(self.spec, sq))}</tool_call>" for sq in ready)

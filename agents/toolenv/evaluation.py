@@ -1,0 +1,125 @@
+"""Evaluation of a policy on generated tool environments (arXiv 2508.08791, Sec. 4.1: Solve-P/R/F1), by scenario
+type and complexity level, over the agents' protocol (in-process pool). `evaluate(config, workdir)` writes
+`results.json`, `results.md` and `episodes.jsonl`; the paper's figures are kept beside ours in `PAPER`.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import time
+from typing import Any
+
+import ml_collections
+import tqdm
+
+from agents.envs import EnvSession, LocalEnvClient, make_pool, pool_config
+from agents.toolenv import pipeline, policies
+from agents.toolenv.env import ToolEnv
+from core import config as config_lib
+
+# Solve-F1 on the paper's test set (Sec. 4.2), as the issue quotes them.
+PAPER = {"qwen3_8b_base": 31.01, "qwen3_8b_grpo": 45.43, "gpt_4o": 42.79}
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  config_lib.check_choice(config, "policy", ("oracle", "naive", "random", "llm"))
+  for level in config.env.levels:
+    if level not in pipeline.LEVELS:
+      raise config_lib.ConfigError(f"config.env.levels holds {level}; levels are {pipeline.LEVELS}.")
+  if config.tasks_per_cell < 1:
+    raise config_lib.ConfigError(f"config.tasks_per_cell = {config.tasks_per_cell} is invalid: must be >= 1.")
+
+
+def task_ids(config: ml_collections.ConfigDict) -> list[int]:
+  """`tasks_per_cell` ids for each (scenario type, level) cell: id = 4 (level_index + L j) + type_index."""
+  n_types, n_levels = len(pipeline.SCENARIO_TYPES), len(config.env.levels)
+  return sorted(n_types * (li + n_levels * j) + ti for ti in range(n_types) for li in range(n_levels)
+                for j in range(config.tasks_per_cell))
+
+
+def run_episode(client, task_id: int, policy, system: str) -> dict[str, Any]:
+  start = time.perf_counter()
+  policy.start(task_id)
+  rewards, steps = [], 0
+  with EnvSession(client, task_id=task_id) as session:
+    result = session.start()
+    info0 = result.info.get("task", {})
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": result.observation}]
+    while not result.done:
+      action = policy.act(messages)
+      result = session.step(action)
+      rewards.append(result.reward)
+      steps += 1
+      messages += [{"role": "assistant", "content": action}, {"role": "user", "content": result.observation}]
+  info = result.info
+  return {"task_id": task_id, "type": info.get("type", info0.get("type")), "level": info.get("level"),
+          "subquestions": info.get("subquestions"), "solved": info.get("solved", 0), "calls": info.get("calls", 0),
+          "solve_p": info.get("solve_p", 0.0), "solve_r": info.get("solve_r", 0.0),
+          "solve_f1": info.get("solve_f1", 0.0), "answer_matched": bool(info.get("answer_matched")),
+          "rewards": rewards, "steps": steps, "error": info.get("error"), "wall_s": time.perf_counter() - start,
+          "last_action": messages[-2]["content"][:500] if steps else ""}
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str | None) -> dict[str, Any]:
+  policy = policies.make_policy(config)
+  env_config = ml_collections.ConfigDict(config.env.to_dict())
+  system = ToolEnv(env_config).instructions()
+  client = LocalEnvClient(make_pool("toolenv", env_config, pool_config(step_timeout_s=0.0)))
+  episodes = []
+  log_path = os.path.join(workdir, "episodes.jsonl") if workdir else None
+  if log_path:
+    os.makedirs(workdir, exist_ok=True)
+    open(log_path, "w").close()
+  with client:
+    for task_id in tqdm.tqdm(task_ids(config), desc=f"toolenv {config.policy}", unit="task",
+                             disable=not config.progress_bar):
+      episodes.append(run_episode(client, task_id, policy, system))
+      if log_path:  # written as the run goes: a stopped model run keeps what it measured
+        with open(log_path, "a") as f:
+          f.write(json.dumps(episodes[-1]) + "\n")
+  results = summarize(episodes, config)
+  if workdir:
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump(results, f, indent=2)
+    with open(os.path.join(workdir, "results.md"), "w") as f:
+      f.write(markdown(results) + "\n")
+  return results
+
+
+def _row(name: str, eps: list[dict[str, Any]]) -> dict[str, Any]:
+  n = len(eps)
+  return {"group": name, "episodes": n,
+          **{k: sum(e[k] for e in eps) / n for k in ("solve_p", "solve_r", "solve_f1")},
+          "answer_accuracy": 100.0 * sum(e["answer_matched"] for e in eps) / n,
+          "reward_per_response": sum(sum(e["rewards"]) for e in eps) / max(1, sum(len(e["rewards"]) for e in eps)),
+          "calls_per_episode": sum(e["calls"] for e in eps) / n,
+          "wall_s_per_episode": sum(e["wall_s"] for e in eps) / n}
+
+
+def summarize(episodes: list[dict[str, Any]], config: ml_collections.ConfigDict) -> dict[str, Any]:
+  by_type: dict[str, list] = collections.defaultdict(list)
+  by_level: dict[int, list] = collections.defaultdict(list)
+  for e in episodes:
+    by_type[e["type"]].append(e)
+    by_level[e["level"]].append(e)
+  rows = [_row(f"type: {t}", by_type[t]) for t in pipeline.SCENARIO_TYPES if t in by_type]
+  rows += [_row(f"level {lv}: " + ("base" if lv == 0 else "+ " + pipeline.OPERATORS[lv - 1].replace("_", " ")),
+                by_level[lv]) for lv in sorted(by_level)]
+  rows.append(_row("all", episodes))
+  return {"policy": config.policy, "levels": list(config.env.levels), "tasks_per_cell": config.tasks_per_cell,
+          "rows": rows, "paper_solve_f1": PAPER}
+
+
+def markdown(results: dict[str, Any]) -> str:
+  cols = ("group", "episodes", "solve_p", "solve_r", "solve_f1", "answer_accuracy", "reward_per_response",
+          "calls_per_episode")
+  lines = [f"Policy: {results['policy']}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+  for row in results["rows"]:
+    lines.append("| " + " | ".join(f"{row[c]:.2f}" if c == "reward_per_response" else
+                                   f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c]) for c in cols) + " |")
+  paper = results["paper_solve_f1"]
+  lines += ["", f"Paper (Solve-F1, its own test set): Qwen3-8B {paper['qwen3_8b_base']} -> {paper['qwen3_8b_grpo']} "
+            f"with GRPO; GPT-4o {paper['gpt_4o']}."]
+  return "\n".join(lines)

@@ -1,0 +1,129 @@
+"""Policies the tool-environment evaluation runs (arXiv 2508.08791, Sec. 4: base models, RL-trained models, and
+an oracle): the scripted oracle (100 by construction), a random schema-following caller (a floor), a naive
+caller that knows which entity each sub-question is about but reads tool documents only by name (it shows what
+each complexity operator costs an agent that does not read schemas), and the `core.llm` model as the base policy.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Mapping, Sequence
+
+import ml_collections
+
+from agents.toolenv.env import ToolOracle, task_spec
+from agents.toolenv.knowledge import BY_NAME
+
+
+class OraclePolicy:
+  name = "oracle"
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+
+  def start(self, task_id: int) -> None:
+    self._oracle = ToolOracle(task_spec(task_id, self.config))
+
+  def act(self, messages: Sequence[Mapping[str, str]]) -> str:
+    return self._oracle.act(messages[-1]["content"])
+
+
+_WORDS = re.compile(r"[a-z]+")
+
+
+class NaivePolicy:
+  """Per sub-question: the tool whose name shares most words with the relation's attribute and entity, called
+  with {first parameter: entity} only (no field, no extra required arguments, a string where an object is
+  wanted); hop inputs come from the gold chain. Answers with the outputs it saw."""
+
+  name = "naive"
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+
+  def start(self, task_id: int) -> None:
+    self.spec = task_spec(task_id, self.config)
+    self.pending = list(self.spec.scenario.subquestions)
+    self.outputs: list[str] = []
+
+  def act(self, messages: Sequence[Mapping[str, str]]) -> str:
+    self.outputs.append(messages[-1]["content"])
+    if not self.pending:
+      return "The answer is: " + " ".join(re.findall(r"<tool_response>(.*?)</tool_response>",
+                                                     "\n".join(self.outputs[1:])))
+    sub = self.pending.pop(0)
+    rel = BY_NAME[sub.relation]
+    wanted = set(_WORDS.findall(f"{rel.attribute} {rel.family} {rel.tool}"))
+    tool = max(self.spec.tools, key=lambda t: (len(wanted & set(_WORDS.findall(t.name))), -len(t.name)))
+    first = next(iter(tool.parameters["properties"]))
+    return f'<tool_call>{json.dumps({"name": tool.name, "arguments": {first: sub.key}})}</tool_call>'
+
+
+class RandomPolicy:
+  """A floor that follows schemas: per sub-question, a random tool with valid random arguments (the
+  sub-question's entity as the key, random enum values); then it answers with the outputs it saw. Its
+  Solve-F1 falls as tools (toolset extension) and field choices (functional generalisation) multiply."""
+
+  name = "random"
+
+  def __init__(self, config: ml_collections.ConfigDict, seed: int = 0):
+    self.config, self.seed = config, seed
+
+  def start(self, task_id: int) -> None:
+    import random
+    self.rng = random.Random(f"toolenv-random-{self.seed}-{task_id}")
+    NaivePolicy.start(self, task_id)  # same bookkeeping
+
+  def _value(self, schema: dict[str, Any], key: str) -> Any:
+    if "enum" in schema:
+      return self.rng.choice(schema["enum"])
+    if schema.get("type") == "object":
+      return {name: (key if name == "value" else self._value(s, key)) for name, s in schema["properties"].items()
+              if name in schema.get("required", [])}
+    if schema.get("type") == "boolean":
+      return self.rng.random() < 0.5
+    if schema.get("type") == "integer":
+      return self.rng.randint(schema.get("minimum", 0), schema.get("maximum", 100))
+    return key
+
+  def act(self, messages: Sequence[Mapping[str, str]]) -> str:
+    self.outputs.append(messages[-1]["content"])
+    if not self.pending:
+      return NaivePolicy.act(self, messages[:-1] + [messages[-1]])
+    sub = self.pending.pop(0)
+    tool = self.rng.choice(self.spec.tools)
+    params = tool.parameters
+    args = {name: self._value(schema, sub.key) for name, schema in params["properties"].items()
+            if name in params.get("required", [])}
+    return f'<tool_call>{json.dumps({"name": tool.name, "arguments": args})}</tool_call>'
+
+
+class LLMPolicy:
+  """The `core.llm` model (SmolLM2-135M-Instruct by default) as the base policy."""
+
+  name = "llm"
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    from core.llm import generate, weights  # loads JAX and the weights only when this policy is used
+    self._generate = generate
+    self.pretrained = weights.load_pretrained(config.source or None)
+    self.gen = generate.GenerationConfig.from_dict(dict(config.generation))
+
+  def start(self, task_id: int) -> None:
+    pass
+
+  def act(self, messages: Sequence[Mapping[str, str]]) -> str:
+    return self._generate.chat(self.pretrained, [list(messages)], self.gen)[0]
+
+
+def make_policy(config: ml_collections.ConfigDict) -> Any:
+  if config.policy == "oracle":
+    return OraclePolicy(config.env)
+  if config.policy == "naive":
+    return NaivePolicy(config.env)
+  if config.policy == "random":
+    return RandomPolicy(config.env, config.seed)
+  if config.policy == "llm":
+    return LLMPolicy(config.llm)
+  raise ValueError(f"unknown policy {config.policy!r}; valid: oracle, naive, random, llm.")

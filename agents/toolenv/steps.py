@@ -1,0 +1,49 @@
+"""Step-level RL prompts (arXiv 2508.08791, Sec. 3.3): the intermediate states of the model's own trajectories
+become training prompts, each scored by the per-response reward from that state.
+
+`step_prompts(task_id, responses)` replays a trajectory (the model's responses in order) in a fresh environment
+and returns, for every step, the conversation so far and the environment state (which sub-questions are
+solved, how many calls were made). `score_step(prompt, response)` puts a fresh environment into that state and
+returns the reward a new response would get there: what a GRPO-style trainer samples several responses for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import ml_collections
+
+from agents.toolenv.env import ToolEnv, toolenv_config
+
+
+@dataclasses.dataclass(frozen=True)
+class StepPrompt:
+  task_id: int
+  step: int
+  messages: tuple[dict[str, str], ...]  # system, first observation, then (assistant, user) pairs so far
+  solved: tuple[int, ...]
+  calls: int
+
+
+def step_prompts(task_id: int, responses: Sequence[str],
+                 config: ml_collections.ConfigDict | None = None) -> list[StepPrompt]:
+  """One prompt per step of the trajectory `responses` (stops where the episode ended)."""
+  env = ToolEnv(config or toolenv_config())
+  result = env.reset(task_id)
+  messages = [{"role": "system", "content": env.instructions()}, {"role": "user", "content": result.observation}]
+  out = []
+  for step, response in enumerate(responses):
+    out.append(StepPrompt(task_id, step, tuple(dict(m) for m in messages), tuple(sorted(env.solved)), env.calls))
+    result = env.step(response)
+    if result.done:
+      break
+    messages += [{"role": "assistant", "content": response}, {"role": "user", "content": result.observation}]
+  return out
+
+
+def score_step(prompt: StepPrompt, response: str, config: ml_collections.ConfigDict | None = None) -> float:
+  """The reward of `response` given in the state of `prompt`."""
+  env = ToolEnv(config or toolenv_config())
+  env.reset_to(prompt.task_id, prompt.solved, prompt.calls)
+  return env.step(response).reward

@@ -1,0 +1,169 @@
+"""VehicleWorld tasks, interfaces and evaluation (arXiv 2509.06736, Sec. 4-5): the task set, the parsers, the
+oracle's 100, the random floor, the agents' protocol (in-process and HTTP), and the OpenAI-compatible client
+against a local fake endpoint."""
+
+import http.server
+import json
+import threading
+
+import pytest
+
+from agents.envs import make_pool, pool_config
+from agents.envs.server import make_app, server_config, start_background
+from agents.vehicle import evaluation, tasks
+from agents.vehicle.env import VehicleEnv, vehicle_config
+from agents.vehicle.interfaces import action_schema, parse_action
+from agents.vehicle.policies import HttpChatPolicy, http_policy_config
+from agents.envs.base import InvalidAction
+from core import config as config_lib
+
+
+def _config(policy="oracle", per_split=10, **overrides):
+  config = config_lib.load_config("configs/agents/vehicle.py:quick", [f"policy={policy}",
+                                                                     f"tasks_per_split={per_split}",
+                                                                     "progress_bar=false"])
+  config.unlock()
+  for k, v in overrides.items():
+    config[k] = v
+  evaluation.validate_config(config)
+  return config
+
+
+def test_task_set_is_deterministic_and_covers_four_splits_single_and_multi_turn():
+  config = tasks.tasks_config()
+  built = [tasks._build_task(i, config) for i in range(1000)]
+  assert {t.split for t in built} == {"multimedia", "touch_control", "car_control", "lights"}
+  splits = ("multimedia", "touch_control", "car_control", "lights")
+  assert [sum(t.split == s for t in built) for s in splits] == [250] * 4
+  multi = sum(t.multi_turn for t in built)
+  assert 250 < multi < 450 and all(1 <= len(t.turns) <= 3 for t in built)
+  assert sum(len(turn.calls) > len(turn.said) for t in built for turn in t.turns) > 30  # implicit prerequisites
+  again = tasks._build_task(123, config)
+  assert again.initial == built[123].initial and [t.calls for t in again.turns] == [t.calls for t in built[123].turns]
+  other = tasks._build_task(123, tasks.tasks_config(seed=1))
+  assert other.initial != built[123].initial
+  for t in built[:50]:
+    for turn in t.turns:
+      assert turn.instruction[0].isupper() and "{" not in turn.instruction and turn.changes
+
+
+def test_parser_turns_bad_output_into_clear_messages():
+  assert parse_action("All done, enjoy the ride!", "fc")[0].kind == "finish"
+  a = parse_action('Sure.\n<tool_call>{"name": "seat_set_heater", "arguments": {"seat": "driver", "level": 2}}'
+                   '</tool_call><tool_call>{"name": "hud_turn_on"}</tool_call>', "fc")
+  assert [x.name for x in a] == ["seat_set_heater", "hud_turn_on"]
+  a = parse_action('```json\n{"function": {"name": "hud_turn_on", "arguments": "{}"}}\n```', "fc")
+  assert a[0].kind == "call" and a[0].arguments == {}
+  assert parse_action('[{"op": "replace", "path": "/hud/power", "value": true}]', "sfc")[0].kind == "patch"
+  with pytest.raises(InvalidAction, match="could not read the JSON"):
+    parse_action('{"name": "hud_turn_on", "arguments": {', "fc")
+  with pytest.raises(InvalidAction, match="no patch action"):
+    parse_action('{"patch": {"hud.power": true}}', "fc")
+  with pytest.raises(InvalidAction, match="not an action"):
+    parse_action('{"hello": 1}', "sfc")
+  with pytest.raises(InvalidAction, match="empty"):
+    parse_action("   ", "sfc")
+  assert action_schema("sfc")["oneOf"][0]["oneOf"][0]["required"] == ["select"]
+
+
+def test_environment_answers_mistakes_with_observations_not_crashes():
+  env = VehicleEnv(vehicle_config(interface="fc_sfc"))
+  env.reset(1)
+  for action, expected in [('{"name": "seat_set_heater", "arguments": {"seat": "driver", "level": 2}}',
+                            "select modules first"),
+                           ('{"select": ["seat", "hud", "door", "window", "mirror", "fridge", "wiper"]}',
+                            "at most 6"),
+                           ('{"select": ["seet"]}', "Did you mean 'seat'"),
+                           ('{"name": "list_modules"}', "no list modules action")]:
+    result = env.step(action)
+    assert result.info["invalid"] and expected in result.observation and not result.done
+  result = env.step('{"select": ["hud"]}')
+  assert "## hud" in result.observation and "hud_turn_on()" in result.observation
+  result = env.step('{"name": "seat_set_heater", "arguments": {"seat": "driver", "level": 2}}')
+  assert "module seat is not selected" in result.observation
+  result = env.step('{"name": "hud_set_height", "arguments": {"height": 99}}')
+  assert "refused" in result.observation and "1..10" in result.observation
+  result = env.step('{"name": "hud_fly", "arguments": {}}')
+  assert "unknown API 'hud_fly'" in result.observation
+  for _ in range(len(env.task.turns)):
+    result = env.step("I have done it.")
+  assert result.done and not result.info["success"] and len(result.info["turn_metrics"]) == len(env.task.turns)
+
+  env = VehicleEnv(vehicle_config(interface="sfc"))
+  env.reset(2)
+  result = env.step('{"patch": {"hud.power": true}}')
+  assert result.info["invalid"] and "select modules first" in result.observation
+  result = env.step('{"select": ["hud"]}')
+  result = env.step('{"patch": {"hud": {"power": "on"}, "vehicle.speed": 3}}')
+  assert "expected true or false" in result.observation and "not selected" in result.observation
+
+
+def test_oracle_scores_100_under_every_interface_and_random_is_the_floor():
+  results = evaluation.evaluate(_config("oracle", 25), None)
+  for row in results["rows"]:
+    assert row["tasks"] > 0
+    for key in ("change_accuracy", "f1_positive", "f1_negative", "success", "task_success"):
+      assert row[key] == 100.0, (row["interface"], row["split"], key)
+  tokens = {r["interface"]: r["env_tokens_per_task"] for r in results["rows"] if r["split"] == "all"}
+  assert tokens["fc"] < tokens["sfc"] < tokens["fc_sfc"]  # state views cost tokens
+  floor = evaluation.evaluate(_config("random", 10), None)
+  for row in floor["rows"]:
+    assert row["change_accuracy"] < 15.0 and row["f1_negative"] > 95.0
+
+
+def test_served_over_http_like_any_agents_environment(tmp_path):
+  env_config = vehicle_config(interface="sfc")
+  pool = make_pool("vehicle", env_config, pool_config())
+  with start_background(make_app(pool, server_config(port=0), None, name="vehicle"), server_config(port=0)) as srv:
+    config = _config("oracle", 3, env_url=srv.url, interfaces=("sfc",))
+    results = evaluation.evaluate(config, str(tmp_path))
+  assert all(row["task_success"] == 100.0 for row in results["rows"])
+  assert (tmp_path / "results.md").read_text().count("| sfc |") == 5
+  assert len((tmp_path / "episodes.jsonl").read_text().splitlines()) == 12
+
+
+class _FakeChat(http.server.BaseHTTPRequestHandler):
+  """An OpenAI-compatible endpoint on 127.0.0.1 that answers every request with 'Done.' and fixed usage."""
+  seen: list = []
+
+  def do_POST(self):
+    body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+    _FakeChat.seen.append((self.path, self.headers.get("Authorization"), body))
+    data = json.dumps({"choices": [{"message": {"role": "assistant", "content": "Done."}}],
+                       "usage": {"prompt_tokens": 111, "completion_tokens": 2}}).encode()
+    self.send_response(200)
+    self.send_header("Content-Type", "application/json")
+    self.send_header("Content-Length", str(len(data)))
+    self.end_headers()
+    self.wfile.write(data)
+
+  def log_message(self, *args):
+    pass
+
+
+def test_openai_compatible_client_against_a_local_fake(monkeypatch):
+  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeChat)
+  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  thread.start()
+  try:
+    monkeypatch.setenv("FAKE_KEY", "sk-test")
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    policy = HttpChatPolicy(http_policy_config(url=url, model="tiny", api_key_env="FAKE_KEY"))
+    reply = policy.act([{"role": "user", "content": "hi"}])
+    assert (reply.text, reply.prompt_tokens, reply.completion_tokens) == ("Done.", 111, 2)
+    path, auth, body = _FakeChat.seen[-1]
+    assert path == "/v1/chat/completions" and auth == "Bearer sk-test" and body["model"] == "tiny"
+    config = _config("oracle", 1, interfaces=("fc",))
+    config.policy, config.http.url, config.http.model = "http", url, "tiny"
+    results = evaluation.evaluate(config, None)
+    row = next(r for r in results["rows"] if r["split"] == "all")
+    assert row["tasks"] == 4 and row["policy_tokens_per_task"] > 100 and row["task_success"] == 0.0
+  finally:
+    server.shutdown()
+
+
+def test_config_errors_are_clear():
+  config = _config()
+  config.interfaces = ("fc", "xml")
+  with pytest.raises(config_lib.ConfigError, match="interfaces\\[1\\] = 'xml'"):
+    evaluation.validate_config(config)

@@ -1,0 +1,53 @@
+"""The turn metrics of VehicleWorld (arXiv 2509.06736, Sec. 5.1) on hand-built before/after states."""
+
+import pytest
+
+from agents.vehicle.metrics import count_tokens, mean_metrics, turn_metrics
+
+BEFORE = {"ac.temp": 22, "ac.power": False, "seat.heat": 0, "music.song": "a", "hud.on": True, "vol": 40}
+
+
+def test_a_perfect_turn():
+  gold = {**BEFORE, "ac.temp": 25, "ac.power": True}
+  m = turn_metrics(BEFORE, gold, BEFORE, dict(gold))
+  assert (m.change_accuracy, m.f1_positive, m.f1_negative, m.success) == (1.0, 1.0, 1.0, True)
+
+
+def test_numeric_values_count_when_they_move_in_the_gold_direction():
+  gold = {**BEFORE, "ac.temp": 25, "music.song": "b"}
+  pred = {**BEFORE, "ac.temp": 23, "music.song": "c"}  # warmer but not 25; wrong song
+  m = turn_metrics(BEFORE, gold, BEFORE, pred)
+  assert m.change_accuracy == 0.5 and m.true_positive == 2 and m.false_positive == 0
+  assert m.f1_positive == 1.0 and not m.success
+  cooler = turn_metrics(BEFORE, gold, BEFORE, {**BEFORE, "ac.temp": 20, "music.song": "b"})
+  assert cooler.change_accuracy == 0.5
+
+
+def test_f1_positive_and_negative_count_missed_and_unwanted_changes():
+  gold = {**BEFORE, "ac.temp": 25, "ac.power": True}          # S = {ac.temp, ac.power}, |U| = 4
+  pred = {**BEFORE, "ac.temp": 25, "hud.on": False, "vol": 10}  # one of S changed, two of U changed
+  m = turn_metrics(BEFORE, gold, BEFORE, pred)
+  assert (m.true_positive, m.false_positive, m.true_negative, m.false_negative) == (1, 2, 2, 1)
+  assert m.change_accuracy == 0.5
+  assert m.f1_positive == pytest.approx(2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2))  # P = 1/3, R = 1/2
+  assert m.f1_negative == pytest.approx(2 * (2 / 3) * (2 / 4) / (2 / 3 + 2 / 4))  # P = 2/3, R = 2/4
+  assert len(m.differences) == 3
+
+
+def test_predicted_before_state_is_the_agents_own():
+  """In a later turn the agent starts from its own state: a change is judged from there."""
+  gold_before, gold_after = BEFORE, {**BEFORE, "vol": 50}
+  pred_before = {**BEFORE, "vol": 30}  # an earlier turn left the volume at 30
+  m = turn_metrics(gold_before, gold_after, pred_before, {**pred_before, "vol": 35})
+  assert m.change_accuracy == 1.0 and m.success
+
+
+def test_empty_turns_and_means():
+  m = turn_metrics(BEFORE, BEFORE, BEFORE, BEFORE)
+  assert (m.change_accuracy, m.f1_positive, m.f1_negative, m.success) == (1.0, 1.0, 1.0, True)
+  m = turn_metrics(BEFORE, BEFORE, BEFORE, {**BEFORE, "vol": 1})
+  assert m.f1_positive == 0.0 and not m.success
+  means = mean_metrics([{"change_accuracy": 1, "f1_positive": 1, "f1_negative": 1, "success": True},
+                        {"change_accuracy": 0, "f1_positive": 0.5, "f1_negative": 1, "success": False}])
+  assert means == {"change_accuracy": 50.0, "f1_positive": 75.0, "f1_negative": 100.0, "success": 50.0}
+  assert count_tokens('{"select": ["seat"]}') == 11  # { " select " : [ " seat " ] }
