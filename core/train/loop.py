@@ -62,7 +62,8 @@ def run_training(*, workdir: str, config: ml_collections.ConfigDict, state: Trai
     workdir: checkpoints go to `workdir/checkpoints`, metrics to `workdir/metrics.jsonl` and
       `workdir/tensorboard/`.
     config: the `train` section (see `train_config`).
-    state: a freshly initialised state (its structure, dtypes and shardings are the restore target).
+    state: a freshly initialised state (its structure, dtypes and shardings are the restore target). Its
+      buffers are donated to the first step: do not use `state` (or arrays it shares) after the call.
     step_fn: the pure step `(state, batch, rng) -> (state, metrics)`; metrics must include `loss`.
     batches: an iterator of host (numpy) batches, one per step. If it has `get_state()`/`set_state()` (grain
       iterators do), its position is checkpointed; otherwise a resumed run skips the batches already used.

@@ -1,0 +1,1 @@
+"""Configs of core/llm: chat CLI and the generation benchmark."""

@@ -1,0 +1,277 @@
+"""Batched autoregressive generation with a KV cache: one jitted prefill over the left-padded prompts, then a
+`lax.while_loop` of one-token decode steps (Pope et al. 2022, "Efficiently Scaling Transformer Inference",
+arXiv 2211.05102, sec. 2: prefill vs. incremental decode).
+
+Prompts of different lengths share a batch by left padding: every row's last prompt token sits in the same slot,
+so one decode step writes one cache slot for all rows; per-row RoPE positions and a slot mask keep padded rows
+exact. Batch size, prompt length and the number of new tokens are rounded up to configured buckets, so the jitted
+program compiles once per bucket and is reused across calls. Rows stop at their own stop tokens or their own
+token budget; the loop ends when every row is done.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import functools
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from core.llm.config import LlamaConfig
+from core.llm.model import forward, init_cache, positions_from_mask
+from core.llm.sampling import SamplingParams, sample
+
+
+class GenerationError(ValueError):
+  """A prompt or a generation setting cannot be served as given."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationConfig:
+  """Every number generation uses.
+
+  Attributes:
+    max_new_tokens: budget of new tokens per row (a per-row list may lower it per call).
+    temperature, top_k, top_p: sampling (0 / 0 / 1.0 = greedy), see sampling.py.
+    seed: PRNG seed used when no key is passed.
+    prompt_buckets: prompt lengths are padded up to the next of these (ascending).
+    batch_buckets: batch sizes are padded up to the next of these; larger batches run in chunks of the last.
+    new_token_buckets: the decode loop's length is padded up to the next of these.
+    truncate_prompt: drop the oldest prompt tokens to fit the context window instead of raising.
+  """
+  max_new_tokens: int = 64
+  temperature: float = 0.0
+  top_k: int = 0
+  top_p: float = 1.0
+  seed: int = 0
+  prompt_buckets: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+  batch_buckets: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+  new_token_buckets: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024, 2048)
+  truncate_prompt: bool = False
+
+  def __post_init__(self):
+    if self.max_new_tokens < 1:
+      raise GenerationError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}.")
+    for name in ("prompt_buckets", "batch_buckets", "new_token_buckets"):
+      b = tuple(getattr(self, name))
+      if not b or list(b) != sorted(b) or b[0] < 1:
+        raise GenerationError(f"GenerationConfig.{name}={b} must be a non-empty ascending tuple of positive ints.")
+      object.__setattr__(self, name, b)
+    self.sampling  # validates temperature / top_k / top_p
+
+  @property
+  def sampling(self) -> SamplingParams:
+    return SamplingParams(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, values: Mapping[str, Any]) -> "GenerationConfig":
+    valid = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - valid)
+    if unknown:
+      raise GenerationError(f"unknown generation setting(s) {unknown}; valid: {sorted(valid)}.")
+    return cls(**{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in dict(values).items()})
+
+
+def generation_config(**values: Any):
+  """The `generation` block of an experiment config: every GenerationConfig field, defaults overridden by
+  `values` (unknown names fail)."""
+  import ml_collections
+  return ml_collections.ConfigDict(GenerationConfig.from_dict(values).to_dict())
+
+
+@dataclasses.dataclass
+class GenerationOutput:
+  """Per row: generated ids (ending with the stop token when one was produced), their log-probs under the
+  model, and why generation ended ('stop' or 'length')."""
+  tokens: list[np.ndarray]
+  logprobs: list[np.ndarray]
+  finish_reasons: list[str]
+
+
+def bucket(n: int, buckets: Sequence[int], what: str) -> int:
+  i = bisect.bisect_left(buckets, n)
+  if i == len(buckets):
+    raise GenerationError(f"{what} {n} exceeds the largest bucket {buckets[-1]}. Fix: add a larger bucket to "
+                          f"the generation config, or shorten the input.")
+  return buckets[i]
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "model_config", "sampling", "num_new"))
+def _generate_padded(graphdef, state, tokens, prompt_mask, max_new, stop_ids, pad_id, rng, *,
+                     model_config: LlamaConfig, sampling: SamplingParams, num_new: int):
+  """The jitted program of one bucket: prefill + while-loop decode. Shapes: tokens/prompt_mask [B, T] (left
+  padded), max_new [B], stop_ids [B, K] (-1 = unused). Returns (tokens [B, N], log-probs [B, N], done [B])."""
+  batch, prompt_len = tokens.shape
+  slots = prompt_len + num_new
+  kv_mask = jnp.concatenate([prompt_mask, jnp.zeros((batch, num_new), bool)], axis=1)
+  lengths = prompt_mask.sum(axis=1).astype(jnp.int32)
+  cache = init_cache(model_config, batch, slots)
+  logits, cache = forward(graphdef, state, tokens, positions_from_mask(prompt_mask), kv_mask, cache, 0,
+                          last_only=True)
+  rng, key = jax.random.split(rng)
+  token, logprob = sample(logits[:, 0], key, sampling)
+
+  def is_stop(tok):
+    return jnp.any(tok[:, None] == stop_ids, axis=1)
+
+  out_tokens = jnp.full((batch, num_new), pad_id, jnp.int32).at[:, 0].set(token)
+  out_logprobs = jnp.zeros((batch, num_new), jnp.float32).at[:, 0].set(logprob)
+  done = is_stop(token) | (max_new <= 1)
+
+  def cond(carry):
+    step, _, done, *_ = carry
+    return (step < num_new) & ~jnp.all(done)
+
+  def body(carry):
+    step, token, done, cache, kv_mask, rng, out_tokens, out_logprobs = carry
+    slot = prompt_len + step - 1  # where the previous token goes
+    kv_mask = jax.lax.dynamic_update_slice(kv_mask, jnp.ones((batch, 1), bool), (0, slot))
+    positions = (lengths + step - 1)[:, None]
+    logits, cache = forward(graphdef, state, token[:, None], positions, kv_mask, cache, slot)
+    rng, key = jax.random.split(rng)
+    new_token, logprob = sample(logits[:, 0], key, sampling)
+    new_token = jnp.where(done, pad_id, new_token)
+    logprob = jnp.where(done, 0.0, logprob)
+    out_tokens = jax.lax.dynamic_update_slice(out_tokens, new_token[:, None], (0, step))
+    out_logprobs = jax.lax.dynamic_update_slice(out_logprobs, logprob[:, None], (0, step))
+    done = done | is_stop(new_token) | (step + 1 >= max_new)
+    return step + 1, new_token, done, cache, kv_mask, rng, out_tokens, out_logprobs
+
+  carry = (jnp.int32(1), token, done, cache, kv_mask, rng, out_tokens, out_logprobs)
+  _, _, done, _, _, _, out_tokens, out_logprobs = jax.lax.while_loop(cond, body, carry)
+  return out_tokens, out_logprobs, done
+
+
+def compiled_programs() -> int:
+  """How many generation programs are compiled so far (one per bucket and sampling setting)."""
+  return _generate_padded._cache_size()
+
+
+def prepare_prompts(prompts: Sequence[Sequence[int]], vocab_size: int, context: int, max_new: Sequence[int],
+                    truncate: bool) -> list[list[int]]:
+  """Validates token-id prompts against the vocabulary and context window (optionally left-truncating)."""
+  out = []
+  for i, (prompt, budget) in enumerate(zip(prompts, max_new)):
+    prompt = [int(t) for t in prompt]
+    if not prompt:
+      raise GenerationError(f"prompt {i} is empty: generation needs at least one token to condition on. Fix: pass "
+                            "text (the chat format always yields tokens) or start the prompt with the BOS id.")
+    bad = [t for t in prompt if not 0 <= t < vocab_size]
+    if bad:
+      raise GenerationError(f"prompt {i} holds token id(s) {bad[:5]} outside the vocabulary [0, {vocab_size}). "
+                            "Fix: encode text with this model's own tokenizer.")
+    if budget < 1:
+      raise GenerationError(f"max_new_tokens for prompt {i} is {budget}; it must be >= 1.")
+    room = context - budget
+    if len(prompt) > room:
+      if not truncate or room < 1:
+        raise GenerationError(f"prompt {i} has {len(prompt)} tokens; with {budget} new tokens it exceeds the context "
+                              f"window of {context}. Fix: shorten the prompt, lower max_new_tokens, or set "
+                              "truncate_prompt=True to keep only its last tokens.")
+      prompt = prompt[-room:]
+    out.append(prompt)
+  return out
+
+
+def generate(graphdef: nnx.GraphDef, state: nnx.State, model_config: LlamaConfig,
+             prompts: Sequence[Sequence[int]], gen: GenerationConfig, *, stop_ids: Sequence[Any] = (),
+             pad_id: int = 0, max_new_tokens: Sequence[int] | None = None,
+             rng: jax.Array | None = None) -> GenerationOutput:
+  """Generates continuations of token-id prompts.
+
+  Args:
+    graphdef, state: the split model (`nnx.split`).
+    model_config: its LlamaConfig (static sizes for the cache).
+    prompts: token ids per row, any lengths.
+    gen: GenerationConfig (sampling, buckets, budget).
+    stop_ids: ids that end a row: a flat list shared by all rows, or one list per row.
+    pad_id: filler after a row stops (never returned).
+    max_new_tokens: optional per-row budgets (each <= gen.max_new_tokens).
+    rng: PRNG key for sampling; default `jax.random.key(gen.seed)`.
+  """
+  n = len(prompts)
+  if n == 0:
+    return GenerationOutput([], [], [])
+  budgets = list(max_new_tokens) if max_new_tokens is not None else [gen.max_new_tokens] * n
+  if len(budgets) != n:
+    raise GenerationError(f"max_new_tokens has {len(budgets)} entries for {n} prompts.")
+  if max(budgets) > gen.max_new_tokens:
+    raise GenerationError(f"a per-row max_new_tokens ({max(budgets)}) exceeds gen.max_new_tokens "
+                          f"({gen.max_new_tokens}).")
+  prompts = prepare_prompts(prompts, model_config.vocab_size, model_config.max_seq_len, budgets,
+                            gen.truncate_prompt)
+  per_row_stops = [list(s) for s in stop_ids] if stop_ids and isinstance(stop_ids[0], (list, tuple)) else \
+      [list(stop_ids)] * n
+  if len(per_row_stops) != n:
+    raise GenerationError(f"stop_ids has {len(per_row_stops)} rows for {n} prompts.")
+  rng = jax.random.key(gen.seed) if rng is None else rng
+  chunk = gen.batch_buckets[-1]
+  tokens, logprobs, reasons = [], [], []
+  for start in range(0, n, chunk):
+    rng, key = jax.random.split(rng)
+    out = _generate_chunk(graphdef, state, model_config, prompts[start:start + chunk],
+                          budgets[start:start + chunk], per_row_stops[start:start + chunk], pad_id, gen, key)
+    for part, dest in zip(out, (tokens, logprobs, reasons)):
+      dest.extend(part)
+  return GenerationOutput(tokens, logprobs, reasons)
+
+
+def _generate_chunk(graphdef, state, model_config, prompts, budgets, stops, pad_id, gen, rng):
+  n = len(prompts)
+  batch = bucket(n, gen.batch_buckets, "batch size")
+  prompt_len = bucket(max(len(p) for p in prompts), gen.prompt_buckets, "prompt length")
+  num_new = bucket(max(budgets), gen.new_token_buckets, "max_new_tokens")
+  width = max(1, max(len(s) for s in stops))
+  tokens = np.full((batch, prompt_len), pad_id, np.int32)
+  mask = np.zeros((batch, prompt_len), bool)
+  max_new = np.ones((batch,), np.int32)  # filler rows stop after one token
+  stop_arr = np.full((batch, width), -1, np.int32)
+  for i, (p, b, s) in enumerate(zip(prompts, budgets, stops)):
+    tokens[i, prompt_len - len(p):] = p
+    mask[i, prompt_len - len(p):] = True
+    max_new[i] = b
+    stop_arr[i, :len(s)] = s
+  mask[n:, -1] = True  # filler rows attend to one (pad) token so their softmax stays finite
+  out_tokens, out_logprobs, _ = _generate_padded(
+      graphdef, state, jnp.asarray(tokens), jnp.asarray(mask), jnp.asarray(max_new), jnp.asarray(stop_arr),
+      jnp.int32(pad_id), rng, model_config=model_config, sampling=gen.sampling, num_new=num_new)
+  out_tokens, out_logprobs = np.asarray(out_tokens), np.asarray(out_logprobs)
+  rows_t, rows_l, reasons = [], [], []
+  for i in range(n):
+    row = out_tokens[i, :budgets[i]]
+    hits = np.flatnonzero(np.isin(row, stops[i])) if stops[i] else np.array([], int)
+    end = int(hits[0]) + 1 if hits.size else budgets[i]
+    rows_t.append(row[:end].copy())
+    rows_l.append(out_logprobs[i, :end].copy())
+    reasons.append("stop" if hits.size else "length")
+  return rows_t, rows_l, reasons
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Text level
+
+
+def generate_text(pretrained, prompts: Sequence[str], gen: GenerationConfig, *,
+                  rng: jax.Array | None = None) -> list[str]:
+  """Raw-text continuations (no chat format) of `prompts` with a `weights.Pretrained`."""
+  tok = pretrained.tokenizer
+  out = generate(pretrained.graphdef, pretrained.state, pretrained.config, tok.encode_batch(prompts), gen,
+                 stop_ids=tok.stop_ids, pad_id=tok.pad_id, rng=rng)
+  return [tok.decode(t) for t in out.tokens]
+
+
+def chat(pretrained, conversations: Sequence[Sequence[Mapping[str, str]]], gen: GenerationConfig, *,
+         rng: jax.Array | None = None) -> list[str]:
+  """The assistant's reply to each conversation ([{'role', 'content'}, ...]) in ChatML format."""
+  tok = pretrained.tokenizer
+  prompts = [tok.encode_chat(list(c)) for c in conversations]
+  out = generate(pretrained.graphdef, pretrained.state, pretrained.config, prompts, gen, stop_ids=tok.stop_ids,
+                 pad_id=tok.pad_id, rng=rng)
+  return [tok.decode(t).strip() for t in out.tokens]

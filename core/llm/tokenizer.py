@@ -1,0 +1,191 @@
+"""Byte-level BPE tokenizer (Sennrich et al. 2016; GPT-2's byte-level variant) and the ChatML chat format.
+
+Built with Hugging Face `tokenizers` either from a `tokenizer.json` or from GGUF metadata
+(`tokenizer.ggml.tokens/merges/token_type`): a BPE model, a pre-tokenizer that splits digits one by one and then
+applies GPT-2's byte-level regex split, a byte-level decoder, and the tokens of GGUF type 3 (control) registered as
+special tokens so that `<|im_start|>` etc. encode to one id and are skipped on decode.
+
+Chat format (ChatML): each message is `<|im_start|>{role}\n{content}<|im_end|>\n`; a generation prompt appends
+`<|im_start|>assistant\n`. SmolLM2's GGUF template inserts a default system message when the conversation does
+not start with one; `default_system` carries it (read from the GGUF template).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+_CONTROL_TOKEN_TYPE = 3  # llama.cpp LLAMA_TOKEN_TYPE_CONTROL
+_DEFAULT_SYSTEM_RE = re.compile(r"messages\[0\]\['role'\] != 'system'.*?<\|im_start\|>system\n(.*?)<\|im_end\|>",
+                                re.S)
+
+
+class TokenizerError(ValueError):
+  """The tokenizer files are missing or malformed, or a chat message is malformed."""
+
+
+def default_system_from_template(template: str | None) -> str | None:
+  """The system prompt a ChatML jinja template inserts when none is given (None when it inserts none)."""
+  if not template:
+    return None
+  match = _DEFAULT_SYSTEM_RE.search(template)
+  return match.group(1) if match else None
+
+
+class Tokenizer:
+  """Text <-> token ids, special ids, and the ChatML chat format."""
+
+  def __init__(self, hf_tokenizer, *, eos_token: str | None, bos_token: str | None = None,
+               pad_token: str | None = None, chat_template: str | None = None,
+               default_system: str | None = None):
+    self.hf = hf_tokenizer
+    self.chat_template = chat_template
+    self.default_system = default_system
+    self.eos_token, self.bos_token, self.pad_token = eos_token, bos_token, pad_token
+    self.eos_id = self._id(eos_token)
+    self.bos_id = self._id(bos_token)
+    self.pad_id = self._id(pad_token) if pad_token else self.eos_id
+    self.vocab_size = hf_tokenizer.get_vocab_size(with_added_tokens=True)
+    # Generation stops at the end-of-turn marker as well as at end-of-text.
+    stops = [self.eos_id] + [self.hf.token_to_id(t) for t in ("<|im_end|>", "<|endoftext|>")]
+    self.stop_ids = tuple(sorted({i for i in stops if i is not None}))
+
+  def _id(self, token: str | None) -> int | None:
+    if token is None:
+      return None
+    idx = self.hf.token_to_id(token)
+    if idx is None:
+      raise TokenizerError(f"special token {token!r} is not in the vocabulary.")
+    return idx
+
+  # -- construction ------------------------------------------------------------------------------------------
+
+  @classmethod
+  def from_gguf(cls, path: str) -> "Tokenizer":
+    from core.llm.weights import open_gguf
+    return cls.from_gguf_reader(open_gguf(path))
+
+  @classmethod
+  def from_gguf_reader(cls, reader) -> "Tokenizer":
+    from tokenizers import AddedToken, Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
+
+    from core.llm.weights import gguf_field
+
+    model = gguf_field(reader, "tokenizer.ggml.model")
+    if model != "gpt2":
+      raise TokenizerError(f"GGUF tokenizer model {model!r} is not supported (only byte-level BPE, 'gpt2').")
+    tokens = gguf_field(reader, "tokenizer.ggml.tokens")
+    merges = gguf_field(reader, "tokenizer.ggml.merges")
+    types = gguf_field(reader, "tokenizer.ggml.token_type")
+    if not tokens or merges is None:
+      raise TokenizerError("GGUF metadata lacks tokenizer.ggml.tokens/merges: no tokenizer in this file. Fix: "
+                           "pass a tokenizer.json.")
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    try:
+      bpe = models.BPE(vocab=vocab, merges=[tuple(m.split(" ", 1)) for m in merges], fuse_unk=False,
+                       byte_fallback=False)
+    except Exception as e:
+      raise TokenizerError(f"the GGUF tokenizer metadata is inconsistent ({e}). Fix: re-create the GGUF file or "
+                           "pass a tokenizer.json.") from e
+    hf = HFTokenizer(bpe)
+    hf.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
+    ])
+    hf.decoder = decoders.ByteLevel()
+    specials = [tokens[i] for i, t in enumerate(types or []) if t == _CONTROL_TOKEN_TYPE]
+    hf.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+
+    def token_of(key):
+      idx = gguf_field(reader, key)
+      return tokens[int(idx)] if idx is not None else None
+
+    template = gguf_field(reader, "tokenizer.chat_template")
+    return cls(hf, eos_token=token_of("tokenizer.ggml.eos_token_id"),
+               bos_token=token_of("tokenizer.ggml.bos_token_id"),
+               pad_token=token_of("tokenizer.ggml.padding_token_id"), chat_template=template,
+               default_system=default_system_from_template(template))
+
+  @classmethod
+  def from_directory(cls, directory: str | os.PathLike) -> "Tokenizer":
+    """From `tokenizer.json` (+ optional `tokenizer_config.json` for special tokens and the chat template)."""
+    directory = Path(directory)
+    config_path = directory / "tokenizer_config.json"
+    config: dict[str, Any] = {}
+    if config_path.is_file():
+      try:
+        config = json.loads(config_path.read_text())
+      except json.JSONDecodeError as e:
+        raise TokenizerError(f"{config_path} is not valid JSON ({e}).") from e
+    return cls.from_file(directory / "tokenizer.json", **_special_tokens(config))
+
+  @classmethod
+  def from_file(cls, path: str | os.PathLike, *, eos_token: str | None = None, bos_token: str | None = None,
+                pad_token: str | None = None, chat_template: str | None = None) -> "Tokenizer":
+    from tokenizers import Tokenizer as HFTokenizer
+
+    if not os.path.isfile(path):
+      raise TokenizerError(f"tokenizer file {os.fspath(path)!r} does not exist. Fix: pass a tokenizer.json.")
+    try:
+      hf = HFTokenizer.from_file(os.fspath(path))
+    except Exception as e:
+      raise TokenizerError(f"cannot parse {os.fspath(path)!r} as a tokenizers JSON file: {e}") from e
+    if eos_token is None:
+      eos_token = next((t for t in ("<|im_end|>", "<|endoftext|>", "</s>") if hf.token_to_id(t) is not None), None)
+    return cls(hf, eos_token=eos_token, bos_token=bos_token, pad_token=pad_token, chat_template=chat_template,
+               default_system=default_system_from_template(chat_template))
+
+  def save(self, directory: str | os.PathLike) -> None:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    self.hf.save(str(directory / "tokenizer.json"))
+    config = {"eos_token": self.eos_token, "bos_token": self.bos_token, "pad_token": self.pad_token,
+              "chat_template": self.chat_template, "tokenizer_class": "PreTrainedTokenizerFast",
+              "add_bos_token": False, "clean_up_tokenization_spaces": False}
+    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+
+  # -- text <-> ids -----------------------------------------------------------------------------------------
+
+  def encode(self, text: str) -> list[int]:
+    """Token ids of `text`; special-token strings in it (e.g. `<|im_start|>`) map to their single ids."""
+    if not isinstance(text, str):
+      raise TypeError(f"encode expects a str, got {type(text).__name__}.")
+    return self.hf.encode(text, add_special_tokens=False).ids
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    return [e.ids for e in self.hf.encode_batch(list(texts), add_special_tokens=False)]
+
+  def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
+    return self.hf.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+  # -- chat ---------------------------------------------------------------------------------------------------
+
+  def format_chat(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> str:
+    """ChatML text of `messages` ([{'role': ..., 'content': ...}]), with the default system prompt when the
+    conversation has no system message and the template defines one."""
+    if not messages:
+      raise TokenizerError("a chat needs at least one message, e.g. [{'role': 'user', 'content': 'Hi'}].")
+    parts = []
+    for i, m in enumerate(messages):
+      if not isinstance(m, dict) or "role" not in m or "content" not in m:
+        raise TokenizerError(f"chat message {i} is {m!r}; each message is a dict with 'role' and 'content'.")
+      if i == 0 and m["role"] != "system" and self.default_system is not None:
+        parts.append(f"<|im_start|>system\n{self.default_system}<|im_end|>\n")
+      parts.append(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n")
+    if add_generation_prompt:
+      parts.append("<|im_start|>assistant\n")
+    return "".join(parts)
+
+  def encode_chat(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
+    return self.encode(self.format_chat(messages, add_generation_prompt))
+
+
+def _special_tokens(config: dict[str, Any]) -> dict[str, Any]:
+  def text(value):
+    return value.get("content") if isinstance(value, dict) else value
+
+  return {"eos_token": text(config.get("eos_token")), "bos_token": text(config.get("bos_token")),
+          "pad_token": text(config.get("pad_token")), "chat_template": config.get("chat_template")}

