@@ -96,14 +96,9 @@ def neuron_config(**overrides) -> ml_collections.ConfigDict:
   time_steps: T, how many steps a static input is presented (the paper: 4; 8 for the autoencoder).
   The remaining fields are `LIFParams`; the paper leaves them open, these defaults train well here.
   """
-  section = ml_collections.ConfigDict(dict(
+  return config_lib.section("neuron", dict(
       time_steps=4, tau=2.0, threshold=0.6, reset="hard", surrogate="atan", alpha=2.0, detach_reset=False,
-      decay_input=False))
-  for key, value in overrides.items():
-    if key not in section:
-      raise config_lib.ConfigError(f"unknown neuron field {key!r}; valid: {', '.join(sorted(section))}")
-    section[key] = value
-  return section
+      decay_input=False), overrides)
 
 
 def validate_neuron_config(config: ml_collections.ConfigDict, prefix: str = "neuron") -> None:

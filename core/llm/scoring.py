@@ -12,7 +12,6 @@ scored, having no prefix). All functions here are pure in (graphdef, state, batc
 
 from __future__ import annotations
 
-import functools
 from typing import Mapping, Sequence
 
 import jax

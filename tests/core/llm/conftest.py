@@ -2,13 +2,10 @@
 
 import importlib.util
 
-import numpy as np
 import pytest
 from flax import nnx
 
-from core.llm import config as config_lib
 from core.llm import weights
-from core.llm.model import Llama
 from llm_fixtures import tiny_model
 
 

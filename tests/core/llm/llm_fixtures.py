@@ -1,13 +1,11 @@
 """Helpers shared by the core/llm tests (imported by name; pytest puts this folder on sys.path)."""
 
+import jax
 import numpy as np
-from flax import nnx
 
 from core.llm import config as config_lib
 from core.llm import weights
-from core.llm.model import Llama, forward
-
-import jax
+from core.llm.model import forward
 
 jit_forward = jax.jit(forward, static_argnums=0)  # eager op-by-op runs of even the tiny model take seconds
 
@@ -15,23 +13,18 @@ jit_forward = jax.jit(forward, static_argnums=0)  # eager op-by-op runs of even 
 def random_tensors(config, seed=0, std=0.3):
   """HF-named float32 tensors with a larger spread than the 0.02 init, so logits are peaked and tests sharp."""
   rng = np.random.default_rng(seed)
-  model = nnx.eval_shape(lambda: Llama(config.replace(weight_format="float", embed_format="float",
-                                                      activation_format="float"), nnx.Rngs(0)))
   out = {}
   for name, slot in weights._slots(config).items():
     if slot.kind == "vector":
       out[name] = (1.0 + 0.1 * rng.standard_normal(slot.shape)).astype(np.float32)
     else:
       out[name] = (std * rng.standard_normal(slot.shape) / np.sqrt(slot.shape[-1]) * 4).astype(np.float32)
-  del model
   return out
 
 
 def tiny_model(seed=0, **changes):
   config = config_lib.tiny(**changes)
   return weights.from_tensors(config, random_tensors(config, seed).items(), source="random")
-
-
 
 
 def _permute_for_gguf(w, n_heads):

@@ -6,7 +6,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from core.llm import model as model_lib
 from core.llm.model import forward, init_cache, positions_from_mask
 from llm_fixtures import jit_forward, tiny_model
 from flax import nnx
@@ -71,8 +70,8 @@ def test_bf16_compute_close_to_fp32():
   a = _full(*nnx.split(f32), tokens)
   b = _full(*nnx.split(bf16), tokens)
   assert b.dtype == jnp.float32
-  # bf16 keeps 8 mantissa bits: logits agree to a few percent of their spread.
-  assert float(jnp.max(jnp.abs(a - b))) < 0.1 * float(jnp.std(a)) * 10
+  # bf16 keeps 8 mantissa bits: through 2 layers in bf16 logits stay well within their own spread.
+  assert float(jnp.max(jnp.abs(a - b))) < 0.5 * float(jnp.std(a))
   assert float(jnp.mean(jnp.argmax(a, -1) == jnp.argmax(b, -1))) >= 0.75
 
 

@@ -60,4 +60,4 @@ def test_bad_chat_input(smollm_tokenizer):
   with pytest.raises(TokenizerError, match="'role' and 'content'"):
     smollm_tokenizer.format_chat([{"text": "hi"}])
   with pytest.raises(TokenizerError, match="does not exist"):
-    Tokenizer.from_file(tmp := "/nonexistent/tokenizer.json")
+    Tokenizer.from_file("/nonexistent/tokenizer.json")

@@ -2,8 +2,6 @@
 (single file and sharded), quantized storage, and clear errors on damaged or mismatched files."""
 
 import json
-import os
-import shutil
 
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +10,7 @@ from flax import nnx
 
 from core.llm import config as config_lib
 from core.llm import quant, weights
-from core.llm.model import forward, positions_from_mask
+from core.llm.model import positions_from_mask
 from llm_fixtures import jit_forward, random_tensors, tiny_model, write_tiny_gguf
 
 
