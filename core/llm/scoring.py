@@ -27,18 +27,21 @@ def token_logprobs(graphdef: nnx.GraphDef, state: nnx.State, tokens: jax.Array,
   """[B, T] float32: entry t is log p(tokens[:, t] | tokens[:, :t]); entry 0 is 0 (nothing to condition on)."""
   mask = attention_mask.astype(bool)
   logits, _ = forward(graphdef, state, tokens, positions_from_mask(mask), mask)
+  return logprobs_from_logits(logits, tokens)
+
+
+def logprobs_from_logits(logits: jax.Array, tokens: jax.Array) -> jax.Array:
+  """[B, T]: entry t is log softmax(logits[:, t-1])[tokens[:, t]]; entry 0 is 0 (nothing to condition on)."""
   logits = logits[:, :-1]
-  targets = tokens[:, 1:]
-  picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-  logprobs = picked - jax.nn.logsumexp(logits, axis=-1)
-  return jnp.pad(logprobs, ((0, 0), (1, 0)))
+  picked = jnp.take_along_axis(logits, tokens[:, 1:, None], axis=-1)[..., 0]
+  return jnp.pad(picked - jax.nn.logsumexp(logits, axis=-1), ((0, 0), (1, 0)))
 
 
 def sequence_logprobs(graphdef: nnx.GraphDef, state: nnx.State,
                       batch: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
   """(sum of masked token log-probs [B], number of scored tokens [B])."""
   lp = token_logprobs(graphdef, state, batch["tokens"], batch["attention_mask"])
-  weight = _score_weight(batch)
+  weight = score_weight(batch)
   return jnp.sum(lp * weight, axis=-1), jnp.sum(weight, axis=-1)
 
 
@@ -49,7 +52,7 @@ def masked_nll(graphdef: nnx.GraphDef, state: nnx.State, batch: Mapping[str, jax
   return -jnp.sum(total) / jnp.maximum(jnp.sum(count), 1.0)
 
 
-def _score_weight(batch: Mapping[str, jax.Array]) -> jax.Array:
+def score_weight(batch: Mapping[str, jax.Array]) -> jax.Array:
   weight = jnp.asarray(batch["loss_mask"], jnp.float32) * jnp.asarray(batch["attention_mask"], jnp.float32)
   return weight.at[:, 0].set(0.0)
 

@@ -24,7 +24,7 @@ from flax import nnx
 
 from core import config as config_lib
 from core import sharding as sharding_lib
-from core.llm import lora, weights
+from core.llm import lora, scoring, weights
 from core.llm.model import Llama, positions_from_mask
 from core.train import loop, optim
 from core.train.state import create_train_state, make_train_step, model_from_state
@@ -99,7 +99,9 @@ class BucketedBatches:
                          f"Fix: add a bucket >= {len(ids)} to sft.length_buckets or drop long examples.")
       self.bucket_of.append(fits[0])
     self.bucket_of = np.asarray(self.bucket_of)
-    if all((self.bucket_of == b).sum() < batch_size for b in self.buckets):
+    # Full batches per bucket do not depend on the shuffle, so every epoch has the same number of batches.
+    self.batches_per_epoch = sum(int((self.bucket_of == b).sum()) // batch_size for b in self.buckets)
+    if self.batches_per_epoch == 0:
       raise ValueError(f"no length bucket holds a full batch of {batch_size} examples ({len(self.examples)} "
                        "examples in all). Fix: lower sft.batch_size or add data.")
     self.position = 0  # batches handed out so far
@@ -132,11 +134,9 @@ class BucketedBatches:
     return self
 
   def __next__(self) -> dict[str, np.ndarray]:
-    per_epoch = len(self._epoch_plan(0)) if self._epoch is None else self._per_epoch
-    epoch, index = divmod(self.position, per_epoch)
+    epoch, index = divmod(self.position, self.batches_per_epoch)
     if epoch != self._epoch:
       self._epoch, self._plan = epoch, self._epoch_plan(epoch)
-      self._per_epoch = len(self._plan)
     self.position += 1
     return self._batch(self._plan[index])
 
@@ -154,11 +154,8 @@ def assistant_nll(model: Llama, batch: Mapping[str, jax.Array], rng: jax.Array):
   del rng
   mask = batch["attention_mask"].astype(bool)
   logits, _ = model(batch["tokens"], positions_from_mask(mask), mask)
-  logits = logits[:, :-1]
-  targets = batch["tokens"][:, 1:]
-  picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-  logprobs = picked - jax.nn.logsumexp(logits, axis=-1)
-  weight = (batch["loss_mask"][:, 1:] * batch["attention_mask"][:, 1:]).astype(jnp.float32)
+  logprobs = scoring.logprobs_from_logits(logits, batch["tokens"])
+  weight = scoring.score_weight(batch)
   count = jnp.maximum(weight.sum(), 1.0)
   return -(logprobs * weight).sum() / count, {"target_tokens": weight.sum()}
 
