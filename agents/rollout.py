@@ -37,9 +37,12 @@ from core.config import section
 
 
 def rollout_config(**overrides: Any) -> ml_collections.ConfigDict:
-  """Every number of a rollout: per-turn token budget, context size, sampling, group size, env threads."""
+  """Every number of a rollout: per-turn token budget, context size, sampling, group size, env threads, and how
+  the action is read from a reply (`action_format`: "react" = `extract_action`, "whole" = the whole reply, for
+  environments whose actions span lines, such as tool calls)."""
   return section("rollout", dict(max_new_tokens=64, max_context_tokens=2048, temperature=1.0, top_k=0, top_p=1.0,
-                                 group_size=1, env_workers=16, system_prompt=""), overrides)
+                                 group_size=1, env_workers=16, system_prompt="",
+                                 action_format="react"), overrides)
 
 
 class GenerationResult(Protocol):
@@ -147,6 +150,8 @@ def rollout(policy: Policy, tokenizer, client: EnvClient, task_ids: Sequence[int
   if max_turns < 1:
     raise ValueError(f"max_turns must be >= 1, got {max_turns}.")
   chat = _Chat(tokenizer, config.system_prompt)
+  if config.action_format not in ("react", "whole"):
+    raise ValueError(f"rollout.action_format must be 'react' or 'whole', got {config.action_format!r}.")
   if config.max_new_tokens < 1:
     raise ValueError(f"rollout.max_new_tokens must be >= 1, got {config.max_new_tokens}.")
   stats = RolloutStats()
@@ -193,7 +198,7 @@ def rollout(policy: Policy, tokenizer, client: EnvClient, task_ids: Sequence[int
             trajectory.loss_mask.append(0)
             trajectory.logprobs.append(0.0)
           responses.append(tokenizer.decode(ids).strip())
-          actions.append(extract_action(responses[-1]))
+          actions.append(responses[-1] if config.action_format == "whole" else extract_action(responses[-1]))
         start = time.perf_counter()
         results = list(pool.map(lambda ia: sessions[ia[0]].step(ia[1]), zip(live, actions)))
         stats.env_s += time.perf_counter() - start

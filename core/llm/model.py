@@ -267,6 +267,16 @@ class Llama(nnx.Module):
       cache_index: scalar int slot of tokens[:, 0] (traced is fine).
       last_only: return logits of the last position only ([B, 1, V]): what prefill needs.
     """
+    h, new_cache = self.hidden_states(tokens, positions, kv_mask, cache, cache_index)
+    if last_only:
+      h = h[:, -1:]
+    logits = self.embed_tokens.attend(h) if self.lm_head is None else self.lm_head(h).astype(jnp.float32)
+    return logits.astype(jnp.float32), new_cache
+
+  def hidden_states(self, tokens: jax.Array, positions: jax.Array, kv_mask: jax.Array,
+                    cache: KVCache | None = None, cache_index: Any = 0) -> tuple[jax.Array, KVCache | None]:
+    """The final-norm hidden states [B, T, d] (what the LM head reads; a value head reads them too) and the
+    updated cache. Arguments as in `__call__`."""
     t = tokens.shape[1]
     s = kv_mask.shape[1]
     query_slots = cache_index + jnp.arange(t)
@@ -280,12 +290,8 @@ class Llama(nnx.Module):
       h, (k, v) = layer(h, cos, sin, allowed, kv, cache_index)
       new_k.append(k)
       new_v.append(v)
-    if last_only:
-      h = h[:, -1:]
-    h = self.norm(h)
-    logits = self.embed_tokens.attend(h) if self.lm_head is None else self.lm_head(h).astype(jnp.float32)
     new_cache = None if cache is None else KVCache(k=tuple(new_k), v=tuple(new_v))
-    return logits.astype(jnp.float32), new_cache
+    return self.norm(h), new_cache
 
 
 def forward(graphdef: nnx.GraphDef, state: nnx.State, tokens: jax.Array, positions: jax.Array,

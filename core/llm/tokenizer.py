@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 _CONTROL_TOKEN_TYPE = 3  # llama.cpp LLAMA_TOKEN_TYPE_CONTROL
+CHATML_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 _DEFAULT_SYSTEM_RE = re.compile(r"messages\[0\]\['role'\] != 'system'.*?<\|im_start\|>system\n(.*?)<\|im_end\|>",
                                 re.S)
 
@@ -108,6 +109,25 @@ class Tokenizer:
                bos_token=token_of("tokenizer.ggml.bos_token_id"),
                pad_token=token_of("tokenizer.ggml.padding_token_id"), chat_template=template,
                default_system=default_system_from_template(template))
+
+  @classmethod
+  def word_level(cls, texts: Iterable[str]) -> "Tokenizer":
+    """A small ChatML word-level tokenizer over the words and punctuation runs of `texts`.
+
+    For policies trained from scratch on one environment's closed vocabulary (tests, CPU-scale RL): a vocabulary
+    of a few hundred words instead of ~50k BPE pieces makes the LM head and the exploration space small. Text
+    splits on whitespace and punctuation; unknown words become `[UNK]`; decoding joins words with spaces.
+    """
+    from tokenizers import AddedToken, Tokenizer as HFTokenizer, models, pre_tokenizers
+
+    split = pre_tokenizers.Whitespace().pre_tokenize_str
+    words = sorted({w for text in texts for w, _ in split(text)} | {"system", "user", "assistant"})
+    specials = list(CHATML_SPECIAL_TOKENS) + ["<pad>", "[UNK]"]
+    vocab = {t: i for i, t in enumerate(specials + [w for w in words if w not in specials])}
+    hf = HFTokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    hf.pre_tokenizer = pre_tokenizers.Whitespace()
+    hf.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    return cls(hf, eos_token="<|im_end|>", pad_token="<pad>")
 
   @classmethod
   def from_directory(cls, directory: str | os.PathLike) -> "Tokenizer":

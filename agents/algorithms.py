@@ -1,0 +1,119 @@
+"""The four RL algorithms of AgentGym-RL (arXiv 2509.08755, sec. 3 and its released verl configs) as two pure
+pieces per algorithm: the advantages of a rollout batch, and the token-level actor loss.
+
+All four optimise the PPO clipped surrogate (Schulman et al. 2017, eq. 7) on the model's own tokens; they differ
+in the advantage:
+
+  ppo           GAE (Schulman et al. 2016, eq. 16) with a learned critic, gamma = lambda = 1, whitened over the
+                batch's model tokens; the critic fits the GAE returns with a clipped value loss.
+  grpo          (R - mean_group R) / (std_group R + 1e-6) over the `group_size` rollouts of a task (Shao 2024).
+  rloo          R minus the mean of the other rollouts of the task (Ahmadian 2024).
+  reinforce_pp  returns of the token rewards minus `kl_coef` * k1 KL to the reference policy, whitened over the
+                batch (Hu 2025, REINFORCE++).
+
+The reward is one outcome score per trajectory on its last model token (`agents.rollout.to_batch`). Regularisers:
+entropy bonus 0.001 and the "low-variance" k3 KL loss to the frozen reference policy with weight 0.001 (the paper's
+settings); REINFORCE++ puts its KL in the reward instead (`kl_mode = "reward"`), as its paper does.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from core import config as config_lib
+from core import rl
+from core.config import section
+
+ALGORITHMS = ("ppo", "grpo", "rloo", "reinforce_pp")
+KL_MODES = ("loss", "reward", "none")
+
+
+def algorithm_config(name: str = "grpo", **overrides: Any) -> ml_collections.ConfigDict:
+  """The `algorithm` section. `kl_mode` defaults per algorithm: the reward for REINFORCE++, a loss otherwise."""
+  return section("algorithm", dict(
+      name=name, clip_eps=0.2, entropy_coef=0.001, kl_coef=0.001, kl_estimator="k3",
+      kl_mode="reward" if name == "reinforce_pp" else "loss", loss_aggregation="token-mean", gamma=1.0, lam=1.0,
+      value_clip=0.5, update_epochs=1, minibatches=1, whiten_gae=True), overrides)
+
+
+def validate_algorithm_config(config: ml_collections.ConfigDict) -> None:
+  config_lib.check_choice(config, "algorithm.name", ALGORITHMS)
+  config_lib.check_choice(config, "algorithm.kl_mode", KL_MODES)
+  config_lib.check_choice(config, "algorithm.kl_estimator", rl.KL_ESTIMATORS)
+  config_lib.check_choice(config, "algorithm.loss_aggregation", rl.AGGREGATION_MODES)
+  for key in ("algorithm.clip_eps", "algorithm.update_epochs", "algorithm.minibatches", "algorithm.value_clip"):
+    config_lib.check_positive(config, key)
+  for key in ("algorithm.entropy_coef", "algorithm.kl_coef"):
+    config_lib.check_positive(config, key, allow_zero=True)
+  for key in ("algorithm.gamma", "algorithm.lam"):
+    config_lib.check(config, key, lambda v: 0.0 <= v <= 1.0, "must lie in [0, 1]")
+  if config.algorithm.name in ("grpo", "rloo"):
+    config_lib.check(config, "rollout.group_size", lambda g: g >= 2,
+                     f"must be >= 2 for {config.algorithm.name}'s group baseline (the paper samples several "
+                     "rollouts per task)")
+    config_lib.check(config, "algorithm.kl_mode", lambda m: m != "reward",
+                     f"{config.algorithm.name} scores whole trajectories, so its KL goes in the loss",
+                     "pass --config.algorithm.kl_mode=loss")
+
+
+def advantages(algo: ml_collections.ConfigDict, batch: Mapping[str, jax.Array], group_size: int,
+               values: jax.Array | None = None) -> tuple[jax.Array, jax.Array | None]:
+  """[B, T] advantages on model tokens (0 elsewhere) and, for PPO, the critic's [B, T] return targets.
+
+  `batch` holds `loss_mask`, `scores` [B], `logprobs` (the sampling policy's) and `ref_logprobs` [B, T].
+  Rollouts of one task are consecutive (`rollout` lays them out so).
+  """
+  mask = batch["loss_mask"].astype(bool)
+  scores = batch["scores"]
+  rewards = rl.outcome_token_rewards(scores, mask)
+  if algo.kl_mode == "reward":
+    rewards = rewards - algo.kl_coef * rl.kl_loss(batch["logprobs"], batch["ref_logprobs"], mask, "k1")
+  if algo.name == "grpo":
+    return rl.sequence_to_tokens(rl.grpo_advantages(scores, group_size), mask), None
+  if algo.name == "rloo":
+    return rl.sequence_to_tokens(rl.rloo_advantages(scores, group_size), mask), None
+  if algo.name == "reinforce_pp":
+    adv, _ = rl.reinforce_pp_advantages(rewards, mask, algo.gamma)
+    return adv, None
+  if values is None:
+    raise ValueError("ppo needs the critic's values.")
+  adv, returns = rl.gae(rewards, values, mask, algo.gamma, algo.lam)
+  if algo.whiten_gae:
+    adv = rl.whiten(adv, mask)
+  return jnp.where(mask, adv, 0.0), returns
+
+
+def actor_loss(algo: ml_collections.ConfigDict, logits: jax.Array, batch: Mapping[str, jax.Array]
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The actor's scalar loss from the policy's logits [B, T, V] on `batch` (tokens, loss_mask, old_logprobs,
+  ref_logprobs, advantages): clipped surrogate - entropy_coef * entropy (+ kl_coef * KL when kl_mode = loss),
+  each aggregated over model tokens only, so environment and prompt tokens get no gradient."""
+  from core.llm.scoring import logprobs_from_logits
+
+  mask = batch["loss_mask"].astype(bool)
+  logprobs = logprobs_from_logits(logits, batch["tokens"])
+  surrogate, diagnostics = rl.ppo_clip_loss(logprobs, batch["old_logprobs"], batch["advantages"], mask,
+                                            algo.clip_eps)
+  # Entropy of the distribution each model token was drawn from (the logits one position earlier).
+  entropy = jnp.pad(rl.entropy_from_logits(logits[:, :-1]), ((0, 0), (1, 0)))
+  pg_loss = rl.aggregate(surrogate, mask, algo.loss_aggregation)
+  entropy_mean = rl.aggregate(entropy, mask, algo.loss_aggregation)
+  loss = pg_loss - algo.entropy_coef * entropy_mean
+  kl = rl.aggregate(rl.kl_loss(logprobs, batch["ref_logprobs"], mask, algo.kl_estimator), mask,
+                    algo.loss_aggregation)
+  if algo.kl_mode == "loss":
+    loss = loss + algo.kl_coef * kl
+  return loss, {"pg_loss": pg_loss, "entropy": entropy_mean, "kl_ref": kl, **diagnostics}
+
+
+def critic_loss(algo: ml_collections.ConfigDict, values: jax.Array, batch: Mapping[str, jax.Array]
+                ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """PPO's clipped value loss against the GAE returns, over model tokens."""
+  mask = batch["loss_mask"].astype(bool)
+  per_token = rl.value_loss(values, batch["old_values"], batch["returns"], mask, algo.value_clip)
+  loss = rl.aggregate(per_token, mask, algo.loss_aggregation)
+  return loss, {"value_loss": loss, "value_mean": rl.masked_mean(values, mask)}

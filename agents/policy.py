@@ -1,0 +1,149 @@
+"""The policy an agent RL run trains: a `core/llm` model and its tokenizer.
+
+Two kinds (config `policy.kind`):
+  pretrained  real weights through `core.llm.weights` (default SmolLM2-135M-Instruct; a .gguf path or a Hugging
+              Face directory), trained in full or with LoRA adapters (`lora_rank > 0`). This is the paper's setting
+              (AgentGym-RL trains Qwen2.5-3B/7B-Instruct without SFT).
+  scratch     a small random-init Llama with a word-level tokenizer over the environment's own vocabulary (the
+              words of its instructions, observations and oracle actions on `vocab_tasks` tasks). A CPU-scale
+              stand-in used by the tests and the quick report: a few hundred tokens instead of ~50k BPE pieces.
+
+Optional stage 0 (`policy.warm_start_steps > 0`, off by default as in the paper): supervised steps on scripted-
+oracle episodes of tasks outside the RL task range, the stand-in for the prior knowledge a pretrained LLM brings
+(a from-scratch policy never finds a reward otherwise). `warm_start_max_turns` keeps only each episode's first
+turns, so the warm-started policy knows the action language and short plans but not long ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from agents.envs import make_env
+from core import config as config_lib
+from core.config import section
+from core.llm import config as llm_config
+from core.llm import lora, sft, weights
+from core.llm.model import Llama
+from core.llm.tokenizer import Tokenizer
+from core.train import optim
+from core.train.state import create_train_state, make_train_step, model_from_state
+
+KINDS = ("pretrained", "scratch")
+
+
+def policy_config(**overrides: Any) -> ml_collections.ConfigDict:
+  """The `policy` section: which model, its numerics or sizes, LoRA, and the optional warm start."""
+  return section("policy", dict(
+      kind="pretrained", source="", param_dtype="float32",
+      hidden_size=128, intermediate_size=256, num_layers=2, num_heads=4, num_kv_heads=2, max_seq_len=2048,
+      vocab_tasks=200, lora_rank=0, lora_alpha=16.0,
+      warm_start_steps=0, warm_start_tasks=256, warm_start_task_offset=1_000_000, warm_start_max_turns=0,
+      warm_start_batch_size=16, warm_start_learning_rate=3e-3), overrides)
+
+
+def validate_policy_config(config: ml_collections.ConfigDict) -> None:
+  config_lib.check_choice(config, "policy.kind", KINDS)
+  config_lib.check_choice(config, "policy.param_dtype", ("float32", "bfloat16"))
+  for key in ("hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "max_seq_len",
+              "vocab_tasks", "warm_start_batch_size", "warm_start_learning_rate", "lora_alpha"):
+    config_lib.check_positive(config, f"policy.{key}")
+  for key in ("lora_rank", "warm_start_steps", "warm_start_tasks", "warm_start_max_turns"):
+    config_lib.check_positive(config, f"policy.{key}", allow_zero=True)
+  config_lib.check(config, "policy.num_heads", lambda h: h % config.policy.num_kv_heads == 0,
+                   "must be a multiple of policy.num_kv_heads (grouped-query attention)")
+  config_lib.check_existing_path(config, "policy.source", allow_empty=True)
+
+
+@dataclasses.dataclass
+class Policy:
+  model: Llama
+  tokenizer: Tokenizer
+  trainable: Any  # the NNX filter of what RL updates: nnx.Param, or nnx.LoRAParam for adapters only
+
+  @property
+  def config(self) -> llm_config.LlamaConfig:
+    return self.model.config
+
+
+def oracle_episode(env, task_id: int, max_turns: int = 0) -> list[dict[str, str]]:
+  """The chat messages of the environment's scripted oracle solving `task_id` (user = observation, assistant =
+  action), cut after `max_turns` turns when > 0."""
+  result = env.reset(task_id)
+  oracle = env.oracle(task_id)
+  messages = [{"role": "user", "content": result.observation}]
+  turns = 0
+  while not result.done and (max_turns <= 0 or turns < max_turns):
+    action = oracle.act(result.observation)
+    result = env.step(action)
+    messages.append({"role": "assistant", "content": action})
+    turns += 1
+    if not result.done and (max_turns <= 0 or turns < max_turns):
+      messages.append({"role": "user", "content": result.observation})
+  return messages
+
+
+def environment_vocabulary(env_name: str, env_cfg: ml_collections.ConfigDict, num_tasks: int,
+                           task_offset: int = 0) -> list[str]:
+  """Texts covering the environment's words: oracle episodes of `num_tasks` tasks plus its instructions."""
+  env = make_env(env_name, env_cfg)
+  texts = []
+  for task_id in range(task_offset, task_offset + num_tasks):
+    texts.extend(m["content"] for m in oracle_episode(env, task_id))
+  return texts
+
+
+def build_policy(config: ml_collections.ConfigDict) -> Policy:
+  """The initial policy of `config` (before any warm start)."""
+  p = config.policy
+  if p.kind == "pretrained":
+    pre = weights.load_pretrained(p.source or None, param_dtype=p.param_dtype)
+    model = nnx.merge(pre.graphdef, jax.tree.map(jnp.copy, pre.state))
+    tokenizer = pre.tokenizer
+  else:
+    tokenizer = Tokenizer.word_level(environment_vocabulary(config.env, config.env_config, p.vocab_tasks))
+    model_config = llm_config.tiny(
+        vocab_size=tokenizer.vocab_size, hidden_size=p.hidden_size, intermediate_size=p.intermediate_size,
+        num_layers=p.num_layers, num_heads=p.num_heads, num_kv_heads=p.num_kv_heads, max_seq_len=p.max_seq_len,
+        param_dtype=p.param_dtype)
+    model = Llama(model_config, nnx.Rngs(config.seed))
+  trainable = nnx.Param
+  if p.lora_rank > 0:
+    lora.add_lora(model, rank=p.lora_rank, alpha=p.lora_alpha, targets=lora.TARGETS, seed=config.seed)
+    trainable = nnx.LoRAParam
+  return Policy(model, tokenizer, trainable)
+
+
+def warm_start(policy: Policy, config: ml_collections.ConfigDict) -> dict[str, float]:
+  """Stage 0: `warm_start_steps` supervised steps on oracle episodes (assistant tokens only). Updates
+  `policy.model` in place; returns the first and last batch losses."""
+  p = config.policy
+  env = make_env(config.env, config.env_config)
+  records = [oracle_episode(env, p.warm_start_task_offset + i, p.warm_start_max_turns)
+             for i in range(p.warm_start_tasks)]
+  examples = [sft.tokenize_chat(policy.tokenizer, messages) for messages in records]
+  longest = max(len(ids) for ids, _ in examples)
+  buckets = sorted({b for b in (64, 128, 256, 512, 1024, 2048, 4096) if b < longest} | {_round_up(longest)})
+  batches = sft.BucketedBatches(examples, buckets, min(p.warm_start_batch_size, len(examples)),
+                                pad_id=policy.tokenizer.pad_id, seed=config.seed)
+  tx = optim.make_optimizer(optim.optimizer_config(learning_rate=p.warm_start_learning_rate), p.warm_start_steps)
+  graphdef, state = create_train_state(policy.model, tx, policy.trainable)
+  step = jax.jit(make_train_step(graphdef, sft.assistant_nll, tx, policy.trainable), donate_argnums=0)
+  key = jax.random.key(config.seed)
+  losses = []
+  for i in range(p.warm_start_steps):
+    state, metrics = step(state, next(batches), jax.random.fold_in(key, i))
+    losses.append(float(metrics["loss"]))
+  policy.model = model_from_state(graphdef, state)
+  return {"warm_start_first_loss": losses[0], "warm_start_last_loss": losses[-1],
+          "warm_start_episodes": len(records)}
+
+
+def _round_up(n: int) -> int:
+  return int(2 ** np.ceil(np.log2(max(n, 2))))

@@ -1,0 +1,383 @@
+"""Multi-turn agent RL (AgentGym-RL, arXiv 2509.08755, sec. 3) with the ScalingInter-RL horizon schedule (sec. 4):
+
+    python -m agents.train --config configs/agents/gridworld_grpo.py --workdir runs/agents/gridworld_grpo
+
+Each training step:
+  1. the turn limit of this step comes from the schedule (`schedule.turn_limits`, `schedule.steps_per_stage`);
+  2. `data.tasks_per_step` training tasks are drawn (seeded by the step) and `rollout.group_size` trajectories
+     of each are rolled out with the current policy (`agents.rollout`: one batched generation per turn);
+  3. the reference policy (the frozen initial policy) scores the trajectories; PPO's critic gives values;
+  4. advantages by the algorithm (`agents.algorithms`), then `algorithm.update_epochs` passes over
+     `algorithm.minibatches` minibatches of clipped-surrogate updates (and critic updates for PPO);
+  5. metrics (success, score, turns, losses, where the time went) to metrics.jsonl / TensorBoard; trajectories
+     to trajectories.jsonl; a checkpoint every `train.checkpoint_every` steps (policy, critic and optimizer
+     states through `core.train.checkpoint`; the task draw and the sampling key derive from the step, so a
+     resumed run continues exactly); greedy evaluation on held-out tasks every `data.eval_every` steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from agents import algorithms
+from agents import policy as policy_lib
+from agents import rollout as rollout_lib
+from agents.envs import HttpEnvClient, LocalEnvClient, http_client_config, make_pool, pool_config
+from agents.schedule import ScalingInterSchedule
+from core import config as config_lib
+from core import entrypoint
+from core.config import section
+from core.llm import weights
+from core.llm.model import forward, positions_from_mask
+from core.llm.scoring import logprobs_from_logits
+from core.llm.value import ValueModel
+from core.train import checkpoint as checkpoint_lib
+from core.train import loop, metrics as metrics_lib, optim
+from core.train.state import TrainState, create_train_state, make_train_step
+
+
+def data_config(**overrides: Any) -> ml_collections.ConfigDict:
+  """Which tasks train and which evaluate: training ids [0, train_tasks), evaluation ids
+  [eval_task_offset, eval_task_offset + eval_tasks) (disjoint, so evaluation is on unseen tasks)."""
+  return section("data", dict(train_tasks=10_000, tasks_per_step=8, eval_tasks=64, eval_task_offset=500_000,
+                              eval_every=10, eval_turn_limit=0, trajectories_every=1), overrides)
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  policy_lib.validate_policy_config(config)
+  algorithms.validate_algorithm_config(config)
+  optim.validate_optimizer_config(config)
+  optim.validate_optimizer_config(config, "critic_optimizer")
+  loop.validate_train_config(config)
+  for key in ("train_tasks", "tasks_per_step", "eval_tasks", "trajectories_every"):
+    config_lib.check_positive(config, f"data.{key}")
+  for key in ("eval_every", "eval_turn_limit"):
+    config_lib.check_positive(config, f"data.{key}", allow_zero=True)
+  config_lib.check(config, "data.tasks_per_step", lambda n: n <= config.data.train_tasks,
+                   "must be <= data.train_tasks")
+  config_lib.check(config, "data.eval_task_offset", lambda o: o >= config.data.train_tasks,
+                   "must be >= data.train_tasks so that evaluation tasks are not training tasks")
+  config_lib.check(config, "algorithm.minibatches",
+                   lambda m: (config.data.tasks_per_step * config.rollout.group_size) % m == 0,
+                   f"must divide the rollouts per step (data.tasks_per_step x rollout.group_size = "
+                   f"{config.data.tasks_per_step * config.rollout.group_size})")
+  for key in ("max_new_tokens", "max_context_tokens", "group_size", "env_workers"):
+    config_lib.check_positive(config, f"rollout.{key}")
+  try:
+    ScalingInterSchedule.from_config(config.schedule)
+  except ValueError as e:
+    raise config_lib.ConfigError(f"config.schedule: {e}") from e
+
+
+# ---- the jitted pieces ------------------------------------------------------------------------------------
+
+def _token_logprobs(graphdef, state, tokens, attention_mask):
+  """log pi(tokens[t] | tokens[:t]) of a full model state, [B, T] (no logits leave the program)."""
+  mask = attention_mask.astype(bool)
+  logits, _ = forward(graphdef, state, tokens, positions_from_mask(mask), mask)
+  return logprobs_from_logits(logits, tokens)
+
+
+token_logprobs = jax.jit(_token_logprobs, static_argnums=0)
+
+
+def _critic_values(graphdef, params, model_state, tokens, attention_mask):
+  return nnx.merge(graphdef, params, model_state)(tokens, attention_mask)
+
+
+critic_values = jax.jit(_critic_values, static_argnums=0)
+
+
+def make_actor_step(graphdef, algo: ml_collections.ConfigDict, tx, trainable):
+  def loss_fn(model, batch, rng):
+    del rng
+    mask = batch["attention_mask"].astype(bool)
+    logits, _ = model(batch["tokens"], positions_from_mask(mask), mask)
+    return algorithms.actor_loss(algo, logits, batch)
+
+  return jax.jit(make_train_step(graphdef, loss_fn, tx, trainable), donate_argnums=0)
+
+
+def make_critic_step(graphdef, algo: ml_collections.ConfigDict, tx):
+  def loss_fn(model, batch, rng):
+    del rng
+    return algorithms.critic_loss(algo, model(batch["tokens"], batch["attention_mask"]), batch)
+
+  return jax.jit(make_train_step(graphdef, loss_fn, tx), donate_argnums=0)
+
+
+# ---- the run ----------------------------------------------------------------------------------------------
+
+def sequence_bucket(length: int, limit: int) -> int:
+  """Batches are padded to a power of two >= 64 (at most the context limit's power of two): few compilations."""
+  bucket = 64
+  while bucket < length:
+    bucket *= 2
+  return max(bucket, length) if bucket > limit else bucket
+
+
+def training_tasks(config: ml_collections.ConfigDict, step: int) -> list[int]:
+  """The tasks of training step `step`: a function of (seed, step) only, so a resumed run draws the same."""
+  rng = np.random.default_rng([config.seed, step])
+  return sorted(int(t) for t in rng.choice(config.data.train_tasks, config.data.tasks_per_step, replace=False))
+
+
+def evaluation_tasks(config: ml_collections.ConfigDict) -> list[int]:
+  return list(range(config.data.eval_task_offset, config.data.eval_task_offset + config.data.eval_tasks))
+
+
+def make_client(config: ml_collections.ConfigDict):
+  """In-process pool, or the HTTP server at `config.env_url` (same interface)."""
+  if config.env_url:
+    return HttpEnvClient(config.env_url, http_client_config())
+  return LocalEnvClient(make_pool(config.env, config.env_config, pool_config(max_envs=4096)))
+
+
+@dataclasses.dataclass
+class Learner:
+  """Everything the RL update owns: the policy and critic train states, the frozen reference, the steps."""
+  config: ml_collections.ConfigDict
+  policy: policy_lib.Policy
+  graphdef: Any
+  state: TrainState
+  full_graphdef: Any
+  ref_state: Any
+  actor_step: Any
+  critic_graphdef: Any = None
+  critic_state: TrainState | None = None
+  critic_step: Any = None
+
+  def current(self) -> weights.Pretrained:
+    """The current policy as a `Pretrained` (graphdef + full state), what generation takes."""
+    model = nnx.merge(self.graphdef, self.state.params, self.state.model_state)
+    graphdef, state = nnx.split(model)
+    return weights.Pretrained(self.policy.config, graphdef, state, self.policy.tokenizer, source="rl")
+
+  def checkpoint_tree(self) -> dict[str, Any]:
+    tree = {"policy": self.state}
+    if self.critic_state is not None:
+      tree["critic"] = self.critic_state
+    return tree
+
+  def load_checkpoint_tree(self, tree: Mapping[str, Any]) -> None:
+    self.state = tree["policy"]
+    if self.critic_state is not None:
+      self.critic_state = tree["critic"]
+
+
+def build_learner(config: ml_collections.ConfigDict, workdir: str) -> tuple[Learner, dict[str, float]]:
+  """The policy (with its stage-0 warm start, cached in `workdir/warm_start`), the reference and the critic."""
+  policy = policy_lib.build_policy(config)
+  info: dict[str, float] = {}
+  if config.policy.warm_start_steps > 0:
+    cache = checkpoint_lib.Checkpointer(os.path.join(workdir, "warm_start"), every=1, keep=1)
+    graphdef, params = nnx.split(policy.model, nnx.Param, ...)[:2]
+    if cache.latest_step() is None:
+      info = policy_lib.warm_start(policy, config)
+      cache.save(0, nnx.state(policy.model, nnx.Param), data_state=info, force=True)
+    else:
+      restored, info = cache.restore(0, params)
+      nnx.update(policy.model, restored)
+    cache.close()
+  total_steps = config.train.num_steps * config.algorithm.update_epochs * config.algorithm.minibatches
+  tx = optim.make_optimizer(config.optimizer, total_steps)
+  full_graphdef, ref_state = nnx.split(policy.model)
+  ref_state = jax.tree.map(jnp.copy, ref_state)  # training donates the policy's buffers; the reference stays
+  critic_model = None
+  if config.algorithm.name == "ppo":
+    # verl initialises the critic's trunk from the policy (a separate copy: it trains its own weights).
+    trunk = nnx.merge(full_graphdef, jax.tree.map(jnp.copy, ref_state))
+    critic_model = ValueModel(trunk, nnx.Rngs(config.seed + 1))
+  graphdef, state = create_train_state(policy.model, tx, policy.trainable)
+  learner = Learner(config, policy, graphdef, state, full_graphdef, ref_state,
+                    make_actor_step(graphdef, config.algorithm, tx, policy.trainable))
+  if critic_model is not None:
+    critic_tx = optim.make_optimizer(config.critic_optimizer, total_steps)
+    learner.critic_graphdef, learner.critic_state = create_train_state(critic_model, critic_tx)
+    learner.critic_step = make_critic_step(learner.critic_graphdef, config.algorithm, critic_tx)
+  return learner, info
+
+
+def rollout_batch(learner: Learner, trajectories, config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
+  """Host batch for the update: `to_batch` + reference log-probs (+ recomputed old log-probs and values)."""
+  longest = max(len(t.tokens) for t in trajectories)
+  batch = rollout_lib.to_batch(trajectories, learner.policy.tokenizer.pad_id,
+                               sequence_bucket(longest, config.rollout.max_context_tokens))
+  tokens, attention = jnp.asarray(batch["tokens"]), jnp.asarray(batch["attention_mask"])
+  mask = batch["loss_mask"].astype(bool)
+  batch["ref_logprobs"] = np.where(mask, np.asarray(token_logprobs(learner.full_graphdef, learner.ref_state,
+                                                                   tokens, attention)), 0.0)
+  current = learner.current()
+  # The update's ratio is against the policy's log-probs recomputed by the same program the update runs
+  # (verl's "recompute old log-prob"): sampling-time numbers differ in float details (cache vs full pass).
+  batch["old_logprobs"] = np.where(mask, np.asarray(token_logprobs(current.graphdef, current.state, tokens,
+                                                                   attention)), 0.0)
+  if learner.critic_state is not None:
+    batch["old_values"] = np.asarray(critic_values(learner.critic_graphdef, learner.critic_state.params,
+                                                   learner.critic_state.model_state, tokens, attention))
+  return batch
+
+
+def update(learner: Learner, batch: dict[str, np.ndarray], step: int) -> dict[str, float]:
+  """Advantages, then update_epochs x minibatches actor (and critic) steps. Returns mean metrics."""
+  algo = learner.config.algorithm
+  values = jnp.asarray(batch["old_values"]) if "old_values" in batch else None
+  adv, returns = algorithms.advantages(algo, {k: jnp.asarray(v) for k, v in batch.items()},
+                                       learner.config.rollout.group_size, values)
+  batch["advantages"] = np.asarray(adv)
+  if returns is not None:
+    batch["returns"] = np.asarray(returns)
+  keys = ["tokens", "attention_mask", "loss_mask", "old_logprobs", "ref_logprobs", "advantages"]
+  critic_keys = ["tokens", "attention_mask", "loss_mask", "old_values", "returns"]
+  rows = batch["tokens"].shape[0]
+  size = rows // algo.minibatches
+  rng = np.random.default_rng([learner.config.seed, step, 1])
+  sums: dict[str, float] = {}
+  count = 0
+  for epoch in range(algo.update_epochs):
+    order = rng.permutation(rows) if algo.minibatches > 1 else np.arange(rows)
+    for m in range(algo.minibatches):
+      idx = order[m * size:(m + 1) * size]
+      key = jax.random.key(0)  # the losses draw no randomness
+      learner.state, metrics = learner.actor_step(learner.state, {k: batch[k][idx] for k in keys}, key)
+      if learner.critic_state is not None:
+        learner.critic_state, critic_metrics = learner.critic_step(
+            learner.critic_state, {k: batch[k][idx] for k in critic_keys}, key)
+        metrics = {**metrics, **{k: v for k, v in critic_metrics.items() if k != "loss"},
+                   "critic_grad_norm": critic_metrics["grad_norm"]}
+      for k, v in jax.device_get(metrics).items():
+        sums[k] = sums.get(k, 0.0) + float(v)
+      count += 1
+  out = {k: v / count for k, v in sums.items()}
+  mask = batch["loss_mask"].astype(bool)
+  out["advantage_abs_mean"] = float(np.abs(batch["advantages"][mask]).mean()) if mask.any() else 0.0
+  return out
+
+
+def trajectory_metrics(trajectories) -> dict[str, float]:
+  n = len(trajectories)
+  return {"success_rate": sum(t.success for t in trajectories) / n,
+          "score_mean": float(np.mean([t.score for t in trajectories])),
+          "progress_mean": float(np.mean([t.progress for t in trajectories])),
+          "turns_mean": float(np.mean([len(t.turns) for t in trajectories])),
+          "model_tokens_mean": float(np.mean([sum(t.loss_mask) for t in trajectories])),
+          "error_rate": sum(t.finish_reason == "error" for t in trajectories) / n,
+          "turn_limit_rate": sum(t.finish_reason == "turn_limit" for t in trajectories) / n}
+
+
+def evaluate(learner: Learner, client, config: ml_collections.ConfigDict, turn_limit: int,
+             workdir: str | None = None, step: int = 0) -> dict[str, float]:
+  """Greedy rollouts (one per held-out task) at `turn_limit` turns: success rate, progress, turns."""
+  eval_rollout = ml_collections.ConfigDict(config.rollout.to_dict())
+  eval_rollout.temperature, eval_rollout.group_size = 0.0, 1
+  current = learner.current()
+  trajectories, _ = rollout_lib.rollout(rollout_lib.llm_policy(current, eval_rollout), current.tokenizer, client,
+                                        evaluation_tasks(config), eval_rollout, max_turns=turn_limit,
+                                        rng=jax.random.key(config.seed))
+  if workdir:
+    rollout_lib.write_trajectories(os.path.join(workdir, "eval_trajectories.jsonl"), trajectories, step=step,
+                                   turn_limit=turn_limit)
+  return trajectory_metrics(trajectories)
+
+
+def _truncate_jsonl(path: str, last_step: int) -> None:
+  """Drops trajectory records written after the checkpoint a resumed run restarts from."""
+  if not os.path.exists(path):
+    return
+  with open(path, encoding="utf-8") as f:
+    kept = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= last_step]
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    f.writelines(kept)
+  os.replace(path + ".tmp", path)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs (or resumes) RL training; returns the final evaluation and run summary (also in summary.json)."""
+  validate_config(config)
+  os.makedirs(workdir, exist_ok=True)
+  schedule = ScalingInterSchedule.from_config(config.schedule)
+  eval_turn_limit = config.data.eval_turn_limit or max(schedule.turn_limits)
+  learner, warm_info = build_learner(config, workdir)
+  client = make_client(config)
+  checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                             every=config.train.checkpoint_every, keep=config.train.keep_checkpoints)
+  writer = metrics_lib.MetricsWriter(workdir, tensorboard=config.train.tensorboard,
+                                     console=config.train.progress_bar)
+  start = 0
+  latest = checkpointer.latest_step()
+  if latest is not None:
+    tree, _ = checkpointer.restore(latest, learner.checkpoint_tree())
+    learner.load_checkpoint_tree(tree)
+    start = int(latest)
+    writer.truncate_after(start)
+    for name in ("trajectories.jsonl", "eval_trajectories.jsonl"):
+      _truncate_jsonl(os.path.join(workdir, name), start)
+  elif config.data.eval_every:
+    writer.write(0, {**evaluate(learner, client, config, eval_turn_limit, workdir, 0),
+                     "turn_limit": eval_turn_limit, **warm_info}, split="eval")
+  base_key = jax.random.key(config.seed)
+  try:
+    for step in range(start, config.train.num_steps):
+      turn_limit = schedule.turn_limit(step)
+      t0 = time.perf_counter()
+      current = learner.current()
+      trajectories, stats = rollout_lib.rollout(
+          rollout_lib.llm_policy(current, config.rollout), current.tokenizer, client,
+          training_tasks(config, step), config.rollout, max_turns=turn_limit,
+          rng=jax.random.fold_in(base_key, step))
+      t1 = time.perf_counter()
+      batch = rollout_batch(learner, trajectories, config)
+      update_metrics = update(learner, batch, step)
+      jax.block_until_ready(learner.state.params)
+      t2 = time.perf_counter()
+      if not np.isfinite(update_metrics["loss"]):
+        raise loop.NonFiniteLossError(
+            f"RL loss is {update_metrics['loss']} at step {step}; the last good checkpoint is step "
+            f"{checkpointer.latest_step()} in {checkpointer.directory}. Fix: lower optimizer.learning_rate or set "
+            "optimizer.grad_clip_norm; rerunning the command resumes from that checkpoint.")
+      if (step + 1) % config.data.trajectories_every == 0:
+        rollout_lib.write_trajectories(os.path.join(workdir, "trajectories.jsonl"), trajectories, step=step + 1,
+                                       turn_limit=turn_limit)
+      writer.write(step + 1, {
+          **trajectory_metrics(trajectories), **update_metrics, "turn_limit": turn_limit,
+          "sequence_length": batch["tokens"].shape[1], "generated_tokens": stats.generated_tokens,
+          "generation_s": stats.generation_s, "env_s": stats.env_s,
+          "rollout_other_s": (t1 - t0) - stats.generation_s - stats.env_s, "update_s": t2 - t1})
+      if config.data.eval_every and ((step + 1) % config.data.eval_every == 0 or step + 1 == config.train.num_steps):
+        writer.write(step + 1, {**evaluate(learner, client, config, eval_turn_limit, workdir, step + 1),
+                                "turn_limit": eval_turn_limit}, split="eval")
+      checkpointer.save(step + 1, learner.checkpoint_tree(), {"step": step + 1},
+                        force=step + 1 == config.train.num_steps)
+  finally:
+    checkpointer.close()
+    writer.close()
+    client.shutdown()
+  evals = metrics_lib.read_metrics(workdir, "eval") if config.data.eval_every else []
+  summary = {"steps": config.train.num_steps, "final_eval": evals[-1] if evals else None,
+             "first_eval": evals[0] if evals else None, "eval_turn_limit": eval_turn_limit}
+  with open(os.path.join(workdir, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  return summary
+
+
+def main(config: ml_collections.ConfigDict, workdir: str) -> None:
+  summary = train(config, workdir)
+  final = summary["final_eval"]
+  if final:
+    print(f"final greedy success on {config.data.eval_tasks} held-out tasks at {summary['eval_turn_limit']} "
+          f"turns: {100 * final['success_rate']:.1f}% (before RL: {100 * summary['first_eval']['success_rate']:.1f}%)")
+
+
+if __name__ == "__main__":
+  entrypoint.run(main, validate=validate_config)

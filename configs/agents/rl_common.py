@@ -1,0 +1,61 @@
+"""The shared builder of agent RL experiments (`configs/agents/<env>_<algo>.py` call it): every section of
+`python -m agents.train` with the paper's RL settings (AgentGym-RL, arXiv 2509.08755: PPO clip 0.2, entropy
+0.001, low-variance (k3) KL loss 0.001 to the initial policy, outcome reward) and its ScalingInter schedules.
+
+Variants, chosen after the colon (`--config configs/agents/gridworld_grpo.py:quick`):
+  real     SmolLM2-135M-Instruct (real weights, full fine-tuning), the paper's schedule for the environment,
+           8 tasks x group 4 per step. Hours per 100 steps on a 2-core CPU; meant for a GPU.
+  quick    a from-scratch 2-layer policy with the environment's word vocabulary, warm-started on truncated
+           oracle episodes (stage 0, see agents/policy.py), minutes on a CPU: what the report and tests run.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from agents.algorithms import algorithm_config
+from agents.envs import env_config
+from agents.policy import policy_config
+from agents.rollout import rollout_config
+from agents.schedule import PAPER_SCHEDULES, schedule_config
+from agents.train import data_config
+from core.train.loop import train_config
+from core.train.optim import optimizer_config
+
+# Our environments and the paper's environment whose schedule they borrow.
+PAPER_ENVIRONMENT = {"gridworld": "babyai", "textcraft": "textcraft", "search": "deep_search",
+                     "vehicle": "webarena", "toolenv": "deep_search"}
+
+
+def rl_config(env: str, algo: str, variant: str = "real") -> ml_collections.ConfigDict:
+  if variant not in ("real", "quick"):
+    raise ValueError(f"unknown variant {variant!r}; valid: real, quick.")
+  limits, stage_steps = PAPER_SCHEDULES[PAPER_ENVIRONMENT[env]]
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.env = env
+  config.env_url = ""  # "" = environments in-process; else an `agents.serve` server, e.g. http://127.0.0.1:8765
+  config.env_config = env_config(env)
+  config.algorithm = algorithm_config(algo)
+  config.schedule = schedule_config(turn_limits=limits, steps_per_stage=stage_steps)
+  if variant == "real":
+    config.policy = policy_config(kind="pretrained")
+    config.rollout = rollout_config(max_new_tokens=128, max_context_tokens=4096, temperature=1.0, group_size=4)
+    config.data = data_config(tasks_per_step=8, eval_tasks=64, eval_every=25)
+    config.optimizer = optimizer_config(learning_rate=1e-6, weight_decay=0.0, grad_clip_norm=1.0)
+    config.critic_optimizer = optimizer_config(learning_rate=1e-5, weight_decay=0.0, grad_clip_norm=1.0)
+    config.train = train_config(num_steps=3 * stage_steps, checkpoint_every=10, log_every=1)
+    config.algorithm.minibatches = 4
+  else:
+    config.policy = policy_config(kind="scratch", hidden_size=128, intermediate_size=256, num_layers=2,
+                                  num_heads=4, num_kv_heads=2, max_seq_len=2048, warm_start_steps=150,
+                                  warm_start_tasks=512, warm_start_max_turns=2)
+    config.rollout = rollout_config(max_new_tokens=8, max_context_tokens=2048, temperature=1.0, group_size=4)
+    config.data = data_config(tasks_per_step=8, eval_tasks=64, eval_every=10)
+    config.optimizer = optimizer_config(learning_rate=3e-4, weight_decay=0.0, grad_clip_norm=1.0)
+    config.critic_optimizer = optimizer_config(learning_rate=1e-3, weight_decay=0.0, grad_clip_norm=1.0)
+    config.train = train_config(num_steps=60, checkpoint_every=10, log_every=1, progress_bar=False,
+                                tensorboard=False)
+  if env in ("vehicle", "toolenv"):
+    config.rollout.action_format = "whole"  # JSON actions and tool calls span lines: the reply is the action
+  return config
