@@ -1,0 +1,95 @@
+"""MoE layer forward+backward speed of MoIIE's execution paths against a dense FFN of the same activated FLOPs.
+
+For E in {4, 8, 16, 64} experts, top-2, T tokens of width D, SwiGLU experts of width F: the reference path
+(every expert on every token), the sparse path (sort + block grouped matmul on CPU; `ragged_dot` too, optionally),
+and GShard einsum dispatch (capacity factor 1.25), each timed as value_and_grad of a scalar of the output with
+respect to the input, the experts and the router. The peer is a dense SwiGLU FFN of width k*F on the same T tokens
+(the same matmul FLOPs as k active experts), timed in the same run. One JSON line per (E, path):
+ours = tokens/s, peer_value = the dense FFN's tokens/s, ratio = ours / dense (1/ratio = time vs dense).
+
+    python -m benchmarks.moiie_layer                       # T=2048, D=512, F=1024 (4096 routed rows)
+    python -m benchmarks.moiie_layer --experts 8 --paths sparse --block-sizes 64,128,256
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from benchmarks import harness
+from moiie import layer
+from moiie.routing import MoESpec
+
+
+def dense_ffn(params, x):
+  return (jax.nn.silu(x @ params["gate"]) * (x @ params["up"])) @ params["down"]
+
+
+def _grad_fn(f):
+  def loss(params, x):
+    y = f(params, x)
+    return jnp.sum(y * y) * 1e-3
+  return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--tokens", type=int, default=2048)
+  parser.add_argument("--dim", type=int, default=512)
+  parser.add_argument("--ffn", type=int, default=1024)
+  parser.add_argument("--top-k", type=int, default=2)
+  parser.add_argument("--experts", default="4,8,16,64")
+  parser.add_argument("--paths", default="reference,sparse,einsum")
+  parser.add_argument("--block-sizes", default="0", help="0 = auto (MoESpec.blocks_for)")
+  parser.add_argument("--ragged-dot-max-experts", type=int, default=8,
+                      help="also time sparse/ragged_dot up to this E (a dense fallback on CPU; 0 = never)")
+  parser.add_argument("--iters", type=int, default=5)
+  args = parser.parse_args(argv)
+  t, d, f, k = args.tokens, args.dim, args.ffn, args.top_k
+  key = jax.random.key(0)
+  ks = jax.random.split(key, 8)
+  x = jax.random.normal(ks[0], (t, d), jnp.float32)
+  scale = d ** -0.5
+  dense_params = {"gate": jax.random.normal(ks[1], (d, k * f)) * scale,
+                  "up": jax.random.normal(ks[2], (d, k * f)) * scale,
+                  "down": jax.random.normal(ks[3], (k * f, d)) * (k * f) ** -0.5}
+  dense_fn = _grad_fn(dense_ffn)
+  modality = jnp.zeros((t,), jnp.int32)
+  valid = jnp.ones((t,), bool)
+  for e in (int(v) for v in args.experts.split(",")):
+    params = {"router": jax.random.normal(ks[4], (1, d, e)) * scale,
+              "gate": jax.random.normal(ks[5], (e, d, f)) * scale, "up": jax.random.normal(ks[6], (e, d, f)) * scale,
+              "down": jax.random.normal(ks[7], (e, f, d)) * f ** -0.5}
+    base = MoESpec(n_vision_intra=0, n_inter=e, n_text_intra=0, top_k=k, per_modality_routers=False,
+                   balance_scope="all")
+    variants = []
+    for path in args.paths.split(","):
+      if path == "sparse":
+        for b in (int(v) for v in args.block_sizes.split(",")):
+          variants.append((f"sparse_blocks{b or 'auto'}",
+                           dataclasses.replace(base, path="sparse", grouped_matmul="blocks", block_size=b)))
+        if e <= args.ragged_dot_max_experts:
+          variants.append(("sparse_ragged_dot", dataclasses.replace(base, path="sparse", grouped_matmul="ragged_dot")))
+      elif path == "einsum":
+        variants.append(("einsum_cf1.25", dataclasses.replace(base, path="einsum", capacity_factor=1.25)))
+      else:
+        variants.append((path, dataclasses.replace(base, path=path)))
+    for name, spec in variants:
+      fn = _grad_fn(lambda p, xx, spec=spec: layer.moe_ffn(p, xx, modality, valid, spec)[0])
+      iters = 2 if name == "reference" and e >= 32 else args.iters
+      timing = harness.time_fn(fn, params, x, iters=iters, warmup=1)
+      # the peer again right after: the figure pair (and its ratio) comes from one short window of a shared machine
+      dense_t = harness.time_fn(dense_fn, dense_params, x, iters=args.iters, warmup=0)
+      dense_tps = t / dense_t.median_s
+      harness.emit("moiie_layer", f"fwd+bwd tokens/s, E={e}, top-{k}, {name}", t / timing.median_s,
+                   unit="tokens/s", peer=f"dense SwiGLU FFN {d}->{k * f}->{d} (same activated FLOPs)",
+                   peer_value=dense_tps, experts=e, path=name, tokens=t, dim=d, ffn=f,
+                   median_ms=timing.median_s * 1e3, dense_ms=dense_t.median_s * 1e3,
+                   time_vs_dense=timing.median_s / dense_t.median_s, compile_s=timing.compile_s)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,281 @@
+"""Modality-aware routing of MoIIE (arXiv 2508.09779, sec. 3.2, eqs. 3-6) and its auxiliary losses.
+
+Experts of one MoE layer are laid out as `[vision-intra | inter (shared) | text-intra]`. A token of modality m
+is routed by its modality's router (sec. 3.2: one router per modality) over the experts it may reach: its own
+intra-modality experts plus the shared inter-modality pool. Unreachable experts get a logit of -1e30, so their
+softmax probability is exactly 0 and they can never be chosen. Softmax, top-k, and the k weights renormalised to
+sum to 1 (the official code's Mixtral-style gate).
+
+The four baselines of the paper's Table 2 are the same routing with other counts (see `VARIANTS`):
+  * vanilla MoE: one router, every expert shared (n_inter = E), top-2, load balance over all tokens;
+  * modality MoE: hard split, one vision and one text expert, no shared pool (top-1: the only reachable expert);
+  * MoIIE: 1 vision + 2 shared + 1 text expert, top-2 (the paper's figure shows 2 + 2 + 2; counts are config).
+
+Auxiliary losses (sec. 3.3): the Mixtral/Switch load-balancing loss N * sum_e f_e P_e, computed separately over
+vision tokens and over text tokens (padding excluded), each weighted 0.001; f_e is the fraction of the group's
+top-k assignments sent to expert e (sum_e f_e = k), P_e the group's mean router probability, N the number of
+experts the group can reach. Under uniform routing its value is k. Optional (off by default, as in the paper):
+the router z-loss of ST-MoE (Zoph et al. 2022, eq. 5) and a capacity limit (GShard, Lepikhin et al. 2020) that
+drops assignments beyond ceil(capacity_factor * T * k / E) per expert, first choices before second choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from core import config as config_lib
+
+TEXT, VISION = 0, 1  # modality ids; padding is marked separately by a `valid` mask
+NUM_MODALITIES = 2
+PATHS = ("reference", "sparse", "einsum")
+GROUPED_MATMULS = ("auto", "blocks", "ragged_dot")
+BALANCE_SCOPES = ("modality", "all")
+_MASKED = -1e30
+
+# Expert counts and routing rules of the paper's four rows (Table 2); "dense" keeps the dense FFN; "custom" takes
+# the counts and rules written in the `moe` section as they are (a named variant overrides them).
+VARIANTS = {
+    "dense": None,
+    "custom": {},
+    "vanilla": dict(n_vision_intra=0, n_inter=4, n_text_intra=0, top_k=2, per_modality_routers=False,
+                    balance_scope="all"),
+    "modality": dict(n_vision_intra=1, n_inter=0, n_text_intra=1, top_k=1, per_modality_routers=True,
+                     balance_scope="modality"),
+    "moiie": dict(n_vision_intra=1, n_inter=2, n_text_intra=1, top_k=2, per_modality_routers=True,
+                  balance_scope="modality"),
+}
+
+
+def moe_config(**overrides) -> ml_collections.ConfigDict:
+  """The `moe` config section; defaults are the official code's MoIIE setting (1 + 2 + 1 experts, top-2)."""
+  return config_lib.section("moe", dict(
+      variant="moiie",  # dense | vanilla | modality | moiie (these set the counts below) | custom (counts as given)
+      n_vision_intra=1, n_inter=2, n_text_intra=1, top_k=2,
+      per_modality_routers=True,  # False: one router shared by both modalities (vanilla MoE)
+      balance_scope="modality",  # modality: one load-balancing loss per modality; all: one over every token
+      aux_loss_weight=0.001,  # per modality group (sec. 3.3)
+      router_z_loss=0.0,  # ST-MoE z-loss weight; 0 = off (paper)
+      capacity_factor=0.0,  # 0 = no capacity limit, no dropped tokens (paper)
+      path="sparse",  # reference (all experts on all tokens) | sparse (sort + grouped matmul) | einsum (GShard)
+      grouped_matmul="auto",  # sparse path kernel: auto (ragged_dot on GPU/TPU, blocks on CPU) | blocks | ragged_dot
+      block_size=0,  # rows per block of the CPU grouped matmul (each group padded to a multiple); 0 = auto
+      every=2, offset=1,  # MoE on decoder layers i with i % every == offset (every other layer)
+      router_init_std=0.02), overrides)
+
+
+def apply_variant(moe: ml_collections.ConfigDict) -> None:
+  """Writes the counts of `moe.variant` into the section (the variant is the one switch users flip)."""
+  counts = VARIANTS.get(moe.variant)
+  if counts:
+    for key, value in counts.items():
+      moe[key] = value
+
+
+@dataclasses.dataclass(frozen=True)
+class MoESpec:
+  """Static description of one MoIIE layer (hashable: it is a static argument of jitted functions)."""
+
+  n_vision_intra: int = 1
+  n_inter: int = 2
+  n_text_intra: int = 1
+  top_k: int = 2
+  per_modality_routers: bool = True
+  balance_scope: str = "modality"
+  aux_loss_weight: float = 0.001
+  router_z_loss: float = 0.0
+  capacity_factor: float = 0.0
+  path: str = "sparse"
+  grouped_matmul: str = "auto"
+  block_size: int = 0
+
+  def __post_init__(self):
+    for name in ("n_vision_intra", "n_inter", "n_text_intra"):
+      if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+        raise ValueError(f"MoESpec.{name} = {getattr(self, name)!r} must be an int >= 0.")
+    if self.num_experts < 1:
+      raise ValueError("MoESpec has no experts: n_vision_intra + n_inter + n_text_intra = 0. Fix: give at least "
+                       "one expert (e.g. n_inter=4 for a vanilla MoE).")
+    reach = self.reachable_counts
+    for m, name in ((VISION, "vision"), (TEXT, "text")):
+      if self.top_k < 1 or self.top_k > reach[m]:
+        raise ValueError(
+            f"top_k = {self.top_k} but a {name} token can reach only {reach[m]} expert(s) "
+            f"({name}-intra + inter). Fix: lower moe.top_k to at most {reach[m]}, or add "
+            f"{name}-intra/inter experts.")
+    if self.path not in PATHS:
+      raise ValueError(f"MoESpec.path = {self.path!r}; valid: {PATHS}.")
+    if self.grouped_matmul not in GROUPED_MATMULS:
+      raise ValueError(f"MoESpec.grouped_matmul = {self.grouped_matmul!r}; valid: {GROUPED_MATMULS}.")
+    if self.balance_scope not in BALANCE_SCOPES:
+      raise ValueError(f"MoESpec.balance_scope = {self.balance_scope!r}; valid: {BALANCE_SCOPES}.")
+    if self.capacity_factor < 0 or self.block_size < 0:
+      raise ValueError("MoESpec.capacity_factor must be >= 0 (0 = no limit) and block_size >= 0 (0 = auto).")
+
+  @property
+  def num_experts(self) -> int:
+    return self.n_vision_intra + self.n_inter + self.n_text_intra
+
+  @property
+  def num_routers(self) -> int:
+    return NUM_MODALITIES if self.per_modality_routers else 1
+
+  @property
+  def reach(self) -> np.ndarray:
+    """bool [2, E]: reach[m, e] = a token of modality m may be routed to expert e."""
+    v, i, t = self.n_vision_intra, self.n_inter, self.n_text_intra
+    out = np.zeros((NUM_MODALITIES, self.num_experts), bool)
+    out[VISION, : v + i] = True
+    out[TEXT, v:] = True
+    return out
+
+  @property
+  def reachable_counts(self) -> tuple[int, int]:
+    r = self.reach.sum(axis=1)
+    return int(r[TEXT]), int(r[VISION])
+
+  def blocks_for(self, assignments: int) -> int:
+    """Block rows of the CPU grouped matmul. Auto: about half the mean group size, in [16, 128] and a power of 2:
+    blocks of 128 rows run near the dense matmul's speed here, while padding each group to a multiple of the block
+    wastes ~E * block / 2 rows (at E = 64 and 4096 rows, 128-row blocks would double the work)."""
+    if self.block_size:
+      return self.block_size
+    half_group = max(assignments // (2 * self.num_experts), 1)
+    return int(min(128, max(16, 2 ** int(math.floor(math.log2(half_group))))))
+
+  def capacity(self, num_tokens: int) -> int:
+    """Per-expert slots: ceil(cf * T * k / E), or T when there is no limit (a token uses an expert at most once)."""
+    if self.capacity_factor <= 0:
+      return num_tokens
+    return max(1, min(num_tokens, math.ceil(self.capacity_factor * num_tokens * self.top_k / self.num_experts)))
+
+
+def spec_from_config(moe: ml_collections.ConfigDict) -> MoESpec:
+  fields = {f.name for f in dataclasses.fields(MoESpec)}
+  return MoESpec(**{k: moe[k] for k in fields})
+
+
+def validate_moe_config(config: ml_collections.ConfigDict, prefix: str = "moe") -> None:
+  """Config-time checks (before anything compiles), each naming the key and the fix."""
+  variant = config_lib.check_choice(config, f"{prefix}.variant", tuple(VARIANTS))
+  if variant == "dense":
+    return
+  for key in ("n_vision_intra", "n_inter", "n_text_intra"):
+    config_lib.check_positive(config, f"{prefix}.{key}", allow_zero=True)
+  config_lib.check_positive(config, f"{prefix}.top_k")
+  for key in ("aux_loss_weight", "router_z_loss", "capacity_factor", "router_init_std"):
+    config_lib.check_positive(config, f"{prefix}.{key}", allow_zero=True)
+  config_lib.check_choice(config, f"{prefix}.path", PATHS)
+  config_lib.check_choice(config, f"{prefix}.grouped_matmul", GROUPED_MATMULS)
+  config_lib.check_choice(config, f"{prefix}.balance_scope", BALANCE_SCOPES)
+  config_lib.check_positive(config, f"{prefix}.block_size", allow_zero=True)
+  config_lib.check_positive(config, f"{prefix}.every")
+  every = config_lib.get_value(config, f"{prefix}.every")
+  config_lib.check(config, f"{prefix}.offset", lambda o: 0 <= o < every, f"must lie in [0, every={every})")
+  moe = config_lib.get_value(config, prefix)
+  counts = dict(moe)
+  counts.update(VARIANTS[variant] or {})
+  reach_v = counts["n_vision_intra"] + counts["n_inter"]
+  reach_t = counts["n_text_intra"] + counts["n_inter"]
+  if counts["top_k"] > min(reach_v, reach_t):
+    raise config_lib.ConfigError(
+        f"config.{prefix}.top_k = {counts['top_k']} but vision tokens reach {reach_v} and text tokens {reach_t} "
+        f"experts (intra + inter). Fix: pass --config.{prefix}.top_k=<at most {min(reach_v, reach_t)}> or add "
+        "experts.")
+
+
+def check_modality_ids(modality: jax.Array) -> None:
+  """Modality ids must be TEXT (0) or VISION (1). Concrete arrays are checked here; traced ones at their source."""
+  if not jnp.issubdtype(jnp.asarray(modality).dtype, jnp.integer) and jnp.asarray(modality).dtype != bool:
+    raise ValueError(f"modality ids must be integers (0 = text, 1 = vision), got dtype {modality.dtype}.")
+  if not isinstance(modality, jax.core.Tracer):
+    values = np.asarray(modality)
+    if values.size and (values.min() < 0 or values.max() >= NUM_MODALITIES):
+      raise ValueError(f"modality ids out of range: found {values.min()}..{values.max()}, valid are 0 (text) and "
+                       "1 (vision). Fix: build them with moiie.lvlm.modality_ids(image_mask); mark padding with the "
+                       "`valid` mask, not a modality id.")
+
+
+class Routing(NamedTuple):
+  expert: jax.Array  # int32 [T, k], chosen experts (best first)
+  weight: jax.Array  # f32 [T, k], renormalised gate weights; 0 for assignments dropped by the capacity limit
+  position: jax.Array  # int32 [T, k], slot in the expert's queue (slot-major priority); 0 when nothing needs it
+  probs: jax.Array  # f32 [T, E], softmax over reachable experts
+  logits: jax.Array  # f32 [T, E], masked router logits
+
+
+def route(x: jax.Array, router: jax.Array, modality: jax.Array, valid: jax.Array, spec: MoESpec) -> Routing:
+  """Routes tokens x [T, D] with router kernels [R, D, E] (R = 2 per-modality routers or 1 shared)."""
+  chex.assert_rank(x, 2)
+  chex.assert_shape(router, (spec.num_routers, x.shape[1], spec.num_experts))
+  chex.assert_shape([modality, valid], (x.shape[0],))
+  t, e, k = x.shape[0], spec.num_experts, spec.top_k
+  xf = x.astype(jnp.float32)
+  if spec.num_routers == 1:
+    logits = xf @ router[0].astype(jnp.float32)
+  else:  # both routers on every token, then pick: R = 2 makes this cheaper than a gather of kernels
+    logits = jnp.where((modality == VISION)[:, None], xf @ router[VISION].astype(jnp.float32),
+                       xf @ router[TEXT].astype(jnp.float32))
+  reach = jnp.asarray(spec.reach)[modality]  # [T, E]
+  logits = jnp.where(reach, logits, _MASKED)
+  probs = jax.nn.softmax(logits, axis=-1)
+  top_p, expert = jax.lax.top_k(probs, k)
+  weight = top_p / jnp.sum(top_p, axis=-1, keepdims=True)
+
+  # Queue position of each assignment: first choices of all tokens before second choices (GShard's priority);
+  # padding takes no slot, so it never pushes a real token over capacity. Only capacity and einsum dispatch need
+  # it (a cumsum over [k*T, E]), so the dropless sparse and reference paths skip it.
+  if spec.capacity_factor > 0 or spec.path == "einsum":
+    onehot = jax.nn.one_hot(expert.T, e, dtype=jnp.int32) * valid.astype(jnp.int32)[None, :, None]  # [k, T, E]
+    ahead = jnp.cumsum(onehot.reshape(k * t, e), axis=0).reshape(k, t, e) - onehot
+    position = jnp.sum(ahead * jax.nn.one_hot(expert.T, e, dtype=jnp.int32), axis=-1).T  # [T, k]
+  else:
+    position = jnp.zeros((t, k), jnp.int32)
+  if spec.capacity_factor > 0:
+    weight = jnp.where(position < spec.capacity(t), weight, 0.0)
+  # Padding gets no expert output in any path (einsum dispatch gives it no slot); its hidden state is never read.
+  weight = jnp.where(valid[:, None], weight, 0.0)
+  return Routing(expert.astype(jnp.int32), weight, position.astype(jnp.int32), probs, logits)
+
+
+def load_balance(routing: Routing, group: jax.Array, num_reachable: int, top_k: int) -> tuple[jax.Array, jax.Array]:
+  """Mixtral/Switch load-balancing loss over the tokens where `group` [T] is True.
+
+  Returns (N * sum_e f_e P_e, f [E]) with f_e = assignments to e / tokens (sum_e f_e = k) and P_e the mean
+  probability; 0 for an empty group. Uniform routing gives k.
+  """
+  g = group.astype(jnp.float32)
+  count = jnp.maximum(jnp.sum(g), 1.0)
+  e = routing.probs.shape[-1]
+  assigned = jnp.sum(jax.nn.one_hot(routing.expert, e, dtype=jnp.float32), axis=1)  # [T, E], before drops
+  f = jnp.sum(assigned * g[:, None], axis=0) / count
+  p = jnp.sum(routing.probs * g[:, None], axis=0) / count
+  del top_k  # f already sums to k; kept in the signature so callers state what they assume
+  return num_reachable * jnp.sum(f * p), f
+
+
+def aux_losses(routing: Routing, modality: jax.Array, valid: jax.Array, spec: MoESpec) -> dict[str, jax.Array]:
+  """Weighted auxiliary loss of one layer plus its parts and the per-modality expert load (for plots)."""
+  valid = valid.astype(bool)
+  reach_t, reach_v = spec.reachable_counts
+  vision = valid & (modality == VISION)
+  text = valid & (modality == TEXT)
+  lb_v, load_v = load_balance(routing, vision, reach_v, spec.top_k)
+  lb_t, load_t = load_balance(routing, text, reach_t, spec.top_k)
+  if spec.balance_scope == "all":
+    balance, _ = load_balance(routing, valid, spec.num_experts, spec.top_k)
+  else:
+    balance = lb_v + lb_t
+  # z-loss over reachable logits only: the -1e30 fill of unreachable ones must not enter logsumexp's square.
+  lse = jax.nn.logsumexp(routing.logits, axis=-1)
+  z = jnp.sum(jnp.where(valid, lse ** 2, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
+  total = spec.aux_loss_weight * balance + spec.router_z_loss * z
+  return {"aux_loss": total, "balance_vision": lb_v, "balance_text": lb_t, "z_loss": z,
+          "load_vision": load_v, "load_text": load_t}

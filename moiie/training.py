@@ -1,0 +1,351 @@
+"""Training of the MoIIE LVLM in the paper's stages (arXiv 2508.09779, sec. 3.4), on easy-VQA, plus evaluation.
+
+  * stage 0 (ours; the paper starts from a pretrained SigLIP): pretrain the ViT on the training images (shape and
+    color classification read off the training questions), then freeze it.
+  * stage 1 (pre-training / alignment): vision encoder and LLM frozen, only the projector trains.
+  * stage 2 (instruction tuning): upcycle the LLM's FFNs on every other layer into the configured MoE variant
+    (dense keeps them), then projector + whole LLM (experts and routers) train together; the loss is the answer
+    cross-entropy plus the MoE auxiliary loss.
+
+Each stage runs the shared `core.train` loop in its own folder (checkpoints, resume, metrics.jsonl) and leaves
+`final.npz` (every variable of the model) that the next stage starts from; a finished stage is skipped on rerun.
+`reuse_stages_from` points stages 0 and 1 at another run's folder, so variants compared in the report share the
+same stage-0/1 model and differ in stage 2 only (equal steps, same data order).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from core import config as config_lib
+from core.data import pipeline
+from core.llm import config as llm_config_lib
+from core.llm import model as llm_model
+from core import train as train_lib
+from moiie import lvlm, routing, upcycle, vqa
+
+LLM_SOURCES = ("tiny", "pretrained")
+
+
+# ---------------------------------------------------------------- config
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  config_lib.check_choice(config, "llm.source", LLM_SOURCES)
+  v = config.vision
+  config_lib.check_positive(config, "vision.image_size")
+  config_lib.check_divisible(config, "vision.image_size", v.patch_size, "vision.patch_size")
+  config_lib.check(config, "vision.image_size", lambda s: s == 64,
+                   "must be 64: easy-VQA images are 64x64", "pass --config.vision.image_size=64")
+  grid = v.image_size // v.patch_size
+  config_lib.check_divisible(config, "vision.dim", v.heads, "vision.heads")
+  config_lib.check(config, "vision.image_pool", lambda p: p >= 1 and grid % p == 0,
+                   f"must divide the patch grid side ({grid})")
+  for key in ("data.seq_len", "data.batch_size", "data.eval_batch_size", "stage0.batch_size"):
+    config_lib.check_positive(config, key)
+  for key in ("data.train_subset", "data.test_subset"):
+    config_lib.check_positive(config, key, allow_zero=True)
+  routing.validate_moe_config(config, "moe")
+  for stage in ("stage0", "stage1", "stage2"):
+    train_lib.validate_train_config(config, f"{stage}.train")
+    train_lib.validate_optimizer_config(config, f"{stage}.optimizer")
+  if config.llm.source == "tiny":
+    config_lib.check_positive(config, "llm.tiny.num_layers")
+
+
+def moe_spec(config) -> routing.MoESpec | None:
+  moe = config.moe.copy_and_resolve_references()
+  if moe.variant == "dense":
+    return None
+  routing.apply_variant(moe)
+  return routing.spec_from_config(moe)
+
+
+# ---------------------------------------------------------------- model
+
+def build_tokenizer(config):
+  if config.llm.source == "tiny":
+    return vqa.word_tokenizer()
+  return _pretrained(config.llm.pretrained).tokenizer
+
+
+def _pretrained(model_config):
+  """The real-weights LLM, loaded once per process (the tokenizer and the model come from the same file)."""
+  from core.llm import weights
+  key = json.dumps(dict(model_config), sort_keys=True)
+  if key not in _PRETRAINED:
+    _PRETRAINED[key] = weights.load_from_config(model_config)
+  return _PRETRAINED[key]
+
+
+_PRETRAINED: dict = {}
+
+
+def build_vit(config, rngs: nnx.Rngs, num_colors: int) -> lvlm.ViT:
+  v = config.vision
+  return lvlm.ViT(v.image_size, v.patch_size, v.dim, v.depth, v.heads, v.mlp_dim, len(vqa.SHAPES), num_colors,
+                  rngs=rngs)
+
+
+def build_lvlm(config, tokenizer, num_colors: int) -> lvlm.LVLM:
+  """The dense LVLM (random projector; ViT and LLM as initialised, to be overwritten by the stage inputs)."""
+  rngs = nnx.Rngs(config.seed)
+  vit = build_vit(config, rngs, num_colors)
+  if config.llm.source == "tiny":
+    llm_cfg = llm_config_lib.LlamaConfig.from_dict({**dict(config.llm.tiny), "vocab_size": tokenizer.vocab_size})
+    llm = llm_model.Llama(llm_cfg, rngs)
+  else:
+    llm = _pretrained(config.llm.pretrained).model()  # a fresh module over the loaded arrays
+  projector = lvlm.Projector(config.vision.dim, llm.config.hidden_size, rngs)
+  return lvlm.LVLM(vit, projector, llm, config.vision.image_pool)
+
+
+def save_model(model: nnx.Module, path: str) -> None:
+  flat = nnx.to_flat_state(nnx.state(model))
+  arrays = {"/".join(map(str, k)): np.asarray(v.get_value()) for k, v in flat}
+  tmp = path + ".tmp.npz"
+  np.savez(tmp, **arrays)
+  os.replace(tmp, path)  # atomic: a stage counts as finished only when its file is complete
+
+
+def load_model(model: nnx.Module, path: str, prefix: str = "") -> None:
+  """Overwrites the variables of `model` whose names (under `prefix`) are in the file."""
+  data = np.load(path)
+  state = nnx.state(model)
+  for k, v in nnx.to_flat_state(state):
+    name = prefix + "/".join(map(str, k))
+    if name in data.files:
+      value = data[name]
+      if value.shape != v.get_value().shape:
+        raise ValueError(f"{path}: {name} has shape {value.shape}, the model expects {v.get_value().shape}. "
+                         "Fix: reuse stages only from a run with the same model config.")
+      v.set_value(jnp.asarray(value, v.get_value().dtype))
+  nnx.update(model, state)
+
+
+# ---------------------------------------------------------------- losses
+
+def answer_loss(logits, batch):
+  mask = batch["loss_mask"].astype(jnp.float32)
+  logp = jax.nn.log_softmax(logits, axis=-1)
+  nll = -jnp.take_along_axis(logp, batch["targets"][..., None], axis=-1)[..., 0]
+  correct = (jnp.argmax(logits, axis=-1) == batch["targets"]) | ~batch["loss_mask"]
+  return jnp.sum(nll * mask) / jnp.maximum(jnp.sum(mask), 1.0), jnp.all(correct, axis=-1)
+
+
+def _lvlm_call(model: lvlm.LVLM, batch):
+  if "image_features" in batch:
+    return model(None, batch["tokens"], batch["image_mask"], batch["attention_mask"], batch["image_features"])
+  return model(batch["image"], batch["tokens"], batch["image_mask"], batch["attention_mask"])
+
+
+def lvlm_loss(model: lvlm.LVLM, batch, rng):
+  del rng
+  logits, aux = _lvlm_call(model, batch)
+  ce, exact = answer_loss(logits, batch)
+  metrics = {"answer_nll": ce, "exact_match": jnp.mean(exact.astype(jnp.float32)),
+             "aux_loss": aux["aux_loss"], "balance_vision": aux["balance_vision"],
+             "balance_text": aux["balance_text"]}
+  return ce + aux["aux_loss"], metrics
+
+
+def vit_loss(model: lvlm.ViT, batch, rng):
+  del rng
+  shape_logits, color_logits = model.classify(batch["image"])
+
+  def masked_ce(logits, labels):
+    ok = labels >= 0
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels, 0))
+    acc = (jnp.argmax(logits, -1) == labels) & ok
+    n = jnp.maximum(jnp.sum(ok), 1)
+    return jnp.sum(jnp.where(ok, ce, 0.0)) / n, jnp.sum(acc) / n
+
+  ce_s, acc_s = masked_ce(shape_logits, batch["shape"])
+  ce_c, acc_c = masked_ce(color_logits, batch["color"])
+  return ce_s + ce_c, {"shape_acc": acc_s, "color_acc": acc_c}
+
+
+# ---------------------------------------------------------------- stages
+
+def _train(model, trainable, loss_fn, source, stage_cfg, batch_size, seed, workdir, transform=None):
+  tx = train_lib.make_optimizer(stage_cfg.optimizer, stage_cfg.train.num_steps)
+  graphdef, state = train_lib.create_train_state(model, tx, trainable)
+  step = train_lib.make_train_step(graphdef, loss_fn, tx, trainable)
+  batches = pipeline.make_batches(source, batch_size, seed=seed, transform=transform)
+  state = train_lib.run_training(workdir=workdir, config=stage_cfg.train, state=state, step_fn=step,
+                                 batches=batches, seed=seed)
+  return train_lib.model_from_state(graphdef, state)
+
+
+def stage0(config, workdir: str) -> tuple[str, dict[str, float]]:
+  """Pretrains the ViT; returns the path of its final variables and its test accuracy."""
+  out = os.path.join(workdir, "stage0", "final.npz")
+  labels = vqa.image_labels("train")
+  test = vqa.image_labels("test")
+  vit = build_vit(config, nnx.Rngs(config.seed), labels["num_colors"])
+  if not os.path.exists(out):
+    source = {k: labels[k] for k in ("image", "shape", "color")}
+    vit = _train(vit, nnx.Param, vit_loss, source, config.stage0, config.stage0.batch_size, config.seed,
+                 os.path.join(workdir, "stage0"))
+    save_model(vit, out)
+  load_model(vit, out)
+  graphdef, state = nnx.split(vit)
+
+  @jax.jit
+  def evaluate(state, images, shape, color):
+    return vit_loss(nnx.merge(graphdef, state), {"image": images, "shape": shape, "color": color}, None)[1]
+
+  m = evaluate(state, test["image"], test["shape"], test["color"])
+  return out, {k: float(v) for k, v in m.items()}
+
+
+def _with_images(images: np.ndarray):
+  """Batch transform adding each question's image (uint8) or its cached frozen-encoder features (float)."""
+  key = "image" if images.dtype == np.uint8 else "image_features"
+
+  def transform(batch):
+    return {**batch, key: images[batch["image_index"]]}
+  return transform
+
+
+def cache_features(model: lvlm.LVLM, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
+  graphdef, state = nnx.split(model.vit)
+  pool = model.image_pool
+
+  @jax.jit
+  def run(state, x):
+    return lvlm.pool_patches(nnx.merge(graphdef, state)(x), pool)
+  out = [np.asarray(run(state, images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
+  return np.concatenate(out)
+
+
+def _trainable_projector():
+  return nnx.All(nnx.Param, nnx.PathContains("projector"))
+
+
+def _trainable_all_but_vit():
+  return nnx.All(nnx.Param, nnx.Not(nnx.PathContains("vit")))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Stages 0, 1, 2 and the test evaluation; writes `results.json` and `router_load.png` into `workdir`."""
+  validate_config(config)
+  start = time.perf_counter()
+  os.makedirs(workdir, exist_ok=True)
+  shared = config.reuse_stages_from or workdir
+  tokenizer = build_tokenizer(config)
+  model = build_lvlm(config, tokenizer, vqa.image_labels("train")["num_colors"])
+  n_img = model.num_image_tokens
+  d = config.data
+  train_seq = vqa.build_sequences("train", tokenizer, n_img, d.seq_len, d.train_subset)
+  test_seq = vqa.build_sequences("test", tokenizer, n_img, d.seq_len, d.test_subset)
+
+  vit_path, vit_metrics = stage0(config, shared)
+  load_model(model, vit_path, prefix="vit/")
+  if d.cache_vision_features:
+    train_seq = dataclasses.replace(train_seq, images=cache_features(model, train_seq.images))
+    test_seq = dataclasses.replace(test_seq, images=cache_features(model, test_seq.images))
+
+  s1 = os.path.join(shared, "stage1", "final.npz")
+  if not os.path.exists(s1):
+    trained = _train(model, _trainable_projector(), lvlm_loss, train_seq.arrays(), config.stage1,
+                     d.batch_size, config.seed + 1, os.path.join(shared, "stage1"), _with_images(train_seq.images))
+    save_model(trained, s1)
+  load_model(model, s1)
+  stage1_metrics = evaluate(model, test_seq, d.eval_batch_size)
+
+  spec = moe_spec(config)
+  moe_layers = []
+  if spec is not None:
+    moe_layers = upcycle.upcycle(model.llm, spec, every=config.moe.every, offset=config.moe.offset,
+                                 rngs=nnx.Rngs(config.seed + 2), router_init_std=config.moe.router_init_std)
+  s2 = os.path.join(workdir, "stage2", "final.npz")
+  if not os.path.exists(s2):
+    model = _train(model, _trainable_all_but_vit(), lvlm_loss, train_seq.arrays(), config.stage2, d.batch_size,
+                   config.seed + 2, os.path.join(workdir, "stage2"), _with_images(train_seq.images))
+    save_model(model, s2)
+  load_model(model, s2)
+  metrics = evaluate(model, test_seq, d.eval_batch_size)
+  results = {
+      "variant": config.moe.variant, "llm": config.llm.source,
+      "vit_test": vit_metrics, "stage1_test": _summary(stage1_metrics), "test": _summary(metrics),
+      "load_vision": metrics.get("load_vision"), "load_text": metrics.get("load_text"),
+      "moe_layers": moe_layers, "activated_ffn_params_per_token": activated_ffn_params(model.llm, spec),
+      "total_llm_params": int(sum(x.size for x in jax.tree.leaves(nnx.state(model.llm, nnx.Param)))),
+      "steps": {s: int(config[s].train.num_steps) for s in ("stage0", "stage1", "stage2")},
+      "train_questions": int(len(train_seq.tokens)), "test_questions": int(len(test_seq.tokens)),
+      "batch_size": int(d.batch_size), "wall_s": time.perf_counter() - start,
+  }
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump(results, f, indent=2)
+  if metrics.get("load_vision") is not None:
+    from moiie import plots
+    plots.router_load({config.moe.variant: results}, os.path.join(workdir, "router_load.png"))
+  return results
+
+
+def activated_ffn_params(llm: llm_model.Llama, spec: routing.MoESpec | None) -> int:
+  """FFN parameters one token multiplies with, summed over layers (+ its router row where there is MoE)."""
+  total = 0
+  for block in llm.layers:
+    mlp = block.mlp
+    if isinstance(mlp, llm_model.MLP):
+      total += sum(int(np.prod(p.kernel.get_value().shape)) for p in (mlp.gate_proj, mlp.up_proj, mlp.down_proj))
+    else:
+      e = spec.num_experts
+      per_expert = (mlp.gate.get_value().size + mlp.up.get_value().size + mlp.down.get_value().size) // e
+      total += spec.top_k * per_expert + mlp.router.get_value().shape[1] * e
+  return int(total)
+
+
+# ---------------------------------------------------------------- evaluation
+
+def evaluate(model: lvlm.LVLM, seq: vqa.Sequences, batch_size: int) -> dict[str, Any]:
+  """Exact-match accuracy per question type and overall, and mean expert load per modality and MoE layer."""
+  graphdef, state = nnx.split(model)
+
+  @jax.jit
+  def run(state, batch):
+    m = nnx.merge(graphdef, state)
+    logits, aux = _lvlm_call(m, batch)
+    _, exact = answer_loss(logits, batch)
+    return exact, aux.get("load_vision"), aux.get("load_text")
+
+  arrays = seq.arrays()
+  n = len(seq.tokens)
+  exact_all, loads_v, loads_t, weights = [], [], [], []
+  for lo in range(0, n, batch_size):
+    idx = np.arange(lo, lo + batch_size) % n  # the last batch wraps around: one compiled shape
+    batch = {k: v[idx] for k, v in arrays.items()}
+    batch.update(_with_images(seq.images)({"image_index": batch["image_index"]}))
+    exact, lv, lt = run(state, batch)
+    keep = min(batch_size, n - lo)
+    exact_all.append(np.asarray(exact)[:keep])
+    if lv is not None:
+      loads_v.append(np.asarray(lv))
+      loads_t.append(np.asarray(lt))
+      weights.append(keep)
+  exact = np.concatenate(exact_all)
+  out: dict[str, Any] = {"accuracy": float(exact.mean())}
+  for t, name in enumerate(vqa.QUESTION_TYPES):
+    sel = seq.question_type == t
+    out[f"accuracy_{name}"] = float(exact[sel].mean()) if sel.any() else float("nan")
+  if loads_v:
+    w = np.asarray(weights, np.float64)[:, None, None]
+    out["load_vision"] = (np.sum(np.stack(loads_v) * w, 0) / w.sum()).tolist()
+    out["load_text"] = (np.sum(np.stack(loads_t) * w, 0) / w.sum()).tolist()
+  return out
+
+
+def _summary(metrics: dict[str, Any]) -> dict[str, float]:
+  return {k: v for k, v in metrics.items() if not k.startswith("load_")}

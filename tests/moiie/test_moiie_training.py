@@ -1,0 +1,40 @@
+"""The entrypoint's config checks and (slow) an end-to-end stage 0-1-2 run on a few easy-VQA questions."""
+
+import json
+import os
+
+import pytest
+
+from core import config as config_lib
+from core import entrypoint
+from moiie import training
+
+
+def test_entrypoint_rejects_bad_config_before_compiling():
+  base = ["--config", "configs/moiie/easyvqa_tiny.py:quick", "--workdir", "/tmp/unused"]
+  with pytest.raises(config_lib.ConfigError, match="moe.variant"):
+    entrypoint.load([*base, "--config.moe.variant=switch"], training.validate_config)
+  with pytest.raises(config_lib.ConfigError, match="unknown config key"):
+    entrypoint.load([*base, "--config.moe.topk=2"], training.validate_config)
+  config, _ = entrypoint.load([*base, "--config.moe.variant=vanilla"], training.validate_config)
+  assert training.moe_spec(config).num_experts == 4 and not training.moe_spec(config).per_modality_routers
+  config, _ = entrypoint.load([*base, "--config.moe.variant=dense"], training.validate_config)
+  assert training.moe_spec(config) is None
+
+
+@pytest.mark.slow
+def test_stages_run_end_to_end(tmp_path):
+  overrides = ["data.train_subset=256", "data.test_subset=64", "data.eval_batch_size=64",
+               "stage0.train.num_steps=3", "stage1.train.num_steps=3", "stage2.train.num_steps=3"]
+  config = config_lib.load_config("configs/moiie/easyvqa_tiny.py:quick,moiie", overrides)
+  results = training.train_and_evaluate(config, str(tmp_path / "moiie"))
+  assert results["moe_layers"] == [1, 3]
+  assert 0.0 <= results["test"]["accuracy"] <= 1.0
+  assert os.path.exists(tmp_path / "moiie" / "router_load.png")
+  with open(tmp_path / "moiie" / "results.json") as f:
+    assert json.load(f)["variant"] == "moiie"
+  # a second variant reuses stages 0 and 1 and trains only stage 2
+  config = config_lib.load_config("configs/moiie/easyvqa_tiny.py:quick,dense",
+                                  [*overrides, f"reuse_stages_from={tmp_path / 'moiie'}"])
+  training.train_and_evaluate(config, str(tmp_path / "dense"))
+  assert not os.path.exists(tmp_path / "dense" / "stage1")

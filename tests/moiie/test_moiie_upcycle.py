@@ -1,0 +1,84 @@
+"""Upcycling parity, the decoder on input embeddings, the modality mask from image positions, and image-size
+errors (moiie/upcycle.py, moiie/lvlm.py)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from core import config as config_lib
+from core.llm import config as llm_config
+from core.llm import model as llm_model
+from moiie import lvlm, training, upcycle
+from moiie.routing import TEXT, VISION, MoESpec
+
+CFG = llm_config.tiny(num_layers=4, hidden_size=32, intermediate_size=64, vocab_size=50)
+
+
+def _batch():
+  tokens = jax.random.randint(jax.random.key(0), (2, 12), 0, 50)
+  mask = jnp.array([[True] * 12, [False] * 3 + [True] * 9])  # the second row is left-padded
+  positions = llm_model.positions_from_mask(mask)
+  modality = (jax.random.uniform(jax.random.key(1), (2, 12)) < 0.5).astype(jnp.int32)
+  return tokens, mask, positions, modality
+
+
+def test_decoder_forward_on_embeddings_equals_core_forward():
+  model = llm_model.Llama(CFG, nnx.Rngs(0))
+  tokens, mask, positions, modality = _batch()
+  graphdef, state = nnx.split(model)
+  want, _ = jax.jit(llm_model.forward)(graphdef, state, tokens, positions, mask)
+
+  @jax.jit
+  def ours(state):
+    m = nnx.merge(graphdef, state)
+    return upcycle.decoder_forward(m, m.embed_tokens(tokens), positions, mask, modality, mask)
+  got, aux = ours(state)
+  np.testing.assert_allclose(np.asarray(got)[np.asarray(mask)], np.asarray(want)[np.asarray(mask)], rtol=1e-6,
+                             atol=1e-6)
+  assert float(aux["aux_loss"]) == 0.0
+
+
+@pytest.mark.parametrize("spec", [MoESpec(), MoESpec(n_vision_intra=2, n_inter=2, n_text_intra=2, top_k=2),
+                                  MoESpec(n_vision_intra=0, n_inter=4, n_text_intra=0, per_modality_routers=False),
+                                  MoESpec(n_vision_intra=1, n_inter=0, n_text_intra=1, top_k=1)],
+                         ids=["1+2+1", "2+2+2", "vanilla", "modality"])
+def test_upcycled_model_equals_dense_model(spec):
+  model = llm_model.Llama(CFG, nnx.Rngs(0))
+  tokens, mask, positions, modality = _batch()
+  h = model.embed_tokens(tokens)
+  dense, _ = jax.jit(upcycle.decoder_forward)(model, h, positions, mask, modality, mask)
+  layers = upcycle.upcycle(model, spec, rngs=nnx.Rngs(1), router_init_std=1.0)  # strong, random routers
+  assert layers == [1, 3]
+  moe, aux = jax.jit(upcycle.decoder_forward)(model, h, positions, mask, modality, mask)
+  m = np.asarray(mask)
+  np.testing.assert_allclose(np.asarray(moe)[m], np.asarray(dense)[m], rtol=1e-5, atol=1e-5)
+  assert aux["load_vision"].shape == (2, spec.num_experts)
+  with pytest.raises(ValueError, match="already upcycled"):
+    upcycle.upcycle(model, spec, rngs=nnx.Rngs(1))
+
+
+def test_modality_mask_from_image_positions():
+  text = jnp.zeros((2, 8, 4))
+  images = jnp.arange(2 * 3 * 4, dtype=jnp.float32).reshape(2, 3, 4) + 1
+  image_mask = jnp.array([[0, 1, 1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 1, 0, 1, 1]], bool)  # anywhere, even split
+  h = lvlm.place_images(text, images, image_mask)
+  np.testing.assert_array_equal(h[0, 1:4], images[0])
+  np.testing.assert_array_equal(h[1, jnp.array([4, 6, 7])], images[1])
+  np.testing.assert_array_equal(h[~image_mask], 0)
+  ids = lvlm.modality_ids(image_mask)
+  np.testing.assert_array_equal(ids, np.where(np.asarray(image_mask), VISION, TEXT))
+
+
+def test_images_of_the_wrong_size_are_rejected():
+  vit = lvlm.ViT(64, 8, 16, 1, 2, 32, 3, 8, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match=r"do not fit the vision encoder.*64x64"):
+    vit(jnp.zeros((2, 32, 32, 3), jnp.uint8))
+  with pytest.raises(ValueError, match="not a multiple of patch_size"):
+    lvlm.ViT(64, 7, 16, 1, 2, 32, 3, 8, rngs=nnx.Rngs(0))
+  for override, key in (("vision.image_size=32", "image_size"), ("vision.patch_size=7", "image_size"),
+                        ("vision.image_pool=3", "image_pool")):
+    config = config_lib.load_config("configs/moiie/easyvqa_tiny.py", [override])
+    with pytest.raises(config_lib.ConfigError, match=key):
+      training.validate_config(config)
