@@ -1,0 +1,119 @@
+"""WordNet 3.0 synsets, pointers and sense counts from the Princeton database files (Debian `wordnet-base`).
+
+Reads `/usr/share/wordnet/data.<pos>` and `index.<pos>` (format: wndb(5WN)); nothing is downloaded.
+
+  data.<pos>:  "offset lex_filenum ss_type w_cnt(hex) word lex_id ... p_cnt (symbol offset pos src/tgt)* | gloss"
+  index.<pos>: "lemma pos synset_cnt p_cnt symbol... sense_cnt tagsense_cnt offset..." (offsets in sense order)
+
+A pointer's `src/tgt` is two hex bytes: 0000 for a semantic pointer between whole synsets, else the word numbers
+(1-based) of a lexical pointer such as an antonym ("!"), which links one word to one word. Pointer symbols used by
+knowledge probes: "@" hypernym, "@i" instance hypernym, "#m"/"#s"/"#p" member/substance/part holonym, "!" antonym.
+`tagsense_cnt` (how many of a lemma's senses are tagged in semantic concordances) is a usable familiarity signal.
+Adjective words may carry a syntactic marker such as "galore(ip)"; it is stripped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import re
+
+DEFAULT_WORDNET_DIR = "/usr/share/wordnet"
+POS_FILES = {"n": "noun", "v": "verb", "a": "adj", "r": "adv"}
+_MARKER = re.compile(r"\([a-z]+\)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Pointer:
+  symbol: str  # "@", "#p", "!", ...
+  offset: int  # target synset
+  pos: str  # target part of speech: n v a r (s = adjective satellite)
+  source: int  # word number in this synset, 0 = the whole synset
+  target: int  # word number in the target synset, 0 = the whole synset
+
+
+@dataclasses.dataclass(frozen=True)
+class WordNetSynset:
+  offset: int
+  pos: str  # ss_type: n v a s r
+  lemmas: tuple[str, ...]  # underscores turned into spaces, markers stripped
+  definition: str
+  pointers: tuple[Pointer, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexEntry:
+  lemma: str  # as in the index: lower case, underscores turned into spaces
+  offsets: tuple[int, ...]  # synsets in sense order (most frequent first)
+  tagsense_count: int
+
+
+def definition_of(gloss: str) -> str:
+  """The gloss without its quoted examples (they follow the definition as '; "an example"')."""
+  return gloss.split('; "')[0].strip().strip(";").strip()
+
+
+def wordnet_folder(wordnet_dir: str = "", pos: str = "n") -> str:
+  folder = wordnet_dir or DEFAULT_WORDNET_DIR
+  for kind in ("data", "index"):
+    path = os.path.join(folder, f"{kind}.{POS_FILES[pos]}")
+    if not os.path.isfile(path):
+      from core.data import errors
+      raise errors.DataSourceMissingError(
+          f"WordNet file {path} is missing. Install the database with: {errors.apt_install_hint('wordnet-base')} "
+          "(or pass the folder holding the data.* and index.* files).")
+  return os.path.abspath(folder)
+
+
+def load_synsets(pos: str = "n", wordnet_dir: str = "") -> dict[int, WordNetSynset]:
+  """Every synset of one part of speech ('n', 'v', 'a', 'r'), keyed by offset. Cached per process."""
+  if pos not in POS_FILES:
+    raise ValueError(f"unknown WordNet part of speech {pos!r}; valid: {', '.join(POS_FILES)}.")
+  return _synsets(wordnet_folder(wordnet_dir, pos), pos)
+
+
+def load_index(pos: str = "n", wordnet_dir: str = "") -> dict[str, IndexEntry]:
+  """Every lemma of one part of speech with its synsets in sense order. Cached per process."""
+  if pos not in POS_FILES:
+    raise ValueError(f"unknown WordNet part of speech {pos!r}; valid: {', '.join(POS_FILES)}.")
+  return _index(wordnet_folder(wordnet_dir, pos), pos)
+
+
+def _clean_word(word: str) -> str:
+  return _MARKER.sub("", word).replace("_", " ")
+
+
+@functools.lru_cache(maxsize=8)
+def _synsets(folder: str, pos: str) -> dict[int, WordNetSynset]:
+  out = {}
+  with open(os.path.join(folder, f"data.{POS_FILES[pos]}"), encoding="latin-1") as f:
+    for line in f:
+      if line.startswith(" "):
+        continue  # licence header
+      head, _, gloss = line.partition(" | ")
+      fields = head.split()
+      offset, ss_type, word_count = int(fields[0]), fields[2], int(fields[3], 16)
+      words = tuple(_clean_word(fields[4 + 2 * i]) for i in range(word_count))
+      at = 4 + 2 * word_count
+      pointers = []
+      for p in range(int(fields[at])):
+        symbol, target, target_pos, st = fields[at + 1 + 4 * p: at + 5 + 4 * p]
+        pointers.append(Pointer(symbol, int(target), target_pos, int(st[:2], 16), int(st[2:], 16)))
+      out[offset] = WordNetSynset(offset, ss_type, words, definition_of(gloss), tuple(pointers))
+  return out
+
+
+@functools.lru_cache(maxsize=8)
+def _index(folder: str, pos: str) -> dict[str, IndexEntry]:
+  out = {}
+  with open(os.path.join(folder, f"index.{POS_FILES[pos]}"), encoding="latin-1") as f:
+    for line in f:
+      if line.startswith(" "):
+        continue
+      fields = line.split()
+      lemma, synset_count, pointer_count = fields[0], int(fields[2]), int(fields[3])
+      tagsense = int(fields[5 + pointer_count])
+      offsets = tuple(int(o) for o in fields[-synset_count:])
+      out[lemma.replace("_", " ")] = IndexEntry(lemma.replace("_", " "), offsets, tagsense)
+  return out

@@ -1,0 +1,182 @@
+"""The CBQA knowledge set: (subject, relation, object) facts, answer aliases and normalisation, and the splits.
+
+Paper setting (arXiv 2509.16596 sec. 2.1, following 2409.15825 sec. 3): EntityQuestions-style triples, questions
+from relation templates, answers judged after normalisation against the object's aliases; the fine-tuning data are
+drawn from some relations (in-domain) and the model is tested on held-out facts of those relations and on relations
+never fine-tuned on (out-of-domain). Here the triples come from real offline sources (DATA.md): the bsdgames quizzes,
+whose answer patterns (`{optional}`, `a|b`) give the aliases through `core.data.quiz.expand_pattern`, and WordNet 3.0
+(`core.data.wordnet`), whose synset lemmas give the aliases. WordNet subjects are restricted to familiar words
+(first sense of a lemma with at least `data.min_tagsense` sense-tagged occurrences) so questions stay answerable.
+
+Answer check (the usual CBQA normalisation, as in SQuAD's evaluation script): lower case, accents and punctuation
+removed, articles "a/an/the" dropped, whitespace collapsed; a response counts as correct when a normalised alias
+occurs in the normalised first line of the response as whole words.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import unicodedata
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from core.data import quiz as quiz_lib
+from core.data import wordnet as wordnet_lib
+from sft_knowledge.templates import RELATIONS, Relation
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_NON_WORD = re.compile(r"[^0-9a-z]+")
+
+
+@dataclasses.dataclass(frozen=True)
+class Fact:
+  id: str  # "<relation>/<index>"
+  relation: str
+  subject: str
+  answer: str  # the canonical object, used as the fine-tuning target
+  aliases: tuple[str, ...]  # every accepted answer (the canonical one first)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> "Fact":
+    return cls(d["id"], d["relation"], d["subject"], d["answer"], tuple(d["aliases"]))
+
+
+# ---- normalisation and answer checking ---------------------------------------------------------------------
+
+def normalize(text: str) -> str:
+  """Lower case, no accents, punctuation -> space, no articles, single spaces: "The Congo!" -> "congo"."""
+  text = unicodedata.normalize("NFKD", text)
+  text = "".join(c for c in text if not unicodedata.combining(c)).lower()
+  text = _NON_WORD.sub(" ", text)
+  return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def is_correct(response: str, aliases: Iterable[str]) -> bool:
+  """A normalised alias occurs as whole words in the normalised first line of `response`."""
+  first_line = response.strip().split("\n")[0]
+  padded = f" {normalize(first_line)} "
+  return any(f" {a} " in padded for a in (normalize(x) for x in aliases) if a)
+
+
+def render(relation: Relation, subject: str, template: int) -> str:
+  if not 0 <= template < len(relation.templates):
+    raise ValueError(f"relation {relation.name!r} has {len(relation.templates)} templates; asked for index "
+                     f"{template}. Fix: lower data.mastery_templates / eval.template.")
+  return relation.templates[template].format(s=subject)
+
+
+# ---- building facts ---------------------------------------------------------------------------------------
+
+def _quiz_facts(relation: Relation, quiz_dir: str) -> list[tuple[str, str, tuple[str, ...]]]:
+  _, files, subject_field, object_field, *flags = relation.source.split(":")
+  split = "split" in flags
+  out = []
+  for name in files.split(","):
+    for record in quiz_lib.load_quiz(name, quiz_dir or None):
+      values = list(record.values())
+      subject_pattern, object_pattern = values[int(subject_field)], values[int(object_field)]
+      if not subject_pattern or not object_pattern:
+        continue  # e.g. the last president has no successor yet
+      subjects = quiz_lib.expand_pattern(subject_pattern) if split else (quiz_lib.canonical_text(subject_pattern),)
+      aliases = quiz_lib.expand_pattern(object_pattern)
+      for subject in subjects:
+        out.append((subject, aliases[0], tuple(aliases)))
+  return out
+
+
+def _wordnet_facts(relation: Relation, wordnet_dir: str, min_tagsense: int) -> list[tuple[str, str, tuple[str, ...]]]:
+  _, pos, symbol = relation.source.split(":")
+  synsets = wordnet_lib.load_synsets(pos, wordnet_dir)
+  index = wordnet_lib.load_index(pos, wordnet_dir)
+  out = []
+  for lemma, entry in index.items():
+    # Familiar words only, one-word lemmas, and the lemma's most frequent sense: the fact a person would mean.
+    if entry.tagsense_count < min_tagsense or " " in lemma or "-" in lemma or not lemma.isalpha():
+      continue
+    synset = synsets[entry.offsets[0]]
+    word_number = next((i + 1 for i, w in enumerate(synset.lemmas) if w.lower() == lemma), 0)
+    aliases: list[str] = []
+    for p in synset.pointers:
+      if p.symbol != symbol:
+        continue
+      if symbol == "!":  # lexical pointer: from this word to one word of the target synset
+        if p.source != word_number:
+          continue
+        target = synsets.get(p.offset)  # antonyms link words of the same part of speech (one data file)
+        if target is not None:
+          aliases.append(target.lemmas[p.target - 1])
+      else:
+        target = synsets.get(p.offset)
+        if target is None:
+          continue
+        aliases.extend(target.lemmas)
+    aliases = list(dict.fromkeys(a for a in aliases if a.lower() != lemma))
+    if aliases:
+      out.append((lemma, aliases[0], tuple(aliases)))
+  return out
+
+
+def build_facts(relations: Sequence[str], *, quiz_dir: str = "", wordnet_dir: str = "", min_tagsense: int = 1,
+                max_per_relation: int = 0, seed: int = 0) -> list[Fact]:
+  """Every fact of `relations`, deduplicated by (relation, normalised subject); with `max_per_relation` > 0 a
+  seeded random subset of that many per relation (the first facts of a quiz are not special)."""
+  facts = []
+  for name in relations:
+    if name not in RELATIONS:
+      raise ValueError(f"unknown relation {name!r}; valid: {', '.join(RELATIONS)}.")
+    relation = RELATIONS[name]
+    if relation.source.startswith("quiz:"):
+      triples = _quiz_facts(relation, quiz_dir)
+    else:
+      triples = _wordnet_facts(relation, wordnet_dir, min_tagsense)
+    merged: dict[str, tuple[str, str, list[str]]] = {}
+    for subject, answer, aliases in triples:
+      key = normalize(subject)
+      if key in merged:  # same subject twice (a word with two objects): accept either object
+        merged[key][2].extend(a for a in aliases if a not in merged[key][2])
+      else:
+        merged[key] = (subject, answer, list(aliases))
+    rows = list(merged.values())
+    if max_per_relation and len(rows) > max_per_relation:
+      rng = np.random.default_rng([seed, len(name), sum(map(ord, name))])
+      keep = np.sort(rng.choice(len(rows), max_per_relation, replace=False))
+      rows = [rows[i] for i in keep]
+    facts.extend(Fact(f"{name}/{i}", name, s, a, tuple(al)) for i, (s, a, al) in enumerate(rows))
+  return facts
+
+
+def split_facts(facts: Sequence[Fact], in_domain: Sequence[str], out_domain: Sequence[str], *, few_shot: int,
+                test_per_relation: int, seed: int) -> dict[str, Any]:
+  """Splits facts into few-shot exemplars (per relation), the in-domain SFT pool, and in-/out-of-domain test facts.
+
+  In-domain relations give `few_shot` exemplars, `test_per_relation` test facts and the rest to the pool;
+  out-of-domain relations give exemplars and test facts only (never fine-tuned on).
+  """
+  overlap = sorted(set(in_domain) & set(out_domain))
+  if overlap:
+    raise ValueError(f"relations {overlap} are both in- and out-of-domain. Fix: list each relation once.")
+  by_relation: dict[str, list[Fact]] = {}
+  for fact in facts:
+    by_relation.setdefault(fact.relation, []).append(fact)
+  splits: dict[str, Any] = {"shots": {}, "pool": [], "test_id": [], "test_ood": []}
+  for name in list(in_domain) + list(out_domain):
+    rows = by_relation.get(name, [])
+    need = few_shot + test_per_relation + (1 if name in in_domain else 0)
+    if len(rows) < need:
+      raise ValueError(f"relation {name!r} has {len(rows)} facts, fewer than the {need} the split needs. Fix: lower "
+                       "data.test_per_relation / prompt.few_shot or raise data.max_per_relation.")
+    order = np.random.default_rng([seed, sum(map(ord, name))]).permutation(len(rows))
+    ids = [rows[i].id for i in order]
+    splits["shots"][name] = ids[:few_shot]
+    test = ids[few_shot:few_shot + test_per_relation]
+    if name in in_domain:
+      splits["test_id"].extend(test)
+      splits["pool"].extend(ids[few_shot + test_per_relation:])
+    else:
+      splits["test_ood"].extend(test)
+  return splits

