@@ -43,7 +43,7 @@ def policy_config(**overrides: Any) -> ml_collections.ConfigDict:
   return section("policy", dict(
       kind="pretrained", source="", param_dtype="float32",
       hidden_size=128, intermediate_size=256, num_layers=2, num_heads=4, num_kv_heads=2, max_seq_len=2048,
-      vocab_tasks=200, lora_rank=0, lora_alpha=16.0,
+      tie_embeddings=True, vocab_tasks=200, lora_rank=0, lora_alpha=16.0,
       warm_start_steps=0, warm_start_tasks=256, warm_start_task_offset=1_000_000, warm_start_max_turns=0,
       warm_start_batch_size=16, warm_start_learning_rate=3e-3), overrides)
 
@@ -111,7 +111,7 @@ def build_policy(config: ml_collections.ConfigDict) -> Policy:
     model_config = llm_config.tiny(
         vocab_size=tokenizer.vocab_size, hidden_size=p.hidden_size, intermediate_size=p.intermediate_size,
         num_layers=p.num_layers, num_heads=p.num_heads, num_kv_heads=p.num_kv_heads, max_seq_len=p.max_seq_len,
-        param_dtype=p.param_dtype)
+        param_dtype=p.param_dtype, tie_embeddings=p.tie_embeddings)
     model = Llama(model_config, nnx.Rngs(config.seed))
   trainable = nnx.Param
   if p.lora_rank > 0:

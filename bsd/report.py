@@ -10,7 +10,6 @@ claim rows of the main table. Every number says what data and scale it used; non
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -18,6 +17,7 @@ from typing import Any
 
 from bsd import training
 from core import config as config_lib
+from core import report as report_lib
 from core.report import ClaimRow
 
 PAPER = "BSD (2509.20284)"
@@ -148,13 +148,7 @@ def quick_report(workdir: str) -> list[ClaimRow]:
 
 
 def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description="BSD quick reproduction table")
-  parser.add_argument("--workdir", default="runs/bsd_report")
-  args = parser.parse_args(argv)
-  from core import report as report_lib
-  rows = quick_report(args.workdir)
-  print()
-  print(report_lib.markdown_table(rows))
+  report_lib.quick_report_cli(quick_report, "BSD quick reproduction table", "runs/bsd_report", argv)
 
 
 if __name__ == "__main__":

@@ -197,3 +197,21 @@ def check_existing_path(config: ml_collections.ConfigDict, key: str, allow_empty
                    f"pass --config.{key}=<an existing path>" + (" or leave it empty for the default"
                                                                 if allow_empty else ""))
   return value
+
+
+def apply_variant_tokens(config: ml_collections.ConfigDict, variant: str, quick: Callable[[Any], None],
+                         choices: Iterable[str], choose: Callable[[Any, str], None], what: str):
+  """Applies a comma-separated `:variant` of an experiment config: "full" or "" change nothing, "quick" calls
+  `quick(config)` (shrink to CPU scale), and a token in `choices` calls `choose(config, token)` (pick a method or a
+  variant). Anything else fails naming the valid tokens."""
+  choices = tuple(choices)
+  for token in filter(None, (t.strip() for t in variant.split(","))):
+    if token == "full":
+      continue
+    if token == "quick":
+      quick(config)
+    elif token in choices:
+      choose(config, token)
+    else:
+      raise ValueError(f"unknown variant {token!r}; valid: 'full', 'quick', or {what} {choices}")
+  return config

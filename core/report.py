@@ -6,9 +6,10 @@ top-level `reproduce.py` collects them. A row always says at what scale our numb
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
-from typing import Sequence
+from typing import Callable, Sequence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,3 +34,14 @@ def markdown_table(rows: Sequence[ClaimRow]) -> str:
 
 def to_json(rows: Sequence[ClaimRow]) -> str:
   return json.dumps([dataclasses.asdict(r) for r in rows], indent=2)
+
+
+def quick_report_cli(quick_report: Callable[[str], list[ClaimRow]], description: str, default_workdir: str,
+                     argv: Sequence[str] | None = None) -> None:
+  """`python -m <paper>.report [--workdir DIR]`: one paper's quick report alone, printed as the main job's table."""
+  parser = argparse.ArgumentParser(description=description)
+  parser.add_argument("--workdir", default=default_workdir)
+  args = parser.parse_args(argv)
+  rows = quick_report(args.workdir)
+  print()
+  print(markdown_table(rows))

@@ -12,13 +12,13 @@ the paper trains 3B-8B LLMs on millions of image-text pairs, so only the orderin
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
 from typing import Any
 
 from core import config as config_lib
+from core import report as report_lib
 from core.report import ClaimRow
 from moiie import plots, training
 
@@ -95,13 +95,7 @@ def quick_report(workdir: str) -> list[ClaimRow]:
 
 
 def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description="MoIIE quick reproduction table")
-  parser.add_argument("--workdir", default="runs/moiie_report")
-  args = parser.parse_args(argv)
-  from core import report as report_lib
-  rows = quick_report(args.workdir)
-  print()
-  print(report_lib.markdown_table(rows))
+  report_lib.quick_report_cli(quick_report, "MoIIE quick reproduction table", "runs/moiie_report", argv)
 
 
 if __name__ == "__main__":

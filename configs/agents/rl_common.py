@@ -25,6 +25,9 @@ from core.train.optim import optimizer_config
 # Our environments and the paper's environment whose schedule they borrow.
 PAPER_ENVIRONMENT = {"gridworld": "babyai", "textcraft": "textcraft", "search": "deep_search",
                      "vehicle": "webarena", "toolenv": "deep_search"}
+# The quick variant's turn limits (three stages like the paper's, for the smaller worlds of that variant).
+QUICK_TURN_LIMITS = {"gridworld": (2, 4, 8), "textcraft": (2, 4, 8), "search": (2, 3, 4), "vehicle": (2, 3, 4),
+                     "toolenv": (2, 3, 4)}
 
 
 def rl_config(env: str, algo: str, variant: str = "real") -> ml_collections.ConfigDict:
@@ -48,14 +51,18 @@ def rl_config(env: str, algo: str, variant: str = "real") -> ml_collections.Conf
     config.algorithm.minibatches = 4
   else:
     config.policy = policy_config(kind="scratch", hidden_size=128, intermediate_size=256, num_layers=2,
-                                  num_heads=4, num_kv_heads=2, max_seq_len=2048, warm_start_steps=150,
-                                  warm_start_tasks=512, warm_start_max_turns=2)
+                                  num_heads=4, num_kv_heads=2, max_seq_len=2048, warm_start_steps=600,
+                                  warm_start_tasks=512, warm_start_max_turns=1)
     config.rollout = rollout_config(max_new_tokens=8, max_context_tokens=2048, temperature=1.0, group_size=4)
-    config.data = data_config(tasks_per_step=8, eval_tasks=64, eval_every=10)
+    config.data = data_config(tasks_per_step=8, eval_tasks=32, eval_every=10)
     config.optimizer = optimizer_config(learning_rate=3e-4, weight_decay=0.0, grad_clip_norm=1.0)
     config.critic_optimizer = optimizer_config(learning_rate=1e-3, weight_decay=0.0, grad_clip_norm=1.0)
-    config.train = train_config(num_steps=60, checkpoint_every=10, log_every=1, progress_bar=False,
+    config.train = train_config(num_steps=30, checkpoint_every=10, log_every=1, progress_bar=False,
                                 tensorboard=False)
+    # CPU scale: the paper's schedule shape (three stages of growing turn limits) on smaller worlds.
+    config.schedule = schedule_config(turn_limits=QUICK_TURN_LIMITS[env], steps_per_stage=10)
+    if env == "gridworld":
+      config.env_config.update(max_rooms=2, num_distractors=1)
   if env in ("vehicle", "toolenv"):
     config.rollout.action_format = "whole"  # JSON actions and tool calls span lines: the reply is the action
   return config

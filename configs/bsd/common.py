@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from core import config as config_lib
+
 from bsd.methods import METHODS, objective_config
 from bsd.neurons import neuron_config
 from core.sharding import mesh_config
@@ -53,16 +55,8 @@ def base(task: str, dataset: str, arch: str) -> ml_collections.ConfigDict:
 
 def apply_variant(config: ml_collections.ConfigDict, variant: str, quick) -> ml_collections.ConfigDict:
   """Applies `quick,<method>` tokens; `quick(config)` shrinks the experiment to seconds."""
-  for token in filter(None, (t.strip() for t in variant.split(","))):
-    if token in ("full", ""):
-      continue
-    if token == "quick":
-      quick(config)
-    elif token in METHODS:
-      config.method = token
-    else:
-      raise ValueError(f"unknown variant {token!r}; valid: 'full', 'quick', or a method {METHODS}")
-  return config
+  return config_lib.apply_variant_tokens(config, variant, quick, METHODS,
+                                         lambda c, token: setattr(c, "method", token), "a method")
 
 
 def quick_schedule(config: ml_collections.ConfigDict, steps: int) -> None:

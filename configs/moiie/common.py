@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from core import config as config_lib
+
 from core.llm.config import pretrained_config
 from core.train.loop import train_config
 from core.train.optim import optimizer_config
@@ -48,17 +50,11 @@ def base() -> ml_collections.ConfigDict:
 
 
 def apply_variant(config: ml_collections.ConfigDict, variant: str, quick) -> ml_collections.ConfigDict:
-  for token in filter(None, (t.strip() for t in variant.split(","))):
-    if token in ("full", ""):
-      continue
-    if token == "quick":
-      quick(config)
-    elif token in VARIANTS:
-      config.moe.variant = token
-      apply_moe_variant(config.moe)  # so that print(config) shows the counts the run uses
-    else:
-      raise ValueError(f"unknown variant {token!r}; valid: 'full', 'quick', or a MoE variant {tuple(VARIANTS)}")
-  return config
+  def choose(config, token):
+    config.moe.variant = token
+    apply_moe_variant(config.moe)  # so that print(config) shows the counts the run uses
+
+  return config_lib.apply_variant_tokens(config, variant, quick, VARIANTS, choose, "a MoE variant")
 
 
 def quiet(config: ml_collections.ConfigDict) -> None:

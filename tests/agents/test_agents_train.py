@@ -197,3 +197,34 @@ def test_bad_configs_fail_before_anything_runs(override, message):
   config_lib.apply_overrides(config, [override])
   with pytest.raises(config_lib.ConfigError, match=message):
     train_lib.validate_config(config)
+
+
+@pytest.mark.parametrize("env", ["vehicle", "toolenv"])
+def test_rl_configs_of_other_environments_train_end_to_end(tmp_path, env):
+  """One GRPO step of a tiny from-scratch policy on each environment's quick config: the wiring (vocabulary
+  from oracle episodes, whole-reply actions for JSON/tool-call environments, rewards, update) works."""
+  config = config_lib.load_config(f"configs/agents/{env}_grpo.py:quick", [
+      "policy.warm_start_steps=0", "policy.vocab_tasks=8", "policy.hidden_size=32", "policy.intermediate_size=64",
+      "policy.num_layers=1", "rollout.max_new_tokens=4", "rollout.group_size=2", "data.tasks_per_step=2",
+      "data.eval_every=0", "train.num_steps=1", "train.checkpoint_every=1"])
+  summary = train_lib.train(config, str(tmp_path))
+  assert summary["steps"] == 1
+  (row,) = read_metrics(str(tmp_path), "train")
+  assert np.isfinite(row["loss"]) and row["turns_mean"] >= 1
+  assert (env in ("vehicle", "toolenv")) == (config.rollout.action_format == "whole")
+
+
+def test_horizon_variants_differ_only_in_their_turn_limits():
+  from agents import horizon
+  config = rl_config("gridworld", "grpo", "quick")
+  variants = horizon.horizon_variants(config)
+  assert {k: tuple(v.schedule.turn_limits) for k, v in variants.items()} == {
+      "fixed_short": (2,), "fixed_long": (8,), "scaling_inter": (2, 4, 8)}
+  for variant in variants.values():
+    assert variant.data.eval_turn_limit == 8
+    flat, base = variant.to_dict(), config.to_dict()
+    flat["schedule"].pop("turn_limits"), base["schedule"].pop("turn_limits")
+    flat["data"].pop("eval_turn_limit"), base["data"].pop("eval_turn_limit")
+    assert flat == base
+  run = {"turn_limits": [2, 4, 8], "eval_success": [0.25, 0.5, 0.375]}
+  assert horizon.best_and_final(run) == (0.5, 0.375)
