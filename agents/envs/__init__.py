@@ -16,6 +16,7 @@ from agents.envs.gridworld import Gridworld, gridworld_config
 from agents.envs.pool import EnvError, EnvPool, PoolFullError, UnknownEnvError, pool_config
 from agents.envs.search import WordNetSearch, search_config
 from agents.envs.textcraft import TextCraft, textcraft_config
+from agents.envs.trivial import SayWord, trivial_config
 
 
 class _Deferred(Sequence):
@@ -37,6 +38,7 @@ ENVIRONMENTS: dict[str, Sequence] = {
     "gridworld": (Gridworld, gridworld_config),
     "textcraft": (TextCraft, textcraft_config),
     "search": (WordNetSearch, search_config),
+    "trivial": (SayWord, trivial_config),
     "vehicle": _Deferred("agents.vehicle.env", "VehicleEnv", "vehicle_config"),
     "toolenv": _Deferred("agents.toolenv.env", "ToolEnv", "toolenv_config"),
 }

@@ -1,7 +1,6 @@
 """agents.train: a tiny from-scratch policy learns a trivial environment with each algorithm; resume is exact;
 the actor loss has no gradient through environment tokens; the critic and config checks."""
 
-import dataclasses
 import json
 
 import chex
@@ -14,10 +13,8 @@ import pytest
 from agents import algorithms
 from agents import envs as envs_lib
 from agents import train as train_lib
-from agents.envs.base import InvalidAction, TextEnv
 from configs.agents.rl_common import rl_config
 from core import config as config_lib
-from core.config import section
 from core.llm import config as llm_config
 from core.llm.model import Llama
 from core.llm.tokenizer import Tokenizer
@@ -26,41 +23,10 @@ from core.train.metrics import read_metrics
 from flax import nnx
 
 
-class PickLeft(TextEnv):
-  """One turn: the reply must start with "left" (success, reward 1); anything else ends the episode with 0."""
-  name = "pick_left"
-
-  def __init__(self, config):
-    super().__init__(max_steps=1)
-
-  def _reset(self, task_id):
-    return "Say left or right .", {}
-
-  def _step(self, action):
-    if not action:
-      raise InvalidAction("empty action")
-    return "You said " + action.split()[0] + " .", action.split()[0] == "left"
-
-  def _progress(self):
-    return 0.0
-
-  def oracle(self, task_id):
-    return dataclasses.make_dataclass("Oracle", [], namespace={"act": lambda self, obs: "left"})()
-
-  def instructions(self):
-    return "Say left or right ."
-
-
-@pytest.fixture(autouse=True)
-def register_pick_left(monkeypatch):
-  monkeypatch.setitem(envs_lib.ENVIRONMENTS, "pick_left",
-                      (PickLeft, lambda **o: section("pick_left", dict(unused=0), o)))
-
-
 def tiny_config(algo: str, steps: int = 30) -> ml_collections.ConfigDict:
   config = rl_config("gridworld", algo, "quick")
-  config.env = "pick_left"
-  config.env_config = ml_collections.ConfigDict({"unused": 0})
+  config.env = "trivial"
+  config.env_config = envs_lib.env_config("trivial")
   config.policy.update(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1,
                        max_seq_len=64, vocab_tasks=1, warm_start_steps=0)
   config.rollout.update(max_new_tokens=2, max_context_tokens=64, group_size=8, env_workers=4)
