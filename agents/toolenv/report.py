@@ -29,7 +29,8 @@ def quick_report(workdir: str) -> list[ClaimRow]:
   by_level = " -> ".join(f"{floor[g]['solve_f1']:.0f}" for g in levels)
   return [
       ClaimRow(PAPER, "Solve-F1, Qwen3-8B base -> after GRPO", "31.01 -> 45.43",
-               f"not run (no RL trainer yet); oracle {oracle['all']['solve_f1']:.1f}, random floor "
+               f"not run (configs/agents/toolenv_grpo.py trains through agents.train; SmolLM2 RL takes minutes "
+               f"per step on this CPU); oracle {oracle['all']['solve_f1']:.1f}, random floor "
                f"{floor['all']['solve_f1']:.1f}", scale),
       ClaimRow(PAPER, "Solve-F1, GPT-4o", "42.79",
                f"not run; naive caller {naive['all']['solve_f1']:.1f}", scale),

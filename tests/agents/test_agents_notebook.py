@@ -1,20 +1,8 @@
 """notebooks/agents.ipynb runs top to bottom (its code cells executed in order in one namespace; no Jupyter)."""
 
-import json
-import os
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def test_notebook_executes(tmp_path, monkeypatch):
-  monkeypatch.chdir(ROOT)
-  monkeypatch.setenv("AGENTS_NOTEBOOK_WORKDIR", str(tmp_path))
-  with open(os.path.join(ROOT, "notebooks", "agents.ipynb")) as f:
-    notebook = json.load(f)
-  namespace = {"__name__": "__notebook__"}
-  for cell in notebook["cells"]:
-    if cell["cell_type"] == "code":
-      exec(compile("".join(cell["source"]), "agents.ipynb", "exec"), namespace)  # noqa: S102
+def test_notebook_executes(run_notebook, tmp_path):
+  namespace = run_notebook("agents", "AGENTS_NOTEBOOK_WORKDIR")
   assert namespace["bad"].reward == 0.0 and namespace["bad"].info["invalid"]
   assert namespace["result"].info["success"]
   assert namespace["limits"] == {0: 6, 99: 6, 100: 13, 199: 13, 200: 20, 10_000: 20}

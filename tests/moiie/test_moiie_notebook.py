@@ -1,25 +1,13 @@
 """notebooks/moiie.ipynb runs top to bottom (its code cells executed in order in one namespace; no Jupyter needed)
 and shows what it claims: the routing rule, path agreement, upcycling parity and modality ids from image positions."""
 
-import json
-import os
 
 import numpy as np
 
 from moiie.routing import TEXT, VISION
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def test_notebook_executes(tmp_path, monkeypatch):
-  monkeypatch.chdir(ROOT)
-  monkeypatch.setenv("MOIIE_NOTEBOOK_WORKDIR", str(tmp_path))
-  with open(os.path.join(ROOT, "notebooks", "moiie.ipynb")) as f:
-    notebook = json.load(f)
-  namespace = {"__name__": "__notebook__"}
-  for cell in notebook["cells"]:
-    if cell["cell_type"] == "code":
-      exec(compile("".join(cell["source"]), "moiie.ipynb", "exec"), namespace)  # noqa: S102
+def test_notebook_executes(run_notebook, tmp_path):
+  namespace = run_notebook("moiie", "MOIIE_NOTEBOOK_WORKDIR")
   results = namespace["results"]
 
   # routing rule, for the three MoE variants and the paper's 2+2+2 layout

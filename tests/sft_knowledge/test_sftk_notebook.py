@@ -2,23 +2,11 @@
 needed) and shows what it claims: the knowledge set and its answer checks, the mastery levels, the restoration rule
 on a tiny model and the token-level KL."""
 
-import json
-import os
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def test_notebook_executes(tmp_path, monkeypatch):
-  monkeypatch.chdir(ROOT)
-  monkeypatch.setenv("SFTK_NOTEBOOK_WORKDIR", str(tmp_path))
-  with open(os.path.join(ROOT, "notebooks", "sft_knowledge.ipynb")) as f:
-    notebook = json.load(f)
-  namespace = {"__name__": "__notebook__"}
-  for cell in notebook["cells"]:
-    if cell["cell_type"] == "code":
-      exec(compile("".join(cell["source"]), "sft_knowledge.ipynb", "exec"), namespace)  # noqa: S102
+def test_notebook_executes(run_notebook, tmp_path):
+  namespace = run_notebook("sft_knowledge", "SFTK_NOTEBOOK_WORKDIR")
   checks = namespace["checks"]
 
   # knowledge set: the quick config's 8 relations x 30 facts, cached in the workdir, disjoint splits
