@@ -182,12 +182,11 @@ def build_learner(config: ml_collections.ConfigDict, workdir: str) -> tuple[Lear
   info: dict[str, float] = {}
   if config.policy.warm_start_steps > 0:
     cache = checkpoint_lib.Checkpointer(os.path.join(workdir, "warm_start"), every=1, keep=1)
-    graphdef, params = nnx.split(policy.model, nnx.Param, ...)[:2]
     if cache.latest_step() is None:
       info = policy_lib.warm_start(policy, config)
       cache.save(0, nnx.state(policy.model, nnx.Param), data_state=info, force=True)
     else:
-      restored, info = cache.restore(0, params)
+      restored, info = cache.restore(0, nnx.state(policy.model, nnx.Param))
       nnx.update(policy.model, restored)
     cache.close()
   total_steps = config.train.num_steps * config.algorithm.update_epochs * config.algorithm.minibatches
@@ -209,8 +208,10 @@ def build_learner(config: ml_collections.ConfigDict, workdir: str) -> tuple[Lear
   return learner, info
 
 
-def rollout_batch(learner: Learner, trajectories, config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
-  """Host batch for the update: `to_batch` + reference log-probs (+ recomputed old log-probs and values)."""
+def rollout_batch(learner: Learner, current: weights.Pretrained, trajectories,
+                  config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
+  """Host batch for the update: `to_batch` + reference log-probs (+ recomputed old log-probs and values).
+  `current` is `learner.current()`, the policy that sampled `trajectories`."""
   longest = max(len(t.tokens) for t in trajectories)
   batch = rollout_lib.to_batch(trajectories, learner.policy.tokenizer.pad_id,
                                sequence_bucket(longest, config.rollout.max_context_tokens))
@@ -218,7 +219,6 @@ def rollout_batch(learner: Learner, trajectories, config: ml_collections.ConfigD
   mask = batch["loss_mask"].astype(bool)
   batch["ref_logprobs"] = np.where(mask, np.asarray(token_logprobs(learner.full_graphdef, learner.ref_state,
                                                                    tokens, attention)), 0.0)
-  current = learner.current()
   # The update's ratio is against the policy's log-probs recomputed by the same program the update runs
   # (verl's "recompute old log-prob"): sampling-time numbers differ in float details (cache vs full pass).
   batch["old_logprobs"] = np.where(mask, np.asarray(token_logprobs(current.graphdef, current.state, tokens,
@@ -291,17 +291,6 @@ def evaluate(learner: Learner, client, config: ml_collections.ConfigDict, turn_l
   return trajectory_metrics(trajectories)
 
 
-def _truncate_jsonl(path: str, last_step: int) -> None:
-  """Drops trajectory records written after the checkpoint a resumed run restarts from."""
-  if not os.path.exists(path):
-    return
-  with open(path, encoding="utf-8") as f:
-    kept = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= last_step]
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    f.writelines(kept)
-  os.replace(path + ".tmp", path)
-
-
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs (or resumes) RL training; returns the final evaluation and run summary (also in summary.json)."""
   validate_config(config)
@@ -322,7 +311,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     start = int(latest)
     writer.truncate_after(start)
     for name in ("trajectories.jsonl", "eval_trajectories.jsonl"):
-      _truncate_jsonl(os.path.join(workdir, name), start)
+      metrics_lib.truncate_jsonl(os.path.join(workdir, name), start)
   elif config.data.eval_every:
     writer.write(0, {**evaluate(learner, client, config, eval_turn_limit, workdir, 0),
                      "turn_limit": eval_turn_limit, **warm_info}, split="eval")
@@ -337,7 +326,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
           training_tasks(config, step), config.rollout, max_turns=turn_limit,
           rng=jax.random.fold_in(base_key, step))
       t1 = time.perf_counter()
-      batch = rollout_batch(learner, trajectories, config)
+      batch = rollout_batch(learner, current, trajectories, config)
       update_metrics = update(learner, batch, step)
       jax.block_until_ready(learner.state.params)
       t2 = time.perf_counter()

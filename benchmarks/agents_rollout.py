@@ -66,7 +66,7 @@ def main(argv=None) -> None:
        peer="batch-1 rollout", peer_value=tokens_1 / seconds_1, **common)
 
   # One whole RL step at this batch: rollout (generation + environment) + reference/old log-probs + update.
-  batch = train_lib.rollout_batch(learner, trajectories, config)
+  batch = train_lib.rollout_batch(learner, learner.current(), trajectories, config)
   train_lib.update(learner, batch, 0)  # compile
   current = learner.current()
   start = time.perf_counter()
@@ -75,7 +75,7 @@ def main(argv=None) -> None:
                                             rng=jax.random.key(1))
   rollout_s = time.perf_counter() - start
   start = time.perf_counter()
-  batch = train_lib.rollout_batch(learner, trajectories, config)
+  batch = train_lib.rollout_batch(learner, current, trajectories, config)
   train_lib.update(learner, batch, 1)
   jax.block_until_ready(learner.state.params)
   update_s = time.perf_counter() - start

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import ml_collections
 
+from agents.chat_model import ChatModel
 from agents.toolenv.env import ToolOracle, task_spec
 from agents.toolenv.knowledge import BY_NAME
 
@@ -105,16 +106,13 @@ class LLMPolicy:
   name = "llm"
 
   def __init__(self, config: ml_collections.ConfigDict):
-    from core.llm import generate, weights  # loads JAX and the weights only when this policy is used
-    self._generate = generate
-    self.pretrained = weights.load_pretrained(config.source or None)
-    self.gen = generate.GenerationConfig.from_dict(dict(config.generation))
+    self.model = ChatModel(config)
 
   def start(self, task_id: int) -> None:
     pass
 
   def act(self, messages: Sequence[Mapping[str, str]]) -> str:
-    return self._generate.chat(self.pretrained, [list(messages)], self.gen)[0]
+    return self.model.reply(messages)
 
 
 def make_policy(config: ml_collections.ConfigDict) -> Any:

@@ -20,6 +20,7 @@ from typing import Any, Mapping, Protocol, Sequence
 import httpx
 import ml_collections
 
+from agents.chat_model import ChatModel
 from agents.vehicle import metrics, tasks
 from agents.vehicle.catalog import load_schema
 from agents.vehicle.env import VehicleOracle
@@ -132,17 +133,14 @@ class LLMPolicy:
   name = "llm"
 
   def __init__(self, config: ml_collections.ConfigDict):
-    from core.llm import generate, weights  # heavy: loads JAX and the weights only when this policy is used
-    self._generate = generate
-    self.pretrained = weights.load_pretrained(config.source or None)
-    self.gen = generate.GenerationConfig.from_dict(dict(config.generation))
+    self.model = ChatModel(config)
 
   def start(self, task_id: int, interface: str) -> None:
     pass
 
   def act(self, messages):
-    tok = self.pretrained.tokenizer
-    text = self._generate.chat(self.pretrained, [list(messages)], self.gen)[0]
+    tok = self.model.tokenizer
+    text = self.model.reply(messages)
     return Reply(text, len(tok.encode_chat(list(messages))), len(tok.encode(text)))
 
 

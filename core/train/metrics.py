@@ -14,6 +14,19 @@ import numpy as np
 import tqdm
 
 
+def truncate_jsonl(path: str, step: int) -> None:
+  """Keeps only the records of a JSON-lines file (each with a "step") at or before `step`, replacing the file
+  atomically: what a resumed run does to its logs before writing the steps again. A missing file is left alone."""
+  if not os.path.exists(path):
+    return
+  with open(path, encoding="utf-8") as f:
+    kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.writelines(kept)
+  os.replace(tmp, path)
+
+
 class MetricsWriter:
 
   def __init__(self, workdir: str, *, tensorboard: bool = True, console: bool = True):
@@ -27,14 +40,7 @@ class MetricsWriter:
 
   def truncate_after(self, step: int) -> None:
     """Drops records of steps after `step`: a resumed run rewrites them, so none appear twice."""
-    if not os.path.exists(self.path):
-      return
-    with open(self.path) as f:
-      kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-    tmp = self.path + ".tmp"
-    with open(tmp, "w") as f:
-      f.writelines(kept)
-    os.replace(tmp, self.path)
+    truncate_jsonl(self.path, step)
 
   def write(self, step: int, metrics: Mapping[str, Any], split: str = "train") -> None:
     scalars = {k: float(np.asarray(v)) for k, v in metrics.items()}
