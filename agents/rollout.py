@@ -39,10 +39,11 @@ from core.config import section
 def rollout_config(**overrides: Any) -> ml_collections.ConfigDict:
   """Every number of a rollout: per-turn token budget, context size, sampling, group size, env threads, and how
   the action is read from a reply (`action_format`: "react" = `extract_action`, "whole" = the whole reply, for
-  environments whose actions span lines, such as tool calls)."""
+  environments whose actions span lines, such as tool calls), and whether each trajectory's KV cache is kept
+  between turns (`kv_cache_reuse`, see `llm_policy`)."""
   return section("rollout", dict(max_new_tokens=64, max_context_tokens=2048, temperature=1.0, top_k=0, top_p=1.0,
                                  group_size=1, env_workers=16, system_prompt="",
-                                 action_format="react"), overrides)
+                                 action_format="react", kv_cache_reuse=True), overrides)
 
 
 class GenerationResult(Protocol):
@@ -57,17 +58,34 @@ Policy = Callable[[list[list[int]], list[int], jax.Array], GenerationResult]
 
 def llm_policy(pretrained, config: ml_collections.ConfigDict) -> Policy:
   """The policy of a `core.llm.weights.Pretrained` (or anything with graphdef/state/config/tokenizer), sampling
-  with the rollout config's settings through `core.llm.generate.generate` (one batched call per turn)."""
-  from core.llm.generate import GenerationConfig, generate
+  with the rollout config's settings through `core.llm.generate.generate` (one batched call per turn).
 
+  With `rollout.kv_cache_reuse` the policy also offers `session(num_rows)`: a `core.llm.session`
+  `GenerationSession` whose rows keep their KV cache between turns, so a turn prefills only the tokens added
+  since the last one (the environment's observation), not the whole dialogue again.
+  """
+  from core.llm.generate import GenerationConfig, generate
+  from core.llm.session import GenerationSession
+
+  # One decode length: every turn's budget is at most max_new_tokens, and a longer bucket would only add cache
+  # slots that session rows leave empty.
   gen = GenerationConfig(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                         top_k=config.top_k, top_p=config.top_p)
+                         top_k=config.top_k, top_p=config.top_p, new_token_buckets=(config.max_new_tokens,))
   tokenizer = pretrained.tokenizer
 
   def policy(prompts, budgets, rng):
     return generate(pretrained.graphdef, pretrained.state, pretrained.config, prompts, gen,
                     stop_ids=tokenizer.stop_ids, pad_id=tokenizer.pad_id, max_new_tokens=budgets, rng=rng)
 
+  def session(num_rows: int):
+    if num_rows > gen.batch_buckets[-1]:  # more trajectories than one batch: plain generate runs them in chunks
+      return None
+    cached = GenerationSession(pretrained.graphdef, pretrained.state, pretrained.config, gen, num_rows,
+                               stop_ids=tokenizer.stop_ids, pad_id=tokenizer.pad_id)
+    return lambda rows, prompts, budgets, rng: cached.generate(rows, prompts, budgets, rng)
+
+  if config.get("kv_cache_reuse", True):
+    policy.session = session
   return policy
 
 
@@ -160,6 +178,9 @@ def rollout(policy: Policy, tokenizer, client: EnvClient, task_ids: Sequence[int
   for task_id in task_ids:
     for _ in range(config.group_size):
       sessions.append(EnvSession(client, int(task_id)))
+  # Policies that can keep a KV cache per trajectory (llm_policy) get one session for the whole rollout.
+  make_session = getattr(policy, "session", None)
+  cached_policy = make_session(len(sessions)) if make_session is not None else None
   with concurrent.futures.ThreadPoolExecutor(config.env_workers, thread_name_prefix="rollout-env") as pool:
     start = time.perf_counter()
     first = list(pool.map(lambda s: s.start(), sessions))
@@ -183,7 +204,9 @@ def rollout(policy: Policy, tokenizer, client: EnvClient, task_ids: Sequence[int
         budgets = [min(config.max_new_tokens, config.max_context_tokens - len(trajectories[i].tokens) - 1)
                    for i in live]
         start = time.perf_counter()
-        out = policy([trajectories[i].tokens for i in live], budgets, key)
+        prompts = [trajectories[i].tokens for i in live]
+        out = (cached_policy(live, prompts, budgets, key) if cached_policy is not None
+               else policy(prompts, budgets, key))
         stats.generation_s += time.perf_counter() - start
         stats.generate_calls += 1
         responses, actions = [], []

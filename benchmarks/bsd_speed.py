@@ -1,12 +1,17 @@
 """Training speed of BSD and BP-SNN (bsd/), against the same BP-SNN in spyx (JAX) and snnTorch (PyTorch).
 
-    python -m benchmarks.bsd_speed [--batch 128] [--time-steps 4] [--hidden 512 512] [--iters 20]
+    python -m benchmarks.bsd_speed [--batch 128] [--time-steps 4] [--hidden 512 512] [--iters 20] [--rounds 5]
 
 Every network is the same: MLP 784-H1-H2 with LIF hidden layers (beta 0.5, threshold 0.6, atan surrogate), a
 100-unit top read out by cosine similarity to block class codes, cross-entropy, AdamW; T steps, one batch.
 Printed (one JSON line each, `benchmarks.harness.emit`): training samples/s of our BP-SNN vs spyx and vs
 snnTorch, of BSD vs our BP-SNN, and the compiled step's memory per sample (XLA temp + arguments) of BSD vs
 BP-SNN. Peers that are not installed are reported as skipped, with the install command.
+
+The contestants are timed in interleaved rounds (each round: a few warm-up steps, then `--iters` timed steps of
+every contestant in turn), so that all of them see the same load on a shared machine; each figure is the
+contestant's best round (the median step of its least-disturbed round), and the median over rounds is printed
+beside it.
 Peers: `pip install --no-deps spyx==1.0.0 jax-tqdm nir h5py` (spyx's declared dependencies would re-resolve
 jax/flax) and `pip install snntorch==1.0.0 torch==2.13.0` (torch 2.13.0 is the CPU build).
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -60,8 +66,8 @@ def ours_step(method: str, hidden, time_steps: int):
   return jax.jit(step, donate_argnums=(0,)), state
 
 
-def time_ours(method: str, hidden, time_steps: int, batch: int, iters: int) -> tuple[float, float, dict]:
-  """(samples/s, compile s, {"temp", "arguments"}: bytes per sample of the compiled step)."""
+def ours_runner(method: str, hidden, time_steps: int, batch: int):
+  """(one training step of ours, compile s, {"temp", "arguments"}: bytes per sample of the compiled step)."""
   step, state = ours_step(method, hidden, time_steps)
   data = jax.device_put(_batch(batch))
   key = jax.random.key(0)
@@ -73,14 +79,14 @@ def time_ours(method: str, hidden, time_steps: int, batch: int, iters: int) -> t
   holder = {"state": state}
 
   def run():
-    holder["state"], metrics = step(holder["state"], data, key)
+    holder["state"], metrics = compiled(holder["state"], data, key)
     return metrics["loss"]
 
-  timing = harness.time_fn(run, warmup=3, iters=iters)
-  return batch / timing.median_s, compile_s, per_sample
+  return run, compile_s, per_sample
 
 
-def time_spyx(hidden, time_steps: int, batch: int, iters: int) -> tuple[float, float] | None:
+def spyx_runner(hidden, time_steps: int, batch: int):
+  """One training step of the same BP-SNN in spyx, or None if spyx is not installed."""
   try:
     import spyx.axn  # noqa: F401
     import spyx.nn as snn
@@ -117,27 +123,25 @@ def time_spyx(hidden, time_steps: int, batch: int, iters: int) -> tuple[float, f
     holder["params"], holder["opt"], value = step(holder["params"], holder["opt"], data["image"], data["label"])
     return value
 
-  timing = harness.time_fn(run, warmup=3, iters=iters)
-  return batch / timing.median_s, timing.compile_s
+  return run
 
 
-def time_snntorch(hidden, time_steps: int, batch: int, iters: int) -> tuple[float, int] | None:
-  """(samples/s, torch threads) at the better of 1 and all-core threads.
+def snntorch_runners(hidden, time_steps: int, batch: int) -> dict[int, Callable] | None:
+  """{torch threads: one training step} for 1 and all-core threads (the peer's figure is the better one).
 
   On a loaded 2-core machine PyTorch's OpenMP pool with 2 threads can run 20x slower than with 1 (its
-  workers spin-wait for a core), so the peer gets its best setting.
+  workers spin-wait for a core), so the peer gets its best setting. None if snnTorch is not installed.
   """
-  best = None
+  runners = {}
   for threads in sorted({1, os.cpu_count() or 1}):
-    rate = _time_snntorch(hidden, time_steps, batch, iters, threads)
-    if rate is None:
+    run = _snntorch_runner(hidden, time_steps, batch, threads)
+    if run is None:
       return None
-    if best is None or rate > best[0]:
-      best = (rate, threads)
-  return best
+    runners[threads] = run
+  return runners
 
 
-def _time_snntorch(hidden, time_steps: int, batch: int, iters: int, threads: int) -> float | None:
+def _snntorch_runner(hidden, time_steps: int, batch: int, threads: int) -> Callable | None:
   try:
     import snntorch
     import torch
@@ -145,7 +149,6 @@ def _time_snntorch(hidden, time_steps: int, batch: int, iters: int, threads: int
   except ImportError:
     return None
   torch.manual_seed(0)
-  torch.set_num_threads(threads)
   sizes = [784, *hidden]
   linears = torch.nn.ModuleList([torch.nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:])])
   head = torch.nn.Linear(sizes[-1], CODE_DIM)
@@ -160,6 +163,8 @@ def _time_snntorch(hidden, time_steps: int, batch: int, iters: int, threads: int
   labels = torch.tensor(data["label"], dtype=torch.long)
 
   def run():
+    if torch.get_num_threads() != threads:
+      torch.set_num_threads(threads)
     mems = [lif.init_leaky() for lif in lifs]
     outs = 0.0
     for _ in range(time_steps):
@@ -175,8 +180,28 @@ def _time_snntorch(hidden, time_steps: int, batch: int, iters: int, threads: int
     opt.step()
     return loss.item()
 
-  timing = harness.time_fn(run, warmup=3, iters=iters, block=lambda x: x)
-  return batch / timing.median_s
+  return run
+
+
+def _block(x):
+  return jax.block_until_ready(x) if isinstance(x, jax.Array) else x
+
+
+def time_interleaved(runners: dict[str, Callable], batch: int, iters: int, rounds: int, warmup: int = 3
+                     ) -> dict[str, dict[str, float]]:
+  """{name: {"best", "median"}} samples/s: per round, each runner's median step; best and median over rounds."""
+  per_round: dict[str, list[float]] = {name: [] for name in runners}
+  for _ in range(rounds):
+    for name, run in runners.items():
+      for _ in range(warmup):
+        _block(run())
+      times = []
+      for _ in range(iters):
+        start = time.perf_counter()
+        _block(run())
+        times.append(time.perf_counter() - start)
+      per_round[name].append(batch / float(np.median(times)))
+  return {name: {"best": max(rates), "median": float(np.median(rates))} for name, rates in per_round.items()}
 
 
 def main(argv=None) -> None:
@@ -185,14 +210,29 @@ def main(argv=None) -> None:
   parser.add_argument("--time-steps", type=int, default=4)
   parser.add_argument("--hidden", type=int, nargs="+", default=[512, 512])
   parser.add_argument("--iters", type=int, default=20)
+  parser.add_argument("--rounds", type=int, default=5)
   args = parser.parse_args(argv)
   hidden, t, b, n = tuple(args.hidden), args.time_steps, args.batch, args.iters
-  setting = {"net": f"MLP 784-{'-'.join(map(str, hidden))}-{CODE_DIM}", "time_steps": t, "batch": b}
+  setting = {"net": f"MLP 784-{'-'.join(map(str, hidden))}-{CODE_DIM}", "time_steps": t, "batch": b,
+             "rounds": args.rounds, "iters_per_round": n}
   start = time.perf_counter()
-  bp_rate, bp_compile, bp_mem = time_ours("bp_snn", hidden, t, b, n)
-  bsd_rate, bsd_compile, bsd_mem = time_ours("bsd", hidden, t, b, n)
-  spyx = time_spyx(hidden, t, b, n)
-  torch_rate = time_snntorch(hidden, t, b, n)
+  bp_run, bp_compile, bp_mem = ours_runner("bp_snn", hidden, t, b)
+  bsd_run, bsd_compile, bsd_mem = ours_runner("bsd", hidden, t, b)
+  runners = {"bp_snn": bp_run, "bsd": bsd_run}
+  spyx_run = spyx_runner(hidden, t, b)
+  if spyx_run is not None:
+    runners["spyx"] = spyx_run
+  torch_runs = snntorch_runners(hidden, t, b)
+  for threads, run in (torch_runs or {}).items():
+    runners[f"snntorch_{threads}"] = run
+  rates = time_interleaved(runners, b, n, args.rounds)
+  bp_rate, bsd_rate = rates["bp_snn"]["best"], rates["bsd"]["best"]
+  spyx = (rates["spyx"]["best"],) if spyx_run is not None else None
+  torch_rate = None
+  if torch_runs:
+    threads = max(torch_runs, key=lambda k: rates[f"snntorch_{k}"]["best"])
+    torch_rate = (rates[f"snntorch_{threads}"]["best"], threads)
+  setting["median_over_rounds"] = {name: round(r["median"], 1) for name, r in rates.items()}
   harness.emit(NAME, "train_samples_per_s", bp_rate, unit="samples/s", peer="spyx 1.0.0 (JAX, BPTT)",
                peer_value=spyx[0] if spyx else None, ours_name="bsd BP-SNN", **setting,
                **({} if spyx else {"skipped": "pip install --no-deps spyx==1.0.0 jax-tqdm nir h5py"}))

@@ -7,7 +7,15 @@ Run by hand (about 10 minutes on 2 cores):
 For each storage variant of configs/llm/generate_bench.py it prints JSON lines (benchmarks/harness.py): decode
 tokens/s at batch 1 and 16, prefill tokens/s at batch 16, next to transformers `generate` (float32, torch threads
 as configured) measured in the same run, with the variant's max |logit - fp32 logit| over the prompt batch and the
-share of greedy tokens equal to fp32's; then the peak resident memory of 135M inference (one subprocess each).
+share of greedy tokens equal to fp32's; at batch 1 also next to llama.cpp (llama-cpp-python, the same GGUF file
+as stored, its own quantized kernels) when it is installed; then the peak resident memory of 135M inference (one
+subprocess each).
+
+llama.cpp is an optional peer (its build takes ~7 minutes; on this machine its native build crashed in an AMX
+path, so build it as):
+
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+      -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" pip install llama-cpp-python==0.3.36 diskcache
 
 Decode tokens/s = B * (N - 1) / (time(N new tokens) - time(1 new token)): the prefill and the first token are
 subtracted, the same way on both sides; EOS is ignored on both sides so every row makes N tokens.
@@ -76,11 +84,38 @@ def peer_runner(hf_model, prompts, pad_id):
   return run
 
 
-def measure(run, config, prompts):
+def load_llamacpp(config):
+  """llama.cpp on the GGUF file itself (None if llama-cpp-python is not installed or the source is a directory)."""
+  try:
+    import llama_cpp
+  except ImportError:
+    return None, None
+  path = config.source or weights.default_gguf_path()
+  if os.path.isdir(path):
+    return None, None
+  llm = llama_cpp.Llama(model_path=path, n_threads=config.threads, n_threads_batch=config.threads, n_ctx=512,
+                        n_batch=512, verbose=False)
+  return llm, f"llama.cpp (llama-cpp-python {llama_cpp.__version__}, {os.path.basename(path)}, " \
+              f"{config.threads} threads)"
+
+
+def llamacpp_runner(llm, prompts):
+  """Batch 1 only (llama-cpp-python decodes one sequence): greedy, EOS ignored, N new tokens from a fresh cache."""
+  def run(batch, n):
+    assert batch == 1, "llama-cpp-python runs one sequence at a time"
+    out = []
+    for token in llm.generate(prompts[0], top_k=1, temp=0.0, reset=True):
+      out.append(token)
+      if len(out) == n:
+        return out
+  return run
+
+
+def measure(run, config, prompts, batch_sizes=None):
   """{'decode_b{B}': tok/s, 'prefill_b{B}': tok/s, 'compile_s': s} for a `run(batch, n)` callable."""
   out, compile_s = {}, 0.0
   n = config.new_tokens
-  for batch in config.batch_sizes:
+  for batch in batch_sizes or config.batch_sizes:
     full = time_fn(run, batch, n, warmup=config.warmup, iters=config.iters, block=lambda x: x)
     first = time_fn(run, batch, 1, warmup=config.warmup, iters=config.iters, block=lambda x: x)
     out[f"decode_b{batch}"] = batch * (n - 1) / max(full.median_s - first.median_s, 1e-9)
@@ -175,6 +210,12 @@ def main(argv):
     hf_model, peer_name = load_peer(config)
     peer = measure(peer_runner(hf_model, prompts, 2), config, prompts)
     del hf_model
+  cpp_name, cpp = None, {}
+  if config.get("llamacpp", True):
+    llm, cpp_name = load_llamacpp(config)
+    if llm is not None:
+      cpp = measure(llamacpp_runner(llm, prompts), config, prompts, batch_sizes=(1,))
+      del llm
   for name in config.variants:
     pre = load_variant(config, name)
     logit_diff = float(np.abs(prompt_logits(pre, prompts) - ref_logits).max())
@@ -188,6 +229,9 @@ def main(argv):
     for batch in config.batch_sizes:
       emit(BENCH, f"decode_tokens_per_s_batch{batch}", ours[f"decode_b{batch}"], unit="tokens/s", peer=peer_name,
            peer_value=peer.get(f"decode_b{batch}"), **extra)
+    if cpp:
+      emit(BENCH, "decode_tokens_per_s_batch1", ours["decode_b1"], unit="tokens/s", peer=cpp_name,
+           peer_value=cpp["decode_b1"], **extra)
     big = max(config.batch_sizes)
     emit(BENCH, f"prefill_tokens_per_s_batch{big}", ours[f"prefill_b{big}"], unit="tokens/s", peer=peer_name,
          peer_value=peer.get(f"prefill_b{big}"), **extra)

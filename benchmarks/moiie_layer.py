@@ -1,13 +1,17 @@
 """MoE layer forward+backward speed of MoIIE's execution paths against a dense FFN of the same activated FLOPs.
 
 For E in {4, 8, 16, 64} experts, top-2, T tokens of width D, SwiGLU experts of width F: the reference path
-(every expert on every token), the sparse path (sort + block grouped matmul on CPU; `ragged_dot` too, optionally),
-and GShard einsum dispatch (capacity factor 1.25), each timed as value_and_grad of a scalar of the output with
-respect to the input, the experts and the router. The peer is a dense SwiGLU FFN of width k*F on the same T tokens
-(the same matmul FLOPs as k active experts), timed in the same run. One JSON line per (E, path):
-ours = tokens/s, peer_value = the dense FFN's tokens/s, ratio = ours / dense (1/ratio = time vs dense).
+(every expert on every token), the sparse path (on CPU: sort + block grouped matmul, and the hybrid of
+capacity-padded per-expert matmuls + overflow blocks; `ragged_dot` too, optionally), and GShard einsum dispatch
+(capacity factor 1.25), each timed as value_and_grad of a scalar of the output with respect to the input, the
+experts and the router. The peer is a dense SwiGLU FFN of width k*F on the same T tokens (the same matmul FLOPs as
+k active experts), timed right after each path. One JSON line per (E, path): ours = tokens/s, peer_value = the
+dense FFN's tokens/s, ratio = ours / dense (1/ratio = time vs dense). `grad_buffers` times no MoE at all: only
+writing three fresh arrays of the expert-gradient shapes ([E, D, F] x 2, [E, F, D]), a floor for every path that
+returns expert gradients (on a machine where fresh memory costs page faults, it grows with E).
 
     python -m benchmarks.moiie_layer                       # T=2048, D=512, F=1024 (4096 routed rows)
+    python -m benchmarks.moiie_layer --experts 8,16,64 --paths sparse,grad_buffers --hybrid-factors 0,1.25
     python -m benchmarks.moiie_layer --experts 8 --paths sparse --block-sizes 64,128,256
 """
 
@@ -42,8 +46,10 @@ def main(argv=None) -> None:
   parser.add_argument("--ffn", type=int, default=1024)
   parser.add_argument("--top-k", type=int, default=2)
   parser.add_argument("--experts", default="4,8,16,64")
-  parser.add_argument("--paths", default="reference,sparse,einsum")
+  parser.add_argument("--paths", default="reference,sparse,einsum,grad_buffers")
   parser.add_argument("--block-sizes", default="0", help="0 = auto (MoESpec.blocks_for)")
+  parser.add_argument("--hybrid-factors", default="0",
+                      help="capacity factors of the hybrid kernel (rows per expert / mean group); 0 = auto")
   parser.add_argument("--ragged-dot-max-experts", type=int, default=8,
                       help="also time sparse/ragged_dot up to this E (a dense fallback on CPU; 0 = never)")
   parser.add_argument("--iters", type=int, default=5)
@@ -68,17 +74,28 @@ def main(argv=None) -> None:
     variants = []
     for path in args.paths.split(","):
       if path == "sparse":
+        variants.append((f"sparse_auto_{base.kernel_for(t * k, jax.default_backend())}",
+                         dataclasses.replace(base, path="sparse")))
         for b in (int(v) for v in args.block_sizes.split(",")):
           variants.append((f"sparse_blocks{b or 'auto'}",
                            dataclasses.replace(base, path="sparse", grouped_matmul="blocks", block_size=b)))
+        for cf in (float(v) for v in args.hybrid_factors.split(",")):
+          variants.append((f"sparse_hybrid_cf{cf or 'auto'}", dataclasses.replace(
+              base, path="sparse", grouped_matmul="hybrid", hybrid_capacity_factor=cf)))
         if e <= args.ragged_dot_max_experts:
           variants.append(("sparse_ragged_dot", dataclasses.replace(base, path="sparse", grouped_matmul="ragged_dot")))
       elif path == "einsum":
         variants.append(("einsum_cf1.25", dataclasses.replace(base, path="einsum", capacity_factor=1.25)))
+      elif path == "grad_buffers":
+        variants.append((path, None))
       else:
         variants.append((path, dataclasses.replace(base, path=path)))
     for name, spec in variants:
-      fn = _grad_fn(lambda p, xx, spec=spec: layer.moe_ffn(p, xx, modality, valid, spec)[0])
+      if spec is None:  # distinct fill values: XLA would share one buffer of zeros between equal shapes
+        shapes = [params[n].shape for n in ("gate", "up", "down")]
+        fn = jax.jit(lambda p, xx, shapes=shapes: [jnp.full(s, i, xx.dtype) for i, s in enumerate(shapes)])
+      else:
+        fn = _grad_fn(lambda p, xx, spec=spec: layer.moe_ffn(p, xx, modality, valid, spec)[0])
       iters = 2 if name == "reference" and e >= 32 else args.iters
       timing = harness.time_fn(fn, params, x, iters=iters, warmup=1)
       # the peer again right after: the figure pair (and its ratio) comes from one short window of a shared machine

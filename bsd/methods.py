@@ -34,7 +34,7 @@ from core import config as config_lib
 
 METHODS = ("bsd", "bp_snn", "bp_ann", "fa", "dfa")
 TASKS = ("classify", "generate", "next_char", "forecast")
-VOLTAGES = ("drive", "membrane")
+VOLTAGES = ("drive", "membrane", "spikes")
 TIME_MODES = ("mean", "per_step")
 
 
@@ -45,7 +45,8 @@ def objective_config(**overrides) -> ml_collections.ConfigDict:
   reco_reduction: "sum" (the paper's formula) or "mean" (divided by the batch size).
   reco_time: "mean" aligns the time-averaged voltages; "per_step" averages ReCo over time steps
     (sequence tasks always align per step: there every time step is a different input).
-  voltage: "drive" aligns the synaptic drive v = F(s) (the LIF input); "membrane" the integrated potential H.
+  voltage: "drive" aligns the synaptic drive v = F(s) (the LIF input); "membrane" the integrated potential H;
+    "spikes" the level's spike trains themselves (their gradient then goes through the surrogate).
   mask_identical_targets: leave out of the relaxed term the pairs whose backward pathways got the same top
     input (same class): their backward voltages are identical, so the paper's formula would push a sample
     away from its own target. False is the paper's formula.
@@ -130,7 +131,9 @@ def to_float(images: jax.Array) -> jax.Array:
 
 
 def _voltage(obj: Objective, trace: networks.Trace, level: int) -> jax.Array:
-  return trace.drives[level] if obj.voltage == "drive" else trace.membranes[level]
+  if obj.voltage == "drive":
+    return trace.drives[level]
+  return trace.membranes[level] if obj.voltage == "membrane" else trace.spikes[level]
 
 
 def _negatives(top: jax.Array) -> jax.Array:
@@ -195,7 +198,7 @@ def _dfa_term(model: networks.BSDNet, fwd: networks.Trace, error: jax.Array, num
 def classify_outputs(obj: Objective, model: networks.BSDNet, images: jax.Array, *, train: bool
                      ) -> tuple[jax.Array, networks.Trace]:
   """The forward pathway's read-out: cosine logits [B, K] against the class codes, and its trace."""
-  fwd = networks.forward_pass(model, to_float(images), obj.spec, train=train, static=True)
+  fwd = networks.forward_pass(model, to_float(images), obj.spec, train=train, static=True, top_mean=True)
   out = fwd.drives[model.num_levels].mean(0)
   dec = jnp.asarray(codes_lib.decoding_codes(obj.code_kind, model.codes[...]))
   return losses.cosine_logits(out, dec, obj.logit_scale), fwd
@@ -205,7 +208,8 @@ def classify_loss(obj: Objective, model: networks.BSDNet, batch: dict[str, jax.A
   del rng
   labels = batch["label"]
   num = model.num_levels
-  fwd = networks.forward_pass(model, to_float(batch["image"]), obj.spec, train=True, static=True)
+  fwd = networks.forward_pass(model, to_float(batch["image"]), obj.spec, train=True, static=True,
+                                top_mean=True)
   out = fwd.drives[num].mean(0)
   code_table = model.codes[...]
   dec = codes_lib.decoding_codes(obj.code_kind, code_table)
@@ -217,7 +221,7 @@ def classify_loss(obj: Objective, model: networks.BSDNet, batch: dict[str, jax.A
   total = obj.top_weight * ce if obj.method == "bsd" else ce
   if obj.method == "bsd":
     top = code_table[labels]
-    bwd = networks.backward_pass(model, top, obj.spec, train=True, static=True)
+    bwd = networks.backward_pass(model, top, obj.spec, train=True, static=True, bottom_mean=True)
     align, align_metrics = _alignment(obj, fwd, bwd, top, hidden, per_step=obj.reco_time == "per_step")
     total = total + obj.reco_weight * align
     metrics.update(align_metrics)
@@ -243,7 +247,8 @@ def generate_outputs(obj: Objective, model: networks.BSDNet, images: jax.Array, 
   fwd = networks.forward_pass(model, to_float(images), obj.spec, train=train, static=True, top_neuron=True)
   latent = fwd.spikes[model.num_levels]
   top_gradient = obj.method == "bsd" and obj.top_loop
-  bwd = networks.backward_pass(model, latent, obj.spec, train=train, static=False, top_gradient=top_gradient)
+  bwd = networks.backward_pass(model, latent, obj.spec, train=train, static=False, top_gradient=top_gradient,
+                               bottom_mean=True)
   recon = jax.nn.sigmoid(bwd.drives[0].mean(0)).reshape(images.shape)
   return recon, fwd, bwd
 
@@ -335,11 +340,12 @@ def local_losses(obj: Objective, model: networks.BSDNet, batch: dict[str, Any]) 
   """
   labels = batch["label"]
   num = model.num_levels
-  fwd = networks.forward_pass(model, to_float(batch["image"]), obj.spec, train=True, static=True)
+  fwd = networks.forward_pass(model, to_float(batch["image"]), obj.spec, train=True, static=True,
+                                top_mean=True)
   dec = codes_lib.decoding_codes(obj.code_kind, model.codes[...])
   out = {num: losses.cosine_cross_entropy(fwd.drives[num].mean(0), dec, labels, obj.logit_scale)[0]}
   top = model.codes[...][labels]
-  bwd = networks.backward_pass(model, top, obj.spec, train=True, static=True)
+  bwd = networks.backward_pass(model, top, obj.spec, train=True, static=True, bottom_mean=True)
   for level in range(1, num):
     out[level] = _reco(obj, _voltage(obj, fwd, level), _voltage(obj, bwd, level), top,
                        obj.reco_time == "per_step")

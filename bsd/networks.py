@@ -305,12 +305,15 @@ def _recurrent(spec: RunSpec, block: Block, inp: jax.Array) -> tuple[jax.Array, 
 
 
 def forward_pass(model: BSDNet, x: jax.Array, spec: RunSpec, *, train: bool, static: bool,
-                 top_neuron: bool = False) -> Trace:
+                 top_neuron: bool = False, top_mean: bool = False) -> Trace:
   """Runs F_0..F_{L-1} on the stimulus.
 
   x: [B, *in] presented as a constant input current for T steps (`static=True`; F_0 then runs once), or a
     sequence [T, B, *in] (`static=False`).
   top_neuron: also pass the top voltage through the neuron (the autoencoder's latent spikes).
+  top_mean: only the time average of the top drive is read (classification). The top block is affine (no
+    BatchNorm, pooling or neuron), so F(mean_t s) == mean_t F(s): it runs once on the time-averaged spikes (T times
+    fewer FLOPs in the top block and its gradient) and the top drive comes back as [1, B, D].
   """
   drives, membranes, spikes = {}, {}, {0: x}
   s = x
@@ -318,9 +321,13 @@ def forward_pass(model: BSDNet, x: jax.Array, spec: RunSpec, *, train: bool, sta
   for i, block in enumerate(model.forward):
     inp = jax.lax.stop_gradient(s) if spec.cut else s
     apply = lambda z, block=block: block(z, train=train, feedback_alignment=spec.feedback_alignment)
+    affine_top = (top_mean and i == num - 1 and not top_neuron and block.norm is None and block.recurrent is None
+                  and not block.pool_in)  # max-pooling does not commute with the time average
     if static and i == 0:
       v = apply(inp)
-      v = jnp.broadcast_to(v[None], (spec.time_steps, *v.shape))
+      v = v[None] if affine_top else jnp.broadcast_to(v[None], (spec.time_steps, *v.shape))
+    elif affine_top:
+      v = apply(inp.mean(0))[None]
     else:
       v = _over_time(apply, inp)
     level = i + 1
@@ -335,11 +342,13 @@ def forward_pass(model: BSDNet, x: jax.Array, spec: RunSpec, *, train: bool, sta
 
 
 def backward_pass(model: BSDNet, top: jax.Array, spec: RunSpec, *, train: bool, static: bool,
-                  top_gradient: bool = False) -> Trace:
+                  top_gradient: bool = False, bottom_mean: bool = False) -> Trace:
   """Runs B_{L-1}..B_{start} from the top drive `top` ([B, D] constant for T steps if `static`, else [T, B, D]).
 
   Level 0 (the reconstruction, when B_0 exists) gets a voltage but no neuron. `top_gradient` lets the gradient
-  into `top` even when `spec.cut` (the autoencoder's top loop, see bsd/methods.py).
+  into `top` even when `spec.cut` (the autoencoder's top loop, see bsd/methods.py). `bottom_mean`: only the time
+  average of the level-0 voltage is read, so B_0 (affine, no BatchNorm) runs once on the averaged spikes and
+  returns [1, B, ...] (as `top_mean` in `forward_pass`).
   """
   drives, membranes, spikes = {}, {}, {model.num_levels: top}
   s = top
@@ -349,9 +358,12 @@ def backward_pass(model: BSDNet, top: jax.Array, spec: RunSpec, *, train: bool, 
     cut_here = spec.cut and not (top_gradient and level == model.num_levels - 1)
     inp = jax.lax.stop_gradient(s) if cut_here else s
     apply = lambda z, block=block: block(z, train=train)
+    affine_bottom = bottom_mean and level == 0 and block.norm is None and not block.pool_in
     if static and level == model.num_levels - 1:
       v = apply(inp)
-      v = jnp.broadcast_to(v[None], (spec.time_steps, *v.shape))
+      v = v[None] if affine_bottom else jnp.broadcast_to(v[None], (spec.time_steps, *v.shape))
+    elif affine_bottom:
+      v = apply(inp.mean(0))[None]
     else:
       v = _over_time(apply, inp)
     if level > 0:

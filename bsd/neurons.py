@@ -20,6 +20,10 @@ surrogate g(H - threshold), implemented with `jax.custom_vjp`:
     atan        g(x) = (alpha / 2) / (1 + (pi/2 * alpha * x)^2)           (SpikingJelly ATan; integrates to 1)
     superspike  g(x) = 1 / (1 + alpha |x|)^2                              (Zenke & Ganguli 2018; peak 1)
     triangle    g(x) = alpha * max(0, 1 - alpha |x|)                      (Bellec et al. 2018; integrates to 1)
+
+`lif` runs the recursion over time with one `lax.scan` and has a hand-written reverse scan as its `custom_vjp`:
+the same surrogate gradient as autodiff through `lif_step` (`lif_reference`, checked by the tests), but it keeps
+only H for the backward pass and skips it when no gradient reaches the neuron (BSD's drive alignment).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import ml_collections
+from jax.custom_derivatives import SymbolicZero
 
 from core import config as config_lib
 
@@ -132,11 +137,8 @@ def lif_step(params: LIFParams, u: jax.Array, x: jax.Array) -> tuple[jax.Array, 
   return u_new, s, h
 
 
-def lif(params: LIFParams, x: jax.Array, u0: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-  """Runs LIF over the leading time axis of `x` [T, ...] with `lax.scan`; U starts at `u0` (default 0).
-
-  Returns (spikes [T, ...] exactly 0/1, pre-spike membrane potential H [T, ...]).
-  """
+def lif_reference(params: LIFParams, x: jax.Array, u0: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """`lif` differentiated by JAX's autodiff through `lax.scan` of `lif_step` (the reference that `lif` matches)."""
   if u0 is None:
     u0 = jnp.zeros(x.shape[1:], x.dtype)
 
@@ -146,3 +148,89 @@ def lif(params: LIFParams, x: jax.Array, u0: jax.Array | None = None) -> tuple[j
 
   _, (spikes, membrane) = jax.lax.scan(body, u0, x)
   return spikes, membrane
+
+
+def _lif_forward(params: LIFParams, x: jax.Array, u0: jax.Array) -> tuple[jax.Array, jax.Array]:
+  beta, theta = params.beta, params.threshold
+
+  def body(u, xt):
+    h = beta * u + ((1.0 - beta) * xt if params.decay_input else xt)
+    s = (h >= theta).astype(h.dtype)
+    u = h * (1.0 - s) if params.reset == "hard" else h - theta * s
+    return u, (s, h)
+
+  # Unrolled: T is small (4-8 for images), and one straight-line body lets XLA fuse the steps' elementwise
+  # work into a few loops instead of paying a while-loop iteration (and its slicing) per step.
+  _, (spikes, membrane) = jax.lax.scan(body, u0, x, unroll=min(x.shape[0], 16))
+  return spikes, membrane
+
+
+def _lif_backward(params: LIFParams, membrane: jax.Array, g_spikes: jax.Array | None,
+                  g_membrane: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+  """Reverse pass of the LIF recursion from the saved pre-spike potentials H only (spikes are recomputed).
+
+  With r the spike as seen by the reset (s, or a constant if detach_reset) and g = surrogate(H - threshold):
+  dS/dH = g;  dU/dH = (1 - s) - H g [- H g dropped if detached] (hard) or 1 - threshold g [...] (soft);
+  dH[t]/dU[t-1] = beta;  dH/dX = 1 or (1 - beta) (decay_input). A cotangent given as None is zero.
+  """
+  beta, theta = params.beta, params.threshold
+  in_scale = (1.0 - beta) if params.decay_input else 1.0
+
+  def body(g_u, inputs):
+    h, gs, gh_direct = inputs
+    s = (h >= theta).astype(h.dtype)
+    sg = surrogate_grad(params.surrogate, params.alpha, h - theta).astype(h.dtype)
+    if params.reset == "hard":
+      du_dh = (1.0 - s) if params.detach_reset else (1.0 - s) - h * sg
+    else:
+      du_dh = 1.0 if params.detach_reset else 1.0 - theta * sg
+    g_h = g_u * du_dh
+    if gs is not None:
+      g_h = g_h + gs * sg
+    if gh_direct is not None:
+      g_h = g_h + gh_direct
+    return beta * g_h, in_scale * g_h
+
+  g_u0, g_x = jax.lax.scan(body, jnp.zeros(membrane.shape[1:], membrane.dtype),
+                           (membrane, g_spikes, g_membrane), reverse=True, unroll=min(membrane.shape[0], 16))
+  return g_x, g_u0
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _lif_fused(params: LIFParams, x: jax.Array, u0: jax.Array) -> tuple[jax.Array, jax.Array]:
+  return _lif_forward(params, x, u0)
+
+
+def _lif_fused_fwd(params, x, u0):
+  spikes, membrane = _lif_forward(params, x.value, u0.value)
+  return (spikes, membrane), membrane
+
+
+def _lif_fused_bwd(params, membrane, cotangents):
+  g_spikes, g_membrane = (None if isinstance(g, SymbolicZero) else g for g in cotangents)
+  if g_spikes is None and g_membrane is None:
+    # Nothing downstream needs this neuron's gradient (BSD's layer-local losses on the drive, where the spikes
+    # only feed the next level through a stop-gradient): skip the reverse scan, and XLA frees H early.
+    zeros = jnp.zeros_like(membrane)
+    return zeros, zeros[0]
+  return _lif_backward(params, membrane, g_spikes, g_membrane)
+
+
+# symbolic_zeros: the backward pass sees which outputs carry no gradient at all.
+_lif_fused.defvjp(_lif_fused_fwd, _lif_fused_bwd, symbolic_zeros=True)
+
+
+def lif(params: LIFParams, x: jax.Array, u0: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """Runs LIF over the leading time axis of `x` [T, ...] with `lax.scan`; U starts at `u0` (default 0).
+
+  Returns (spikes [T, ...] exactly 0/1, pre-spike membrane potential H [T, ...]). Its gradient is the
+  surrogate gradient of `lif_reference` (the same numbers), computed by one hand-written reverse scan that keeps
+  only H from the forward pass: autodiff of the scan keeps every step's spikes, resets and surrogate inputs.
+  """
+  if params.reset not in RESETS:
+    raise ValueError(f"unknown reset {params.reset!r}; valid: {RESETS}")
+  if params.surrogate not in SURROGATES:
+    raise ValueError(f"unknown surrogate {params.surrogate!r}; valid: {SURROGATES}")
+  if u0 is None:
+    u0 = jnp.zeros(x.shape[1:], x.dtype)
+  return _lif_fused(params, x, u0)

@@ -7,6 +7,10 @@ execution paths that give the same outputs and gradients (tests/moiie/test_moiie
     a dense loop over all experts (cost grows with E), so there it is `block_grouped_matmul`: each expert's rows
     padded to a multiple of `block_size` and a scan over blocks, each block one [b, K] x [K, N] matmul against its
     expert's weight. Only gathers move rows (the inverse permutation is computed once on int ids), no capacity.
+    `hybrid` (CPU, many experts): each expert's first C rows (C about the mean group size) run as one
+    [C, D] x [D, F] matmul per expert in a scan over experts, the weight gradients as batched contractions; the
+    rows past C run through small per-expert blocks in a loop over the blocks in use. Exact and dropless: no
+    row is ever dropped, whatever the imbalance (the overflow has a static bound, `overflow_bound`).
   * `einsum`: GShard's one-hot dispatch/combine tensors [T, E, C] and a batched [E, C, D] FFN (Lepikhin et al.
     2020, Alg. 2): the classical capacity-based comparison point. Without a capacity limit C = T (exact).
 
@@ -17,6 +21,7 @@ Llama MLP).
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -153,9 +158,9 @@ def _sort_assignments(routing: Routing, num_experts: int):
 def sparse(x, routing: Routing, gate, up, down, spec: MoESpec) -> jax.Array:
   t, d = x.shape
   e, k = gate.shape[0], routing.expert.shape[1]
-  kernel = spec.grouped_matmul
-  if kernel == "auto":
-    kernel = "blocks" if jax.default_backend() == "cpu" else "ragged_dot"
+  kernel = spec.kernel_for(t * k, jax.default_backend())
+  if kernel == "hybrid":
+    return hybrid(x, routing, gate, up, down, spec)
   flat, order, sizes, rank = _sort_assignments(routing, e)
   if kernel == "ragged_dot":
     xs = x[order // k]
@@ -182,6 +187,165 @@ def sparse(x, routing: Routing, gate, up, down, spec: MoESpec) -> jax.Array:
   h = _swiglu(block_grouped_matmul(xs, gate, block_expert, used), block_grouped_matmul(xs, up, block_expert, used))
   ys = block_grouped_matmul(h, down, block_expert, used).reshape(rows, d)
   return combine_rows(ys, routing.weight, dest, slot_assign, real, k)
+
+
+# ---- the CPU hybrid: every expert's first C rows as one [C, D] x [D, F] matmul per expert (a scan over experts),
+# the rows past C through small per-expert blocks; exact and dropless ----
+
+class HybridLayout(NamedTuple):
+  """Where each live assignment (nonzero weight) runs. Assignment ids are t * k + j; int arrays only."""
+
+  cap_assign: jax.Array  # [E, C]: the assignment in capacity slot (e, c) (any id where not cap_real)
+  cap_real: jax.Array  # [E, C] bool
+  dest: jax.Array  # [T, k]: capacity slot e * C + c of each assignment (0 where not in_cap)
+  in_cap: jax.Array  # [T, k] bool: the assignment runs in its expert's capacity slots
+  ovf_assign: jax.Array  # [nb, bs]: assignments past capacity, in blocks of one expert each
+  ovf_real: jax.Array  # [nb, bs] bool
+  block_expert: jax.Array  # [nb]
+  used: jax.Array  # scalar: blocks in use (the others are the trailing padding of the static bound)
+
+
+def overflow_bound(num_tokens: int, top_k: int, num_experts: int, capacity: int, block: int) -> int:
+  """Static bound on the overflow rows (each expert's rows past `capacity`, padded to a multiple of `block`).
+
+  An expert holds at most T rows (a token picks an expert once) and all experts together T*k. With m experts
+  over capacity the padded overflow is at most min(m*T, T*k) - m*(C - block + 1); over m in [1, E] that is
+  largest at m = k or m = E.
+  """
+  t, k, e, c, b = num_tokens, top_k, num_experts, capacity, block
+  if c >= t:
+    return 0
+  bound = max(k * (t - c + b - 1), t * k - e * (c - b + 1))
+  return max(0, min(bound, t * k + e * (b - 1)))
+
+
+def hybrid_layout(routing: Routing, num_experts: int, capacity: int, block: int) -> HybridLayout:
+  t, k = routing.expert.shape
+  e, c, bs, a = num_experts, capacity, block, t * k
+  # Assignments of weight 0 (padding, capacity drops) take no row: their output is multiplied by 0 and the
+  # gradient of a weight that a mask set to 0 does not reach the router, so skipping them is exact.
+  live = routing.weight.reshape(-1) > 0
+  key = jnp.where(live, routing.expert.reshape(-1), e)
+  order = jnp.argsort(key, stable=True)  # sorted position -> assignment; dead assignments last
+  sizes = jnp.bincount(key, length=e + 1)[:e]
+  start = jnp.cumsum(sizes) - sizes
+  pos = jnp.zeros_like(order).at[order].set(jnp.arange(a, dtype=order.dtype))  # assignment -> sorted position
+  expert_of = jnp.minimum(key, e - 1)
+  rank = pos - start[expert_of]  # rank inside the expert's group
+  in_cap = live & (rank < c)
+  dest = jnp.where(in_cap, expert_of * c + rank, 0)
+  slot = jnp.arange(c)
+  cap_real = slot[None, :] < sizes[:, None]
+  cap_assign = order[jnp.clip(start[:, None] + slot[None, :], 0, a - 1)]
+  nb = -(-overflow_bound(t, k, e, c, bs) // bs)
+  over = jnp.maximum(sizes - c, 0)
+  padded = -(-over // bs) * bs
+  pad_end = jnp.cumsum(padded)
+  pad_start = pad_end - padded
+  row = jnp.arange(nb * bs)
+  row_expert = jnp.minimum(jnp.searchsorted(pad_end, row, side="right"), e - 1)
+  row_rank = row - pad_start[row_expert]
+  ovf_real = (row_rank < over[row_expert]) & (row < pad_end[-1])
+  ovf_assign = order[jnp.clip(start[row_expert] + c + row_rank, 0, a - 1)]
+  return HybridLayout(cap_assign, cap_real, dest.reshape(t, k), in_cap.reshape(t, k),
+                      ovf_assign.reshape(nb, bs), ovf_real.reshape(nb, bs),
+                      row_expert[::bs].astype(jnp.int32), (pad_end[-1] // bs).astype(jnp.int32))
+
+
+def _contract_out(a, w):
+  """a @ w.T without materialising the transpose (XLA:CPU would copy w)."""
+  return jax.lax.dot_general(a, w, (((1,), (1,)), ((), ())))
+
+
+def _ffn_fwd_rows(x, g, u, dn):
+  gp, upre = x @ g, x @ u
+  return (jax.nn.silu(gp) * upre) @ dn, gp, upre
+
+
+def _ffn_bwd_rows(g, u, dn, gp, upre, dy):
+  """y = (silu(gp) * upre) dn with gp = x g, upre = x u, for one expert's rows: (dx, d_gp, d_upre)."""
+  sig = jax.nn.sigmoid(gp)
+  dh = _contract_out(dy, dn)
+  d_upre = dh * gp * sig
+  d_gp = dh * upre * sig * (1 + gp * (1 - sig))
+  return _contract_out(d_gp, g) + _contract_out(d_upre, u), d_gp, d_upre
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def hybrid_ffn(x, weight, gate, up, down, layout: HybridLayout, k: int) -> jax.Array:
+  """out[t] = sum_j weight[t, j] * FFN_{expert(t, j)}(x[t]) over the live assignments of `layout`."""
+  return _hybrid_fwd(x, weight, gate, up, down, layout, k)[0]
+
+
+def _hybrid_fwd(x, weight, gate, up, down, layout, k):
+  t, d = x.shape
+  e, c = layout.cap_assign.shape
+  xc = jnp.where(layout.cap_real[..., None], x[layout.cap_assign // k], 0)  # [E, C, D], one gather
+  def body(_, inputs):
+    return None, _ffn_fwd_rows(*inputs)
+  _, (yc, gp, upre) = jax.lax.scan(body, None, (xc, gate, up, down))
+  w_cap = jnp.where(layout.in_cap, weight, 0).astype(x.dtype)
+  y = jnp.einsum("tkd,tk->td", yc.reshape(e * c, d)[layout.dest], w_cap)
+  w_flat = weight.reshape(-1)
+
+  def overflow(b, y):  # few blocks: rows gathered and added back by token (a block never repeats a token)
+    idx, real, ex = layout.ovf_assign[b], layout.ovf_real[b], layout.block_expert[b]
+    tok = idx // k
+    yb, _, _ = _ffn_fwd_rows(x[tok], gate[ex], up[ex], down[ex])
+    return y.at[tok].add(yb * jnp.where(real, w_flat[idx], 0).astype(y.dtype)[:, None])
+  if layout.ovf_assign.shape[0]:
+    y = jax.lax.fori_loop(0, layout.used, overflow, y)
+  return y, (x, weight, gate, up, down, layout, xc, gp, upre, yc)
+
+
+def _hybrid_bwd(k, res, g):
+  x, weight, gate, up, down, layout, xc, gp, upre, yc = res
+  t, d = x.shape
+  e, c = layout.cap_assign.shape
+  w_flat = weight.reshape(-1)
+  w_slot = jnp.where(layout.cap_real, w_flat[layout.cap_assign], 0).astype(g.dtype)
+  dyc = g[layout.cap_assign // k] * w_slot[..., None]  # [E, C, D]; 0 on empty slots
+  d_weight = jnp.where(layout.in_cap, jnp.einsum("tkd,td->tk", yc.reshape(e * c, d)[layout.dest], g), 0)
+  # Weight gradients as batched contractions over the capacity rows, each written once straight into its buffer
+  # (as stacked scan outputs they took a zero fill per step and, two having one shape, a 128 MB copy at E = 64).
+  def body(_, inputs):
+    return None, _ffn_bwd_rows(*inputs)
+  _, (dxc, d_gp, d_upre) = jax.lax.scan(body, None, (gate, up, down, gp, upre, dyc))
+  d_down = jnp.einsum("ecf,ecd->efd", jax.nn.silu(gp) * upre, dyc)
+  d_gate = jnp.einsum("ecd,ecf->edf", xc, d_gp)
+  d_up = jnp.einsum("ecd,ecf->edf", xc, d_upre)
+  dx = jnp.sum(jnp.where(layout.in_cap[..., None], dxc.reshape(e * c, d)[layout.dest], 0), axis=1)
+
+  def overflow(b, carry):  # recomputes the few overflow blocks; weight gradients accumulate in place
+    dx, dw, dg_, du_, dd_ = carry
+    idx, real, ex = layout.ovf_assign[b], layout.ovf_real[b], layout.block_expert[b]
+    tok = idx // k
+    xb, gb, ub, db = x[tok], gate[ex], up[ex], down[ex]
+    yb, gpb, upb = _ffn_fwd_rows(xb, gb, ub, db)
+    gt = g[tok]
+    dw = dw.at[idx].add(jnp.where(real, jnp.sum(gt * yb, axis=-1), 0).astype(dw.dtype))
+    dyb = gt * jnp.where(real, w_flat[idx], 0).astype(g.dtype)[:, None]
+    dxb, d_gpb, d_upb = _ffn_bwd_rows(gb, ub, db, gpb, upb, dyb)
+    add = lambda acc, v: jax.lax.dynamic_update_index_in_dim(  # noqa: E731
+        acc, jax.lax.dynamic_index_in_dim(acc, ex, 0, keepdims=False) + v.astype(acc.dtype), ex, 0)
+    return (dx.at[tok].add(dxb), dw, add(dg_, xb.T @ d_gpb), add(du_, xb.T @ d_upb),
+            add(dd_, (jax.nn.silu(gpb) * upb).T @ dyb))
+  if layout.ovf_assign.shape[0]:
+    dx, d_w, d_gate, d_up, d_down = jax.lax.fori_loop(
+        0, layout.used, overflow, (dx, d_weight.reshape(-1), d_gate, d_up, d_down))
+    d_weight = d_w.reshape(t, k)
+  return (dx.astype(x.dtype), d_weight.astype(weight.dtype), d_gate.astype(gate.dtype), d_up.astype(up.dtype),
+          d_down.astype(down.dtype), None)
+
+
+hybrid_ffn.defvjp(_hybrid_fwd, _hybrid_bwd)
+
+
+def hybrid(x, routing: Routing, gate, up, down, spec: MoESpec) -> jax.Array:
+  t, k, e = x.shape[0], routing.expert.shape[1], gate.shape[0]
+  capacity, block = spec.hybrid_sizes(t * k, t)
+  layout = hybrid_layout(routing, e, capacity, block)
+  return hybrid_ffn(x, routing.weight, gate, up, down, layout, k)
 
 
 def run_experts(x, routing: Routing, gate, up, down, spec: MoESpec) -> jax.Array:

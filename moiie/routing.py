@@ -36,9 +36,12 @@ from core import config as config_lib
 TEXT, VISION = 0, 1  # modality ids; padding is marked separately by a `valid` mask
 NUM_MODALITIES = 2
 PATHS = ("reference", "sparse", "einsum")
-GROUPED_MATMULS = ("auto", "blocks", "ragged_dot")
+GROUPED_MATMULS = ("auto", "blocks", "hybrid", "ragged_dot")
 BALANCE_SCOPES = ("modality", "all")
 _MASKED = -1e30
+# Auto choices of the CPU sparse kernels, measured by benchmarks/moiie_layer.py (see moiie/README.md).
+HYBRID_MAX_MEAN_ROWS = 1024
+HYBRID_CAPACITY_FACTOR = 1.0
 
 # Expert counts and routing rules of the paper's four rows (Table 2); "dense" keeps the dense FFN; "custom" takes
 # the counts and rules written in the `moe` section as they are (a named variant overrides them).
@@ -65,8 +68,11 @@ def moe_config(**overrides) -> ml_collections.ConfigDict:
       router_z_loss=0.0,  # ST-MoE z-loss weight; 0 = off (paper)
       capacity_factor=0.0,  # 0 = no capacity limit, no dropped tokens (paper)
       path="sparse",  # reference (all experts on all tokens) | sparse (sort + grouped matmul) | einsum (GShard)
-      grouped_matmul="auto",  # sparse path kernel: auto (ragged_dot on GPU/TPU, blocks on CPU) | blocks | ragged_dot
-      block_size=0,  # rows per block of the CPU grouped matmul (each group padded to a multiple); 0 = auto
+      # sparse path kernel: auto (ragged_dot on GPU/TPU; on CPU blocks or hybrid by mean group size) | blocks |
+      # hybrid (per-expert capacity-padded matmuls + exact overflow blocks) | ragged_dot
+      grouped_matmul="auto",
+      block_size=0,  # rows per block of the CPU grouped matmul (blocks; hybrid's overflow); 0 = auto
+      hybrid_capacity_factor=0.0,  # hybrid's rows per expert: factor * mean group size (rows past it overflow)
       every=2, offset=1,  # MoE on decoder layers i with i % every == offset (every other layer)
       router_init_std=0.02), overrides)
 
@@ -95,6 +101,7 @@ class MoESpec:
   path: str = "sparse"
   grouped_matmul: str = "auto"
   block_size: int = 0
+  hybrid_capacity_factor: float = 0.0
 
   def __post_init__(self):
     for name in ("n_vision_intra", "n_inter", "n_text_intra"):
@@ -116,8 +123,9 @@ class MoESpec:
       raise ValueError(f"MoESpec.grouped_matmul = {self.grouped_matmul!r}; valid: {GROUPED_MATMULS}.")
     if self.balance_scope not in BALANCE_SCOPES:
       raise ValueError(f"MoESpec.balance_scope = {self.balance_scope!r}; valid: {BALANCE_SCOPES}.")
-    if self.capacity_factor < 0 or self.block_size < 0:
-      raise ValueError("MoESpec.capacity_factor must be >= 0 (0 = no limit) and block_size >= 0 (0 = auto).")
+    if self.capacity_factor < 0 or self.block_size < 0 or self.hybrid_capacity_factor < 0:
+      raise ValueError("MoESpec.capacity_factor must be >= 0 (0 = no limit), block_size and "
+                       "hybrid_capacity_factor >= 0 (0 = auto).")
 
   @property
   def num_experts(self) -> int:
@@ -150,6 +158,25 @@ class MoESpec:
     half_group = max(assignments // (2 * self.num_experts), 1)
     return int(min(128, max(16, 2 ** int(math.floor(math.log2(half_group))))))
 
+  def kernel_for(self, assignments: int, backend: str) -> str:
+    """The sparse path's grouped matmul. Auto: `ragged_dot` on accelerators; on CPU `hybrid` when experts hold
+    few rows on average (below HYBRID_MAX_MEAN_ROWS, where row blocks waste padding or run as many small
+    matmuls) and `blocks` otherwise (benchmarks/moiie_layer.py)."""
+    if self.grouped_matmul != "auto":
+      return self.grouped_matmul
+    if backend != "cpu":
+      return "ragged_dot"
+    return "hybrid" if assignments / self.num_experts < HYBRID_MAX_MEAN_ROWS else "blocks"
+
+  def hybrid_sizes(self, assignments: int, num_tokens: int) -> tuple[int, int]:
+    """(capacity rows per expert, overflow block rows) of the hybrid kernel. Auto: capacity = the mean group
+    size rounded up to a multiple of 8; overflow blocks of mean / 8 rows, a power of 2 in [16, 64] (an
+    overflowing expert holds a few standard deviations, ~sqrt(mean), past its capacity)."""
+    mean = assignments / self.num_experts
+    capacity = -(-math.ceil((self.hybrid_capacity_factor or HYBRID_CAPACITY_FACTOR) * mean) // 8) * 8
+    block = self.block_size or int(min(64, max(16, 2 ** int(math.floor(math.log2(max(mean / 8, 1)))))))
+    return max(1, min(capacity, num_tokens)), block
+
   def capacity(self, num_tokens: int) -> int:
     """Per-expert slots: ceil(cf * T * k / E), or T when there is no limit (a token uses an expert at most once)."""
     if self.capacity_factor <= 0:
@@ -176,6 +203,7 @@ def validate_moe_config(config: ml_collections.ConfigDict, prefix: str = "moe") 
   config_lib.check_choice(config, f"{prefix}.grouped_matmul", GROUPED_MATMULS)
   config_lib.check_choice(config, f"{prefix}.balance_scope", BALANCE_SCOPES)
   config_lib.check_positive(config, f"{prefix}.block_size", allow_zero=True)
+  config_lib.check_positive(config, f"{prefix}.hybrid_capacity_factor", allow_zero=True)
   config_lib.check_positive(config, f"{prefix}.every")
   every = config_lib.get_value(config, f"{prefix}.every")
   config_lib.check(config, f"{prefix}.offset", lambda o: 0 <= o < every, f"must lie in [0, every={every})")

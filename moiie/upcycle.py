@@ -65,7 +65,7 @@ def decoder_forward(llama: llm_model.Llama, h: jax.Array, positions: jax.Array, 
   t = h.shape[1]
   causal = jnp.arange(t)[None, :] <= jnp.arange(t)[:, None]
   allowed = causal[None] & kv_mask[:, None, :].astype(bool)
-  cos, sin = llm_model.rope_cos_sin(positions, config.head_size, config.rope_theta)
+  cos, sin = llm_model.rope_cos_sin(positions, config.head_size, config.rope_theta, config.rope_frequency_divisors())
   h = h.astype(config.dtype)
   layer_aux = []
   for block in llama.layers:

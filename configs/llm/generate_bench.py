@@ -23,6 +23,10 @@ VARIANTS = {  # name -> model numerics (see core.llm.config.LlamaConfig)
     "bf16_mixed": dict(param_dtype="bfloat16", activation_format="bfloat16"),  # f32 residual, bf16 matmul inputs
     "bf16_compute": dict(dtype="bfloat16", param_dtype="bfloat16"),  # everything bf16
     "int8_w8a8": dict(weight_format="int8", embed_format="int8", activation_format="int8"),
+    # int8 weights, 16-bit activations as two int8 digits (one dot, rows stacked): int8 kernels, weight error only
+    "int8_w8a16": dict(weight_format="int8", embed_format="int8", activation_format="int8x2"),
+    # weights and activations as two int8 digits each (~15-bit precision, bf16's bytes), int8 kernels
+    "int8x2": dict(weight_format="int8x2", embed_format="int8x2", activation_format="int8x2"),
     "int8_weights": dict(weight_format="int8", embed_format="int8"),
     "int4_weights": dict(weight_format="int4", embed_format="float", quant_group_size=32),  # = the Q4_1 source
 }
@@ -42,6 +46,7 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
   config.generation = generation_config(max_new_tokens=64, prompt_buckets=(64,), batch_buckets=(1, 16),
                                         new_token_buckets=(1, 64))
   config.peer = True  # time transformers generate on the same GGUF weights and prompts
+  config.llamacpp = True  # and llama.cpp at batch 1 on the GGUF file, when llama-cpp-python is installed
   config.memory = True  # peak resident memory of 135M inference, one subprocess per variant
   if variant == "quick":
     config.variants = ("fp32", "bf16_mixed")

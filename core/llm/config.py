@@ -15,7 +15,9 @@ import dataclasses
 import difflib
 from typing import Any, Mapping
 
-WEIGHT_FORMATS = ("float", "int8", "int4")
+WEIGHT_FORMATS = ("float", "int8", "int8x2", "int4")
+ACTIVATION_FORMATS = ("float", "int8", "int8x2", "bfloat16")
+ROPE_SCALINGS = ("none", "linear", "llama3", "factors")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -33,18 +35,29 @@ class LlamaConfig:
     head_dim: per-head width; 0 means hidden_size // num_heads.
     max_seq_len: context window; longer prompts are an error unless generation truncates them.
     rope_theta: RoPE base (Su et al. 2021, eq. 34: theta_i = base^(-2i/d)).
+    rope_scaling: how RoPE frequencies are stretched for long contexts. 'none'; 'linear' (positions divided by
+      `rope_scaling_factor`, Chen et al. 2023); 'llama3' (Llama-3.1: wavelengths longer than
+      `rope_original_max_seq_len / rope_low_freq_factor` divided by `rope_scaling_factor`, shorter than
+      `... / rope_high_freq_factor` kept, linear blend between); 'factors' (each frequency divided by its entry of
+      `rope_freq_factors`, what llama.cpp's `rope_freqs.weight` stores).
+    rope_scaling_factor, rope_low_freq_factor, rope_high_freq_factor, rope_original_max_seq_len: the
+      'linear'/'llama3' parameters, named as in Hugging Face's `rope_scaling`.
+    rope_freq_factors: head_dim/2 divisors of the frequencies for rope_scaling='factors'.
     rms_norm_eps: epsilon of RMSNorm (Zhang & Sennrich 2019).
     tie_embeddings: the LM head is the transposed token embedding.
     qkv_bias: q/k/v projections carry biases (Qwen2); Llama has none.
     dtype: compute dtype of activations ('float32' or 'bfloat16'); logits are always float32.
     param_dtype: storage dtype of float weights ('float32' or 'bfloat16').
-    weight_format: 'float' (param_dtype), 'int8' (per-output-channel symmetric) or 'int4' (per-group
-      asymmetric, group `quant_group_size`) storage of the attention and MLP matrices; dequantized to `dtype`
-      next to each matmul, accumulation in float32.
+    weight_format: 'float' (param_dtype), 'int8' (per-output-channel symmetric), 'int8x2' (int8 plus an int8
+      digit of its rounding residual: ~15-bit precision in 2 bytes) or 'int4' (per-group asymmetric, group
+      `quant_group_size`) storage of the attention and MLP matrices; dequantized to `dtype` next to each matmul,
+      accumulation in float32 (or run on int8 kernels, see activation_format).
     embed_format: same choice for the token embedding / LM head.
     activation_format: 'float', or 'int8' to also quantize the inputs of int8-format matrices per row (LLM.int8()
       vector-wise quantization, int32 accumulation): XLA:CPU runs these dots on its VNNI/AMX int8 kernels,
-      ~2-4x faster than float32 matmuls, but activation outliers make it lossy; see quant.int8_dot. Or
+      ~2-4x faster than float32 matmuls, but activation outliers make it lossy; 'int8x2' adds a second int8 digit
+      of each row's rounding residual (same kernels, near-float accuracy; with int8x2 weights the fast accurate
+      setting); see quant.int8_dot. Or
       'bfloat16' to round the inputs of float matrices to bf16 (with param_dtype='bfloat16', accumulation and the
       residual stream in `dtype`): the mixed precision of torch autocast, run on XLA:CPU's AMX bf16 kernels.
     quant_group_size: input-channel group of the int4 format (a divisor of every input width).
@@ -62,6 +75,12 @@ class LlamaConfig:
   rope_theta: float
   rms_norm_eps: float
   tie_embeddings: bool
+  rope_scaling: str = "none"
+  rope_scaling_factor: float = 1.0
+  rope_low_freq_factor: float = 1.0
+  rope_high_freq_factor: float = 4.0
+  rope_original_max_seq_len: int = 8192
+  rope_freq_factors: tuple[float, ...] = ()
   qkv_bias: bool = False
   head_dim: int = 0
   dtype: str = "float32"
@@ -87,21 +106,23 @@ class LlamaConfig:
                        "set head_dim explicitly.")
     if self.head_size % 2:
       raise ValueError(f"head_dim={self.head_size} must be even for rotary embeddings.")
+    self._check_rope_scaling()
     for name in ("dtype", "param_dtype"):
       if getattr(self, name) not in DTYPES:
         raise ValueError(f"LlamaConfig.{name}={getattr(self, name)!r} is not one of {DTYPES}.")
     for name in ("weight_format", "embed_format"):
       if getattr(self, name) not in WEIGHT_FORMATS:
         raise ValueError(f"LlamaConfig.{name}={getattr(self, name)!r} is not one of {WEIGHT_FORMATS}.")
-    if self.activation_format not in ("float", "int8", "bfloat16"):
-      raise ValueError(f"LlamaConfig.activation_format={self.activation_format!r} is not 'float', 'int8' or "
-                       "'bfloat16'.")
+    if self.activation_format not in ACTIVATION_FORMATS:
+      raise ValueError(f"LlamaConfig.activation_format={self.activation_format!r} is not one of "
+                       f"{ACTIVATION_FORMATS}.")
     if self.activation_format == "bfloat16" and self.param_dtype != "bfloat16":
       raise ValueError("activation_format='bfloat16' multiplies bf16 inputs with bf16 weights; set "
                        "param_dtype='bfloat16'.")
-    if self.activation_format == "int8" and "int8" not in (self.weight_format, self.embed_format):
-      raise ValueError("activation_format='int8' applies to int8 weights only; set weight_format='int8' "
-                       "(and/or embed_format='int8').")
+    integer_weights = {"int8", "int8x2"} & {self.weight_format, self.embed_format}
+    if self.activation_format in ("int8", "int8x2") and not integer_weights:
+      raise ValueError(f"activation_format={self.activation_format!r} applies to int8/int8x2 weights only; set "
+                       "weight_format='int8' or 'int8x2' (and/or embed_format).")
     if "int4" in (self.weight_format, self.embed_format):
       widths = {self.hidden_size, self.intermediate_size, self.num_heads * self.head_size}
       bad = sorted(w for w in widths if w % (2 * self.quant_group_size))
@@ -110,9 +131,46 @@ class LlamaConfig:
                          f"input widths {bad} are not multiples of {2 * self.quant_group_size}. Fix: pick a "
                          "quant_group_size whose double divides every width, or use weight_format='int8'.")
 
+  def _check_rope_scaling(self) -> None:
+    if self.rope_scaling not in ROPE_SCALINGS:
+      raise ValueError(f"LlamaConfig.rope_scaling={self.rope_scaling!r} is not one of {ROPE_SCALINGS}.")
+    object.__setattr__(self, "rope_freq_factors", tuple(float(f) for f in self.rope_freq_factors))
+    if self.rope_scaling in ("linear", "llama3") and self.rope_scaling_factor < 1.0:
+      raise ValueError(f"rope_scaling_factor={self.rope_scaling_factor} must be >= 1 (it stretches wavelengths).")
+    if self.rope_scaling == "llama3" and not 0 < self.rope_low_freq_factor < self.rope_high_freq_factor:
+      raise ValueError(f"rope_scaling='llama3' needs 0 < rope_low_freq_factor < rope_high_freq_factor, got "
+                       f"{self.rope_low_freq_factor} and {self.rope_high_freq_factor}.")
+    if self.rope_scaling == "factors" and len(self.rope_freq_factors) != self.head_size // 2:
+      raise ValueError(f"rope_scaling='factors' needs head_dim/2 = {self.head_size // 2} rope_freq_factors, got "
+                       f"{len(self.rope_freq_factors)}.")
+    if self.rope_scaling != "factors" and self.rope_freq_factors:
+      raise ValueError("rope_freq_factors is set but rope_scaling is not 'factors'; set rope_scaling='factors'.")
+
   @property
   def head_size(self) -> int:
     return self.head_dim or self.hidden_size // self.num_heads
+
+  def rope_frequency_divisors(self) -> tuple[float, ...] | None:
+    """What each of the head_dim/2 RoPE frequencies theta^(-2i/d) is divided by, or None without scaling.
+
+    'llama3' follows Meta's Llama-3.1 reference (`apply_scaling`): with wavelength w_i = 2 pi / freq_i,
+    w_i < L / high -> unchanged; w_i > L / low -> freq_i / factor; between, 1/divisor = (1 - s) / factor + s with
+    s = (L / w_i - low) / (high - low), L = rope_original_max_seq_len.
+    """
+    half = self.head_size // 2
+    if self.rope_scaling == "none":
+      return None
+    if self.rope_scaling == "linear":
+      return (float(self.rope_scaling_factor),) * half
+    if self.rope_scaling == "factors":
+      return self.rope_freq_factors
+    import numpy as np
+    freq = 1.0 / (self.rope_theta ** (np.arange(0, self.head_size, 2, dtype=np.float64) / self.head_size))
+    wavelength = 2 * np.pi / freq
+    factor, low, high = self.rope_scaling_factor, self.rope_low_freq_factor, self.rope_high_freq_factor
+    context = float(self.rope_original_max_seq_len)
+    smooth = np.clip((context / wavelength - low) / (high - low), 0.0, 1.0)
+    return tuple(float(d) for d in 1.0 / ((1.0 - smooth) / factor + smooth))
 
   def replace(self, **changes: Any) -> "LlamaConfig":
     _check_keys(changes)
@@ -159,7 +217,14 @@ def llama3_8b(**changes: Any) -> LlamaConfig:
                      tie_embeddings=False).replace(**changes)
 
 
-PRESETS = {"smollm2_135m": smollm2_135m, "tiny": tiny, "llama3_8b": llama3_8b}
+def llama31_8b(**changes: Any) -> LlamaConfig:
+  """Llama-3.1-8B: the Llama-3-8B sizes with a 128k context by Llama-3.1 RoPE scaling (factor 8, low 1, high 4,
+  original context 8192)."""
+  return llama3_8b(max_seq_len=131072, rope_scaling="llama3", rope_scaling_factor=8.0, rope_low_freq_factor=1.0,
+                   rope_high_freq_factor=4.0, rope_original_max_seq_len=8192).replace(**changes)
+
+
+PRESETS = {"smollm2_135m": smollm2_135m, "tiny": tiny, "llama3_8b": llama3_8b, "llama31_8b": llama31_8b}
 
 
 def preset(name: str, **changes: Any) -> LlamaConfig:

@@ -115,6 +115,17 @@ def _generate_padded(graphdef, state, tokens, prompt_mask, max_new, stop_ids, pa
   cache = init_cache(model_config, batch, slots)
   logits, cache = forward(graphdef, state, tokens, positions_from_mask(prompt_mask), kv_mask, cache, 0,
                           last_only=True)
+  out_tokens, out_logprobs, done, _ = _decode(graphdef, state, logits, cache, kv_mask, lengths, prompt_len,
+                                              max_new, stop_ids, pad_id, rng, sampling, num_new)
+  return out_tokens, out_logprobs, done
+
+
+def _decode(graphdef, state, logits, cache, kv_mask, lengths, first_slot, max_new, stop_ids, pad_id, rng,
+            sampling: SamplingParams, num_new: int):
+  """Samples the first token from the prefill's last `logits`, then decodes in a `lax.while_loop`: step j feeds
+  token j - 1 at slot `first_slot + j - 1` and RoPE position `lengths + j - 1` (lengths = real tokens before
+  it). Returns (tokens [B, N], log-probs [B, N], done [B], cache)."""
+  batch = logits.shape[0]
   rng, key = jax.random.split(rng)
   token, logprob = sample(logits[:, 0], key, sampling)
 
@@ -131,7 +142,7 @@ def _generate_padded(graphdef, state, tokens, prompt_mask, max_new, stop_ids, pa
 
   def body(carry):
     step, token, done, cache, kv_mask, rng, out_tokens, out_logprobs = carry
-    slot = prompt_len + step - 1  # where the previous token goes
+    slot = first_slot + step - 1  # where the previous token goes
     kv_mask = jax.lax.dynamic_update_slice(kv_mask, jnp.ones((batch, 1), bool), (0, slot))
     positions = (lengths + step - 1)[:, None]
     logits, cache = forward(graphdef, state, token[:, None], positions, kv_mask, cache, slot)
@@ -145,8 +156,8 @@ def _generate_padded(graphdef, state, tokens, prompt_mask, max_new, stop_ids, pa
     return step + 1, new_token, done, cache, kv_mask, rng, out_tokens, out_logprobs
 
   carry = (jnp.int32(1), token, done, cache, kv_mask, rng, out_tokens, out_logprobs)
-  _, _, done, _, _, _, out_tokens, out_logprobs = jax.lax.while_loop(cond, body, carry)
-  return out_tokens, out_logprobs, done
+  _, _, done, cache, _, _, out_tokens, out_logprobs = jax.lax.while_loop(cond, body, carry)
+  return out_tokens, out_logprobs, done, cache
 
 
 def compiled_programs() -> int:

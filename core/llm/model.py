@@ -89,8 +89,10 @@ def _quant_placeholder(out_features: int, in_features: int, fmt: str, config: Ll
   group = config.quant_group_size
   blocks = []
   for rows in (len(part) for part in np.array_split(np.arange(out_features), config.weight_blocks)):
-    if fmt == "int8":
+    if fmt in ("int8", "int8x2"):
       blocks.append({"q": jnp.zeros((rows, in_features), jnp.int8), "scale": jnp.ones((rows,), jnp.float32)})
+      if fmt == "int8x2":
+        blocks[-1]["q_lo"] = jnp.zeros((rows, in_features), jnp.int8)
     elif fmt == "int4":
       ngroups = in_features // group
       blocks.append({"packed": jnp.zeros((rows, in_features // 2), jnp.uint8),
@@ -102,9 +104,10 @@ def _quant_placeholder(out_features: int, in_features: int, fmt: str, config: Ll
 
 
 def _activations_for(config: LlamaConfig, fmt: str) -> str:
-  """How a matrix of storage `fmt` treats its input: 'int8' applies to int8 matrices, 'bfloat16' to float ones."""
-  if config.activation_format == "int8":
-    return "int8" if fmt == "int8" else "float"
+  """How a matrix of storage `fmt` treats its input: 'int8'/'int8x2' apply to int8/int8x2 matrices, 'bfloat16' to
+  float ones."""
+  if config.activation_format in ("int8", "int8x2"):
+    return config.activation_format if fmt in ("int8", "int8x2") else "float"
   if config.activation_format == "bfloat16":
     return "bfloat16" if fmt == "float" else "float"
   return "float"
@@ -155,9 +158,16 @@ class RMSNorm(nnx.Module):
     return quant.upcast(self.weight.get_value(), self.dtype) * h.astype(self.dtype)
 
 
-def rope_cos_sin(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
-  """cos/sin tables [B, T, head_dim/2] for integer positions [B, T] (RoPE eq. 34, theta_i = base^(-2i/d))."""
+def rope_cos_sin(positions: jax.Array, head_dim: int, theta: float,
+                 divisors: tuple[float, ...] | None = None) -> tuple[jax.Array, jax.Array]:
+  """cos/sin tables [B, T, head_dim/2] for integer positions [B, T] (RoPE eq. 34, theta_i = base^(-2i/d)).
+
+  `divisors` (head_dim/2 values, `LlamaConfig.rope_frequency_divisors()`) stretch the frequencies for long-context
+  scaling (linear, Llama-3.1); None leaves them as in the paper.
+  """
   inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+  if divisors is not None:
+    inv_freq = inv_freq / jnp.asarray(divisors, jnp.float32)
   angles = positions.astype(jnp.float32)[..., None] * inv_freq
   return jnp.cos(angles), jnp.sin(angles)
 
@@ -282,7 +292,8 @@ class Llama(nnx.Module):
     query_slots = cache_index + jnp.arange(t)
     causal = jnp.arange(s)[None, :] <= query_slots[:, None]  # [T, S]
     allowed = causal[None] & kv_mask[:, None, :].astype(bool)  # [B, T, S]
-    cos, sin = rope_cos_sin(positions, self.config.head_size, self.config.rope_theta)
+    cos, sin = rope_cos_sin(positions, self.config.head_size, self.config.rope_theta,
+                            self.config.rope_frequency_divisors())
     h = self.embed_tokens(tokens)
     new_k, new_v = [], []
     for i, layer in enumerate(self.layers):

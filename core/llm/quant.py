@@ -6,6 +6,9 @@ Batch-1 decode reads every weight once per token, so its speed is weight bytes o
 formats here cut the bytes and keep the arithmetic in float32 (or the model's compute dtype):
 
   * 'int8': q int8 [out, in], scale f32 [out];                       w = q * scale[:, None]
+  * 'int8x2': q, q_lo int8 [out, in], scale f32 [out];               w = (q + q_lo / 254) * scale[:, None]
+            (two int8 "digits": the residual of the int8 rounding quantized again, ~15-bit precision in
+            the bytes of bf16, so that the int8 kernels below run it with near-float accuracy)
   * 'int4': packed uint8 [out, in/2] (low nibble = input channel j, high nibble = channel j + in/2),
             scale, zero f32 [out, in/group];                          w = q * scale + zero (per group)
 
@@ -23,12 +26,21 @@ import numpy as np
 from jax import lax
 
 
+# The second int8 digit's step: the first digit's rounding error lies in [-step/2, step/2], so step/254 maps it
+# onto [-127, 127].
+LOW_DIGIT = 254.0
+
+
 def _quantize_block(w: np.ndarray, fmt: str, group_size: int) -> dict[str, np.ndarray]:
-  if fmt == "int8":
+  if fmt in ("int8", "int8x2"):
     amax = np.abs(w).max(axis=1)
     scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
     q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
-    return {"q": q, "scale": scale}
+    if fmt == "int8":
+      return {"q": q, "scale": scale}
+    residual = w - q.astype(np.float32) * scale[:, None]
+    q_lo = np.clip(np.rint(residual / (scale[:, None] / LOW_DIGIT)), -127, 127).astype(np.int8)
+    return {"q": q, "q_lo": q_lo, "scale": scale}
   if fmt == "int4":
     out, cin = w.shape
     if cin % (2 * group_size):
@@ -42,12 +54,15 @@ def _quantize_block(w: np.ndarray, fmt: str, group_size: int) -> dict[str, np.nd
     half = cin // 2
     packed = (q[:, :half] | (q[:, half:] << 4)).astype(np.uint8)
     return {"packed": packed, "scale": scale, "zero": lo.astype(np.float32)}
-  raise ValueError(f"unknown quantized format {fmt!r}; expected 'int8' or 'int4'.")
+  raise ValueError(f"unknown quantized format {fmt!r}; expected 'int8', 'int8x2' or 'int4'.")
 
 
 def _dequantize_block(arrays: dict[str, np.ndarray], fmt: str) -> np.ndarray:
   if fmt == "int8":
     return np.asarray(arrays["q"], np.float32) * np.asarray(arrays["scale"], np.float32)[:, None]
+  if fmt == "int8x2":
+    digits = np.asarray(arrays["q"], np.float32) + np.asarray(arrays["q_lo"], np.float32) / LOW_DIGIT
+    return digits * np.asarray(arrays["scale"], np.float32)[:, None]
   if fmt == "int4":
     packed = np.asarray(arrays["packed"])
     q = np.concatenate([packed & 15, packed >> 4], axis=1).astype(np.float32)
@@ -56,7 +71,7 @@ def _dequantize_block(arrays: dict[str, np.ndarray], fmt: str) -> np.ndarray:
     group = cin // scale.shape[1]
     w = q.reshape(out, -1, group) * scale[..., None] + np.asarray(arrays["zero"], np.float32)[..., None]
     return w.reshape(out, cin)
-  raise ValueError(f"unknown quantized format {fmt!r}; expected 'int8' or 'int4'.")
+  raise ValueError(f"unknown quantized format {fmt!r}; expected 'int8', 'int8x2' or 'int4'.")
 
 
 def _anchor(x: jax.Array, dtype) -> jax.Array:
@@ -89,10 +104,14 @@ def upcast(w: jax.Array, dtype, anchor: jax.Array | None = None) -> jax.Array:
 
 
 def dense_weight(arrays: dict[str, jax.Array], fmt: str, dtype, anchor: jax.Array | None = None) -> jax.Array:
-  """Dequantizes one matrix inside jitted code, returning it [out, in] in `dtype`."""
+  """Dequantizes one matrix inside jitted code, returning it [out, in] in `dtype` (int8 formats: also gathered
+  rows [..., in] with their scales [...])."""
   one = jnp.ones((), dtype) if anchor is None else anchor
   if fmt == "int8":
-    return arrays["q"].astype(dtype) * (arrays["scale"].astype(dtype) * one)[:, None]
+    return arrays["q"].astype(dtype) * (arrays["scale"].astype(dtype) * one)[..., None]
+  if fmt == "int8x2":
+    digits = arrays["q"].astype(dtype) + arrays["q_lo"].astype(dtype) * (1.0 / LOW_DIGIT)
+    return digits * (arrays["scale"].astype(dtype) * one)[..., None]
   if fmt == "int4":
     packed = arrays["packed"]
     out, half = packed.shape
@@ -136,24 +155,48 @@ def dot_nn(x: jax.Array, w: jax.Array) -> jax.Array:
   return y[:rows].reshape(lead + (w.shape[1],))
 
 
-def int8_dot(x: jax.Array, q: jax.Array, scale: jax.Array) -> jax.Array:
-  """LLM.int8() vector-wise quantization (Dettmers et al. 2022, sec. 3.1, without the outlier split): each row of
-  x is quantized to int8 by its absmax, multiplied with the int8 weight rows in exact int32 arithmetic, and the
-  result rescaled by (row scale x channel scale) in float32. Returns float32 [..., out]."""
+def _int_dot(xq: jax.Array, q: jax.Array) -> jax.Array:
+  """Exact int8 x int8 -> int32 product xq [rows, in] @ q [out, in]^T, as float32."""
+  rows = xq.shape[0]
+  acc = lax.dot_general(_rows_at_least_two(xq), q, (((1,), (1,)), ((), ())), preferred_element_type=jnp.int32)
+  return acc[:rows].astype(jnp.float32)
+
+
+def int8_dot(x: jax.Array, arrays: dict[str, jax.Array], activations: str = "int8") -> jax.Array:
+  """x [..., in] @ W^T for int8 / int8x2 weights, with x quantized per row (LLM.int8() vector-wise quantization,
+  Dettmers et al. 2022, sec. 3.1, without the outlier split) and every product in exact int32 arithmetic on
+  XLA:CPU's VNNI/AMX int8 kernels. Returns float32 [..., out].
+
+  activations='int8': each row of x is rounded to int8 by its absmax (lossy: activation outliers stretch the
+  step). 'int8x2': the row's rounding residual becomes a second int8 row (step / 254), stacked under the first
+  so that one dot reads the weights once for both; a matvec at batch 1 runs as a two-row dot anyway (see
+  `_rows_at_least_two`), so the second digit is nearly free there. With 'int8x2' weights the low weight digit is
+  multiplied by the high activation digit only (the low x low term is below both digits' precision).
+  """
   lead = x.shape[:-1]
   x2 = x.reshape(-1, x.shape[-1]).astype(jnp.float32)
   rows = x2.shape[0]
   amax = jnp.max(jnp.abs(x2), axis=-1, keepdims=True)
   row_scale = jnp.where(amax > 0, amax / 127.0, 1.0)
-  xq = _rows_at_least_two(jnp.clip(jnp.round(x2 / row_scale), -127, 127).astype(jnp.int8))
-  acc = lax.dot_general(xq, q, (((1,), (1,)), ((), ())), preferred_element_type=jnp.int32)[:rows]
-  y = acc.astype(jnp.float32) * row_scale * scale.astype(jnp.float32)
-  return y.reshape(lead + (q.shape[0],))
+  high = jnp.clip(jnp.round(x2 / row_scale), -127, 127)
+  if activations == "int8x2":
+    low = jnp.clip(jnp.round((x2 - high * row_scale) * (LOW_DIGIT / row_scale)), -127, 127)
+    both = _int_dot(jnp.concatenate([high, low], axis=0).astype(jnp.int8), arrays["q"])
+    acc, low_acc = both[:rows], both[rows:]
+  else:
+    acc, low_acc = _int_dot(high.astype(jnp.int8), arrays["q"]), None
+  if "q_lo" in arrays:
+    weight_low = _int_dot(high.astype(jnp.int8), arrays["q_lo"])
+    low_acc = weight_low if low_acc is None else low_acc + weight_low
+  if low_acc is not None:
+    acc = acc + low_acc * (1.0 / LOW_DIGIT)
+  y = acc * row_scale * arrays["scale"].astype(jnp.float32)
+  return y.reshape(lead + (arrays["q"].shape[0],))
 
 
 def _matmul_block(x: jax.Array, arrays: dict[str, jax.Array], fmt: str, dtype, activations: str) -> jax.Array:
-  if activations == "int8":
-    return int8_dot(x, arrays["q"], arrays["scale"]).astype(dtype)
+  if activations in ("int8", "int8x2"):
+    return int8_dot(x, arrays, activations).astype(dtype)
   x = x.astype(dtype)
   anchor = _anchor(x, dtype)
   if fmt == "int8":
@@ -164,8 +207,8 @@ def _matmul_block(x: jax.Array, arrays: dict[str, jax.Array], fmt: str, dtype, a
 
 
 def _embed_rows_block(ids: jax.Array, arrays: dict[str, jax.Array], fmt: str, dtype) -> jax.Array:
-  if fmt == "int8":
-    return arrays["q"][ids].astype(dtype) * arrays["scale"][ids].astype(dtype)[..., None]
+  if fmt in ("int8", "int8x2"):
+    return dense_weight({k: v[ids] for k, v in arrays.items()}, fmt, dtype)
   if fmt == "int4":
     rows = {k: v[ids.reshape(-1)] for k, v in arrays.items()}
     w = dense_weight(rows, fmt, dtype)
@@ -180,7 +223,7 @@ def _embed_rows_block(ids: jax.Array, arrays: dict[str, jax.Array], fmt: str, dt
 
 
 def quantize(w: np.ndarray, fmt: str, group_size: int, blocks: int = 1) -> tuple[dict[str, np.ndarray], ...]:
-  """Quantizes a float [out, in] matrix into `blocks` row blocks of `fmt` ('int8' or 'int4') arrays."""
+  """Quantizes a float [out, in] matrix into `blocks` row blocks of `fmt` ('int8', 'int8x2', 'int4') arrays."""
   w = np.asarray(w, np.float32)
   if w.ndim != 2:
     raise ValueError(f"quantize expects a 2-D [out, in] matrix, got shape {w.shape}.")
@@ -196,10 +239,10 @@ def matmul(x: jax.Array, blocks, fmt: str, dtype, activations: str = "float") ->
   """x [..., in] @ W^T for a quantized W [out, in] (row blocks), returned in `dtype`.
 
   activations='float': weight-only; W is dequantized to `dtype` next to its use, accumulation in float32.
-  activations='int8' (int8 weights only): `int8_dot` (LLM.int8() vector-wise quantization).
+  activations='int8' / 'int8x2' (int8 or int8x2 weights only): `int8_dot`.
   """
-  if activations == "int8" and fmt != "int8":
-    raise ValueError(f"int8 activations need int8 weights, got weight format {fmt!r}.")
+  if activations in ("int8", "int8x2") and fmt not in ("int8", "int8x2"):
+    raise ValueError(f"{activations} activations need int8 or int8x2 weights, got weight format {fmt!r}.")
   parts = [_matmul_block(x, b, fmt, dtype, activations) for b in blocks]
   return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
 

@@ -121,9 +121,6 @@ def config_from_gguf(reader, **changes: Any) -> LlamaConfig:
     return value
 
   names = {t.name for t in reader.tensors}
-  if "rope_freqs.weight" in names:
-    raise WeightsError("this GGUF carries 'rope_freqs.weight' (Llama-3.1 long-context RoPE scaling), which this "
-                       "implementation does not support yet.")
   tokens = gguf_field(reader, "tokenizer.ggml.tokens")
   vocab = gguf_field(reader, f"{arch}.vocab_size") or (len(tokens) if tokens is not None else None)
   num_heads = int(need("attention.head_count"))
@@ -140,8 +137,36 @@ def config_from_gguf(reader, **changes: Any) -> LlamaConfig:
       qkv_bias="blk.0.attn_q.bias" in names,
       head_dim=0 if head_dim in (0, hidden // num_heads) else head_dim,
   )
+  values.update(_gguf_rope_scaling(reader, arch, values))
   values.update(changes)
   return LlamaConfig.from_dict(values)
+
+
+def _gguf_rope_scaling(reader, arch: str, values: dict[str, Any]) -> dict[str, Any]:
+  """RoPE scaling of a GGUF: `rope_freqs.weight` (llama.cpp's per-frequency divisors, written for Llama-3.1/3.2)
+  or `<arch>.rope.scaling.type = linear`. Divisors that the Llama-3.1 rule reproduces (factor = the largest
+  divisor, low 1, high 4, original context 8192: Meta's settings for 3.1 and 3.2) become rope_scaling='llama3',
+  which exports to a Hugging Face config; any others are kept as rope_scaling='factors'."""
+  tensor = next((t for t in reader.tensors if t.name == "rope_freqs.weight"), None)
+  if tensor is not None:
+    from gguf import quants
+    divisors = np.asarray(quants.dequantize(tensor.data, tensor.tensor_type), np.float64).reshape(-1)
+    llama3 = dict(rope_scaling="llama3", rope_scaling_factor=float(divisors.max()), rope_low_freq_factor=1.0,
+                  rope_high_freq_factor=4.0, rope_original_max_seq_len=8192)
+    try:
+      candidate = LlamaConfig.from_dict({**values, **llama3})
+      if np.allclose(candidate.rope_frequency_divisors(), divisors, rtol=1e-4):
+        return llama3
+    except ValueError:
+      pass
+    return dict(rope_scaling="factors", rope_freq_factors=tuple(float(d) for d in divisors))
+  kind = gguf_field(reader, f"{arch}.rope.scaling.type")
+  if kind in (None, "none"):
+    return {}
+  if kind == "linear":
+    return dict(rope_scaling="linear", rope_scaling_factor=float(gguf_field(reader, f"{arch}.rope.scaling.factor")))
+  raise WeightsError(f"GGUF RoPE scaling type {kind!r} is not supported (supported: linear, and Llama-3.1's "
+                     "rope_freqs.weight). Fix: use a model without it, or add it to core/llm/config.py.")
 
 
 def _unpermute_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
@@ -159,6 +184,8 @@ def iter_gguf_tensors(reader, config: LlamaConfig) -> Iterator[tuple[str, np.nda
   for t in reader.tensors:
     if t.name in _GGUF_GLOBAL_NAMES:
       name = _GGUF_GLOBAL_NAMES[t.name]
+    elif t.name == "rope_freqs.weight":  # RoPE frequency divisors: part of the config (_gguf_rope_scaling)
+      continue
     elif t.name.startswith("blk."):
       _, idx, rest = t.name.split(".", 2)
       if rest not in _GGUF_LAYER_NAMES:
@@ -194,8 +221,6 @@ def config_from_hf(hf: dict[str, Any], **changes: Any) -> LlamaConfig:
   model_type = hf.get("model_type", "llama")
   if model_type not in ("llama", "mistral", "qwen2"):
     raise WeightsError(f"config.json has model_type {model_type!r}; supported: llama, mistral, qwen2.")
-  if hf.get("rope_scaling"):
-    raise WeightsError(f"config.json sets rope_scaling={hf['rope_scaling']!r}, which is not supported yet.")
   missing = [k for k in _HF_CONFIG_KEYS.values() if k not in hf]
   if missing:
     raise WeightsError(f"config.json lacks {missing}: it is not a complete Llama-family config.")
@@ -210,8 +235,45 @@ def config_from_hf(hf: dict[str, Any], **changes: Any) -> LlamaConfig:
       qkv_bias=bool(hf.get("attention_bias", model_type == "qwen2")),
       head_dim=0 if head_dim in (0, hf["hidden_size"] // num_heads) else head_dim,
   )
+  values.update(_hf_rope_scaling(hf))
   values.update(changes)
   return LlamaConfig.from_dict(values)
+
+
+def _hf_rope_scaling(hf: dict[str, Any]) -> dict[str, Any]:
+  """`rope_scaling` of a config.json (transformers 4: "rope_scaling", key "type" or "rope_type"; transformers 5
+  may write "rope_parameters", with rope_type "default" for none)."""
+  scaling = hf.get("rope_scaling") or hf.get("rope_parameters") or {}
+  kind = scaling.get("rope_type", scaling.get("type", "default"))
+  if kind in ("default", None):
+    return {}
+  if kind == "linear":
+    return dict(rope_scaling="linear", rope_scaling_factor=float(scaling["factor"]))
+  if kind == "llama3":
+    try:
+      return dict(rope_scaling="llama3", rope_scaling_factor=float(scaling["factor"]),
+                  rope_low_freq_factor=float(scaling["low_freq_factor"]),
+                  rope_high_freq_factor=float(scaling["high_freq_factor"]),
+                  rope_original_max_seq_len=int(scaling["original_max_position_embeddings"]))
+    except KeyError as e:
+      raise WeightsError(f"config.json rope_scaling {scaling!r} lacks {e}: a llama3 scaling needs factor, "
+                         "low_freq_factor, high_freq_factor and original_max_position_embeddings.") from e
+  raise WeightsError(f"config.json sets RoPE scaling type {kind!r}, which is not supported (supported: linear, "
+                     "llama3). Fix: use a model without it, or add it to core/llm/config.py.")
+
+
+def _rope_scaling_to_hf(config: LlamaConfig) -> dict[str, Any] | None:
+  if config.rope_scaling == "none":
+    return None
+  if config.rope_scaling == "linear":
+    return {"rope_type": "linear", "factor": config.rope_scaling_factor}
+  if config.rope_scaling == "llama3":
+    return {"rope_type": "llama3", "factor": config.rope_scaling_factor,
+            "low_freq_factor": config.rope_low_freq_factor, "high_freq_factor": config.rope_high_freq_factor,
+            "original_max_position_embeddings": config.rope_original_max_seq_len}
+  raise WeightsError("rope_scaling='factors' (arbitrary per-frequency divisors from a GGUF) has no Hugging Face "
+                     "config.json form. Fix: keep using the GGUF file, or set rope_scaling='llama3'/'linear' with "
+                     "parameters that reproduce the divisors.")
 
 
 def config_to_hf(config: LlamaConfig, torch_dtype: str = "float32") -> dict[str, Any]:
@@ -223,7 +285,7 @@ def config_to_hf(config: LlamaConfig, torch_dtype: str = "float32") -> dict[str,
       "head_dim": config.head_size, "max_position_embeddings": config.max_seq_len,
       "rope_theta": config.rope_theta, "rms_norm_eps": config.rms_norm_eps,
       "tie_word_embeddings": config.tie_embeddings, "attention_bias": config.qkv_bias, "mlp_bias": False,
-      "hidden_act": "silu", "rope_scaling": None, "torch_dtype": torch_dtype,
+      "hidden_act": "silu", "rope_scaling": _rope_scaling_to_hf(config), "torch_dtype": torch_dtype,
   }
 
 

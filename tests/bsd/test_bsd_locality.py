@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bsd import datasets, methods, training
+from bsd import datasets, methods, networks, training
 from core import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -110,3 +110,20 @@ def test_dfa_updates_hidden_layers_without_backprop():
   grads = _grads_by_block(model, lambda m: methods.classify_loss(obj, m, batch, jax.random.key(0))[0])
   for block in [("forward", i) for i in range(model.num_levels)]:
     assert sum(float(np.abs(g).sum()) for g in grads[block]) > 0, block
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_time_averaged_top_and_bottom_equal_the_average_over_steps(arch):
+  """The classifier reads mean_t v_L and the reconstruction mean_t v_0; computing them once on the averaged
+  spikes (affine blocks) gives the same numbers as averaging the per-step voltages."""
+  model, obj, batch = _setup(arch)
+  x = methods.to_float(batch["image"])
+  full = networks.forward_pass(model, x, obj.spec, train=False, static=True)
+  once = networks.forward_pass(model, x, obj.spec, train=False, static=True, top_mean=True)
+  top = model.num_levels
+  assert once.drives[top].shape[0] == 1 and full.drives[top].shape[0] == obj.spec.time_steps
+  np.testing.assert_allclose(once.drives[top][0], full.drives[top].mean(0), rtol=1e-5, atol=1e-5)
+  code = model.codes[...][batch["label"]]
+  full_b = networks.backward_pass(model, code, obj.spec, train=False, static=True)
+  once_b = networks.backward_pass(model, code, obj.spec, train=False, static=True, bottom_mean=True)
+  np.testing.assert_allclose(once_b.drives[0][0], full_b.drives[0].mean(0), rtol=1e-5, atol=1e-5)

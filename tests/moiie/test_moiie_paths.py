@@ -1,14 +1,15 @@
-"""The reference, sparse (block grouped matmul and ragged_dot) and einsum-dispatch paths agree: outputs, aux
-losses, and gradients with respect to inputs, experts and routers (moiie/experts.py)."""
+"""The reference, sparse (block grouped matmul, hybrid capacity + overflow, ragged_dot) and einsum-dispatch paths
+agree: outputs, aux losses, and gradients with respect to inputs, experts and routers (moiie/experts.py)."""
 
 import dataclasses
+import itertools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from moiie import experts, layer
+from moiie import experts, layer, routing
 from moiie.routing import MoESpec
 
 T, D, F = 45, 16, 24
@@ -36,12 +37,13 @@ def _run(spec, params, x, modality, valid):
 
 # (spec, other paths): 2+3+3 experts without capacity against every path; the vanilla (shared router, one
 # load-balance group) and a capacity-limited MoIIE with z-loss against the CPU sparse path and einsum dispatch.
+# The hybrid runs with the auto capacity (overflow where a group passes the mean) in every case.
 CASES = [(MoESpec(n_vision_intra=2, n_inter=3, n_text_intra=3, top_k=2, block_size=8),
-          [("sparse", "blocks"), ("sparse", "ragged_dot"), ("einsum", "auto")]),
+          [("sparse", "blocks"), ("sparse", "hybrid"), ("sparse", "ragged_dot"), ("einsum", "auto")]),
          (MoESpec(n_vision_intra=0, n_inter=4, n_text_intra=0, top_k=2, per_modality_routers=False,
-                  balance_scope="all", block_size=4), [("sparse", "blocks")]),
+                  balance_scope="all", block_size=4), [("sparse", "blocks"), ("sparse", "hybrid")]),
          (MoESpec(n_vision_intra=1, n_inter=2, n_text_intra=1, top_k=2, capacity_factor=0.8, router_z_loss=1e-3,
-                  block_size=8), [("sparse", "blocks"), ("einsum", "auto")])]
+                  block_size=8), [("sparse", "blocks"), ("sparse", "hybrid"), ("einsum", "auto")])]
 
 
 @pytest.mark.parametrize("spec,others", CASES, ids=["2+3+3", "vanilla", "capacity"])
@@ -84,3 +86,67 @@ def test_unbalanced_routing_needs_no_capacity():
   y0, _, _ = _run(dataclasses.replace(spec, path="reference"), params, x, modality, valid)
   y1, _, _ = _run(spec, params, x, modality, valid)
   np.testing.assert_allclose(y1[:T - 5], y0[:T - 5], rtol=1e-5, atol=1e-5)
+
+
+def _hybrid_direct(spec, capacity, block, router_scale=1.0, skew=False):
+  """The hybrid kernel at a forced capacity/block against the reference: outputs and gradients."""
+  params, x, modality, valid = _problem(spec, seed=1)
+  params["router"] = params["router"] * router_scale
+  if skew:  # every token prefers the same experts: the worst case of the overflow bound (m = k experts full)
+    params["router"] = params["router"].at[..., :2].add(5.0)
+    x = jnp.abs(x)
+
+  def loss(path, params, x):
+    r = routing.route(x, params["router"], modality, valid, spec)
+    if path == "reference":
+      y = experts.reference(x, r, params["gate"], params["up"], params["down"])
+    else:
+      layout = experts.hybrid_layout(r, spec.num_experts, capacity, block)
+      y = experts.hybrid_ffn(x, r.weight, params["gate"], params["up"], params["down"], layout, spec.top_k)
+    return jnp.sum(jnp.sin(y) * valid[:, None]), y
+
+  out = {p: jax.jit(jax.value_and_grad(lambda pa, xx, p=p: loss(p, pa, xx), argnums=(0, 1), has_aux=True))(
+      params, x) for p in ("reference", "hybrid")}
+  (_, y0), g0 = out["reference"]
+  (_, y1), g1 = out["hybrid"]
+  np.testing.assert_allclose(y1, y0, rtol=1e-5, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  r = routing.route(x, params["router"], modality, valid, spec)
+  layout = experts.hybrid_layout(r, spec.num_experts, capacity, block)
+  live = int(jnp.sum(r.weight > 0))
+  assert int(layout.cap_real.sum()) + int(layout.ovf_real.sum()) == live  # every live assignment has one row
+  assert 0 < int(layout.used) <= layout.ovf_assign.shape[0]
+  return layout
+
+
+@pytest.mark.parametrize("capacity,block", [(1, 1), (3, 4), (2, 16)])
+def test_hybrid_overflow_is_exact(capacity, block):
+  # capacities far below the mean group (~11 rows): most rows take the overflow path, in blocks of any size
+  spec = MoESpec(n_vision_intra=2, n_inter=3, n_text_intra=3, top_k=2)
+  _hybrid_direct(spec, capacity, block)
+
+
+def test_hybrid_worst_case_imbalance_fits_the_static_bound():
+  spec = MoESpec(n_vision_intra=0, n_inter=8, n_text_intra=0, top_k=2, per_modality_routers=False)
+  layout = _hybrid_direct(spec, capacity=3, block=4, skew=True)
+  assert int(layout.used) * 4 > 0.8 * 2 * (T - 5)  # nearly every live row overflowed, and all were computed
+  # the static bound against brute force: every group-size vector (each <= T, live rows <= T*k) of small layers
+  for t, k, e in [(6, 2, 4), (5, 1, 3), (4, 3, 5)]:
+    vectors = [v for v in itertools.product(range(t + 1), repeat=e) if sum(v) <= t * k]
+    for c in range(1, t + 1):
+      for b in (1, 2, 3, 4, 8):
+        worst = max(sum(-(-max(s - c, 0) // b) * b for s in v) for v in vectors)
+        assert worst <= experts.overflow_bound(t, k, e, c, b), (t, k, e, c, b)
+
+
+def test_auto_kernel_and_hybrid_sizes():
+  many = MoESpec(n_vision_intra=0, n_inter=64, n_text_intra=0)
+  few = MoESpec(n_vision_intra=0, n_inter=4, n_text_intra=0)
+  assert many.kernel_for(4096, "cpu") == "hybrid" and few.kernel_for(4096, "cpu") == "blocks"
+  assert many.kernel_for(4096, "gpu") == "ragged_dot"
+  assert MoESpec(grouped_matmul="blocks").kernel_for(4096, "cpu") == "blocks"
+  assert many.hybrid_sizes(4096, 2048) == (64, 16)  # capacity = mean group (64 rows), 16-row overflow blocks
+  assert MoESpec(n_vision_intra=0, n_inter=8, n_text_intra=0).hybrid_sizes(4096, 2048) == (512, 64)
+  assert dataclasses.replace(many, hybrid_capacity_factor=1.25, block_size=8).hybrid_sizes(4096, 2048) == (80, 8)
+  assert few.hybrid_sizes(40, 12) == (12, 16)  # capacity: a multiple of 8, at most T (an expert's most rows)

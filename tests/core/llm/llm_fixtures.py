@@ -32,9 +32,10 @@ def _permute_for_gguf(w, n_heads):
   return w.reshape(n_heads, 2, w.shape[0] // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def write_tiny_gguf(path, config, tensors, qtype_name="F32"):
+def write_tiny_gguf(path, config, tensors, qtype_name="F32", rope_freqs=None, linear_rope_factor=None):
   """Writes `tensors` (HF names, float32) as a llama-architecture GGUF like llama.cpp's converter does: q/k rows
-  permuted, 2-D weights stored as `qtype_name`, plus a 256-token byte-level tokenizer."""
+  permuted, 2-D weights stored as `qtype_name`, plus a 256-token byte-level tokenizer; optionally RoPE scaling as
+  llama.cpp writes it (a `rope_freqs.weight` tensor of frequency divisors, or linear-scaling metadata)."""
   import gguf
   from gguf import GGMLQuantizationType as Q
   from tokenizers.pre_tokenizers import ByteLevel
@@ -59,6 +60,11 @@ def write_tiny_gguf(path, config, tensors, qtype_name="F32"):
   w.add_token_merges([f"{tokens[10]} {tokens[11]}"])
   w.add_eos_token_id(2)
   w.add_bos_token_id(1)
+  if linear_rope_factor is not None:
+    w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+    w.add_rope_scaling_factor(linear_rope_factor)
+  if rope_freqs is not None:
+    w.add_tensor("rope_freqs.weight", np.asarray(rope_freqs, np.float32))
   names = {v: k for k, v in weights._GGUF_GLOBAL_NAMES.items()}
   for hf_name, array in tensors.items():
     if hf_name.startswith("model.layers."):
