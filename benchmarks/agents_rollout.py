@@ -53,6 +53,9 @@ def main(argv=None) -> None:
   parser.add_argument("--max-new-tokens", type=int, default=8)
   parser.add_argument("--policy", default="quick", choices=["quick", "real"],
                       help="quick: the from-scratch 2-layer policy; real: SmolLM2-135M-Instruct")
+  parser.add_argument("--peer-episodes", type=int, default=0,
+                      help="episodes of the batch-1 peer (0 = --episodes); fewer keeps a slow policy's run short, "
+                           "episodes/min stays comparable")
   parser.add_argument("--skip-rl-step", action="store_true", help="do not time one whole RL step")
   parser.add_argument("--no-cache-rows", action="store_true", help="skip the pair without KV-cache reuse")
   args = parser.parse_args(argv)
@@ -67,14 +70,16 @@ def main(argv=None) -> None:
   for reuse in ((True,) if args.no_cache_rows else (True, False)):
     # Warm-up: compile the generation programs of both batch sizes and every bucket they reach.
     run_rollouts(learner, client, config, tasks, args.episodes, args.turns, reuse)
-    run_rollouts(learner, client, config, tasks[:4], 1, args.turns, reuse)
-    seconds_1, tokens_1, _ = run_rollouts(learner, client, config, tasks, 1, args.turns, reuse)
+    peer_tasks = tasks[:args.peer_episodes or args.episodes]
+    run_rollouts(learner, client, config, tasks[:min(4, len(peer_tasks))], 1, args.turns, reuse)
+    seconds_1, tokens_1, _ = run_rollouts(learner, client, config, peer_tasks, 1, args.turns, reuse)
     seconds_b, tokens_b, trajectories = run_rollouts(learner, client, config, tasks, args.episodes, args.turns,
                                                      reuse)
     how = "kv cache kept across turns" if reuse else "no cache reuse: every turn re-prefills the dialogue"
     emit(BENCH, f"episodes_per_min_batch{args.episodes}_vs_batch1", 60 * args.episodes / seconds_b,
          unit="episodes/min", peer=f"batch-1 rollout (same policy, tasks, {how})",
-         peer_value=60 * args.episodes / seconds_1, kv_cache_reuse=reuse, **common)
+         peer_value=60 * len(peer_tasks) / seconds_1, kv_cache_reuse=reuse, peer_episodes=len(peer_tasks),
+         **common)
     emit(BENCH, f"generated_tokens_per_s_batch{args.episodes}_vs_batch1", tokens_b / seconds_b, unit="tokens/s",
          peer=f"batch-1 rollout ({how})", peer_value=tokens_1 / seconds_1, kv_cache_reuse=reuse, **common)
 

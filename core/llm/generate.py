@@ -170,14 +170,15 @@ def prepare_prompts(prompts: Sequence[Sequence[int]], vocab_size: int, context: 
   """Validates token-id prompts against the vocabulary and context window (optionally left-truncating)."""
   out = []
   for i, (prompt, budget) in enumerate(zip(prompts, max_new)):
-    prompt = [int(t) for t in prompt]
-    if not prompt:
+    ids = np.asarray(prompt, np.int64).reshape(-1)  # vectorized checks: rollouts pass long histories every turn
+    if not ids.size:
       raise GenerationError(f"prompt {i} is empty: generation needs at least one token to condition on. Fix: pass "
                             "text (the chat format always yields tokens) or start the prompt with the BOS id.")
-    bad = [t for t in prompt if not 0 <= t < vocab_size]
-    if bad:
-      raise GenerationError(f"prompt {i} holds token id(s) {bad[:5]} outside the vocabulary [0, {vocab_size}). "
-                            "Fix: encode text with this model's own tokenizer.")
+    outside = (ids < 0) | (ids >= vocab_size)
+    if outside.any():
+      raise GenerationError(f"prompt {i} holds token id(s) {ids[outside][:5].tolist()} outside the vocabulary "
+                            f"[0, {vocab_size}). Fix: encode text with this model's own tokenizer.")
+    prompt = ids.tolist()
     if budget < 1:
       raise GenerationError(f"max_new_tokens for prompt {i} is {budget}; it must be >= 1.")
     room = context - budget

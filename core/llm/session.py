@@ -152,10 +152,9 @@ class GenerationSession:
     """Keeps the longest cached prefix of `prompt` (at least one token stays to prefill: its logits start the
     turn), un-caches the rest of the row, and returns the tokens still to prefill."""
     cached = self.cached[row]
-    keep = 0
     limit = min(len(cached), len(prompt) - 1)
-    while keep < limit and cached[keep] == prompt[keep]:
-      keep += 1
+    differ = np.flatnonzero(np.asarray(cached[:limit]) != np.asarray(prompt[:limit]))
+    keep = int(differ[0]) if differ.size else limit
     for slot in self.slots_of[row][keep:]:
       self.valid[row, slot] = False
     del self.slots_of[row][keep:]
