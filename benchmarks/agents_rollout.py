@@ -71,7 +71,7 @@ def main(argv=None) -> None:
     # Warm-up: compile the generation programs of both batch sizes and every bucket they reach.
     run_rollouts(learner, client, config, tasks, args.episodes, args.turns, reuse)
     peer_tasks = tasks[:args.peer_episodes or args.episodes]
-    run_rollouts(learner, client, config, tasks[:min(4, len(peer_tasks))], 1, args.turns, reuse)
+    run_rollouts(learner, client, config, peer_tasks, 1, args.turns, reuse)  # the same tasks: every bucket compiled
     seconds_1, tokens_1, _ = run_rollouts(learner, client, config, peer_tasks, 1, args.turns, reuse)
     seconds_b, tokens_b, trajectories = run_rollouts(learner, client, config, tasks, args.episodes, args.turns,
                                                      reuse)

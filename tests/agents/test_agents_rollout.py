@@ -202,3 +202,46 @@ def test_tiny_llm_rollout_logprobs_match_a_scoring_pass(tokenizer):
   assert mask.sum() == stats.generated_tokens
   np.testing.assert_allclose(batch["logprobs"][mask], fresh[mask], atol=2e-4)
   assert trajectories[0].turns[0]["observation"]  # the environment answered whatever the random model said
+
+
+def test_rollout_with_kv_cache_reuse_keeps_exact_logprobs(tokenizer):
+  """The default policy keeps each trajectory's cache across turns (core.llm.session); its per-token log-probs
+  still equal a fresh scoring pass over the whole trajectories, and turns after the first prefill only the tokens
+  added since the previous turn."""
+  from core.llm import session as session_lib
+  config = llm_config.tiny(vocab_size=len(SPECIALS) + 256, max_seq_len=4096)
+  graphdef, state = nnx.split(Llama(config, nnx.Rngs(0)))
+
+  class Pretrained:
+    pass
+
+  pretrained = Pretrained()
+  pretrained.graphdef, pretrained.state, pretrained.config, pretrained.tokenizer = graphdef, state, config, tokenizer
+  rollout = rollout_lib.rollout_config(max_new_tokens=8, max_context_tokens=2048, temperature=1.0, group_size=2)
+  policy = rollout_lib.llm_policy(pretrained, rollout)
+  assert hasattr(policy, "session")
+  prefilled = []
+  original = session_lib.GenerationSession.generate
+
+  def counting(self, rows, prompts, budgets=None, rng=None):
+    before = self.prefilled_tokens
+    out = original(self, rows, prompts, budgets, rng)
+    prefilled.append((self.prefilled_tokens - before, sum(map(len, prompts))))
+    return out
+
+  session_lib.GenerationSession.generate = counting
+  try:
+    client = LocalEnvClient(make_pool("textcraft", env_config("textcraft"), pool_config()))
+    trajectories, stats = rollout_lib.rollout(policy, tokenizer, client, [0, 1], rollout, max_turns=3,
+                                              rng=jax.random.key(2))
+  finally:
+    session_lib.GenerationSession.generate = original
+  assert len(prefilled) == 3
+  assert prefilled[0][0] == prefilled[0][1]  # the first turn prefills every prompt whole
+  for new, whole in prefilled[1:]:
+    assert new < whole / 2  # later turns: only the observation and the previous turn's last token
+  batch = rollout_lib.to_batch(trajectories, tokenizer.pad_id)
+  fresh = np.asarray(token_logprobs(graphdef, state, batch["tokens"], batch["attention_mask"]))
+  mask = batch["loss_mask"].astype(bool)
+  assert mask.sum() == stats.generated_tokens
+  np.testing.assert_allclose(batch["logprobs"][mask], fresh[mask], atol=2e-4)
