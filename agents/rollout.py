@@ -87,9 +87,8 @@ def llm_policy(pretrained, config: ml_collections.ConfigDict) -> Policy:
   def session(num_rows: int):
     if num_rows > gen.batch_buckets[-1]:  # more trajectories than one batch: plain generate runs them in chunks
       return None
-    cached = GenerationSession(pretrained.graphdef, pretrained.state, pretrained.config, gen, num_rows,
-                               stop_ids=tokenizer.stop_ids, pad_id=tokenizer.pad_id)
-    return lambda rows, prompts, budgets, rng: cached.generate(rows, prompts, budgets, rng)
+    return GenerationSession(pretrained.graphdef, pretrained.state, pretrained.config, gen, num_rows,
+                             stop_ids=tokenizer.stop_ids, pad_id=tokenizer.pad_id).generate
 
   if config.get("kv_cache_reuse", True):
     policy.session = session

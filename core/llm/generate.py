@@ -255,15 +255,18 @@ def _generate_chunk(graphdef, state, model_config, prompts, budgets, stops, pad_
       graphdef, state, jnp.asarray(tokens), jnp.asarray(mask), jnp.asarray(max_new), jnp.asarray(stop_arr),
       jnp.int32(pad_id), rng, model_config=model_config, sampling=gen.sampling, num_new=num_new)
   out_tokens, out_logprobs = np.asarray(out_tokens), np.asarray(out_logprobs)
-  rows_t, rows_l, reasons = [], [], []
-  for i in range(n):
-    row = out_tokens[i, :budgets[i]]
-    hits = np.flatnonzero(np.isin(row, stops[i])) if stops[i] else np.array([], int)
-    end = int(hits[0]) + 1 if hits.size else budgets[i]
-    rows_t.append(row[:end].copy())
-    rows_l.append(out_logprobs[i, :end].copy())
-    reasons.append("stop" if hits.size else "length")
-  return rows_t, rows_l, reasons
+  rows = [trim_at_stop(out_tokens[i], out_logprobs[i], budgets[i], stops[i]) for i in range(n)]
+  return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+
+
+def trim_at_stop(tokens: np.ndarray, logprobs: np.ndarray, budget: int,
+                 stops: Sequence[int]) -> tuple[np.ndarray, np.ndarray, str]:
+  """One row of a decode program's output cut to what the row produced: up to and including its first stop
+  token ('stop'), else its whole budget ('length')."""
+  row = tokens[:budget]
+  hits = np.flatnonzero(np.isin(row, stops)) if len(stops) else np.array([], int)
+  end = int(hits[0]) + 1 if hits.size else budget
+  return row[:end].copy(), logprobs[:end].copy(), "stop" if hits.size else "length"
 
 
 # ---------------------------------------------------------------------------------------------------------------

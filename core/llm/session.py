@@ -28,7 +28,7 @@ from flax import nnx
 
 from core.llm.config import LlamaConfig
 from core.llm.generate import (GenerationConfig, GenerationError, GenerationOutput, _decode, bucket,
-                               prepare_prompts)
+                               prepare_prompts, trim_at_stop)
 from core.llm.model import KVCache, forward, init_cache
 from core.llm.sampling import SamplingParams
 
@@ -131,18 +131,16 @@ class GenerationSession:
     result_tokens, result_logprobs, reasons = [], [], []
     first_decode_slot = self.cursor + width
     for r, prompt, tokens, b in zip(rows, prompts, new, budgets):
-      row = out_tokens[r, :b]
-      hits = np.flatnonzero(np.isin(row, self.stop_ids)) if self.stop_ids else np.array([], int)
-      end = int(hits[0]) + 1 if hits.size else b
-      result_tokens.append(row[:end].copy())
-      result_logprobs.append(out_logprobs[r, :end].copy())
-      reasons.append("stop" if hits.size else "length")
+      generated, logprobs, reason = trim_at_stop(out_tokens[r], out_logprobs[r], b, self.stop_ids)
+      result_tokens.append(generated)
+      result_logprobs.append(logprobs)
+      reasons.append(reason)
       # Cached now: the chunk's tokens and every generated token but the last (a token's keys are written when
       # it is fed back, one step later; the last one may not have been).
       chunk_slots = list(range(first_decode_slot - len(tokens), first_decode_slot))
-      fed = end - 1
+      fed = len(generated) - 1
       self.slots_of[r] += chunk_slots + list(range(first_decode_slot, first_decode_slot + fed))
-      self.cached[r] = list(prompt) + [int(t) for t in row[:fed]]
+      self.cached[r] = list(prompt) + generated[:fed].tolist()
       self.valid[r, chunk_slots] = True
       self.valid[r, first_decode_slot:first_decode_slot + fed] = True
     self.cursor += width + num_new
