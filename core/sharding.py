@@ -9,11 +9,21 @@ only the shardings given to `jax.jit` change.
 Multi-host: call `jax.distributed.initialize()` in every process first; `jax.devices()` then lists every
 host's devices, each process feeds its own slice of the global batch (`shard_batch` assembles the global
 array from process-local data), and this module needs nothing else.
+
+The FSDP default knows only shapes, so it cannot tell that a stacked MoE expert weight [E, D, F] should be
+split over its expert axis (expert parallelism: each device keeps whole experts) rather than over F, its largest
+dimension. `state_sharding(..., rules=...)` takes an ordered list of per-leaf rules matched against each leaf's
+key path (`jax.tree_util.keystr`); the first match decides, unmatched leaves keep the FSDP default. Optimizer
+states such as Adam's `mu`/`nu` mirror the parameter tree, so their key paths end with the parameter's path and a
+rule written for a weight (matched with `re.search`) also places its moments: the update then needs no
+resharding.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import re
+from typing import Any, Callable, Sequence, Union
 
 import jax
 import ml_collections
@@ -85,9 +95,98 @@ def _leaf_sharding(mesh: Mesh, shape: tuple[int, ...], min_size: int) -> NamedSh
   return replicated(mesh)
 
 
-def state_sharding(mesh: Mesh, tree: Any, fsdp_min_size: int = 2**18) -> Any:
-  """A sharding for every leaf of a parameter/optimizer-state pytree (FSDP over the `fsdp` axis)."""
-  return jax.tree.map(lambda x: _leaf_sharding(mesh, np.shape(x), fsdp_min_size), tree)
+# What a rule matches: a regular expression searched in the leaf's key path, or a predicate of (key path, shape).
+LeafMatcher = Union[str, "re.Pattern[str]", Callable[[str, tuple[int, ...]], bool]]
+# How a matched leaf is placed: one entry per leading dimension (a mesh axis name, a tuple of axis names, or None
+# for a whole dimension); dimensions past the spec stay whole, as in a PartitionSpec.
+LeafSpec = Union[P, Sequence[Union[str, tuple[str, ...], None]]]
+ShardingRule = tuple[LeafMatcher, LeafSpec]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rule:
+  matcher: LeafMatcher
+  spec: tuple[Any, ...]
+
+  @property
+  def label(self) -> str:
+    m = self.matcher
+    return repr(m.pattern) if isinstance(m, re.Pattern) else getattr(m, "__name__", repr(m))
+
+  def matches(self, path: str, shape: tuple[int, ...]) -> bool:
+    if isinstance(self.matcher, re.Pattern):
+      return self.matcher.search(path) is not None
+    return bool(self.matcher(path, shape))
+
+
+def _compile_rules(rules: Sequence[ShardingRule]) -> list[_Rule]:
+  compiled = []
+  for i, rule in enumerate(rules):
+    if not (isinstance(rule, (tuple, list)) and len(rule) == 2):
+      raise TypeError(f"sharding rule #{i} is {rule!r}; expected a pair (path regex or predicate(path, shape), "
+                      "PartitionSpec or axis-per-dimension tuple). Fix: write e.g. (r\"\\['experts'\\]\", P('fsdp')).")
+    matcher, spec = rule
+    if isinstance(matcher, str):
+      matcher = re.compile(matcher)
+    elif not (isinstance(matcher, re.Pattern) or callable(matcher)):
+      raise TypeError(f"sharding rule #{i} matches with {matcher!r}; expected a regex string, a compiled pattern "
+                      "or a callable (path: str, shape: tuple) -> bool.")
+    if isinstance(spec, str) or not isinstance(spec, (P, tuple, list)):
+      raise TypeError(f"sharding rule #{i} ({matcher!r}) places leaves with {spec!r}; expected a PartitionSpec or "
+                      "a tuple with one mesh axis (or None) per dimension. Fix: write P('fsdp') or ('fsdp', None).")
+    compiled.append(_Rule(matcher, tuple(spec)))
+  return compiled
+
+
+def _rule_sharding(mesh: Mesh, rule: _Rule, path: str, shape: tuple[int, ...]) -> NamedSharding:
+  """The rule's sharding for one leaf, after checking that the mesh can split the leaf that way."""
+  where = f"sharding rule {rule.label} matched {path} (shape {shape})"
+  if len(rule.spec) > len(shape):
+    raise ValueError(f"{where} but gives {len(rule.spec)} dimension entries {rule.spec} for a rank-{len(shape)} "
+                     f"leaf. Fix: give at most {len(shape)} entries, or narrow the rule so it does not match "
+                     "this leaf.")
+  used: set[str] = set()
+  for dim, entry in enumerate(rule.spec):
+    if entry is None or entry is P.UNCONSTRAINED:
+      continue
+    axes = (entry,) if isinstance(entry, str) else tuple(entry)
+    for axis in axes:
+      if axis not in mesh.shape:
+        raise ValueError(f"{where} and splits dimension {dim} over mesh axis {axis!r}, which this mesh does not "
+                         f"have (axes: {', '.join(mesh.axis_names)}). Fix: name one of those axes in the rule, "
+                         "or None to keep the dimension whole.")
+      if axis in used:
+        raise ValueError(f"{where} and uses mesh axis {axis!r} for two dimensions. Fix: name each axis once.")
+      used.add(axis)
+    size, named = int(np.prod([mesh.shape[a] for a in axes])), " x ".join(axes)
+    if shape[dim] % size:
+      flag = f" (e.g. --config.mesh.{axes[0]}=<a divisor of {shape[dim]}>)" if len(axes) == 1 else ""
+      raise ValueError(f"{where} and splits dimension {dim} ({shape[dim]}) over {named} = {size} "
+                       f"devices, which does not divide {shape[dim]}. Fix: use a mesh whose {named} size "
+                       f"divides {shape[dim]}{flag}, or leave dimension {dim} whole (None) in the rule.")
+  return NamedSharding(mesh, P(*rule.spec))
+
+
+def state_sharding(mesh: Mesh, tree: Any, fsdp_min_size: int = 2**18,
+                   rules: Sequence[ShardingRule] | None = None) -> Any:
+  """A sharding for every leaf of a parameter/optimizer-state pytree (FSDP over the `fsdp` axis).
+
+  rules: `(matcher, spec)` pairs tried in order against each leaf's key path (see the module docstring); the
+    first match places the leaf by `spec` whatever its size (`fsdp_min_size` applies to the FSDP default only).
+    A rule naming an axis the mesh lacks, or an axis whose size does not divide the dimension, raises a
+    ValueError naming the leaf. Without rules the result is exactly the FSDP default.
+  """
+  if not rules:
+    return jax.tree.map(lambda x: _leaf_sharding(mesh, np.shape(x), fsdp_min_size), tree)
+  compiled = _compile_rules(rules)
+
+  def leaf(key_path, x):
+    path, shape = jax.tree_util.keystr(key_path), tuple(np.shape(x))
+    for rule in compiled:
+      if rule.matches(path, shape):
+        return _rule_sharding(mesh, rule, path, shape)
+    return _leaf_sharding(mesh, shape, fsdp_min_size)
+  return jax.tree_util.tree_map_with_path(leaf, tree)
 
 
 def shard_batch(batch: Any, mesh: Mesh) -> Any:

@@ -7,10 +7,16 @@
     (dense keeps them), then projector + whole LLM (experts and routers) train together; the loss is the answer
     cross-entropy plus the MoE auxiliary loss.
 
-Each stage runs the shared `core.train` loop in its own folder (checkpoints, resume, metrics.jsonl) and leaves
-`final.npz` (every variable of the model) that the next stage starts from; a finished stage is skipped on rerun.
+Each stage runs the shared `core.train` loop on the config's `mesh` in its own folder (checkpoints, resume,
+metrics.jsonl) and leaves `final.npz` (every variable of the model) that the next stage starts from; a finished
+stage is skipped on rerun.
 `reuse_stages_from` points stages 0 and 1 at another run's folder, so variants compared in the report share the
 same stage-0/1 model and differ in stage 2 only (equal steps, same data order).
+
+Expert parallelism (`mesh.expert_parallel`): the loop's FSDP default would split a stacked expert weight
+[E, D, F] along F (its largest dimension), so every device would hold a slice of every expert. The rule from
+`expert_sharding_rules` instead splits the expert axis E over `fsdp`, so each device holds whole experts (and
+their Adam moments, whose key paths end with the weight's); XLA moves the routed tokens to them.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import optax
 from flax import nnx
 
 from core import config as config_lib
+from core import sharding as sharding_lib
 from core.data import pipeline
 from core.llm import config as llm_config_lib
 from core.llm import model as llm_model
@@ -36,6 +43,10 @@ from core import train as train_lib
 from moiie import lvlm, routing, upcycle, vqa
 
 LLM_SOURCES = ("tiny", "pretrained")
+# Key path of a MoIIE layer's stacked expert weights (gate/up [E, D, F], down [E, F, D]) inside a train state, for
+# the parameter and for every optimizer state that mirrors it; `upcycle` puts the layer at a block's `mlp`, whose
+# dense weights are `gate_proj`/`up_proj`/`down_proj` and do not match.
+EXPERT_WEIGHTS = r"\['mlp'\]\['(gate|up|down)'\](\.\w+)?$"
 
 
 # ---------------------------------------------------------------- config
@@ -56,6 +67,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for key in ("data.train_subset", "data.test_subset"):
     config_lib.check_positive(config, key, allow_zero=True)
   routing.validate_moe_config(config, "moe")
+  # the expert count first: its message names the expert-parallel fix, not only the device count
+  config_lib.check(config, "mesh.expert_parallel", lambda v: isinstance(v, bool), "must be true or false")
+  fsdp = config_lib.check_positive(config, "mesh.fsdp")
+  spec = moe_spec(config)
+  if config.mesh.expert_parallel and spec is not None and spec.num_experts % fsdp:
+    raise config_lib.ConfigError(
+        f"config.mesh.expert_parallel splits each MoE layer's {spec.num_experts} experts over "
+        f"config.mesh.fsdp = {fsdp} devices, which does not divide {spec.num_experts}. Fix: pass "
+        f"--config.mesh.fsdp=<a divisor of {spec.num_experts}> or --config.mesh.expert_parallel=false.")
+  sharding_lib.validate_mesh_config(config, "mesh")
   for stage in ("stage0", "stage1", "stage2"):
     train_lib.validate_train_config(config, f"{stage}.train")
     train_lib.validate_optimizer_config(config, f"{stage}.optimizer")
@@ -69,6 +90,14 @@ def moe_spec(config) -> routing.MoESpec | None:
     return None
   routing.apply_variant(moe)
   return routing.spec_from_config(moe)
+
+
+def expert_sharding_rules(mesh_config: ml_collections.ConfigDict) -> tuple[sharding_lib.ShardingRule, ...]:
+  """`core.sharding` rules of the `mesh` section: with expert_parallel, expert axis over `fsdp`; else none (the
+  FSDP default for every leaf)."""
+  if not mesh_config.expert_parallel:
+    return ()
+  return ((EXPERT_WEIGHTS, jax.sharding.PartitionSpec("fsdp")),)
 
 
 # ---------------------------------------------------------------- model
@@ -177,14 +206,22 @@ def vit_loss(model: lvlm.ViT, batch, rng):
 
 # ---------------------------------------------------------------- stages
 
-def _train(model, trainable, loss_fn, source, stage_cfg, batch_size, seed, workdir, transform=None):
+def train_stage(model, trainable, loss_fn, batches, stage_cfg, mesh_cfg, seed: int, workdir: str):
+  """One stage on the shared loop: `stage_cfg`'s optimizer and steps, the state laid out over `mesh_cfg`'s mesh
+  (with the expert rule when `mesh_cfg.expert_parallel`). Returns the trained model (its arrays on that mesh)."""
   tx = train_lib.make_optimizer(stage_cfg.optimizer, stage_cfg.train.num_steps)
   graphdef, state = train_lib.create_train_state(model, tx, trainable)
   step = train_lib.make_train_step(graphdef, loss_fn, tx, trainable)
-  batches = pipeline.make_batches(source, batch_size, seed=seed, transform=transform)
   state = train_lib.run_training(workdir=workdir, config=stage_cfg.train, state=state, step_fn=step,
-                                 batches=batches, seed=seed)
+                                 batches=batches, seed=seed, mesh=sharding_lib.mesh_from_config(mesh_cfg),
+                                 fsdp_min_size=mesh_cfg.fsdp_min_size,
+                                 sharding_rules=expert_sharding_rules(mesh_cfg))
   return train_lib.model_from_state(graphdef, state)
+
+
+def _train(model, trainable, loss_fn, source, stage_cfg, mesh_cfg, batch_size, seed, workdir, transform=None):
+  batches = pipeline.make_batches(source, batch_size, seed=seed, transform=transform)
+  return train_stage(model, trainable, loss_fn, batches, stage_cfg, mesh_cfg, seed, workdir)
 
 
 def stage0(config, workdir: str) -> tuple[str, dict[str, float]]:
@@ -195,8 +232,8 @@ def stage0(config, workdir: str) -> tuple[str, dict[str, float]]:
   vit = build_vit(config, nnx.Rngs(config.seed), labels["num_colors"])
   if not os.path.exists(out):
     source = {k: labels[k] for k in ("image", "shape", "color")}
-    vit = _train(vit, nnx.Param, vit_loss, source, config.stage0, config.stage0.batch_size, config.seed,
-                 os.path.join(workdir, "stage0"))
+    vit = _train(vit, nnx.Param, vit_loss, source, config.stage0, config.mesh, config.stage0.batch_size,
+                 config.seed, os.path.join(workdir, "stage0"))
     save_model(vit, out)
   load_model(vit, out)
   graphdef, state = nnx.split(vit)
@@ -258,7 +295,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   s1 = os.path.join(shared, "stage1", "final.npz")
   if not os.path.exists(s1):
-    trained = _train(model, _trainable_projector(), lvlm_loss, train_seq.arrays(), config.stage1,
+    trained = _train(model, _trainable_projector(), lvlm_loss, train_seq.arrays(), config.stage1, config.mesh,
                      d.batch_size, config.seed + 1, os.path.join(shared, "stage1"), _with_images(train_seq.images))
     save_model(trained, s1)
   load_model(model, s1)
@@ -271,8 +308,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                  rngs=nnx.Rngs(config.seed + 2), router_init_std=config.moe.router_init_std)
   s2 = os.path.join(workdir, "stage2", "final.npz")
   if not os.path.exists(s2):
-    model = _train(model, _trainable_all_but_vit(), lvlm_loss, train_seq.arrays(), config.stage2, d.batch_size,
-                   config.seed + 2, os.path.join(workdir, "stage2"), _with_images(train_seq.images))
+    model = _train(model, _trainable_all_but_vit(), lvlm_loss, train_seq.arrays(), config.stage2, config.mesh,
+                   d.batch_size, config.seed + 2, os.path.join(workdir, "stage2"), _with_images(train_seq.images))
     save_model(model, s2)
   load_model(model, s2)
   metrics = evaluate(model, test_seq, d.eval_batch_size)

@@ -12,6 +12,7 @@ import ml_collections
 from core import config as config_lib
 
 from core.llm.config import pretrained_config
+from core.sharding import mesh_config
 from core.train.loop import train_config
 from core.train.optim import optimizer_config
 from moiie.routing import VARIANTS, moe_config
@@ -42,6 +43,11 @@ def base() -> ml_collections.ConfigDict:
       seq_len=40, train_subset=0, test_subset=0, batch_size=64, eval_batch_size=500,
       cache_vision_features=True))  # the ViT is frozen after stage 0: compute its features once per image
   config.moe = moe_config()
+  # every stage trains on this mesh; expert_parallel splits each MoE expert weight's expert axis over `fsdp`
+  # (whole experts per device) instead of the FSDP default's largest dimension, with --config.mesh.fsdp=<a divisor
+  # of the expert count>
+  config.mesh = mesh_config()
+  config.mesh.expert_parallel = False
   config.stage0 = stage(400, 2e-3, 40)
   config.stage0.batch_size = 64
   config.stage1 = stage(300, 2e-3, 30)

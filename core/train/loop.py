@@ -13,7 +13,7 @@ What the loop guarantees:
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
 import ml_collections
@@ -55,7 +55,8 @@ def _host_scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 def run_training(*, workdir: str, config: ml_collections.ConfigDict, state: TrainState, step_fn: StepFn,
                  batches: Iterator[Any], seed: int, mesh: jax.sharding.Mesh | None = None,
-                 eval_fn: EvalFn | None = None, fsdp_min_size: int = 2**18) -> TrainState:
+                 eval_fn: EvalFn | None = None, fsdp_min_size: int = 2**18,
+                 sharding_rules: Sequence[sharding_lib.ShardingRule] = ()) -> TrainState:
   """Trains `state` for `config.num_steps` updates of `step_fn`, resuming from `workdir` if it holds a run.
 
   Args:
@@ -70,9 +71,11 @@ def run_training(*, workdir: str, config: ml_collections.ConfigDict, state: Trai
     seed: the base of every step's random key.
     mesh: device mesh; default one `data` axis over every device.
     eval_fn: called with the state every `config.eval_every` steps and at the end; returns scalar metrics.
+    fsdp_min_size, sharding_rules: how the state is laid out over the mesh (`core.sharding.state_sharding`);
+      rules match key paths of the whole state, so a rule for a parameter also places its optimizer moments.
   """
   mesh = mesh or sharding_lib.make_mesh()
-  state_sharding = sharding_lib.state_sharding(mesh, state, fsdp_min_size)
+  state_sharding = sharding_lib.state_sharding(mesh, state, fsdp_min_size, sharding_rules)
   batch_sharding = sharding_lib.batch_sharding(mesh)
   replicated = sharding_lib.replicated(mesh)
 

@@ -2,7 +2,9 @@
 
 import json
 import os
+import re
 
+import jax
 import pytest
 
 from core import config as config_lib
@@ -20,6 +22,28 @@ def test_entrypoint_rejects_bad_config_before_compiling():
   assert training.moe_spec(config).num_experts == 4 and not training.moe_spec(config).per_modality_routers
   config, _ = entrypoint.load([*base, "--config.moe.variant=dense"], training.validate_config)
   assert training.moe_spec(config) is None
+
+
+def test_expert_parallel_config():
+  base = ["--config", "configs/moiie/easyvqa_tiny.py:quick", "--workdir", "/tmp/unused"]
+  config, _ = entrypoint.load(base, training.validate_config)
+  assert not config.mesh.expert_parallel and training.expert_sharding_rules(config.mesh) == ()  # FSDP default
+  # the expert count must split evenly over fsdp (MoIIE has 4 experts, modality MoE 2)
+  with pytest.raises(config_lib.ConfigError, match=r"4 experts over config.mesh.fsdp = 3 .*Fix: pass "
+                     r"--config.mesh.fsdp=<a divisor of 4> or --config.mesh.expert_parallel=false"):
+    entrypoint.load([*base, "--config.mesh.expert_parallel=true", "--config.mesh.fsdp=3"], training.validate_config)
+  with pytest.raises(config_lib.ConfigError, match=r"2 experts over config.mesh.fsdp = 4"):
+    entrypoint.load([*base, "--config.moe.variant=modality", "--config.mesh.expert_parallel=true",
+                     "--config.mesh.fsdp=4"], training.validate_config)
+  config, _ = entrypoint.load([*base, "--config.mesh.expert_parallel=true"], training.validate_config)
+  (pattern, spec), = training.expert_sharding_rules(config.mesh)
+  assert spec == jax.sharding.PartitionSpec("fsdp")
+  for path in (".params['llm']['layers'][1]['mlp']['gate'].value", ".opt_state[1][0].mu['llm']['layers'][3]['mlp']"
+               "['down'].value", ".opt_state[1][0].nu['llm']['layers'][1]['mlp']['up'].value"):
+    assert re.search(pattern, path), path
+  for path in (".params['llm']['layers'][0]['mlp']['gate_proj']['kernel'].value",
+               ".params['llm']['layers'][1]['mlp']['router'].value", ".opt_state[1][0].count"):
+    assert not re.search(pattern, path), path
 
 
 @pytest.mark.slow
