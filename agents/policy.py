@@ -10,8 +10,8 @@ Two kinds (config `policy.kind`):
 
 Optional stage 0 (`policy.warm_start_steps > 0`, off by default as in the paper): supervised steps on scripted-
 oracle episodes of tasks outside the RL task range, the stand-in for the prior knowledge a pretrained LLM brings
-(a from-scratch policy never finds a reward otherwise). `warm_start_max_turns` keeps only each episode's first
-turns, so the warm-started policy knows the action language and short plans but not long ones.
+(a from-scratch policy never finds a reward otherwise). `warm_start_max_turns` > 0 keeps only each episode's first
+turns (a policy that knows short plans but not long ones).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def policy_config(**overrides: Any) -> ml_collections.ConfigDict:
       hidden_size=128, intermediate_size=256, num_layers=2, num_heads=4, num_kv_heads=2, max_seq_len=2048,
       tie_embeddings=True, vocab_tasks=200, lora_rank=0, lora_alpha=16.0,
       warm_start_steps=0, warm_start_tasks=256, warm_start_task_offset=1_000_000, warm_start_max_turns=0,
-      warm_start_batch_size=16, warm_start_learning_rate=3e-3), overrides)
+      warm_start_batch_size=16, warm_start_learning_rate=1e-3), overrides)
 
 
 def validate_policy_config(config: ml_collections.ConfigDict) -> None:

@@ -14,7 +14,7 @@ from core.report import ClaimRow
 
 # The main job's cut of configs/agents/gridworld_grpo.py:quick (the README's horizon table runs the full quick
 # config): fewer RL steps and evaluation tasks, same policy, warm start, tasks and schedule shape.
-QUICK_OVERRIDES = ("policy.warm_start_steps=300", "train.num_steps=9", "schedule.steps_per_stage=3",
+QUICK_OVERRIDES = ("train.num_steps=9", "schedule.steps_per_stage=3",
                    "data.eval_every=9", "data.eval_tasks=16")
 
 
@@ -26,7 +26,7 @@ def horizon_rows(workdir: str) -> list[ClaimRow]:
   measured = "; ".join(f"{name} {100 * run['eval_success'][0]:.0f} -> {100 * run['eval_success'][-1]:.0f}"
                        for name, run in runs.items())
   scale = (f"gridworld (BabyAI-like, 1-2 rooms), {summary['policy']} warm-started by "
-           f"{config.policy.warm_start_steps} supervised steps on 1-turn oracle demos, "
+           f"{config.policy.warm_start_steps} supervised steps on whole oracle episodes, "
            f"{summary['algorithm']}, {summary['steps']} RL steps x {config.data.tasks_per_step} tasks x group "
            f"{config.rollout.group_size}, turn limits {summary['schedule']['turn_limits']}, greedy on "
            f"{summary['eval_tasks']} held-out tasks; paper: Qwen2.5-7B, hundreds of steps")
