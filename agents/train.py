@@ -13,6 +13,11 @@ Each training step:
      to trajectories.jsonl; a checkpoint every `train.checkpoint_every` steps (policy, critic and optimizer
      states through `core.train.checkpoint`; the task draw and the sampling key derive from the step, so a
      resumed run continues exactly); greedy evaluation on held-out tasks every `data.eval_every` steps.
+
+With `data.step_level = True` step 2 is the environment's own sampler instead (`step_level_sampler`): an
+environment class that offers `step_level_sampler(config)` turns the intermediate states of the policy's
+trajectories into prompts and returns groups of single responses scored from those states (arXiv 2508.08791's
+step-level RL; `agents/toolenv/step_rl.py`). Steps 3-5 are the same.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from flax import nnx
 from agents import algorithms
 from agents import policy as policy_lib
 from agents import rollout as rollout_lib
-from agents.envs import HttpEnvClient, LocalEnvClient, http_client_config, make_pool, pool_config
+from agents.envs import ENVIRONMENTS, HttpEnvClient, LocalEnvClient, http_client_config, make_pool, pool_config
 from agents.schedule import ScalingInterSchedule
 from core import config as config_lib
 from core import entrypoint
@@ -49,9 +54,10 @@ from core.train.state import TrainState, create_train_state, make_train_step
 
 def data_config(**overrides: Any) -> ml_collections.ConfigDict:
   """Which tasks train and which evaluate: training ids [0, train_tasks), evaluation ids
-  [eval_task_offset, eval_task_offset + eval_tasks) (disjoint, so evaluation is on unseen tasks)."""
+  [eval_task_offset, eval_task_offset + eval_tasks) (disjoint, so evaluation is on unseen tasks); and whether
+  the training samples are whole trajectories or the environment's step-level samples (`step_level`)."""
   return section("data", dict(train_tasks=10_000, tasks_per_step=8, eval_tasks=64, eval_task_offset=500_000,
-                              eval_every=10, eval_turn_limit=0, trajectories_every=1), overrides)
+                              eval_every=10, eval_turn_limit=0, trajectories_every=1, step_level=False), overrides)
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -78,6 +84,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     ScalingInterSchedule.from_config(config.schedule)
   except ValueError as e:
     raise config_lib.ConfigError(f"config.schedule: {e}") from e
+  if config.data.step_level and config.env in ENVIRONMENTS and not hasattr(ENVIRONMENTS[config.env][0],
+                                                                         "step_level_sampler"):
+    raise config_lib.ConfigError(
+        f"config.data.step_level = True, but environment {config.env!r} has no step-level sampler (an environment "
+        "class offers one as `step_level_sampler(config)`, e.g. toolenv). Fix: --config.data.step_level=false")
 
 
 # ---- the jitted pieces ------------------------------------------------------------------------------------
@@ -135,6 +146,15 @@ def training_tasks(config: ml_collections.ConfigDict, step: int) -> list[int]:
 
 def evaluation_tasks(config: ml_collections.ConfigDict) -> list[int]:
   return list(range(config.data.eval_task_offset, config.data.eval_task_offset + config.data.eval_tasks))
+
+
+def step_level_sampler(config: ml_collections.ConfigDict):
+  """The environment's step-level sampler when `data.step_level` is set, else None (whole trajectories):
+  `sampler(current, client, task_ids, step=, turn_limit=, rng=) -> (samples, RolloutStats, metrics)`, samples
+  being `rollout.Trajectory` rows laid out like a grouped rollout (`rollout.group_size` consecutive per prompt)."""
+  if not config.data.step_level:
+    return None
+  return ENVIRONMENTS[config.env][0].step_level_sampler(config)
 
 
 def make_client(config: ml_collections.ConfigDict):
@@ -298,6 +318,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   schedule = ScalingInterSchedule.from_config(config.schedule)
   eval_turn_limit = config.data.eval_turn_limit or max(schedule.turn_limits)
   learner, warm_info = build_learner(config, workdir)
+  sampler = step_level_sampler(config)
   client = make_client(config)
   checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                              every=config.train.checkpoint_every, keep=config.train.keep_checkpoints)
@@ -321,10 +342,15 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       turn_limit = schedule.turn_limit(step)
       t0 = time.perf_counter()
       current = learner.current()
-      trajectories, stats = rollout_lib.rollout(
-          rollout_lib.llm_policy(current, config.rollout), current.tokenizer, client,
-          training_tasks(config, step), config.rollout, max_turns=turn_limit,
-          rng=jax.random.fold_in(base_key, step))
+      sample_metrics = {}
+      if sampler is None:
+        trajectories, stats = rollout_lib.rollout(
+            rollout_lib.llm_policy(current, config.rollout), current.tokenizer, client,
+            training_tasks(config, step), config.rollout, max_turns=turn_limit,
+            rng=jax.random.fold_in(base_key, step))
+      else:
+        trajectories, stats, sample_metrics = sampler(current, client, training_tasks(config, step), step=step,
+                                                      turn_limit=turn_limit, rng=jax.random.fold_in(base_key, step))
       t1 = time.perf_counter()
       batch = rollout_batch(learner, current, trajectories, config)
       update_metrics = update(learner, batch, step)
@@ -339,7 +365,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         rollout_lib.write_trajectories(os.path.join(workdir, "trajectories.jsonl"), trajectories, step=step + 1,
                                        turn_limit=turn_limit)
       writer.write(step + 1, {
-          **trajectory_metrics(trajectories), **update_metrics, "turn_limit": turn_limit,
+          **trajectory_metrics(trajectories), **sample_metrics, **update_metrics, "turn_limit": turn_limit,
           "sequence_length": batch["tokens"].shape[1], "generated_tokens": stats.generated_tokens,
           "generation_s": stats.generation_s, "env_s": stats.env_s,
           "rollout_other_s": (t1 - t0) - stats.generation_s - stats.env_s, "update_s": t2 - t1})

@@ -25,9 +25,13 @@ from core.config import section
 
 
 def toolenv_config(**overrides: Any) -> ml_collections.ConfigDict:
-  """Every number of the tool environments: seed, complexity levels cycled over task ids, budgets."""
+  """Every number of the tool environments: seed, complexity levels cycled over task ids, budgets, and whether
+  a model policy also gets the instructions as a system message (`instructions_as_system`; they always open the
+  first observation). False leaves the chat template's own system message, which is what `agents.rollout`
+  (empty `rollout.system_prompt`) and the policy's warm start see: step-level RL and evaluations of RL-trained
+  policies set it False so that every stage shows the model the same prompt."""
   return section("toolenv", dict(seed=0, levels=pipeline.LEVELS, extra_tools=4, max_steps=8, max_calls_per_step=8,
-                                 time_limit_s=2.0), overrides)
+                                 time_limit_s=2.0, instructions_as_system=True), overrides)
 
 
 def task_spec(task_id: int, config: ml_collections.ConfigDict) -> pipeline.EnvSpec:
@@ -57,7 +61,14 @@ class ToolEnv(TextEnv):
     self._raw_action: str | None = None
 
   def instructions(self) -> str:
-    return INSTRUCTIONS
+    """The system message a model policy gets ("" = none of ours, see `toolenv_config`)."""
+    return INSTRUCTIONS if self.config.instructions_as_system else ""
+
+  @staticmethod
+  def step_level_sampler(config: ml_collections.ConfigDict):
+    """The hook `agents.train` calls when `data.step_level` is set: step-level RL samples (`step_rl.py`)."""
+    from agents.toolenv.step_rl import StepLevelSampler  # JAX and the rollout load only when training
+    return StepLevelSampler(config)
 
   def oracle(self, task_id: int) -> "ToolOracle":
     return ToolOracle(task_spec(task_id, self.config))

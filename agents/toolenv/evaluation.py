@@ -24,7 +24,19 @@ PAPER = {"qwen3_8b_base": 31.01, "qwen3_8b_grpo": 45.43, "gpt_4o": 42.79}
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-  config_lib.check_choice(config, "policy", ("oracle", "naive", "random", "llm"))
+  config_lib.check_choice(config, "policy", policies.POLICIES)
+  if config.policy == "http" and not config.http.url:
+    raise config_lib.ConfigError("config.http.url is empty: the http policy needs an OpenAI-compatible endpoint. "
+                                 "Fix: --config.http.url=http://host:port/v1 (and --config.http.model=NAME).")
+  if config.policy == "llm" and config.llm.source and not os.path.exists(config.llm.source):
+    raise config_lib.ConfigError(
+        f"config.llm.source = {config.llm.source!r} does not exist. Fix: export an RL run first (python -m "
+        "agents.toolenv.export --config configs/agents/toolenv_grpo.py:cpu_step --workdir RUN, then "
+        "--config.llm.source=RUN/export), pass a .gguf file or Hugging Face folder, or leave it empty for the "
+        "bundled SmolLM2-135M-Instruct.")
+  config_lib.check(config, "task_offset", lambda o: o >= 0 and o % (4 * len(config.env.levels)) == 0,
+                   f"must be a multiple of 4 x len(env.levels) = {4 * len(config.env.levels)} (>= 0), so that "
+                   "each (type, level) cell gets tasks_per_cell tasks")
   for level in config.env.levels:
     if level not in pipeline.LEVELS:
       raise config_lib.ConfigError(f"config.env.levels holds {level}; levels are {pipeline.LEVELS}.")
@@ -33,10 +45,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def task_ids(config: ml_collections.ConfigDict) -> list[int]:
-  """`tasks_per_cell` ids for each (scenario type, level) cell: id = 4 (level_index + L j) + type_index."""
+  """`tasks_per_cell` ids for each (scenario type, level) cell: id = task_offset + 4 (level_index + L j) +
+  type_index (`task_offset` moves evaluation off the ids an RL run trains on)."""
   n_types, n_levels = len(pipeline.SCENARIO_TYPES), len(config.env.levels)
-  return sorted(n_types * (li + n_levels * j) + ti for ti in range(n_types) for li in range(n_levels)
-                for j in range(config.tasks_per_cell))
+  return sorted(config.task_offset + n_types * (li + n_levels * j) + ti for ti in range(n_types)
+                for li in range(n_levels) for j in range(config.tasks_per_cell))
 
 
 def run_episode(client, task_id: int, policy, system: str) -> dict[str, Any]:
@@ -46,7 +59,8 @@ def run_episode(client, task_id: int, policy, system: str) -> dict[str, Any]:
   with EnvSession(client, task_id=task_id) as session:
     result = session.start()
     info0 = result.info.get("task", {})
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": result.observation}]
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": result.observation}]
     while not result.done:
       action = policy.act(messages)
       result = session.step(action)
@@ -72,13 +86,17 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | None) -> dict[str
   if log_path:
     os.makedirs(workdir, exist_ok=True)
     open(log_path, "w").close()
-  with client:
-    for task_id in tqdm.tqdm(task_ids(config), desc=f"toolenv {config.policy}", unit="task",
-                             disable=not config.progress_bar):
-      episodes.append(run_episode(client, task_id, policy, system))
-      if log_path:  # written as the run goes: a stopped model run keeps what it measured
-        with open(log_path, "a") as f:
-          f.write(json.dumps(episodes[-1]) + "\n")
+  try:
+    with client:
+      for task_id in tqdm.tqdm(task_ids(config), desc=f"toolenv {config.policy}", unit="task",
+                               disable=not config.progress_bar):
+        episodes.append(run_episode(client, task_id, policy, system))
+        if log_path:  # written as the run goes: a stopped model run keeps what it measured
+          with open(log_path, "a") as f:
+            f.write(json.dumps(episodes[-1]) + "\n")
+  finally:
+    if hasattr(policy, "close"):
+      policy.close()
   results = summarize(episodes, config)
   if workdir:
     with open(os.path.join(workdir, "results.json"), "w") as f:
@@ -109,13 +127,15 @@ def summarize(episodes: list[dict[str, Any]], config: ml_collections.ConfigDict)
                 by_level[lv]) for lv in sorted(by_level)]
   rows.append(_row("all", episodes))
   return {"policy": config.policy, "levels": list(config.env.levels), "tasks_per_cell": config.tasks_per_cell,
+          "task_offset": config.task_offset, "source": config.llm.source if config.policy == "llm" else "",
           "rows": rows, "paper_solve_f1": PAPER}
 
 
 def markdown(results: dict[str, Any]) -> str:
   cols = ("group", "episodes", "solve_p", "solve_r", "solve_f1", "answer_accuracy", "reward_per_response",
           "calls_per_episode")
-  lines = [f"Policy: {results['policy']}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+  source = f" ({results['source']})" if results.get("source") else ""
+  lines = [f"Policy: {results['policy']}{source}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
   for row in results["rows"]:
     lines.append("| " + " | ".join(f"{row[c]:.2f}" if c == "reward_per_response" else
                                    f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c]) for c in cols) + " |")

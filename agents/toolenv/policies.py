@@ -1,7 +1,9 @@
 """Policies the tool-environment evaluation runs (arXiv 2508.08791, Sec. 4: base models, RL-trained models, and
 an oracle): the scripted oracle (100 by construction), a random schema-following caller (a floor), a naive
 caller that knows which entity each sub-question is about but reads tool documents only by name (it shows what
-each complexity operator costs an agent that does not read schemas), and the `core.llm` model as the base policy.
+each complexity operator costs an agent that does not read schemas), the `core.llm` model (the base policy, or an
+RL-trained one exported by `agents.toolenv.export`), and any OpenAI-compatible chat endpoint given by URL (for
+users with real models, e.g. the paper's Qwen3-8B behind vLLM).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import ml_collections
 
-from agents.chat_model import ChatModel
+from agents.chat_model import ChatEndpoint, ChatModel
 from agents.toolenv.env import ToolOracle, task_spec
 from agents.toolenv.knowledge import BY_NAME
 
@@ -115,6 +117,27 @@ class LLMPolicy:
     return self.model.reply(messages)
 
 
+class HttpPolicy:
+  """Any OpenAI-compatible `/chat/completions` endpoint (`agents.chat_model.ChatEndpoint`, config block `http`)."""
+
+  name = "http"
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.endpoint = ChatEndpoint(config)
+
+  def start(self, task_id: int) -> None:
+    pass
+
+  def act(self, messages: Sequence[Mapping[str, str]]) -> str:
+    return self.endpoint.complete(messages).text
+
+  def close(self) -> None:
+    self.endpoint.close()
+
+
+POLICIES = ("oracle", "naive", "random", "llm", "http")
+
+
 def make_policy(config: ml_collections.ConfigDict) -> Any:
   if config.policy == "oracle":
     return OraclePolicy(config.env)
@@ -124,4 +147,6 @@ def make_policy(config: ml_collections.ConfigDict) -> Any:
     return RandomPolicy(config.env, config.seed)
   if config.policy == "llm":
     return LLMPolicy(config.llm)
-  raise ValueError(f"unknown policy {config.policy!r}; valid: oracle, naive, random, llm.")
+  if config.policy == "http":
+    return HttpPolicy(config.http)
+  raise ValueError(f"unknown policy {config.policy!r}; valid: {', '.join(POLICIES)}.")

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import ml_collections
 
+from agents.envs.base import StepResult
 from agents.toolenv.env import ToolEnv, toolenv_config
 
 
@@ -21,7 +22,7 @@ from agents.toolenv.env import ToolEnv, toolenv_config
 class StepPrompt:
   task_id: int
   step: int
-  messages: tuple[dict[str, str], ...]  # system, first observation, then (assistant, user) pairs so far
+  messages: tuple[dict[str, str], ...]  # [system,] first observation, then (assistant, user) pairs so far
   solved: tuple[int, ...]
   calls: int
 
@@ -31,7 +32,8 @@ def step_prompts(task_id: int, responses: Sequence[str],
   """One prompt per step of the trajectory `responses` (stops where the episode ended)."""
   env = ToolEnv(config or toolenv_config())
   result = env.reset(task_id)
-  messages = [{"role": "system", "content": env.instructions()}, {"role": "user", "content": result.observation}]
+  system = [{"role": "system", "content": env.instructions()}] if env.instructions() else []
+  messages = system + [{"role": "user", "content": result.observation}]
   out = []
   for step, response in enumerate(responses):
     out.append(StepPrompt(task_id, step, tuple(dict(m) for m in messages), tuple(sorted(env.solved)), env.calls))
@@ -42,8 +44,13 @@ def step_prompts(task_id: int, responses: Sequence[str],
   return out
 
 
-def score_step(prompt: StepPrompt, response: str, config: ml_collections.ConfigDict | None = None) -> float:
-  """The reward of `response` given in the state of `prompt`."""
+def step_result(prompt: StepPrompt, response: str, config: ml_collections.ConfigDict | None = None) -> StepResult:
+  """What the environment answers to `response` given in the state of `prompt` (reward, done, Solve counts)."""
   env = ToolEnv(config or toolenv_config())
   env.reset_to(prompt.task_id, prompt.solved, prompt.calls)
-  return env.step(response).reward
+  return env.step(response)
+
+
+def score_step(prompt: StepPrompt, response: str, config: ml_collections.ConfigDict | None = None) -> float:
+  """The reward of `response` given in the state of `prompt`."""
+  return step_result(prompt, response, config).reward

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import random
 import re
-import time
 from typing import Any, Mapping, Protocol, Sequence
 
-import httpx
 import ml_collections
 
-from agents.chat_model import ChatModel
+from agents.chat_model import ChatEndpoint, ChatModel, http_policy_config
 from agents.vehicle import metrics, tasks
 from agents.vehicle.catalog import load_schema
 from agents.vehicle.env import VehicleOracle
@@ -145,58 +142,25 @@ class LLMPolicy:
 
 
 class HttpChatPolicy:
-  """Any OpenAI-compatible `/chat/completions` endpoint (vLLM, llama.cpp server, a hosted API). The key, if
-  any, is read from the environment variable named in the config, never from the config itself."""
+  """Any OpenAI-compatible `/chat/completions` endpoint (`agents.chat_model.ChatEndpoint`: retries, the key read
+  from the environment variable named in the config); tokens are the endpoint's reported usage."""
 
   name = "http"
 
   def __init__(self, config: ml_collections.ConfigDict):
-    if not config.url:
-      raise ValueError("http.url is empty. Fix: --config.http.url=http://host:port/v1 (an OpenAI-compatible "
-                       "endpoint).")
-    headers = {}
-    key = os.environ.get(config.api_key_env, "") if config.api_key_env else ""
-    if key:
-      headers["Authorization"] = f"Bearer {key}"
-    self.config = config
-    self._client = httpx.Client(base_url=config.url.rstrip("/"), headers=headers,
-                                timeout=httpx.Timeout(config.timeout_s))
+    self.endpoint = ChatEndpoint(config)
 
   def start(self, task_id: int, interface: str) -> None:
     pass
 
   def act(self, messages):
-    body = {"model": self.config.model, "messages": [dict(m) for m in messages],
-            "temperature": self.config.temperature, "max_tokens": self.config.max_tokens}
-    last_error: Exception | None = None
-    for attempt in range(self.config.retries + 1):
-      try:
-        response = self._client.post("/chat/completions", json=body)
-        if response.status_code in (429, 500, 502, 503, 504):
-          raise httpx.HTTPStatusError(f"status {response.status_code}", request=response.request,
-                                      response=response)
-        response.raise_for_status()
-        data = response.json()
-        text = data["choices"][0]["message"].get("content") or ""
-        usage = data.get("usage") or {}
-        fallback = _approx(messages, text)
-        return Reply(text, int(usage.get("prompt_tokens", fallback.prompt_tokens)),
-                     int(usage.get("completion_tokens", fallback.completion_tokens)))
-      except (httpx.TransportError, httpx.HTTPStatusError, KeyError, ValueError) as e:
-        last_error = e
-        if isinstance(e, httpx.HTTPStatusError) and e.response.status_code not in (429, 500, 502, 503, 504):
-          break
-        time.sleep(self.config.backoff_s * (2 ** attempt))
-    raise RuntimeError(f"chat endpoint {self.config.url} failed: {last_error}")
+    reply = self.endpoint.complete(messages)
+    fallback = _approx(messages, reply.text)
+    return Reply(reply.text, int(reply.usage.get("prompt_tokens", fallback.prompt_tokens)),
+                 int(reply.usage.get("completion_tokens", fallback.completion_tokens)))
 
   def close(self) -> None:
-    self._client.close()
-
-
-def http_policy_config(**overrides: Any) -> ml_collections.ConfigDict:
-  from core.config import section
-  return section("http", dict(url="", model="", api_key_env="OPENAI_API_KEY", timeout_s=120.0, max_tokens=512,
-                              temperature=0.0, retries=3, backoff_s=1.0), overrides)
+    self.endpoint.close()
 
 
 def make_policy(config: ml_collections.ConfigDict) -> Policy:

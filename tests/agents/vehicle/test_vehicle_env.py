@@ -1,10 +1,6 @@
 """VehicleWorld tasks, interfaces and evaluation (arXiv 2509.06736, Sec. 4-5): the task set, the parsers, the
 oracle's 100, the random floor, the agents' protocol (in-process and HTTP), and the OpenAI-compatible client
-against a local fake endpoint."""
-
-import http.server
-import json
-import threading
+against a local fake endpoint (the `fake_chat_endpoint` fixture of tests/agents/conftest.py)."""
 
 import pytest
 
@@ -122,44 +118,21 @@ def test_served_over_http_like_any_agents_environment(tmp_path):
   assert len((tmp_path / "episodes.jsonl").read_text().splitlines()) == 12
 
 
-class _FakeChat(http.server.BaseHTTPRequestHandler):
-  """An OpenAI-compatible endpoint on 127.0.0.1 that answers every request with 'Done.' and fixed usage."""
-  seen: list = []
-
-  def do_POST(self):
-    body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-    _FakeChat.seen.append((self.path, self.headers.get("Authorization"), body))
-    data = json.dumps({"choices": [{"message": {"role": "assistant", "content": "Done."}}],
-                       "usage": {"prompt_tokens": 111, "completion_tokens": 2}}).encode()
-    self.send_response(200)
-    self.send_header("Content-Type", "application/json")
-    self.send_header("Content-Length", str(len(data)))
-    self.end_headers()
-    self.wfile.write(data)
-
-  def log_message(self, *args):
-    pass
-
-
-def test_openai_compatible_client_against_a_local_fake(monkeypatch):
-  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeChat)
-  thread = threading.Thread(target=server.serve_forever, daemon=True)
-  thread.start()
-  try:
-    monkeypatch.setenv("FAKE_KEY", "sk-test")
-    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    policy = HttpChatPolicy(http_policy_config(url=url, model="tiny", api_key_env="FAKE_KEY"))
-    reply = policy.act([{"role": "user", "content": "hi"}])
-    assert (reply.text, reply.prompt_tokens, reply.completion_tokens) == ("Done.", 111, 2)
-    path, auth, body = _FakeChat.seen[-1]
-    assert path == "/v1/chat/completions" and auth == "Bearer sk-test" and body["model"] == "tiny"
-    config = _config("oracle", 1, interfaces=("fc",))
-    config.policy, config.http.url, config.http.model = "http", url, "tiny"
-    results = evaluation.evaluate(config, None)
-    row = next(r for r in results["rows"] if r["split"] == "all")
-    assert row["tasks"] == 4 and row["policy_tokens_per_task"] > 100 and row["task_success"] == 0.0
-  finally:
-    server.shutdown()
+def test_openai_compatible_client_against_a_local_fake(monkeypatch, fake_chat_endpoint):
+  monkeypatch.setenv("FAKE_KEY", "sk-test")
+  url = fake_chat_endpoint.url
+  policy = HttpChatPolicy(http_policy_config(url=url, model="tiny", api_key_env="FAKE_KEY"))
+  reply = policy.act([{"role": "user", "content": "hi"}])
+  assert (reply.text, reply.prompt_tokens, reply.completion_tokens) == ("Done.", 111, 2)
+  path, auth, body = fake_chat_endpoint.seen[-1]
+  assert path == "/v1/chat/completions" and auth == "Bearer sk-test" and body["model"] == "tiny"
+  config = _config("oracle", 1, interfaces=("fc",))
+  config.policy, config.http.url, config.http.model = "http", url, "tiny"
+  results = evaluation.evaluate(config, None)
+  row = next(r for r in results["rows"] if r["split"] == "all")
+  assert row["tasks"] == 4 and row["policy_tokens_per_task"] > 100 and row["task_success"] == 0.0
+  with pytest.raises(ValueError, match="http.url is empty"):
+    HttpChatPolicy(http_policy_config())
 
 
 def test_config_errors_are_clear():

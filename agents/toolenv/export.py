@@ -1,0 +1,72 @@
+"""Exports the policy of an `agents.train` run as a Hugging Face folder (config.json, model.safetensors,
+tokenizer.json) that `core.llm.weights.load_pretrained` and so `python -m agents.toolenv.evaluate` (`llm.source`)
+read: the "after RL" policy of arXiv 2508.08791's evaluation (Sec. 4).
+
+    python -m agents.toolenv.export --config configs/agents/toolenv_grpo.py:cpu_step --workdir RUN
+
+It rebuilds the run's starting policy from the same config (the stage-0 warm start comes from the run's cache
+`RUN/warm_start`), restores checkpoint `export.step` (-1 = the latest; 0 = the starting policy, before RL),
+folds LoRA adapters into the weights and writes `export.directory` (default `RUN/export`, or `RUN/export_step0`
+for step 0). Nothing here is toolenv-specific; it lives here because this evaluation is its first user.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ml_collections
+from flax import nnx
+
+from agents import train as train_lib
+from core import config as config_lib
+from core import entrypoint
+from core.config import section
+from core.llm import lora, weights
+from core.train import checkpoint as checkpoint_lib
+
+
+def export_config(**overrides: Any) -> ml_collections.ConfigDict:
+  """Which checkpoint (`step`: -1 latest, 0 the starting policy) and where it goes ("" = RUN/export[_step0])."""
+  return section("export", dict(step=-1, directory=""), overrides)
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  train_lib.validate_config(config)
+  if "export" not in config:
+    raise config_lib.ConfigError("the config has no `export` section. Fix: add `config.export = export_config()` "
+                                 "(agents/toolenv/export.py) to the training config.")
+  config_lib.check(config, "export.step", lambda s: s >= -1, "must be -1 (latest), 0 (before RL) or a step")
+
+
+def export_policy(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Writes the policy of `workdir` at `config.export.step`; returns the folder."""
+  learner, _ = train_lib.build_learner(config, workdir)
+  step = config.export.step
+  if step != 0:
+    checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), every=1, keep=1)
+    latest = checkpointer.latest_step()
+    if latest is None:
+      checkpointer.close()
+      raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint. Fix: train first (python -m agents.train "
+                              "with the same --config and --workdir), or pass --config.export.step=0.")
+    step = latest if step == -1 else step
+    tree, _ = checkpointer.restore(step, learner.checkpoint_tree())
+    checkpointer.close()
+    learner.load_checkpoint_tree(tree)
+  model = nnx.merge(learner.graphdef, learner.state.params, learner.state.model_state)
+  lora.merge_lora(model)
+  directory = config.export.directory or os.path.join(workdir, "export" if config.export.step != 0 else
+                                                      "export_step0")
+  weights.save_pretrained(model, directory, learner.policy.tokenizer)
+  with open(os.path.join(directory, "exported_from.txt"), "w") as f:
+    f.write(f"workdir: {os.path.abspath(workdir)}\nstep: {step}\n")
+  return directory
+
+
+def main(config: ml_collections.ConfigDict, workdir: str) -> None:
+  print(f"exported to {export_policy(config, workdir)}")
+
+
+if __name__ == "__main__":
+  entrypoint.run(main, validate=validate_config)
