@@ -10,7 +10,7 @@ Variants:
   cpu_step    what this CPU can run in about 45 minutes (the "after RL" row of agents/toolenv/README.md):
               SmolLM2-135M-Instruct with LoRA adapters (rank 16), complexity level 0 only, 128 new tokens per
               response, 512-token context, turn limit 3, step-level GRPO over 4 prompts x 4 responses per step
-              (8 minibatch updates of 2 rows, learning rate 5e-5), 10 steps. Stage 0 is a short supervised format
+              (8 minibatch updates of 2 rows, learning rate 5e-5), 15 steps. Stage 0 is a short supervised format
               warm start (10 steps of 2 whole scripted-oracle episodes of tasks outside the training and
               evaluation ranges, `policy.warm_start_*`). It is NOT in the paper: the untrained 135M model never writes a
               <tool_call> block, so RL alone would never see a tool reward.
@@ -50,6 +50,7 @@ def get_config(variant: str = "real"):
     # log-softmax, entropy and their gradients at every position; 8 rows of 1024 asked for 53 GB).
     config.algorithm.minibatches = 8
     config.optimizer.update(learning_rate=5e-5)
-    config.train.update(num_steps=10, checkpoint_every=1, keep_checkpoints=2, progress_bar=False,
+    # Checkpoints hold the frozen base weights too (386 MB each): every 5 steps, the last 3 kept (steps 5, 10, 15).
+    config.train.update(num_steps=15, checkpoint_every=5, keep_checkpoints=3, progress_bar=False,
                         tensorboard=False)
   return config
