@@ -61,7 +61,7 @@ class StepLevelSampler:
     for episode in episodes:
       states = steps.step_prompts(episode.task_id, [turn["action"] for turn in episode.turns], self.env_config)
       if not states:  # the episode failed before its first turn: its initial state is still a prompt
-        states = steps.step_prompts(episode.task_id, [""], self.env_config)
+        states = [steps.first_prompt(episode.task_id, self.env_config)]
       chosen.append(states[int(rng.integers(len(states)))])
     return chosen
 
@@ -77,7 +77,7 @@ class StepLevelSampler:
     prompt_ids = [tokenizer.encode_chat(list(state.messages)) for state in states]
     too_long = [i for i, ids in enumerate(prompt_ids) if len(ids) + 2 > cfg.max_context_tokens]
     for i in too_long:  # the deepest states can outgrow the context: fall back to the task's first state
-      states[i] = steps.step_prompts(states[i].task_id, [""], self.env_config)[0]
+      states[i] = steps.first_prompt(states[i].task_id, self.env_config)
       prompt_ids[i] = tokenizer.encode_chat(list(states[i].messages))
       if len(prompt_ids[i]) + 2 > cfg.max_context_tokens:
         raise ValueError(f"task {states[i].task_id}'s first prompt has {len(prompt_ids[i])} tokens, more than "

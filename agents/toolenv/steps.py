@@ -27,16 +27,31 @@ class StepPrompt:
   calls: int
 
 
-def step_prompts(task_id: int, responses: Sequence[str],
-                 config: ml_collections.ConfigDict | None = None) -> list[StepPrompt]:
-  """One prompt per step of the trajectory `responses` (stops where the episode ended)."""
+def _reset(task_id: int, config: ml_collections.ConfigDict | None) -> tuple[ToolEnv, list[dict[str, str]]]:
+  """A fresh environment on `task_id` and the messages a policy sees first ([system,] first observation)."""
   env = ToolEnv(config or toolenv_config())
   result = env.reset(task_id)
   system = [{"role": "system", "content": env.instructions()}] if env.instructions() else []
-  messages = system + [{"role": "user", "content": result.observation}]
+  return env, system + [{"role": "user", "content": result.observation}]
+
+
+def _state(task_id: int, step: int, env: ToolEnv, messages: Sequence[dict[str, str]]) -> StepPrompt:
+  return StepPrompt(task_id, step, tuple(dict(m) for m in messages), tuple(sorted(env.solved)), env.calls)
+
+
+def first_prompt(task_id: int, config: ml_collections.ConfigDict | None = None) -> StepPrompt:
+  """The task's initial state, before any response: the first prompt of every trajectory."""
+  env, messages = _reset(task_id, config)
+  return _state(task_id, 0, env, messages)
+
+
+def step_prompts(task_id: int, responses: Sequence[str],
+                 config: ml_collections.ConfigDict | None = None) -> list[StepPrompt]:
+  """One prompt per step of the trajectory `responses` (stops where the episode ended)."""
+  env, messages = _reset(task_id, config)
   out = []
   for step, response in enumerate(responses):
-    out.append(StepPrompt(task_id, step, tuple(dict(m) for m in messages), tuple(sorted(env.solved)), env.calls))
+    out.append(_state(task_id, step, env, messages))
     result = env.step(response)
     if result.done:
       break

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Protocol, Sequence
 
 import ml_collections
 
-from agents.chat_model import ChatEndpoint, ChatModel, http_policy_config
+from agents.chat_model import ChatEndpoint, ChatModel
 from agents.vehicle import metrics, tasks
 from agents.vehicle.catalog import load_schema
 from agents.vehicle.env import VehicleOracle
@@ -175,5 +175,4 @@ def make_policy(config: ml_collections.ConfigDict) -> Policy:
   raise ValueError(f"unknown policy {config.policy!r}; valid: oracle, random, llm, http.")
 
 
-__all__ = ["HttpChatPolicy", "LLMPolicy", "OraclePolicy", "Policy", "RandomPolicy", "Reply", "http_policy_config",
-           "make_policy"]
+__all__ = ["HttpChatPolicy", "LLMPolicy", "OraclePolicy", "Policy", "RandomPolicy", "Reply", "make_policy"]

@@ -10,7 +10,7 @@ with short episodes: CPU generation is slow), `http` (an OpenAI-compatible endpo
 import ml_collections
 
 from agents.vehicle.env import vehicle_config
-from agents.vehicle.policies import http_policy_config
+from agents.chat_model import http_policy_config
 from core.llm.generate import generation_config
 
 

@@ -20,7 +20,7 @@ from agents.toolenv import evaluation, export
 from agents.toolenv.env import ToolEnv, toolenv_config
 from agents.toolenv.pipeline import gold_call
 from agents.toolenv.step_rl import StepLevelSampler
-from agents.toolenv.steps import StepPrompt, score_step, step_prompts
+from agents.toolenv.steps import StepPrompt, first_prompt, score_step, step_prompts
 from core import config as config_lib
 from core.llm import lora, weights
 from core.train.metrics import read_metrics
@@ -63,6 +63,7 @@ def test_prompts_from_a_hand_written_trajectory():
   assert [s.solved for s in states] == [(), (), (0,), (0, 1)] and [s.calls for s in states] == [0, 0, 1, 2]
   assert [len(s.messages) for s in states] == [1, 3, 5, 7]  # no system message: the rollout's own prompt
   assert states[3].messages[-1]["content"].startswith("<tool_response>")
+  assert first_prompt(task_id, config) == states[0]  # the initial state, without replaying any response
   assert [score_step(s, r, config) for s, r in zip(states, responses)] == pytest.approx([-0.3, 1.0, 1.0, 1.0])
 
   sampler = StepLevelSampler(step_config())

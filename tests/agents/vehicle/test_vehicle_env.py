@@ -5,11 +5,12 @@ against a local fake endpoint (the `fake_chat_endpoint` fixture of tests/agents/
 import pytest
 
 from agents.envs import make_pool, pool_config
+from agents.chat_model import http_policy_config
 from agents.envs.server import make_app, server_config, start_background
 from agents.vehicle import evaluation, tasks
 from agents.vehicle.env import VehicleEnv, vehicle_config
 from agents.vehicle.interfaces import action_schema, parse_action
-from agents.vehicle.policies import HttpChatPolicy, http_policy_config
+from agents.vehicle.policies import HttpChatPolicy
 from agents.envs.base import InvalidAction
 from core import config as config_lib
 
