@@ -83,7 +83,8 @@ class ChatEndpoint:
         last_error = e
         if isinstance(e, httpx.HTTPStatusError) and e.response.status_code not in _RETRY_STATUS:
           break
-        time.sleep(self.config.backoff_s * (2 ** attempt))
+        if attempt < self.config.retries:  # no wait after the last attempt: nothing follows it
+          time.sleep(self.config.backoff_s * (2 ** attempt))
     raise RuntimeError(f"chat endpoint {self.config.url} failed: {last_error}")
 
   def close(self) -> None:
