@@ -31,7 +31,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.policy == "llm" and config.llm.source and not os.path.exists(config.llm.source):
     raise config_lib.ConfigError(
         f"config.llm.source = {config.llm.source!r} does not exist. Fix: export an RL run first (python -m "
-        "agents.toolenv.export --config configs/agents/toolenv_grpo.py:cpu_step --workdir RUN, then "
+        "agents.export --config configs/agents/toolenv_grpo.py:cpu_step --workdir RUN, then "
         "--config.llm.source=RUN/export), pass a .gguf file or Hugging Face folder, or leave it empty for the "
         "bundled SmolLM2-135M-Instruct.")
   config_lib.check(config, "task_offset", lambda o: o >= 0 and o % (4 * len(config.env.levels)) == 0,

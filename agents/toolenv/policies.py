@@ -2,7 +2,7 @@
 an oracle): the scripted oracle (100 by construction), a random schema-following caller (a floor), a naive
 caller that knows which entity each sub-question is about but reads tool documents only by name (it shows what
 each complexity operator costs an agent that does not read schemas), the `core.llm` model (the base policy, or an
-RL-trained one exported by `agents.toolenv.export`), and any OpenAI-compatible chat endpoint given by URL (for
+RL-trained one exported by `agents.export`), and any OpenAI-compatible chat endpoint given by URL (for
 users with real models, e.g. the paper's Qwen3-8B behind vLLM).
 """
 

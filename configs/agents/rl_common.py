@@ -16,6 +16,7 @@ import ml_collections
 
 from agents.algorithms import algorithm_config
 from agents.envs import env_config
+from agents.export import export_config
 from agents.policy import policy_config
 from agents.rollout import rollout_config
 from agents.schedule import PAPER_SCHEDULES, schedule_config
@@ -42,6 +43,7 @@ def rl_config(env: str, algo: str, variant: str = "real") -> ml_collections.Conf
   config.env_config = env_config(env)
   config.algorithm = algorithm_config(algo)
   config.schedule = schedule_config(turn_limits=limits, steps_per_stage=stage_steps)
+  config.export = export_config()  # `python -m agents.export`: which checkpoint, written where
   if variant == "real":
     config.policy = policy_config(kind="pretrained")
     config.rollout = rollout_config(max_new_tokens=128, max_context_tokens=4096, temperature=1.0, group_size=4)

@@ -10,7 +10,7 @@ The "after RL" comparison (configs/agents/toolenv_grpo.py:cpu_step, agents/toole
 same held-out tasks (ids from 500,000, the RL config's `data.eval_task_offset`; RL trains on ids below 10,000),
 level 0, with the prompt the RL run used (no second copy of the instructions as a system message):
   `llm_step`     the base SmolLM2-135M-Instruct;
-  `llm_step_rl`  a policy exported by `python -m agents.toolenv.export` (`llm.source`, default the RL run's
+  `llm_step_rl`  a policy exported by `python -m agents.export` (`llm.source`, default the RL run's
                  export folder; the stage-0 warm start alone: --config.llm.source=runs/toolenv_step_rl/export_step0).
 """
 

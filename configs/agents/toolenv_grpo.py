@@ -15,11 +15,10 @@ Variants:
               evaluation ranges, `policy.warm_start_*`). It is NOT in the paper: the untrained 135M model never writes a
               <tool_call> block, so RL alone would never see a tool reward.
 
-Every variant has an `export` section for `python -m agents.toolenv.export` (the RL policy as a Hugging Face
-folder, which `configs/agents/toolenv.py:llm_step_rl` evaluates).
+`python -m agents.export` (the `export` section every `rl_config` has) writes the RL policy as a Hugging Face
+folder, which `configs/agents/toolenv.py:llm_step_rl` evaluates.
 """
 
-from agents.toolenv.export import export_config
 from configs.agents.rl_common import rl_config
 
 
@@ -28,7 +27,6 @@ def get_config(variant: str = "real"):
   if variant not in base:
     raise ValueError(f"unknown variant {variant!r}; valid: {', '.join(base)}.")
   config = rl_config("toolenv", "grpo", base[variant])
-  config.export = export_config()
   if variant in ("real", "quick"):
     return config
   config.data.step_level = True

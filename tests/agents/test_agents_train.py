@@ -194,3 +194,31 @@ def test_horizon_variants_differ_only_in_their_turn_limits():
     assert flat == base
   run = {"turn_limits": [2, 4, 8], "eval_success": [0.25, 0.5, 0.375]}
   assert horizon.best_and_final(run) == (0.5, 0.375)
+
+
+def test_export_writes_the_checkpointed_policy_of_any_run(tmp_path):
+  """`agents.export` on a from-scratch gridworld-config run: the exported folder loads through `core.llm.weights`
+  and computes the logits of the policy restored from the chosen checkpoint (latest, and step 0 = the start)."""
+  from agents import export
+  from core.llm import weights
+  from core.train import checkpoint as checkpoint_lib
+  config = tiny_config("grpo", steps=2)
+  config.train.checkpoint_every = 1
+  train_lib.train(config, str(tmp_path))
+  tokens = jnp.arange(1, 9, dtype=jnp.int32)[None]
+  run = lambda model: model(tokens, jnp.arange(8)[None], jnp.ones((1, 8), bool))[0]
+  logits = {}
+  for step in (-1, 0):
+    config.export.step = step
+    folder = export.export_policy(config, str(tmp_path))
+    assert folder.endswith("export" if step else "export_step0")
+    learner, _ = train_lib.build_learner(config, str(tmp_path / "unused"))
+    if step:
+      checkpointer = checkpoint_lib.Checkpointer(str(tmp_path / "checkpoints"), every=1, keep=1)
+      tree, _ = checkpointer.restore(2, learner.checkpoint_tree())
+      checkpointer.close()
+      learner.load_checkpoint_tree(tree)
+    expected = run(nnx.merge(learner.graphdef, learner.state.params, learner.state.model_state))
+    logits[step] = run(weights.load_model(folder)[0])
+    np.testing.assert_allclose(logits[step], expected, rtol=1e-5, atol=1e-5)
+  assert float(jnp.abs(logits[-1] - logits[0]).max()) > 0  # two RL steps moved the policy

@@ -16,7 +16,8 @@ from agents import algorithms
 from agents import rollout as rollout_lib
 from agents import train as train_lib
 from agents.envs import LocalEnvClient, make_pool, pool_config
-from agents.toolenv import evaluation, export
+from agents import export
+from agents.toolenv import evaluation
 from agents.toolenv.env import ToolEnv, toolenv_config
 from agents.toolenv.pipeline import gold_call
 from agents.toolenv.step_rl import StepLevelSampler

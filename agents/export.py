@@ -1,13 +1,14 @@
 """Exports the policy of an `agents.train` run as a Hugging Face folder (config.json, model.safetensors,
-tokenizer.json) that `core.llm.weights.load_pretrained` and so `python -m agents.toolenv.evaluate` (`llm.source`)
-read: the "after RL" policy of arXiv 2508.08791's evaluation (Sec. 4).
+tokenizer.json) that `core.llm.weights.load_pretrained` reads, so that any `llm.source` can load it: e.g. the "after
+RL" policy of arXiv 2508.08791's evaluation (Sec. 4, `python -m agents.toolenv.evaluate`).
 
-    python -m agents.toolenv.export --config configs/agents/toolenv_grpo.py:cpu_step --workdir RUN
+    python -m agents.export --config configs/agents/toolenv_grpo.py:cpu_step --workdir RUN
+    python -m agents.export --config configs/agents/gridworld_grpo.py:quick --workdir RUN   # any agents.train run
 
 It rebuilds the run's starting policy from the same config (the stage-0 warm start comes from the run's cache
 `RUN/warm_start`), restores checkpoint `export.step` (-1 = the latest; 0 = the starting policy, before RL),
 folds LoRA adapters into the weights and writes `export.directory` (default `RUN/export`, or `RUN/export_step0`
-for step 0). Nothing here is toolenv-specific; it lives here because this evaluation is its first user.
+for step 0). Every `configs/agents/rl_common.py` config carries the `export` section.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   train_lib.validate_config(config)
   if "export" not in config:
     raise config_lib.ConfigError("the config has no `export` section. Fix: add `config.export = export_config()` "
-                                 "(agents/toolenv/export.py) to the training config.")
+                                 "(agents/export.py) to the training config.")
   config_lib.check(config, "export.step", lambda s: s >= -1, "must be -1 (latest), 0 (before RL) or a step")
 
 
