@@ -219,23 +219,26 @@ def train_stage(model, trainable, loss_fn, batches, stage_cfg, mesh_cfg, seed: i
   return train_lib.model_from_state(graphdef, state)
 
 
-def _train(model, trainable, loss_fn, source, stage_cfg, mesh_cfg, batch_size, seed, workdir, transform=None):
-  batches = pipeline.make_batches(source, batch_size, seed=seed, transform=transform)
-  return train_stage(model, trainable, loss_fn, batches, stage_cfg, mesh_cfg, seed, workdir)
+def _train_once(model, stage_dir, trainable, loss_fn, source, stage_cfg, mesh_cfg, batch_size, seed,
+                transform=None) -> str:
+  """Trains `model` in `stage_dir` unless that stage's final variables are already there (a finished stage is
+  never trained again, also when another run's stages are reused); loads them into `model` either way."""
+  final = os.path.join(stage_dir, "final.npz")
+  if not os.path.exists(final):
+    batches = pipeline.make_batches(source, batch_size, seed=seed, transform=transform)
+    save_model(train_stage(model, trainable, loss_fn, batches, stage_cfg, mesh_cfg, seed, stage_dir), final)
+  load_model(model, final)
+  return final
 
 
 def stage0(config, workdir: str) -> tuple[str, dict[str, float]]:
   """Pretrains the ViT; returns the path of its final variables and its test accuracy."""
-  out = os.path.join(workdir, "stage0", "final.npz")
   labels = vqa.image_labels("train")
   test = vqa.image_labels("test")
   vit = build_vit(config, nnx.Rngs(config.seed), labels["num_colors"])
-  if not os.path.exists(out):
-    source = {k: labels[k] for k in ("image", "shape", "color")}
-    vit = _train(vit, nnx.Param, vit_loss, source, config.stage0, config.mesh, config.stage0.batch_size,
-                 config.seed, os.path.join(workdir, "stage0"))
-    save_model(vit, out)
-  load_model(vit, out)
+  source = {k: labels[k] for k in ("image", "shape", "color")}
+  out = _train_once(vit, os.path.join(workdir, "stage0"), nnx.Param, vit_loss, source, config.stage0, config.mesh,
+                    config.stage0.batch_size, config.seed)
   graphdef, state = nnx.split(vit)
 
   @jax.jit
@@ -293,12 +296,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     train_seq = dataclasses.replace(train_seq, images=cache_features(model, train_seq.images))
     test_seq = dataclasses.replace(test_seq, images=cache_features(model, test_seq.images))
 
-  s1 = os.path.join(shared, "stage1", "final.npz")
-  if not os.path.exists(s1):
-    trained = _train(model, _trainable_projector(), lvlm_loss, train_seq.arrays(), config.stage1, config.mesh,
-                     d.batch_size, config.seed + 1, os.path.join(shared, "stage1"), _with_images(train_seq.images))
-    save_model(trained, s1)
-  load_model(model, s1)
+  _train_once(model, os.path.join(shared, "stage1"), _trainable_projector(), lvlm_loss, train_seq.arrays(),
+              config.stage1, config.mesh, d.batch_size, config.seed + 1, _with_images(train_seq.images))
   stage1_metrics = evaluate(model, test_seq, d.eval_batch_size)
 
   spec = moe_spec(config)
@@ -306,12 +305,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if spec is not None:
     moe_layers = upcycle.upcycle(model.llm, spec, every=config.moe.every, offset=config.moe.offset,
                                  rngs=nnx.Rngs(config.seed + 2), router_init_std=config.moe.router_init_std)
-  s2 = os.path.join(workdir, "stage2", "final.npz")
-  if not os.path.exists(s2):
-    model = _train(model, _trainable_all_but_vit(), lvlm_loss, train_seq.arrays(), config.stage2, config.mesh,
-                   d.batch_size, config.seed + 2, os.path.join(workdir, "stage2"), _with_images(train_seq.images))
-    save_model(model, s2)
-  load_model(model, s2)
+  _train_once(model, os.path.join(workdir, "stage2"), _trainable_all_but_vit(), lvlm_loss, train_seq.arrays(),
+              config.stage2, config.mesh, d.batch_size, config.seed + 2, _with_images(train_seq.images))
   metrics = evaluate(model, test_seq, d.eval_batch_size)
   results = {
       "variant": config.moe.variant, "llm": config.llm.source,
