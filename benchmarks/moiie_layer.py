@@ -13,6 +13,13 @@ returns expert gradients (on a machine where fresh memory costs page faults, it 
     python -m benchmarks.moiie_layer                       # T=2048, D=512, F=1024 (4096 routed rows)
     python -m benchmarks.moiie_layer --experts 8,16,64 --paths sparse,grad_buffers --hybrid-factors 0,1.25
     python -m benchmarks.moiie_layer --experts 8 --paths sparse --block-sizes 64,128,256
+    python -m benchmarks.moiie_layer --layout moiie --experts 4,8 --paths sparse --block-sizes 0 --hybrid-factors 0
+
+`--layout vanilla` (default) is one router over E shared experts, every token of one modality: the groups differ
+only by the router's noise. `--layout moiie` is MoIIE's layout (E/4 vision-intra, E/2 inter, E/4 text-intra
+experts, a router per modality, `--vision-fraction` of the tokens vision): an intra expert sees one modality and an
+inter one both, so with a random router the inter experts' groups are twice the intra ones' (4/3 of the mean
+group against 2/3), the case where the hybrid kernel's overflow path does the most work.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks import harness
-from moiie import layer
+from moiie import layer, routing
 from moiie.routing import MoESpec
 
 
@@ -53,6 +60,8 @@ def main(argv=None) -> None:
   parser.add_argument("--ragged-dot-max-experts", type=int, default=8,
                       help="also time sparse/ragged_dot up to this E (a dense fallback on CPU; 0 = never)")
   parser.add_argument("--iters", type=int, default=5)
+  parser.add_argument("--layout", choices=("vanilla", "moiie"), default="vanilla")
+  parser.add_argument("--vision-fraction", type=float, default=0.5, help="with --layout moiie")
   args = parser.parse_args(argv)
   t, d, f, k = args.tokens, args.dim, args.ffn, args.top_k
   key = jax.random.key(0)
@@ -63,14 +72,23 @@ def main(argv=None) -> None:
                   "up": jax.random.normal(ks[2], (d, k * f)) * scale,
                   "down": jax.random.normal(ks[3], (k * f, d)) * (k * f) ** -0.5}
   dense_fn = _grad_fn(dense_ffn)
-  modality = jnp.zeros((t,), jnp.int32)
+  # moiie: the first vision_fraction of the tokens are vision tokens; vanilla: all text (one kind, as before)
+  num_vision = round(t * args.vision_fraction) if args.layout == "moiie" else 0
+  modality = jnp.where(jnp.arange(t) < num_vision, routing.VISION, routing.TEXT).astype(jnp.int32)
   valid = jnp.ones((t,), bool)
   for e in (int(v) for v in args.experts.split(",")):
-    params = {"router": jax.random.normal(ks[4], (1, d, e)) * scale,
+    if args.layout == "moiie":
+      if e % 4:
+        raise SystemExit(f"--layout moiie splits E into E/4 vision-intra, E/2 inter, E/4 text-intra experts; "
+                         f"E = {e} is not a multiple of 4. Fix: --experts 4,8,16,64.")
+      base = MoESpec(n_vision_intra=e // 4, n_inter=e // 2, n_text_intra=e // 4, top_k=k, per_modality_routers=True,
+                     balance_scope="modality")
+    else:
+      base = MoESpec(n_vision_intra=0, n_inter=e, n_text_intra=0, top_k=k, per_modality_routers=False,
+                     balance_scope="all")
+    params = {"router": jax.random.normal(ks[4], (base.num_routers, d, e)) * scale,
               "gate": jax.random.normal(ks[5], (e, d, f)) * scale, "up": jax.random.normal(ks[6], (e, d, f)) * scale,
               "down": jax.random.normal(ks[7], (e, f, d)) * f ** -0.5}
-    base = MoESpec(n_vision_intra=0, n_inter=e, n_text_intra=0, top_k=k, per_modality_routers=False,
-                   balance_scope="all")
     variants = []
     for path in args.paths.split(","):
       if path == "sparse":
@@ -101,9 +119,10 @@ def main(argv=None) -> None:
       # the peer again right after: the figure pair (and its ratio) comes from one short window of a shared machine
       dense_t = harness.time_fn(dense_fn, dense_params, x, iters=args.iters, warmup=0)
       dense_tps = t / dense_t.median_s
-      harness.emit("moiie_layer", f"fwd+bwd tokens/s, E={e}, top-{k}, {name}", t / timing.median_s,
+      layout_tag = "" if args.layout == "vanilla" else f", {args.layout} layout"
+      harness.emit("moiie_layer", f"fwd+bwd tokens/s, E={e}, top-{k}, {name}{layout_tag}", t / timing.median_s,
                    unit="tokens/s", peer=f"dense SwiGLU FFN {d}->{k * f}->{d} (same activated FLOPs)",
-                   peer_value=dense_tps, experts=e, path=name, tokens=t, dim=d, ffn=f,
+                   peer_value=dense_tps, experts=e, path=name, layout=args.layout, tokens=t, dim=d, ffn=f,
                    median_ms=timing.median_s * 1e3, dense_ms=dense_t.median_s * 1e3,
                    time_vs_dense=timing.median_s / dense_t.median_s, compile_s=timing.compile_s)
 
