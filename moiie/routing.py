@@ -160,13 +160,13 @@ class MoESpec:
 
   def kernel_for(self, assignments: int, backend: str) -> str:
     """The sparse path's grouped matmul. Auto: `ragged_dot` on accelerators; on CPU `hybrid` when experts hold
-    few rows on average (below HYBRID_MAX_MEAN_ROWS, where row blocks waste padding or run as many small
+    few rows on average (at most HYBRID_MAX_MEAN_ROWS, where row blocks waste padding or run as many small
     matmuls) and `blocks` otherwise (benchmarks/moiie_layer.py)."""
     if self.grouped_matmul != "auto":
       return self.grouped_matmul
     if backend != "cpu":
       return "ragged_dot"
-    return "hybrid" if assignments / self.num_experts < HYBRID_MAX_MEAN_ROWS else "blocks"
+    return "hybrid" if assignments / self.num_experts <= HYBRID_MAX_MEAN_ROWS else "blocks"
 
   def hybrid_sizes(self, assignments: int, num_tokens: int) -> tuple[int, int]:
     """(capacity rows per expert, overflow block rows) of the hybrid kernel. Auto: capacity = the mean group

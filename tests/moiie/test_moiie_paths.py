@@ -143,7 +143,8 @@ def test_hybrid_worst_case_imbalance_fits_the_static_bound():
 def test_auto_kernel_and_hybrid_sizes():
   many = MoESpec(n_vision_intra=0, n_inter=64, n_text_intra=0)
   few = MoESpec(n_vision_intra=0, n_inter=4, n_text_intra=0)
-  assert many.kernel_for(4096, "cpu") == "hybrid" and few.kernel_for(4096, "cpu") == "blocks"
+  assert many.kernel_for(4096, "cpu") == "hybrid" and few.kernel_for(4096, "cpu") == "hybrid"  # 1024 rows each
+  assert few.kernel_for(8192, "cpu") == "blocks"  # 2048 rows per expert: past HYBRID_MAX_MEAN_ROWS
   assert many.kernel_for(4096, "gpu") == "ragged_dot"
   assert MoESpec(grouped_matmul="blocks").kernel_for(4096, "cpu") == "blocks"
   assert many.hybrid_sizes(4096, 2048) == (64, 16)  # capacity = mean group (64 rows), 16-row overflow blocks
