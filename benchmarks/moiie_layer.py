@@ -76,16 +76,19 @@ def main(argv=None) -> None:
   num_vision = round(t * args.vision_fraction) if args.layout == "moiie" else 0
   modality = jnp.where(jnp.arange(t) < num_vision, routing.VISION, routing.TEXT).astype(jnp.int32)
   valid = jnp.ones((t,), bool)
+  # the routing rules of the paper's row (routing.VARIANTS); the expert counts scaled to E
+  rules = {key: value for key, value in routing.VARIANTS[args.layout].items()
+           if key in ("per_modality_routers", "balance_scope")}
+  layout_tag = "" if args.layout == "vanilla" else f", {args.layout} layout"
   for e in (int(v) for v in args.experts.split(",")):
     if args.layout == "moiie":
       if e % 4:
         raise SystemExit(f"--layout moiie splits E into E/4 vision-intra, E/2 inter, E/4 text-intra experts; "
                          f"E = {e} is not a multiple of 4. Fix: --experts 4,8,16,64.")
-      base = MoESpec(n_vision_intra=e // 4, n_inter=e // 2, n_text_intra=e // 4, top_k=k, per_modality_routers=True,
-                     balance_scope="modality")
+      counts = dict(n_vision_intra=e // 4, n_inter=e // 2, n_text_intra=e // 4)
     else:
-      base = MoESpec(n_vision_intra=0, n_inter=e, n_text_intra=0, top_k=k, per_modality_routers=False,
-                     balance_scope="all")
+      counts = dict(n_vision_intra=0, n_inter=e, n_text_intra=0)
+    base = MoESpec(**counts, top_k=k, **rules)
     params = {"router": jax.random.normal(ks[4], (base.num_routers, d, e)) * scale,
               "gate": jax.random.normal(ks[5], (e, d, f)) * scale, "up": jax.random.normal(ks[6], (e, d, f)) * scale,
               "down": jax.random.normal(ks[7], (e, f, d)) * f ** -0.5}
@@ -119,7 +122,6 @@ def main(argv=None) -> None:
       # the peer again right after: the figure pair (and its ratio) comes from one short window of a shared machine
       dense_t = harness.time_fn(dense_fn, dense_params, x, iters=args.iters, warmup=0)
       dense_tps = t / dense_t.median_s
-      layout_tag = "" if args.layout == "vanilla" else f", {args.layout} layout"
       harness.emit("moiie_layer", f"fwd+bwd tokens/s, E={e}, top-{k}, {name}{layout_tag}", t / timing.median_s,
                    unit="tokens/s", peer=f"dense SwiGLU FFN {d}->{k * f}->{d} (same activated FLOPs)",
                    peer_value=dense_tps, experts=e, path=name, layout=args.layout, tokens=t, dim=d, ffn=f,
