@@ -19,7 +19,9 @@ returns expert gradients (on a machine where fresh memory costs page faults, it 
 only by the router's noise. `--layout moiie` is MoIIE's layout (E/4 vision-intra, E/2 inter, E/4 text-intra
 experts, a router per modality, `--vision-fraction` of the tokens vision): an intra expert sees one modality and an
 inter one both, so with a random router the inter experts' groups are twice the intra ones' (4/3 of the mean
-group against 2/3), the case where the hybrid kernel's overflow path does the most work.
+group against 2/3 at a vision fraction of 0.5). The hybrid kernel sizes each expert's capacity for that
+(`moe.hybrid_vision_fraction`, set here to `--vision-fraction`); with one capacity for all, the inter experts'
+extra rows went through its overflow path.
 """
 
 from __future__ import annotations
@@ -54,9 +56,10 @@ def main(argv=None) -> None:
   parser.add_argument("--top-k", type=int, default=2)
   parser.add_argument("--experts", default="4,8,16,64")
   parser.add_argument("--paths", default="reference,sparse,einsum,grad_buffers")
-  parser.add_argument("--block-sizes", default="0", help="0 = auto (MoESpec.blocks_for)")
+  parser.add_argument("--block-sizes", default="0", help="0 = auto (MoESpec.blocks_for); empty: no blocks-only variant")
   parser.add_argument("--hybrid-factors", default="0",
-                      help="capacity factors of the hybrid kernel (rows per expert / mean group); 0 = auto")
+                      help="capacity factors of the hybrid kernel (rows per expert / its expected group); 0 = auto; "
+                      "empty: none")
   parser.add_argument("--ragged-dot-max-experts", type=int, default=8,
                       help="also time sparse/ragged_dot up to this E (a dense fallback on CPU; 0 = never)")
   parser.add_argument("--iters", type=int, default=5)
@@ -88,7 +91,9 @@ def main(argv=None) -> None:
       counts = dict(n_vision_intra=e // 4, n_inter=e // 2, n_text_intra=e // 4)
     else:
       counts = dict(n_vision_intra=0, n_inter=e, n_text_intra=0)
-    base = MoESpec(**counts, top_k=k, **rules)
+    # the hybrid's per-expert capacities are sized for the benchmark's own share of vision tokens
+    base = MoESpec(**counts, top_k=k, **rules,
+                   hybrid_vision_fraction=args.vision_fraction if args.layout == "moiie" else 0.5)
     params = {"router": jax.random.normal(ks[4], (base.num_routers, d, e)) * scale,
               "gate": jax.random.normal(ks[5], (e, d, f)) * scale, "up": jax.random.normal(ks[6], (e, d, f)) * scale,
               "down": jax.random.normal(ks[7], (e, f, d)) * f ** -0.5}
@@ -97,10 +102,10 @@ def main(argv=None) -> None:
       if path == "sparse":
         variants.append((f"sparse_auto_{base.kernel_for(t * k, jax.default_backend())}",
                          dataclasses.replace(base, path="sparse")))
-        for b in (int(v) for v in args.block_sizes.split(",")):
+        for b in (int(v) for v in args.block_sizes.split(",") if v):
           variants.append((f"sparse_blocks{b or 'auto'}",
                            dataclasses.replace(base, path="sparse", grouped_matmul="blocks", block_size=b)))
-        for cf in (float(v) for v in args.hybrid_factors.split(",")):
+        for cf in (float(v) for v in args.hybrid_factors.split(",") if v):
           variants.append((f"sparse_hybrid_cf{cf or 'auto'}", dataclasses.replace(
               base, path="sparse", grouped_matmul="hybrid", hybrid_capacity_factor=cf)))
         if e <= args.ragged_dot_max_experts:

@@ -7,10 +7,11 @@ execution paths that give the same outputs and gradients (tests/moiie/test_moiie
     a dense loop over all experts (cost grows with E), so there it is `block_grouped_matmul`: each expert's rows
     padded to a multiple of `block_size` and a scan over blocks, each block one [b, K] x [K, N] matmul against its
     expert's weight. Only gathers move rows (the inverse permutation is computed once on int ids), no capacity.
-    `hybrid` (CPU, many experts): each expert's first C rows (C about the mean group size) run as one
-    [C, D] x [D, F] matmul per expert in a scan over experts, the weight gradients as batched contractions; the
-    rows past C run through small per-expert blocks in a loop over the blocks in use. Exact and dropless: no
-    row is ever dropped, whatever the imbalance (the overflow has a static bound, `overflow_bound`).
+    `hybrid` (CPU, many experts): each expert's first C_e rows (C_e about the group it should get under uniform
+    routing, `MoESpec.expected_rows`) run as one [C_e, D] x [D, F] matmul per expert in a scan over each run of
+    experts of equal capacity, the weight gradients as batched contractions; the rows past C_e run through small
+    per-expert blocks in a loop over the blocks in use. Exact and dropless: no row is ever dropped, whatever the
+    imbalance (the overflow has a static bound, `overflow_bound`).
   * `einsum`: GShard's one-hot dispatch/combine tensors [T, E, C] and a batched [E, C, D] FFN (Lepikhin et al.
     2020, Alg. 2): the classical capacity-based comparison point. Without a capacity limit C = T (exact).
 
@@ -21,10 +22,11 @@ Llama MLP).
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from moiie.routing import MoESpec, Routing
 
@@ -189,15 +191,18 @@ def sparse(x, routing: Routing, gate, up, down, spec: MoESpec) -> jax.Array:
   return combine_rows(ys, routing.weight, dest, slot_assign, real, k)
 
 
-# ---- the CPU hybrid: every expert's first C rows as one [C, D] x [D, F] matmul per expert (a scan over experts),
-# the rows past C through small per-expert blocks; exact and dropless ----
+# ---- the CPU hybrid: every expert's first C_e rows as one [C_e, D] x [D, F] matmul per expert (a scan over each
+# run of experts with equal capacity), the rows past C_e through small per-expert blocks; exact and dropless ----
 
 class HybridLayout(NamedTuple):
-  """Where each live assignment (nonzero weight) runs. Assignment ids are t * k + j; int arrays only."""
+  """Where each live assignment (nonzero weight) runs. Assignment ids are t * k + j; int arrays only.
 
-  cap_assign: jax.Array  # [E, C]: the assignment in capacity slot (e, c) (any id where not cap_real)
-  cap_real: jax.Array  # [E, C] bool
-  dest: jax.Array  # [T, k]: capacity slot e * C + c of each assignment (0 where not in_cap)
+  Capacity slots are laid out expert after expert: expert e owns slots [offset_e, offset_e + C_e).
+  """
+
+  cap_assign: jax.Array  # [S]: the assignment in each capacity slot, S = sum_e C_e (any id where not cap_real)
+  cap_real: jax.Array  # [S] bool
+  dest: jax.Array  # [T, k]: capacity slot of each assignment (0 where not in_cap)
   in_cap: jax.Array  # [T, k] bool: the assignment runs in its expert's capacity slots
   ovf_assign: jax.Array  # [nb, bs]: assignments past capacity, in blocks of one expert each
   ovf_real: jax.Array  # [nb, bs] bool
@@ -205,23 +210,47 @@ class HybridLayout(NamedTuple):
   used: jax.Array  # scalar: blocks in use (the others are the trailing padding of the static bound)
 
 
-def overflow_bound(num_tokens: int, top_k: int, num_experts: int, capacity: int, block: int) -> int:
-  """Static bound on the overflow rows (each expert's rows past `capacity`, padded to a multiple of `block`).
+def _capacities(capacity: int | Sequence[int], num_experts: int) -> tuple[int, ...]:
+  caps = (int(capacity),) * num_experts if np.ndim(capacity) == 0 else tuple(int(c) for c in capacity)
+  if len(caps) != num_experts or min(caps) < 1:
+    raise ValueError(f"hybrid capacities {caps}: need one capacity >= 1 per expert ({num_experts} experts).")
+  return caps
 
-  An expert holds at most T rows (a token picks an expert once) and all experts together T*k. With m experts
-  over capacity the padded overflow is at most min(m*T, T*k) - m*(C - block + 1); over m in [1, E] that is
-  largest at m = k or m = E.
+
+def capacity_groups(capacities: Sequence[int]) -> tuple[tuple[int, int, int], ...]:
+  """Runs of consecutive experts with equal capacity, as (first expert, number of experts, capacity)."""
+  groups = []
+  for e, c in enumerate(capacities):
+    if groups and groups[-1][2] == c:
+      groups[-1][1] += 1
+    else:
+      groups.append([e, 1, c])
+  return tuple(tuple(g) for g in groups)
+
+
+def overflow_bound(num_tokens: int, top_k: int, num_experts: int, capacity: int | Sequence[int], block: int) -> int:
+  """Static bound on the overflow rows (each expert's rows past its capacity, padded to a multiple of `block`).
+
+  An expert holds at most T rows (a token picks an expert once) and all experts together T*k. If the experts
+  of a set M overflow, their padded overflow is at most min(|M| T, T k) - sum_{e in M} (C_e - block + 1); for
+  each size m of M the worst set holds the m smallest capacities (experts with C_e >= T cannot overflow).
   """
-  t, k, e, c, b = num_tokens, top_k, num_experts, capacity, block
-  if c >= t:
-    return 0
-  bound = max(k * (t - c + b - 1), t * k - e * (c - b + 1))
-  return max(0, min(bound, t * k + e * (b - 1)))
+  t, k, b = num_tokens, top_k, block
+  slack = sorted(c - b + 1 for c in _capacities(capacity, num_experts) if c < t)
+  bound = max([min(m * t, t * k) - sum(slack[:m]) for m in range(1, len(slack) + 1)], default=0)
+  return max(0, min(bound, t * k + num_experts * (b - 1)))
 
 
-def hybrid_layout(routing: Routing, num_experts: int, capacity: int, block: int) -> HybridLayout:
+def hybrid_layout(routing: Routing, num_experts: int, capacity: int | Sequence[int], block: int) -> HybridLayout:
+  """`capacity`: one capacity for every expert, or one per expert."""
   t, k = routing.expert.shape
-  e, c, bs, a = num_experts, capacity, block, t * k
+  e, bs, a = num_experts, block, t * k
+  caps = _capacities(capacity, e)
+  offset = np.concatenate([[0], np.cumsum(caps)[:-1]])
+  # static: the expert and rank of every capacity slot
+  slot_expert = np.repeat(np.arange(e), caps)
+  slot_rank = np.arange(sum(caps)) - offset[slot_expert]
+  cap = jnp.asarray(caps)
   # Assignments of weight 0 (padding, capacity drops) take no row: their output is multiplied by 0 and the
   # gradient of a weight that a mask set to 0 does not reach the router, so skipping them is exact.
   live = routing.weight.reshape(-1) > 0
@@ -232,13 +261,12 @@ def hybrid_layout(routing: Routing, num_experts: int, capacity: int, block: int)
   pos = jnp.zeros_like(order).at[order].set(jnp.arange(a, dtype=order.dtype))  # assignment -> sorted position
   expert_of = jnp.minimum(key, e - 1)
   rank = pos - start[expert_of]  # rank inside the expert's group
-  in_cap = live & (rank < c)
-  dest = jnp.where(in_cap, expert_of * c + rank, 0)
-  slot = jnp.arange(c)
-  cap_real = slot[None, :] < sizes[:, None]
-  cap_assign = order[jnp.clip(start[:, None] + slot[None, :], 0, a - 1)]
-  nb = -(-overflow_bound(t, k, e, c, bs) // bs)
-  over = jnp.maximum(sizes - c, 0)
+  in_cap = live & (rank < cap[expert_of])
+  dest = jnp.where(in_cap, jnp.asarray(offset)[expert_of] + rank, 0)
+  cap_real = jnp.asarray(slot_rank) < sizes[slot_expert]
+  cap_assign = order[jnp.clip(start[slot_expert] + slot_rank, 0, a - 1)]
+  nb = -(-overflow_bound(t, k, e, caps, bs) // bs)
+  over = jnp.maximum(sizes - cap, 0)
   padded = -(-over // bs) * bs
   pad_end = jnp.cumsum(padded)
   pad_start = pad_end - padded
@@ -246,7 +274,7 @@ def hybrid_layout(routing: Routing, num_experts: int, capacity: int, block: int)
   row_expert = jnp.minimum(jnp.searchsorted(pad_end, row, side="right"), e - 1)
   row_rank = row - pad_start[row_expert]
   ovf_real = (row_rank < over[row_expert]) & (row < pad_end[-1])
-  ovf_assign = order[jnp.clip(start[row_expert] + c + row_rank, 0, a - 1)]
+  ovf_assign = order[jnp.clip(start[row_expert] + cap[row_expert] + row_rank, 0, a - 1)]
   return HybridLayout(cap_assign, cap_real, dest.reshape(t, k), in_cap.reshape(t, k),
                       ovf_assign.reshape(nb, bs), ovf_real.reshape(nb, bs),
                       row_expert[::bs].astype(jnp.int32), (pad_end[-1] // bs).astype(jnp.int32))
@@ -271,21 +299,55 @@ def _ffn_bwd_rows(g, u, dn, gp, upre, dy):
   return _contract_out(d_gp, g) + _contract_out(d_upre, u), d_gp, d_upre
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
-def hybrid_ffn(x, weight, gate, up, down, layout: HybridLayout, k: int) -> jax.Array:
-  """out[t] = sum_j weight[t, j] * FFN_{expert(t, j)}(x[t]) over the live assignments of `layout`."""
-  return _hybrid_fwd(x, weight, gate, up, down, layout, k)[0]
+def _group_rows(flat: jax.Array, groups) -> list[jax.Array]:
+  """Splits slot-major rows [S, ...] into one [n_g, C_g, ...] array per capacity group."""
+  out, at = [], 0
+  for _, n, c in groups:
+    out.append(flat[at:at + n * c].reshape(n, c, *flat.shape[1:]))
+    at += n * c
+  return out
 
 
-def _hybrid_fwd(x, weight, gate, up, down, layout, k):
+def _join(parts: list[jax.Array], axis: int = 0) -> jax.Array:
+  return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=axis)
+
+
+def _place(parts: list[jax.Array], groups, shape) -> jax.Array:
+  """Per-group weight gradients [n_g, ...] into one [E, ...] array. Updating slices of one buffer lets each
+  contraction write into it in place; a concatenate copied them all again (5-7% of the layer at E = 8-16)."""
+  if len(parts) == 1:
+    return parts[0]
+  out = jnp.zeros(shape, parts[0].dtype)
+  for (e0, _, _), part in zip(groups, parts):
+    out = jax.lax.dynamic_update_slice_in_dim(out, part, e0, axis=0)
+  return out
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
+def hybrid_ffn(x, weight, gate, up, down, layout: HybridLayout, k: int, capacities: tuple[int, ...]) -> jax.Array:
+  """out[t] = sum_j weight[t, j] * FFN_{expert(t, j)}(x[t]) over the live assignments of `layout`, which was built
+  with these per-expert `capacities`."""
+  return _hybrid_fwd(x, weight, gate, up, down, layout, k, capacities)[0]
+
+
+def _hybrid_fwd(x, weight, gate, up, down, layout, k, capacities):
   t, d = x.shape
-  e, c = layout.cap_assign.shape
-  xc = jnp.where(layout.cap_real[..., None], x[layout.cap_assign // k], 0)  # [E, C, D], one gather
+  groups = capacity_groups(capacities)
+  xc = jnp.where(layout.cap_real[:, None], x[layout.cap_assign // k], 0)  # [S, D], one gather
+  # Each step reads its expert's weights by index (as scanning over them would); slicing a group's weights
+  # first would copy them.
   def body(_, inputs):
-    return None, _ffn_fwd_rows(*inputs)
-  _, (yc, gp, upre) = jax.lax.scan(body, None, (xc, gate, up, down))
+    xe, ex = inputs
+    return None, _ffn_fwd_rows(xe, gate[ex], up[ex], down[ex])
+  yc, gp, upre = [], [], []
+  for (e0, n, _), xg in zip(groups, _group_rows(xc, groups)):
+    _, (y_g, gp_g, upre_g) = jax.lax.scan(body, None, (xg, e0 + jnp.arange(n)))
+    yc.append(y_g.reshape(-1, d))
+    gp.append(gp_g)
+    upre.append(upre_g)
+  yc = _join(yc)
   w_cap = jnp.where(layout.in_cap, weight, 0).astype(x.dtype)
-  y = jnp.einsum("tkd,tk->td", yc.reshape(e * c, d)[layout.dest], w_cap)
+  y = jnp.einsum("tkd,tk->td", yc[layout.dest], w_cap)
   w_flat = weight.reshape(-1)
 
   def overflow(b, y):  # few blocks: rows gathered and added back by token (a block never repeats a token)
@@ -298,23 +360,29 @@ def _hybrid_fwd(x, weight, gate, up, down, layout, k):
   return y, (x, weight, gate, up, down, layout, xc, gp, upre, yc)
 
 
-def _hybrid_bwd(k, res, g):
+def _hybrid_bwd(k, capacities, res, g):
   x, weight, gate, up, down, layout, xc, gp, upre, yc = res
   t, d = x.shape
-  e, c = layout.cap_assign.shape
+  groups = capacity_groups(capacities)
   w_flat = weight.reshape(-1)
   w_slot = jnp.where(layout.cap_real, w_flat[layout.cap_assign], 0).astype(g.dtype)
-  dyc = g[layout.cap_assign // k] * w_slot[..., None]  # [E, C, D]; 0 on empty slots
-  d_weight = jnp.where(layout.in_cap, jnp.einsum("tkd,td->tk", yc.reshape(e * c, d)[layout.dest], g), 0)
+  dyc = g[layout.cap_assign // k] * w_slot[:, None]  # [S, D]; 0 on empty slots
+  d_weight = jnp.where(layout.in_cap, jnp.einsum("tkd,td->tk", yc[layout.dest], g), 0)
   # Weight gradients as batched contractions over the capacity rows, each written once straight into its buffer
   # (as stacked scan outputs they took a zero fill per step and, two having one shape, a 128 MB copy at E = 64).
   def body(_, inputs):
-    return None, _ffn_bwd_rows(*inputs)
-  _, (dxc, d_gp, d_upre) = jax.lax.scan(body, None, (gate, up, down, gp, upre, dyc))
-  d_down = jnp.einsum("ecf,ecd->efd", jax.nn.silu(gp) * upre, dyc)
-  d_gate = jnp.einsum("ecd,ecf->edf", xc, d_gp)
-  d_up = jnp.einsum("ecd,ecf->edf", xc, d_upre)
-  dx = jnp.sum(jnp.where(layout.in_cap[..., None], dxc.reshape(e * c, d)[layout.dest], 0), axis=1)
+    ex, gp_e, upre_e, dy_e = inputs
+    return None, _ffn_bwd_rows(gate[ex], up[ex], down[ex], gp_e, upre_e, dy_e)
+  dxc, d_gate, d_up, d_down = [], [], [], []
+  for (e0, n, _), xg, gp_g, upre_g, dyg in zip(groups, _group_rows(xc, groups), gp, upre,
+                                                _group_rows(dyc, groups)):
+    _, (dx_g, d_gp, d_upre) = jax.lax.scan(body, None, (e0 + jnp.arange(n), gp_g, upre_g, dyg))
+    dxc.append(dx_g.reshape(-1, d))
+    d_down.append(jnp.einsum("ecf,ecd->efd", jax.nn.silu(gp_g) * upre_g, dyg))
+    d_gate.append(jnp.einsum("ecd,ecf->edf", xg, d_gp))
+    d_up.append(jnp.einsum("ecd,ecf->edf", xg, d_upre))
+  d_gate, d_up, d_down = (_place(parts, groups, w.shape) for parts, w in ((d_gate, gate), (d_up, up), (d_down, down)))
+  dx = jnp.sum(jnp.where(layout.in_cap[..., None], _join(dxc)[layout.dest], 0), axis=1)
 
   def overflow(b, carry):  # recomputes the few overflow blocks; weight gradients accumulate in place
     dx, dw, dg_, du_, dd_ = carry
@@ -343,9 +411,9 @@ hybrid_ffn.defvjp(_hybrid_fwd, _hybrid_bwd)
 
 def hybrid(x, routing: Routing, gate, up, down, spec: MoESpec) -> jax.Array:
   t, k, e = x.shape[0], routing.expert.shape[1], gate.shape[0]
-  capacity, block = spec.hybrid_sizes(t * k, t)
-  layout = hybrid_layout(routing, e, capacity, block)
-  return hybrid_ffn(x, routing.weight, gate, up, down, layout, k)
+  capacities, block = spec.hybrid_sizes(t * k, t)
+  layout = hybrid_layout(routing, e, capacities, block)
+  return hybrid_ffn(x, routing.weight, gate, up, down, layout, k, capacities)
 
 
 def run_experts(x, routing: Routing, gate, up, down, spec: MoESpec) -> jax.Array:

@@ -72,7 +72,10 @@ def moe_config(**overrides) -> ml_collections.ConfigDict:
       # hybrid (per-expert capacity-padded matmuls + exact overflow blocks) | ragged_dot
       grouped_matmul="auto",
       block_size=0,  # rows per block of the CPU grouped matmul (blocks; hybrid's overflow); 0 = auto
-      hybrid_capacity_factor=0.0,  # hybrid's rows per expert: factor * mean group size (rows past it overflow)
+      hybrid_capacity_factor=0.0,  # hybrid's rows per expert: factor * its expected group (rows past it overflow)
+      # the share of vision tokens the hybrid's per-expert rows are sized for (an intra expert sees one modality,
+      # a shared one both); any other split stays exact, its extra rows take the overflow path
+      hybrid_vision_fraction=0.5,
       every=2, offset=1,  # MoE on decoder layers i with i % every == offset (every other layer)
       router_init_std=0.02), overrides)
 
@@ -102,6 +105,7 @@ class MoESpec:
   grouped_matmul: str = "auto"
   block_size: int = 0
   hybrid_capacity_factor: float = 0.0
+  hybrid_vision_fraction: float = 0.5
 
   def __post_init__(self):
     for name in ("n_vision_intra", "n_inter", "n_text_intra"):
@@ -126,6 +130,9 @@ class MoESpec:
     if self.capacity_factor < 0 or self.block_size < 0 or self.hybrid_capacity_factor < 0:
       raise ValueError("MoESpec.capacity_factor must be >= 0 (0 = no limit), block_size and "
                        "hybrid_capacity_factor >= 0 (0 = auto).")
+    if not 0.0 <= self.hybrid_vision_fraction <= 1.0:
+      raise ValueError(f"MoESpec.hybrid_vision_fraction = {self.hybrid_vision_fraction} is a share of the tokens; "
+                       "it must lie in [0, 1].")
 
   @property
   def num_experts(self) -> int:
@@ -168,14 +175,27 @@ class MoESpec:
       return "ragged_dot"
     return "hybrid" if assignments / self.num_experts <= HYBRID_MAX_MEAN_ROWS else "blocks"
 
-  def hybrid_sizes(self, assignments: int, num_tokens: int) -> tuple[int, int]:
-    """(capacity rows per expert, overflow block rows) of the hybrid kernel. Auto: capacity = the mean group
-    size rounded up to a multiple of 8; overflow blocks of mean / 8 rows, a power of 2 in [16, 64] (an
-    overflowing expert holds a few standard deviations, ~sqrt(mean), past its capacity)."""
+  def expected_rows(self, assignments: int) -> np.ndarray:
+    """float [E]: each expert's rows under uniform routing when `hybrid_vision_fraction` of the assignments come
+    from vision tokens: a modality's assignments spread evenly over the experts it can reach, so with MoIIE's
+    layout a shared expert expects the rows of both modalities and an intra expert those of one."""
+    share = np.zeros(NUM_MODALITIES)
+    share[VISION], share[TEXT] = self.hybrid_vision_fraction, 1.0 - self.hybrid_vision_fraction
+    reach = self.reach.astype(np.float64)
+    return assignments * (share[:, None] * reach / reach.sum(axis=1, keepdims=True)).sum(axis=0)
+
+  def hybrid_sizes(self, assignments: int, num_tokens: int) -> tuple[tuple[int, ...], int]:
+    """(capacity rows of each expert, overflow block rows) of the hybrid kernel. Auto: each expert's capacity is
+    its expected group (`expected_rows`; the mean group when every expert is shared) rounded up to a multiple of
+    8, at most T; overflow blocks of mean / 8 rows, a power of 2 in [16, 64] (an overflowing expert holds a few
+    standard deviations, ~sqrt(mean), past its capacity)."""
+    factor = self.hybrid_capacity_factor or HYBRID_CAPACITY_FACTOR
+    # (- 1e-9: the float sum of the modality shares must not push an exact group, e.g. 64.00000001, up a step)
+    capacities = tuple(max(1, min(-(-math.ceil(factor * rows - 1e-9) // 8) * 8, num_tokens))
+                       for rows in self.expected_rows(assignments))
     mean = assignments / self.num_experts
-    capacity = -(-math.ceil((self.hybrid_capacity_factor or HYBRID_CAPACITY_FACTOR) * mean) // 8) * 8
     block = self.block_size or int(min(64, max(16, 2 ** int(math.floor(math.log2(max(mean / 8, 1)))))))
-    return max(1, min(capacity, num_tokens)), block
+    return capacities, block
 
   def capacity(self, num_tokens: int) -> int:
     """Per-expert slots: ceil(cf * T * k / E), or T when there is no limit (a token uses an expert at most once)."""
@@ -204,6 +224,8 @@ def validate_moe_config(config: ml_collections.ConfigDict, prefix: str = "moe") 
   config_lib.check_choice(config, f"{prefix}.balance_scope", BALANCE_SCOPES)
   config_lib.check_positive(config, f"{prefix}.block_size", allow_zero=True)
   config_lib.check_positive(config, f"{prefix}.hybrid_capacity_factor", allow_zero=True)
+  config_lib.check(config, f"{prefix}.hybrid_vision_fraction", lambda f: 0.0 <= f <= 1.0,
+                   "must lie in [0, 1] (a share of the tokens)")
   config_lib.check_positive(config, f"{prefix}.every")
   every = config_lib.get_value(config, f"{prefix}.every")
   config_lib.check(config, f"{prefix}.offset", lambda o: 0 <= o < every, f"must lie in [0, every={every})")

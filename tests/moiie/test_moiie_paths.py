@@ -102,7 +102,8 @@ def _hybrid_direct(spec, capacity, block, router_scale=1.0, skew=False):
       y = experts.reference(x, r, params["gate"], params["up"], params["down"])
     else:
       layout = experts.hybrid_layout(r, spec.num_experts, capacity, block)
-      y = experts.hybrid_ffn(x, r.weight, params["gate"], params["up"], params["down"], layout, spec.top_k)
+      caps = tuple(np.broadcast_to(capacity, (spec.num_experts,)).tolist())
+      y = experts.hybrid_ffn(x, r.weight, params["gate"], params["up"], params["down"], layout, spec.top_k, caps)
     return jnp.sum(jnp.sin(y) * valid[:, None]), y
 
   out = {p: jax.jit(jax.value_and_grad(lambda pa, xx, p=p: loss(p, pa, xx), argnums=(0, 1), has_aux=True))(
@@ -117,6 +118,11 @@ def _hybrid_direct(spec, capacity, block, router_scale=1.0, skew=False):
   live = int(jnp.sum(r.weight > 0))
   assert int(layout.cap_real.sum()) + int(layout.ovf_real.sum()) == live  # every live assignment has one row
   assert 0 < int(layout.used) <= layout.ovf_assign.shape[0]
+  # each capacity slot holds an assignment of the slot's own expert, in order of rank
+  slot_expert = np.repeat(np.arange(spec.num_experts), np.broadcast_to(capacity, (spec.num_experts,)))
+  real = np.asarray(layout.cap_real)
+  np.testing.assert_array_equal(np.asarray(r.expert).reshape(-1)[np.asarray(layout.cap_assign)[real]],
+                                slot_expert[real])
   return layout
 
 
@@ -125,6 +131,15 @@ def test_hybrid_overflow_is_exact(capacity, block):
   # capacities far below the mean group (~11 rows): most rows take the overflow path, in blocks of any size
   spec = MoESpec(n_vision_intra=2, n_inter=3, n_text_intra=3, top_k=2)
   _hybrid_direct(spec, capacity, block)
+
+
+def test_hybrid_per_expert_capacities_are_exact():
+  # MoIIE's layout with unequal capacities (three runs of equal capacity, one of them a single expert) and
+  # some far below their group: capacity rows and overflow blocks together stay exact
+  spec = MoESpec(n_vision_intra=2, n_inter=3, n_text_intra=3, top_k=2)
+  assert experts.capacity_groups((2, 2, 9, 9, 9, 1, 4, 4)) == ((0, 2, 2), (2, 3, 9), (5, 1, 1), (6, 2, 4))
+  layout = _hybrid_direct(spec, (2, 2, 9, 9, 9, 1, 4, 4), block=4)
+  assert layout.cap_assign.shape == (2 + 2 + 27 + 1 + 8,)
 
 
 def test_hybrid_worst_case_imbalance_fits_the_static_bound():
@@ -138,6 +153,13 @@ def test_hybrid_worst_case_imbalance_fits_the_static_bound():
       for b in (1, 2, 3, 4, 8):
         worst = max(sum(-(-max(s - c, 0) // b) * b for s in v) for v in vectors)
         assert worst <= experts.overflow_bound(t, k, e, c, b), (t, k, e, c, b)
+    # per-expert capacities: every capacity vector of the small layers against every group-size vector at once
+    sizes, all_caps = np.array(vectors), np.array(list(itertools.product(range(1, t + 1), repeat=e)))
+    for b in (1, 3, 8):
+      worst = (-(-np.maximum(sizes[None] - all_caps[:, None], 0) // b) * b).sum(-1).max(-1)
+      bounds = np.array([experts.overflow_bound(t, k, e, tuple(caps), b) for caps in all_caps])
+      assert np.all(worst <= bounds), (t, k, b)
+      assert np.any(worst == bounds)  # and tight for some capacity vector
 
 
 def test_auto_kernel_and_hybrid_sizes():
@@ -147,7 +169,17 @@ def test_auto_kernel_and_hybrid_sizes():
   assert few.kernel_for(8192, "cpu") == "blocks"  # 2048 rows per expert: past HYBRID_MAX_MEAN_ROWS
   assert many.kernel_for(4096, "gpu") == "ragged_dot"
   assert MoESpec(grouped_matmul="blocks").kernel_for(4096, "cpu") == "blocks"
-  assert many.hybrid_sizes(4096, 2048) == (64, 16)  # capacity = mean group (64 rows), 16-row overflow blocks
-  assert MoESpec(n_vision_intra=0, n_inter=8, n_text_intra=0).hybrid_sizes(4096, 2048) == (512, 64)
-  assert dataclasses.replace(many, hybrid_capacity_factor=1.25, block_size=8).hybrid_sizes(4096, 2048) == (80, 8)
-  assert few.hybrid_sizes(40, 12) == (12, 16)  # capacity: a multiple of 8, at most T (an expert's most rows)
+  assert many.hybrid_sizes(4096, 2048) == ((64,) * 64, 16)  # capacity = mean group (64 rows), 16-row blocks
+  assert MoESpec(n_vision_intra=0, n_inter=8, n_text_intra=0).hybrid_sizes(4096, 2048) == ((512,) * 8, 64)
+  assert dataclasses.replace(many, hybrid_capacity_factor=1.25, block_size=8).hybrid_sizes(4096, 2048) == (
+      (80,) * 64, 8)
+  assert few.hybrid_sizes(40, 12) == ((12,) * 4, 16)  # capacity: a multiple of 8, at most T (an expert's most rows)
+  # MoIIE's layout: half the 4096 assignments from each modality, each spread over the 6 experts it reaches, so
+  # an intra expert expects 2048 / 6 = 341.3 rows and a shared one twice that (both rounded up to a multiple of 8)
+  moiie = MoESpec(n_vision_intra=2, n_inter=4, n_text_intra=2)
+  np.testing.assert_allclose(moiie.expected_rows(4096), [2048 / 6] * 2 + [4096 / 6] * 4 + [2048 / 6] * 2)
+  assert moiie.hybrid_sizes(4096, 2048) == ((344,) * 2 + (688,) * 4 + (344,) * 2, 64)
+  skewed = dataclasses.replace(moiie, hybrid_vision_fraction=0.75)  # vision-intra 3072/6, text-intra 1024/6 rows
+  assert skewed.hybrid_sizes(4096, 2048)[0] == (512,) * 2 + (688,) * 4 + (176,) * 2
+  with pytest.raises(ValueError, match="hybrid_vision_fraction"):
+    MoESpec(hybrid_vision_fraction=1.5)

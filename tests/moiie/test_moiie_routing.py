@@ -154,6 +154,9 @@ def test_variants_build_from_config():
     assert spec.num_experts in (2, 4)
   with pytest.raises(config_lib.ConfigError, match="variant"):
     routing.validate_moe_config(config_lib.load_config("configs/moiie/easyvqa_tiny.py", ["moe.variant=mixtral"]))
+  with pytest.raises(config_lib.ConfigError, match=r"moe.hybrid_vision_fraction = 1.5 .*\[0, 1\]"):
+    routing.validate_moe_config(config_lib.load_config("configs/moiie/easyvqa_tiny.py",
+                                                       ["moe.hybrid_vision_fraction=1.5"]))
 
 
 def test_auto_block_size_follows_the_mean_group_size():
