@@ -308,8 +308,8 @@ def _group_rows(flat: jax.Array, groups) -> list[jax.Array]:
   return out
 
 
-def _join(parts: list[jax.Array], axis: int = 0) -> jax.Array:
-  return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=axis)
+def _join(parts: list[jax.Array]) -> jax.Array:
+  return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
 
 
 def _place(parts: list[jax.Array], groups, shape) -> jax.Array:
@@ -323,10 +323,15 @@ def _place(parts: list[jax.Array], groups, shape) -> jax.Array:
   return out
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
-def hybrid_ffn(x, weight, gate, up, down, layout: HybridLayout, k: int, capacities: tuple[int, ...]) -> jax.Array:
+def hybrid_ffn(x, weight, gate, up, down, layout: HybridLayout, k: int,
+               capacity: int | Sequence[int]) -> jax.Array:
   """out[t] = sum_j weight[t, j] * FFN_{expert(t, j)}(x[t]) over the live assignments of `layout`, which was built
-  with these per-expert `capacities`."""
+  with this `capacity` (as `hybrid_layout` takes it: one for every expert, or one per expert)."""
+  return _hybrid_ffn(x, weight, gate, up, down, layout, k, _capacities(capacity, gate.shape[0]))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
+def _hybrid_ffn(x, weight, gate, up, down, layout: HybridLayout, k: int, capacities: tuple[int, ...]):
   return _hybrid_fwd(x, weight, gate, up, down, layout, k, capacities)[0]
 
 
@@ -406,7 +411,7 @@ def _hybrid_bwd(k, capacities, res, g):
           d_down.astype(down.dtype), None)
 
 
-hybrid_ffn.defvjp(_hybrid_fwd, _hybrid_bwd)
+_hybrid_ffn.defvjp(_hybrid_fwd, _hybrid_bwd)
 
 
 def hybrid(x, routing: Routing, gate, up, down, spec: MoESpec) -> jax.Array:

@@ -102,8 +102,8 @@ def _hybrid_direct(spec, capacity, block, router_scale=1.0, skew=False):
       y = experts.reference(x, r, params["gate"], params["up"], params["down"])
     else:
       layout = experts.hybrid_layout(r, spec.num_experts, capacity, block)
-      caps = tuple(np.broadcast_to(capacity, (spec.num_experts,)).tolist())
-      y = experts.hybrid_ffn(x, r.weight, params["gate"], params["up"], params["down"], layout, spec.top_k, caps)
+      y = experts.hybrid_ffn(x, r.weight, params["gate"], params["up"], params["down"], layout, spec.top_k,
+                             capacity)
     return jnp.sum(jnp.sin(y) * valid[:, None]), y
 
   out = {p: jax.jit(jax.value_and_grad(lambda pa, xx, p=p: loss(p, pa, xx), argnums=(0, 1), has_aux=True))(
