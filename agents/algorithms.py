@@ -35,9 +35,9 @@ KL_MODES = ("loss", "reward", "none")
 def algorithm_config(name: str = "grpo", **overrides: Any) -> ml_collections.ConfigDict:
   """The `algorithm` section. `kl_mode` defaults per algorithm: the reward for REINFORCE++, a loss otherwise."""
   return section("algorithm", dict(
-      name=name, clip_eps=0.2, entropy_coef=0.001, kl_coef=0.001, kl_estimator="k3",
-      kl_mode="reward" if name == "reinforce_pp" else "loss", loss_aggregation="token-mean", gamma=1.0, lam=1.0,
-      value_clip=0.5, update_epochs=1, minibatches=1, whiten_gae=True), overrides)
+      name=name, clip_eps=0.2, entropy_coef=0.001, kl_coef=0.001, kl_estimator="k3", kl_clip=10.0,
+      kl_mode="reward" if name == "reinforce_pp" else "loss", loss_aggregation="token-mean", loss_horizon=0,
+      gamma=1.0, lam=1.0, value_clip=0.5, update_epochs=1, minibatches=1, whiten_gae=True), overrides)
 
 
 def validate_algorithm_config(config: ml_collections.ConfigDict) -> None:
@@ -47,7 +47,7 @@ def validate_algorithm_config(config: ml_collections.ConfigDict) -> None:
   config_lib.check_choice(config, "algorithm.loss_aggregation", rl.AGGREGATION_MODES)
   for key in ("algorithm.clip_eps", "algorithm.update_epochs", "algorithm.minibatches", "algorithm.value_clip"):
     config_lib.check_positive(config, key)
-  for key in ("algorithm.entropy_coef", "algorithm.kl_coef"):
+  for key in ("algorithm.entropy_coef", "algorithm.kl_coef", "algorithm.kl_clip", "algorithm.loss_horizon"):
     config_lib.check_positive(config, key, allow_zero=True)
   for key in ("algorithm.gamma", "algorithm.lam"):
     config_lib.check(config, key, lambda v: 0.0 <= v <= 1.0, "must lie in [0, 1]")
@@ -87,11 +87,21 @@ def advantages(algo: ml_collections.ConfigDict, batch: Mapping[str, jax.Array], 
   return jnp.where(mask, adv, 0.0), returns
 
 
-def actor_loss(algo: ml_collections.ConfigDict, logits: jax.Array, batch: Mapping[str, jax.Array]
-               ) -> tuple[jax.Array, dict[str, jax.Array]]:
+def loss_horizon(algo: ml_collections.ConfigDict, max_context_tokens: int) -> int:
+  """The constant that `seq-mean-token-sum-norm` divides each sequence's token sum by (Dr. GRPO): the configured
+  `loss_horizon`, or by default the context limit (the most model tokens a trajectory can hold). A constant, not
+  the padded width of the batch, which changes from step to step."""
+  return int(algo.loss_horizon) or int(max_context_tokens)
+
+
+def actor_loss(algo: ml_collections.ConfigDict, logits: jax.Array, batch: Mapping[str, jax.Array],
+               horizon: int | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The actor's scalar loss from the policy's logits [B, T, V] on `batch` (tokens, loss_mask, old_logprobs,
   ref_logprobs, advantages): clipped surrogate - entropy_coef * entropy (+ kl_coef * KL when kl_mode = loss),
-  each aggregated over model tokens only, so environment and prompt tokens get no gradient."""
+  each aggregated over model tokens only, so environment and prompt tokens get no gradient. `horizon`: see
+  `loss_horizon` (only `seq-mean-token-sum-norm` uses it). The KL estimate is clipped to +-`kl_clip` (0: not
+  clipped), as verl does, since k3 = exp(log r) - 1 - log r explodes on a token the policy finds far less likely
+  than the reference does."""
   from core.llm.scoring import logprobs_from_logits
 
   mask = batch["loss_mask"].astype(bool)
@@ -100,20 +110,21 @@ def actor_loss(algo: ml_collections.ConfigDict, logits: jax.Array, batch: Mappin
                                             algo.clip_eps)
   # Entropy of the distribution each model token was drawn from (the logits one position earlier).
   entropy = jnp.pad(rl.entropy_from_logits(logits[:, :-1]), ((0, 0), (1, 0)))
-  pg_loss = rl.aggregate(surrogate, mask, algo.loss_aggregation)
-  entropy_mean = rl.aggregate(entropy, mask, algo.loss_aggregation)
+  pg_loss = rl.aggregate(surrogate, mask, algo.loss_aggregation, horizon)
+  entropy_mean = rl.aggregate(entropy, mask, algo.loss_aggregation, horizon)
   loss = pg_loss - algo.entropy_coef * entropy_mean
-  kl = rl.aggregate(rl.kl_loss(logprobs, batch["ref_logprobs"], mask, algo.kl_estimator), mask,
-                    algo.loss_aggregation)
+  kl_clip = float(algo.kl_clip) or None
+  kl = rl.aggregate(rl.kl_loss(logprobs, batch["ref_logprobs"], mask, algo.kl_estimator, kl_clip), mask,
+                    algo.loss_aggregation, horizon)
   if algo.kl_mode == "loss":
     loss = loss + algo.kl_coef * kl
   return loss, {"pg_loss": pg_loss, "entropy": entropy_mean, "kl_ref": kl, **diagnostics}
 
 
-def critic_loss(algo: ml_collections.ConfigDict, values: jax.Array, batch: Mapping[str, jax.Array]
-                ) -> tuple[jax.Array, dict[str, jax.Array]]:
+def critic_loss(algo: ml_collections.ConfigDict, values: jax.Array, batch: Mapping[str, jax.Array],
+                horizon: int | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
   """PPO's clipped value loss against the GAE returns, over model tokens."""
   mask = batch["loss_mask"].astype(bool)
   per_token = rl.value_loss(values, batch["old_values"], batch["returns"], mask, algo.value_clip)
-  loss = rl.aggregate(per_token, mask, algo.loss_aggregation)
+  loss = rl.aggregate(per_token, mask, algo.loss_aggregation, horizon)
   return loss, {"value_loss": loss, "value_mean": rl.masked_mean(values, mask)}

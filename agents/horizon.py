@@ -20,6 +20,7 @@ from typing import Any
 import ml_collections
 
 from agents import train as train_lib
+from core import config as config_lib
 from core import entrypoint
 from core.train.metrics import read_metrics
 
@@ -36,6 +37,8 @@ def horizon_variants(config: ml_collections.ConfigDict) -> dict[str, ml_collecti
                             ("scaling_inter", limits)):
     variant = ml_collections.ConfigDict(config.to_dict())
     variant.schedule.turn_limits = turn_limits
+    if len(turn_limits) == 1 and not isinstance(variant.schedule.steps_per_stage, int):
+      variant.schedule.steps_per_stage = ()  # one stage: no per-stage lengths (a list of them would not fit)
     variant.data.eval_turn_limit = limits[-1]
     variants[name] = variant
   return variants
@@ -43,6 +46,7 @@ def horizon_variants(config: ml_collections.ConfigDict) -> dict[str, ml_collecti
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains the three variants (resuming any that stopped) and writes the table and the plot."""
+  validate_config(config)
   results: dict[str, Any] = {}
   warm_start_dir = None
   for name, variant in horizon_variants(config).items():
@@ -109,9 +113,16 @@ def plot(summary: dict[str, Any], path: str) -> None:
   plt.close(fig)
 
 
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  train_lib.validate_config(config)
+  config_lib.check(config, "data.eval_every", lambda n: n > 0,
+                   "must be > 0: the comparison is the evaluation success over training",
+                   "pass --config.data.eval_every=N (e.g. 5)")
+
+
 def main(config: ml_collections.ConfigDict, workdir: str) -> None:
   print(table(run(config, workdir)))
 
 
 if __name__ == "__main__":
-  entrypoint.run(main, validate=train_lib.validate_config)
+  entrypoint.run(main, validate=validate_config)

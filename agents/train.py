@@ -110,32 +110,33 @@ def _critic_values(graphdef, params, model_state, tokens, attention_mask):
 critic_values = jax.jit(_critic_values, static_argnums=0)
 
 
-def make_actor_step(graphdef, algo: ml_collections.ConfigDict, tx, trainable):
+def make_actor_step(graphdef, algo: ml_collections.ConfigDict, tx, trainable, horizon: int):
   def loss_fn(model, batch, rng):
     del rng
     mask = batch["attention_mask"].astype(bool)
     logits, _ = model(batch["tokens"], positions_from_mask(mask), mask)
-    return algorithms.actor_loss(algo, logits, batch)
+    return algorithms.actor_loss(algo, logits, batch, horizon)
 
   return jax.jit(make_train_step(graphdef, loss_fn, tx, trainable), donate_argnums=0)
 
 
-def make_critic_step(graphdef, algo: ml_collections.ConfigDict, tx):
+def make_critic_step(graphdef, algo: ml_collections.ConfigDict, tx, horizon: int):
   def loss_fn(model, batch, rng):
     del rng
-    return algorithms.critic_loss(algo, model(batch["tokens"], batch["attention_mask"]), batch)
+    return algorithms.critic_loss(algo, model(batch["tokens"], batch["attention_mask"]), batch, horizon)
 
   return jax.jit(make_train_step(graphdef, loss_fn, tx), donate_argnums=0)
 
 
 # ---- the run ----------------------------------------------------------------------------------------------
 
-def sequence_bucket(length: int, limit: int) -> int:
-  """Batches are padded to a power of two >= 64 (at most the context limit's power of two): few compilations."""
+def sequence_bucket(length: int) -> int:
+  """Batches are padded to a power of two >= 64: few compilations (a trajectory never exceeds
+  rollout.max_context_tokens, so neither does the bucket beyond that limit's power of two)."""
   bucket = 64
   while bucket < length:
     bucket *= 2
-  return max(bucket, length) if bucket > limit else bucket
+  return bucket
 
 
 def training_tasks(config: ml_collections.ConfigDict, step: int) -> list[int]:
@@ -219,12 +220,13 @@ def build_learner(config: ml_collections.ConfigDict, workdir: str) -> tuple[Lear
     trunk = nnx.merge(full_graphdef, jax.tree.map(jnp.copy, ref_state))
     critic_model = ValueModel(trunk, nnx.Rngs(config.seed + 1))
   graphdef, state = create_train_state(policy.model, tx, policy.trainable)
+  horizon = algorithms.loss_horizon(config.algorithm, config.rollout.max_context_tokens)
   learner = Learner(config, policy, graphdef, state, full_graphdef, ref_state,
-                    make_actor_step(graphdef, config.algorithm, tx, policy.trainable))
+                    make_actor_step(graphdef, config.algorithm, tx, policy.trainable, horizon))
   if critic_model is not None:
     critic_tx = optim.make_optimizer(config.critic_optimizer, total_steps)
     learner.critic_graphdef, learner.critic_state = create_train_state(critic_model, critic_tx)
-    learner.critic_step = make_critic_step(learner.critic_graphdef, config.algorithm, critic_tx)
+    learner.critic_step = make_critic_step(learner.critic_graphdef, config.algorithm, critic_tx, horizon)
   return learner, info
 
 
@@ -234,7 +236,7 @@ def rollout_batch(learner: Learner, current: weights.Pretrained, trajectories,
   `current` is `learner.current()`, the policy that sampled `trajectories`."""
   longest = max(len(t.tokens) for t in trajectories)
   batch = rollout_lib.to_batch(trajectories, learner.policy.tokenizer.pad_id,
-                               sequence_bucket(longest, config.rollout.max_context_tokens))
+                               sequence_bucket(longest))
   tokens, attention = jnp.asarray(batch["tokens"]), jnp.asarray(batch["attention_mask"])
   mask = batch["loss_mask"].astype(bool)
   batch["ref_logprobs"] = np.where(mask, np.asarray(token_logprobs(learner.full_graphdef, learner.ref_state,
@@ -274,8 +276,9 @@ def update(learner: Learner, batch: dict[str, np.ndarray], step: int) -> dict[st
       if learner.critic_state is not None:
         learner.critic_state, critic_metrics = learner.critic_step(
             learner.critic_state, {k: batch[k][idx] for k in critic_keys}, key)
-        metrics = {**metrics, **{k: v for k, v in critic_metrics.items() if k != "loss"},
-                   "critic_grad_norm": critic_metrics["grad_norm"]}
+        # The critic's loss and gradient norm get their own names: the actor's keep theirs.
+        metrics = {**metrics, **{k: v for k, v in critic_metrics.items() if k not in ("loss", "grad_norm")},
+                   "critic_loss": critic_metrics["loss"], "critic_grad_norm": critic_metrics["grad_norm"]}
       for k, v in jax.device_get(metrics).items():
         sums[k] = sums.get(k, 0.0) + float(v)
       count += 1
@@ -333,7 +336,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     writer.truncate_after(start)
     for name in ("trajectories.jsonl", "eval_trajectories.jsonl"):
       metrics_lib.truncate_jsonl(os.path.join(workdir, name), start)
-  elif config.data.eval_every:
+  else:  # a fresh start: drop the logs of an earlier attempt that died before its first checkpoint
+    writer.truncate_after(-1)
+    for name in ("trajectories.jsonl", "eval_trajectories.jsonl"):
+      metrics_lib.truncate_jsonl(os.path.join(workdir, name), -1)
+  if latest is None and config.data.eval_every:
     writer.write(0, {**evaluate(learner, client, config, eval_turn_limit, workdir, 0),
                      "turn_limit": eval_turn_limit, **warm_info}, split="eval")
   base_key = jax.random.key(config.seed)
@@ -356,11 +363,17 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       update_metrics = update(learner, batch, step)
       jax.block_until_ready(learner.state.params)
       t2 = time.perf_counter()
-      if not np.isfinite(update_metrics["loss"]):
+      bad = [k for k in ("loss", "grad_norm", "critic_loss", "critic_grad_norm")
+             if k in update_metrics and not np.isfinite(update_metrics[k])]
+      if bad:  # checked before any checkpoint of this step, so none ever holds non-finite weights
+        last = checkpointer.latest_step()
+        where = (f"the last good checkpoint is step {last} in {checkpointer.directory}; rerunning the command "
+                 "resumes from it" if last is not None else
+                 "no checkpoint was written yet, so rerunning the command starts from scratch")
         raise loop.NonFiniteLossError(
-            f"RL loss is {update_metrics['loss']} at step {step}; the last good checkpoint is step "
-            f"{checkpointer.latest_step()} in {checkpointer.directory}. Fix: lower optimizer.learning_rate or set "
-            "optimizer.grad_clip_norm; rerunning the command resumes from that checkpoint.")
+            f"RL update non-finite at step {step} ({', '.join(f'{k}={update_metrics[k]}' for k in bad)}); {where}. "
+            "Fix: lower optimizer.learning_rate (critic_optimizer.learning_rate for the critic) or set "
+            "optimizer.grad_clip_norm.")
       if (step + 1) % config.data.trajectories_every == 0:
         rollout_lib.write_trajectories(os.path.join(workdir, "trajectories.jsonl"), trajectories, step=step + 1,
                                        turn_limit=turn_limit)

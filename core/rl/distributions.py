@@ -22,5 +22,7 @@ def entropy_from_logits(logits: jax.Array) -> jax.Array:
   """Entropy in nats of softmax(logits) over the last axis: [..., V] -> [...]."""
   logits = logits.astype(jnp.float32)
   log_p = jax.nn.log_softmax(logits, axis=-1)
-  # p * log p with p = 0 (log p = -inf after underflow) contributes 0, not nan.
-  return -jnp.sum(jnp.where(log_p > -jnp.inf, jnp.exp(log_p) * log_p, 0.0), axis=-1)
+  # p * log p with p = 0 (log p = -inf, a masked or underflowed logit) contributes 0. The -inf is replaced before
+  # the product, not after: a where over 0 * -inf would still send nan through the discarded branch's gradient.
+  finite_log_p = jnp.where(log_p > -jnp.inf, log_p, 0.0)
+  return -jnp.sum(jnp.exp(log_p) * finite_log_p, axis=-1)

@@ -75,7 +75,8 @@ def ppo_clip_loss(log_probs: jax.Array, old_log_probs: jax.Array, advantages: ja
   loss = jnp.where(mask, loss, 0.0)
   metrics = {
       "clip_frac": masked_mean((clipped > unclipped).astype(jnp.float32), mask),
-      "approx_kl": masked_mean(jnp.expm1(-log_ratio) + log_ratio, mask),
+      # k3 with r = pi / pi_old, the tokens drawn from pi_old: (r - 1) - log r, unbiased for KL(pi_old || pi).
+      "approx_kl": masked_mean(jnp.expm1(log_ratio) - log_ratio, mask),
       "ratio_mean": masked_mean(ratio, mask),
   }
   return loss, metrics

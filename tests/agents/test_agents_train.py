@@ -51,12 +51,17 @@ def test_tiny_policy_improves_on_a_trivial_environment(tmp_path, algo):
 
 
 def test_resume_continues_exactly(tmp_path):
-  """4 steps straight vs 2 steps, stop, then 2 more from the checkpoint: same metrics, same weights."""
+  """4 steps straight vs 2 steps, stop, then 2 more from the checkpoint: same metrics, same weights (and no rows
+  left over from an earlier attempt)."""
   config = tiny_config("grpo", steps=4)
   config.train.checkpoint_every = 2
   train_lib.train(config, str(tmp_path / "straight"))
   interrupted = tiny_config("grpo", steps=2)
   interrupted.train.checkpoint_every = 2
+  # Leftovers of an attempt that died before its first checkpoint: the fresh start drops them.
+  (tmp_path / "resumed").mkdir()
+  for name in ("metrics.jsonl", "trajectories.jsonl"):
+    (tmp_path / "resumed" / name).write_text(json.dumps({"step": 1, "split": "train", "loss": 9.0}) + "\n")
   train_lib.train(interrupted, str(tmp_path / "resumed"))
   train_lib.train(config, str(tmp_path / "resumed"))
   straight = read_metrics(str(tmp_path / "straight"), "train")
@@ -100,6 +105,39 @@ def test_actor_loss_by_hand_on_policy():
   chex.assert_trees_all_close(metrics["entropy"], np.log(4.0), atol=1e-6)
   chex.assert_trees_all_close(metrics["kl_ref"], expected_kl, atol=1e-6)
   chex.assert_trees_all_close(loss, -0.5 - 0.001 * np.log(4.0) + 0.001 * expected_kl, atol=1e-6)
+
+
+def test_actor_loss_clips_the_k3_kl_as_verl_does():
+  """A token the policy finds far less likely than the reference gives k3 = e^d - 1 - d (d = 94.9 here: inf in
+  float32); `kl_clip` bounds it at 10, and 0 turns the clip off."""
+  algo = rl_config("gridworld", "grpo", "quick").algorithm
+  logits = jnp.array([[[0.0, -95.0], [0.0, 0.0]]])  # logits[0] predicts token 1: log p = -95
+  batch = {"tokens": jnp.array([[0, 1]]), "loss_mask": jnp.array([[0, 1]]), "old_logprobs": jnp.zeros((1, 2)),
+           "ref_logprobs": jnp.array([[0.0, -0.1]]), "advantages": jnp.zeros((1, 2))}
+  loss, metrics = algorithms.actor_loss(algo, logits, batch)
+  assert algo.kl_clip == 10.0
+  chex.assert_trees_all_close(metrics["kl_ref"], 10.0)
+  assert np.isfinite(float(loss))
+  algo.kl_clip = 0.0
+  _, metrics = algorithms.actor_loss(algo, logits, batch)
+  assert float(metrics["kl_ref"]) > 1e30  # e^94.9 overflows float32
+
+
+def test_seq_mean_token_sum_norm_divides_by_a_constant_horizon():
+  """Dr. GRPO's aggregation: the same per-token loss gives the same value whatever the batch's padded width."""
+  algo = rl_config("gridworld", "grpo", "quick").algorithm
+  algo.loss_aggregation = "seq-mean-token-sum-norm"
+  horizon = algorithms.loss_horizon(algo, 2048)
+  assert horizon == 2048 and algorithms.loss_horizon(ml_collections.ConfigDict({"loss_horizon": 512}), 2048) == 512
+  values = []
+  for width in (8, 16):
+    logits = jnp.zeros((1, width, 4))
+    mask = jnp.zeros((1, width), int).at[0, 1:3].set(1)
+    batch = {"tokens": jnp.zeros((1, width), int), "loss_mask": mask, "old_logprobs": jnp.full((1, width), -jnp.log(4.0)),
+             "ref_logprobs": jnp.full((1, width), -jnp.log(4.0)), "advantages": jnp.where(mask > 0, 1.0, 0.0)}
+    values.append(float(algorithms.actor_loss(algo, logits, batch, horizon)[1]["pg_loss"]))
+  chex.assert_trees_all_close(values[0], values[1])
+  chex.assert_trees_all_close(values[0], -2.0 / 2048, atol=1e-9)
 
 
 def test_advantages_per_algorithm_by_hand():
@@ -182,6 +220,7 @@ def test_rl_configs_of_other_environments_train_end_to_end(tmp_path, env):
 
 def test_horizon_variants_differ_only_in_their_turn_limits():
   from agents import horizon
+  from agents.schedule import schedule_config
   config = rl_config("gridworld", "grpo", "quick")
   variants = horizon.horizon_variants(config)
   assert {k: tuple(v.schedule.turn_limits) for k, v in variants.items()} == {
@@ -194,6 +233,14 @@ def test_horizon_variants_differ_only_in_their_turn_limits():
     assert flat == base
   run = {"turn_limits": [2, 4, 8], "eval_success": [0.25, 0.5, 0.375]}
   assert horizon.best_and_final(run) == (0.5, 0.375)
+  # Per-stage lengths are the schedule's; the one-stage fixed variants drop them (else the schedule rejects them).
+  listed = rl_config("gridworld", "grpo", "quick")
+  listed.schedule = schedule_config(turn_limits=(2, 4, 8), steps_per_stage=(10, 20))
+  for variant in horizon.horizon_variants(listed).values():
+    train_lib.validate_config(variant)
+  listed.data.eval_every = 0
+  with pytest.raises(config_lib.ConfigError, match="data.eval_every"):
+    horizon.validate_config(listed)
 
 
 def test_export_writes_the_checkpointed_policy_of_any_run(tmp_path):

@@ -27,13 +27,19 @@ def test_ppo_clip_by_hand():
   chex.assert_trees_all_close(high[0, 0], -1.28, atol=1e-5)
 
 
-def test_approx_kl_metric_is_k3_of_the_ratio():
-  old = jnp.log(jnp.array([[0.5, 0.2]]))
-  new = jnp.log(jnp.array([[0.25, 0.4]]))
-  _, metrics = rl.ppo_clip_loss(new, old, jnp.zeros((1, 2)), jnp.ones((1, 2)), 0.2)
-  # k3 with r = pi_old / pi: (r - 1) - log r for r = 2 and r = 0.5.
-  expected = ((2 - 1 - math.log(2)) + (0.5 - 1 - math.log(0.5))) / 2
-  chex.assert_trees_all_close(metrics["approx_kl"], expected, atol=1e-6)
+def test_approx_kl_metric_is_k3_of_the_ratio_and_unbiased_for_kl_old_to_new():
+  # The tokens were drawn from pi_old = (0.5, 0.25, 0.25): listing token a twice makes the token mean an
+  # expectation under pi_old, which must equal KL(pi_old || pi) exactly for the k3 estimate (r - 1) - log r,
+  # r = pi / pi_old.
+  p_old = np.array([0.5, 0.25, 0.25])
+  p_new = np.array([0.2, 0.3, 0.5])
+  tokens = [0, 0, 1, 2]
+  old, new = jnp.log(p_old[tokens])[None], jnp.log(p_new[tokens])[None]
+  _, metrics = rl.ppo_clip_loss(new, old, jnp.zeros((1, 4)), jnp.ones((1, 4)), 0.2)
+  r = p_new / p_old
+  by_hand = np.mean([(r[t] - 1) - math.log(r[t]) for t in tokens])
+  chex.assert_trees_all_close(metrics["approx_kl"], by_hand, atol=1e-6)
+  chex.assert_trees_all_close(metrics["approx_kl"], np.sum(p_old * np.log(p_old / p_new)), atol=1e-6)
 
 
 def test_aggregation_modes_by_hand():
@@ -70,6 +76,11 @@ def test_entropy_and_log_probs_by_hand():
                       [1000.0, 0.0, 0.0, 0.0]])
   expected = jnp.array([math.log(4), -(0.25 * math.log(0.25) + 0.75 * math.log(0.75)), 0.0])
   chex.assert_trees_all_close(rl.entropy_from_logits(logits), expected, atol=1e-6)
+  # A masked (-inf) logit contributes neither to the entropy nor a nan to its gradient.
+  grad = jax.grad(lambda lg: rl.entropy_from_logits(lg).sum())(logits[:2])
+  assert bool(jnp.all(jnp.isfinite(grad)))
+  chex.assert_trees_all_close(grad[1, 2:], jnp.zeros(2))
+  chex.assert_trees_all_close(grad[1, :2], jax.grad(lambda lg: rl.entropy_from_logits(lg))(logits[1, :2]), atol=1e-6)
   chex.assert_trees_all_close(rl.token_log_probs(logits, jnp.array([2, 1, 0])),
                               jnp.array([math.log(0.25), math.log(0.75), 0.0]), atol=1e-6)
 
