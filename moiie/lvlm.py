@@ -19,6 +19,7 @@ from __future__ import annotations
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from core.llm import model as llm_model
@@ -106,6 +107,12 @@ def modality_ids(image_mask: jax.Array) -> jax.Array:
 def place_images(text_embeddings: jax.Array, image_tokens: jax.Array, image_mask: jax.Array) -> jax.Array:
   """The j-th True position of each row of image_mask [B, T] takes image_tokens[:, j]; other rows keep text."""
   chex.assert_rank([text_embeddings, image_tokens], 3)
+  if not isinstance(image_mask, jax.core.Tracer):  # concrete (eager) masks are checked; jitted callers build them
+    counts = set(np.asarray(image_mask).astype(bool).sum(axis=1).tolist()) - {0}
+    if counts - {image_tokens.shape[1]}:
+      raise ValueError(f"image_mask marks {sorted(counts)} image slots per row, but each image gives "
+                       f"{image_tokens.shape[1]} tokens. Fix: build the sequences with num_image_tokens = "
+                       f"{image_tokens.shape[1]} ((vision.image_size / vision.patch_size / vision.image_pool)^2).")
   index = jnp.clip(jnp.cumsum(image_mask.astype(jnp.int32), axis=1) - 1, 0, image_tokens.shape[1] - 1)
   gathered = jnp.take_along_axis(image_tokens, index[..., None], axis=1)
   return jnp.where(image_mask[..., None].astype(bool), gathered.astype(text_embeddings.dtype), text_embeddings)

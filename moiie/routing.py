@@ -276,8 +276,11 @@ def route(x: jax.Array, router: jax.Array, modality: jax.Array, valid: jax.Array
   reach = jnp.asarray(spec.reach)[modality]  # [T, E]
   logits = jnp.where(reach, logits, _MASKED)
   probs = jax.nn.softmax(logits, axis=-1)
-  top_p, expert = jax.lax.top_k(probs, k)
-  weight = top_p / jnp.sum(top_p, axis=-1, keepdims=True)
+  # top-k on the logits, not the probabilities: a reachable expert whose probability underflows to 0 would tie
+  # with the unreachable ones there, and top_k breaks ties toward the lowest index (a vision-intra expert for a
+  # text token). The softmax of the k best logits is the renormalised top-k of the probabilities.
+  top_logits, expert = jax.lax.top_k(logits, k)
+  weight = jax.nn.softmax(top_logits, axis=-1)
 
   # Queue position of each assignment: first choices of all tokens before second choices (GShard's priority);
   # padding takes no slot, so it never pushes a real token over capacity. Only capacity and einsum dispatch need

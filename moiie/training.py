@@ -147,18 +147,24 @@ def save_model(model: nnx.Module, path: str) -> None:
   os.replace(tmp, path)  # atomic: a stage counts as finished only when its file is complete
 
 
-def load_model(model: nnx.Module, path: str, prefix: str = "") -> None:
-  """Overwrites the variables of `model` whose names (under `prefix`) are in the file."""
+def load_model(model: nnx.Module, path: str) -> None:
+  """Overwrites every variable of `model` with the array of the same name in the file (`save_model`'s names,
+  relative to `model`: load a stage-0 ViT into `lvlm.vit`, not into the LVLM). All of them must be there: a name
+  that does not match would otherwise leave that variable at its initial value without a word."""
   data = np.load(path)
   state = nnx.state(model)
-  for k, v in nnx.to_flat_state(state):
-    name = prefix + "/".join(map(str, k))
-    if name in data.files:
-      value = data[name]
-      if value.shape != v.get_value().shape:
-        raise ValueError(f"{path}: {name} has shape {value.shape}, the model expects {v.get_value().shape}. "
-                         "Fix: reuse stages only from a run with the same model config.")
-      v.set_value(jnp.asarray(value, v.get_value().dtype))
+  flat = [("/".join(map(str, k)), v) for k, v in nnx.to_flat_state(state)]
+  missing = [name for name, _ in flat if name not in data.files]
+  if missing:
+    raise ValueError(f"{path} lacks {len(missing)} of the model's {len(flat)} variables (e.g. {missing[:3]}; the "
+                     f"file has e.g. {data.files[:3]}). Fix: load the file into the module it was saved from "
+                     "(a stage-0 ViT into `model.vit`), or reuse stages only from a run with the same model config.")
+  for name, v in flat:
+    value = data[name]
+    if value.shape != v.get_value().shape:
+      raise ValueError(f"{path}: {name} has shape {value.shape}, the model expects {v.get_value().shape}. "
+                       "Fix: reuse stages only from a run with the same model config.")
+    v.set_value(jnp.asarray(value, v.get_value().dtype))
   nnx.update(model, state)
 
 
@@ -291,7 +297,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   test_seq = vqa.build_sequences("test", tokenizer, n_img, d.seq_len, d.test_subset)
 
   vit_path, vit_metrics = stage0(config, shared)
-  load_model(model, vit_path, prefix="vit/")
+  load_model(model.vit, vit_path)  # the pretrained encoder that stages 1 and 2 keep frozen
   if d.cache_vision_features:
     train_seq = dataclasses.replace(train_seq, images=cache_features(model, train_seq.images))
     test_seq = dataclasses.replace(test_seq, images=cache_features(model, test_seq.images))

@@ -40,6 +40,19 @@ def test_vision_never_reaches_text_intra_and_weights_sum_to_one(counts):
   assert (probs[vis][:, nv + ni:] == 0).all() and (probs[~vis][:, :nv] == 0).all()
 
 
+def test_a_far_ahead_expert_leaves_the_second_choice_reachable():
+  """A text token whose best expert is 150 logits ahead: the runner-up's probability underflows to 0 and ties with
+  the unreachable vision-intra expert's, but the second choice is still a text-reachable expert, at weight ~0."""
+  spec = MoESpec(n_vision_intra=1, n_inter=2, n_text_intra=1, top_k=2)
+  x = jnp.ones((2, 1))
+  router = jnp.zeros((2, 1, 4)).at[TEXT, 0, 1].set(150.0).at[VISION, 0, 1].set(150.0)
+  r = routing.route(x, router, jnp.array([TEXT, VISION]), jnp.ones(2, bool), spec)
+  assert float(r.probs[0, 2]) == 0.0  # the underflow that made the tie
+  assert int(r.expert[0, 0]) == 1 and int(r.expert[0, 1]) in (2, 3), r.expert
+  assert int(r.expert[1, 0]) == 1 and int(r.expert[1, 1]) in (0, 2), r.expert
+  np.testing.assert_allclose(np.asarray(r.weight), [[1.0, 0.0], [1.0, 0.0]], atol=1e-30)
+
+
 def test_shared_router_uses_one_kernel():
   spec = MoESpec(n_vision_intra=0, n_inter=4, n_text_intra=0, per_modality_routers=False)
   x, modality = _tokens()

@@ -5,7 +5,9 @@ import os
 import re
 
 import jax
+import numpy as np
 import pytest
+from flax import nnx
 
 from core import config as config_lib
 from core import entrypoint
@@ -46,6 +48,23 @@ def test_expert_parallel_config():
     assert not re.search(pattern, path), path
 
 
+def test_the_pretrained_vit_is_what_the_lvlm_runs(tmp_path):
+  """A stage-0 file (the ViT's own variable names) loads into `lvlm.vit` variable for variable; loading it into the
+  whole LVLM, whose names start with vit/, is an error rather than a silent no-op."""
+  config = config_lib.load_config("configs/moiie/easyvqa_tiny.py:quick,moiie")
+  tokenizer = training.build_tokenizer(config)
+  vit = training.build_vit(config, nnx.Rngs(123), 3)
+  for _, v in nnx.to_flat_state(nnx.state(vit)):
+    v.set_value(v.get_value() + 1.0)
+  training.save_model(vit, str(tmp_path / "vit.npz"))
+  model = training.build_lvlm(config, tokenizer, 3)
+  training.load_model(model.vit, str(tmp_path / "vit.npz"))
+  for (_, a), (_, b) in zip(nnx.to_flat_state(nnx.state(model.vit)), nnx.to_flat_state(nnx.state(vit))):
+    np.testing.assert_array_equal(np.asarray(a.get_value()), np.asarray(b.get_value()))
+  with pytest.raises(ValueError, match=r"lacks .* variables.*model.vit"):
+    training.load_model(model, str(tmp_path / "vit.npz"))
+
+
 @pytest.mark.slow
 def test_stages_run_end_to_end(tmp_path):
   overrides = ["data.train_subset=256", "data.test_subset=64", "data.eval_batch_size=64",
@@ -57,6 +76,10 @@ def test_stages_run_end_to_end(tmp_path):
   assert os.path.exists(tmp_path / "moiie" / "router_load.png")
   with open(tmp_path / "moiie" / "results.json") as f:
     assert json.load(f)["variant"] == "moiie"
+  # the frozen encoder of stages 1 and 2 is the stage-0 ViT (stage 1's file holds the model it trained)
+  vit_file, stage1_file = (np.load(tmp_path / "moiie" / s / "final.npz") for s in ("stage0", "stage1"))
+  for name in vit_file.files:
+    np.testing.assert_array_equal(stage1_file[f"vit/{name}"], vit_file[name])
   # a second variant reuses stages 0 and 1 and trains only stage 2
   config = config_lib.load_config("configs/moiie/easyvqa_tiny.py:quick,dense",
                                   [*overrides, f"reuse_stages_from={tmp_path / 'moiie'}"])

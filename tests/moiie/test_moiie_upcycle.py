@@ -69,6 +69,8 @@ def test_modality_mask_from_image_positions():
   np.testing.assert_array_equal(h[~image_mask], 0)
   ids = lvlm.modality_ids(image_mask)
   np.testing.assert_array_equal(ids, np.where(np.asarray(image_mask), VISION, TEXT))
+  with pytest.raises(ValueError, match=r"marks \[2, 3\] image slots per row.*3 tokens"):
+    lvlm.place_images(text, images, image_mask.at[0, 1].set(False))
 
 
 def test_images_of_the_wrong_size_are_rejected():
