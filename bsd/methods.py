@@ -47,8 +47,8 @@ def objective_config(**overrides) -> ml_collections.ConfigDict:
     (sequence tasks always align per step: there every time step is a different input).
   voltage: "drive" aligns the synaptic drive v = F(s) (the LIF input); "membrane" the integrated potential H;
     "spikes" the level's spike trains themselves (their gradient then goes through the surrogate).
-  mask_identical_targets: leave out of the relaxed term the pairs whose backward pathways got the same top
-    input (same class): their backward voltages are identical, so the paper's formula would push a sample
+  mask_identical_targets: leave out of the relaxed term the pairs whose backward voltages are identical (same
+    class; in generation and sequences the same top input history): the paper's formula would push a sample
     away from its own target. False is the paper's formula.
   top_weight / reco_weight / recon_weight: weights of the top, hidden and reconstruction losses.
   logit_scale: the cosine read-out's inverse temperature (logits = scale * cos).
@@ -136,37 +136,40 @@ def _voltage(obj: Objective, trace: networks.Trace, level: int) -> jax.Array:
   return trace.membranes[level] if obj.voltage == "membrane" else trace.spikes[level]
 
 
-def _negatives(top: jax.Array) -> jax.Array:
-  """[B, B] 1 where two samples' backward top inputs differ (the pairs the relaxed term may push apart)."""
-  flat = top.reshape(top.shape[0], -1)
-  sq = jnp.sum(flat * flat, -1)
-  dist = sq[:, None] + sq[None, :] - 2.0 * flat @ flat.T
-  return (dist > 1e-6).astype(jnp.float32)
+def _negatives(backward: jax.Array) -> jax.Array:
+  """[B, B] 1 where two samples' backward voltages differ: the pairs the relaxed term may push apart.
+
+  Pairs whose backward pathways computed the same voltage (in classification the same class code; in generation
+  and sequences the same top input history, which below level L-1 is more than the top input of the step) are
+  left out. Equal inputs give bit-equal voltages, so the rows are compared exactly, through a few fixed random
+  projections (cheap: [B, D] @ [D, 4]; distinct rows collide with probability 0). A distance from the expansion
+  |x|^2 + |y|^2 - 2 x.y would need a tolerance for its cancellation.
+  """
+  flat = jax.lax.stop_gradient(backward).reshape(backward.shape[0], -1)
+  probes = jax.random.normal(jax.random.key(0), (flat.shape[1], 4), flat.dtype)
+  proj = flat @ probes
+  return jnp.any(proj[:, None, :] != proj[None, :, :], axis=-1).astype(jnp.float32)
 
 
-def _reco(obj: Objective, a: jax.Array, b: jax.Array, top: jax.Array, per_step: bool) -> jax.Array:
-  """ReCo between [T, B, ...] voltages; `top` is the backward top input ([B, D] static or [T, B, D])."""
-  top = jax.lax.stop_gradient(top)
+def _reco(obj: Objective, a: jax.Array, b: jax.Array, per_step: bool) -> jax.Array:
+  """ReCo between [T, B, ...] forward and backward voltages (time-averaged, or per step and then averaged)."""
 
-  def one(x, y, t):
-    neg = _negatives(t) if obj.mask_identical_targets else None
+  def one(x, y):
+    neg = _negatives(y) if obj.mask_identical_targets else None
     return losses.reco_loss(x, y, obj.reco_lambda, negatives=neg, reduction=obj.reco_reduction)
 
   if not per_step:
-    return one(a.mean(0), b.mean(0), top if top.ndim == 2 else top.mean(0))
-  if top.ndim == 2:
-    top = jnp.broadcast_to(top[None], (a.shape[0], *top.shape))
-  return jnp.mean(jax.vmap(one)(a, b, top))
+    return one(a.mean(0), b.mean(0))
+  return jnp.mean(jax.vmap(one)(a, b))
 
 
-def _alignment(obj: Objective, fwd: networks.Trace, bwd: networks.Trace, top: jax.Array, levels, per_step: bool,
+def _alignment(obj: Objective, fwd: networks.Trace, bwd: networks.Trace, levels, per_step: bool,
                steps: slice = slice(None)) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Sum of the hidden levels' ReCo losses, with per-level loss and spike-agreement metrics."""
   total, metrics = 0.0, {}
   for level in levels:
     a, b = _voltage(obj, fwd, level)[steps], _voltage(obj, bwd, level)[steps]
-    t = top[steps] if top.ndim > 2 else top
-    loss = _reco(obj, a, b, t, per_step)
+    loss = _reco(obj, a, b, per_step)
     total = total + loss
     metrics[f"reco_l{level}"] = loss
     # Hamming similarity: the fraction of (time, sample, neuron) where the two pathways agree (both fire or not).
@@ -185,9 +188,8 @@ def _dfa_term(model: networks.BSDNet, fwd: networks.Trace, error: jax.Array, num
   surrogate derivative, with the level's input a stop-gradient. Its value is removed from the reported loss.
   """
   term = 0.0
-  t = fwd.spikes[1].shape[0]
   for level in range(1, num_hidden + 1):
-    proj = (error @ model.dfa[level - 1][...]).reshape(fwd.spikes[level].shape[1:]) / t
+    proj = (error @ model.dfa[level - 1][...]).reshape(fwd.spikes[level].shape[1:]) / fwd.spikes[level].shape[0]
     term = term + jnp.sum(fwd.spikes[level] * jax.lax.stop_gradient(proj)[None])
   return term - jax.lax.stop_gradient(term)
 
@@ -222,7 +224,7 @@ def classify_loss(obj: Objective, model: networks.BSDNet, batch: dict[str, jax.A
   if obj.method == "bsd":
     top = code_table[labels]
     bwd = networks.backward_pass(model, top, obj.spec, train=True, static=True, bottom_mean=True)
-    align, align_metrics = _alignment(obj, fwd, bwd, top, hidden, per_step=obj.reco_time == "per_step")
+    align, align_metrics = _alignment(obj, fwd, bwd, hidden, per_step=obj.reco_time == "per_step")
     total = total + obj.reco_weight * align
     metrics.update(align_metrics)
     metrics.update(_rates(bwd, hidden, "b"))
@@ -262,8 +264,7 @@ def generate_loss(obj: Objective, model: networks.BSDNet, batch: dict[str, jax.A
   num = model.num_levels
   total = obj.recon_weight * rec if obj.method == "bsd" else rec
   if obj.method == "bsd":
-    align, align_metrics = _alignment(obj, fwd, bwd, fwd.spikes[num], range(1, num),
-                                      per_step=obj.reco_time == "per_step")
+    align, align_metrics = _alignment(obj, fwd, bwd, range(1, num), per_step=obj.reco_time == "per_step")
     total = total + obj.reco_weight * align
     metrics.update(align_metrics)
   if obj.spec.activation == "lif":
@@ -325,7 +326,7 @@ def make_sequence_loss(vocab_size: int):
     if obj.method == "bsd":
       top = sequence_top(obj, model, batch["target"])
       bwd = networks.backward_pass(model, top, obj.spec, train=True, static=False)
-      align, align_metrics = _alignment(obj, fwd, bwd, top, range(1, num), per_step=True,
+      align, align_metrics = _alignment(obj, fwd, bwd, range(1, num), per_step=True,
                                         steps=slice(obj.burn_in, None))
       total = total + obj.reco_weight * align
       metrics.update(align_metrics)
@@ -347,8 +348,7 @@ def local_losses(obj: Objective, model: networks.BSDNet, batch: dict[str, Any]) 
   top = model.codes[...][labels]
   bwd = networks.backward_pass(model, top, obj.spec, train=True, static=True, bottom_mean=True)
   for level in range(1, num):
-    out[level] = _reco(obj, _voltage(obj, fwd, level), _voltage(obj, bwd, level), top,
-                       obj.reco_time == "per_step")
+    out[level] = _reco(obj, _voltage(obj, fwd, level), _voltage(obj, bwd, level), obj.reco_time == "per_step")
   if model.backward_start == 0:
     recon = jax.nn.sigmoid(bwd.drives[0].mean(0)).reshape(batch["image"].shape)
     out[0] = losses.reconstruction_loss(recon, to_float(batch["image"]))

@@ -95,22 +95,19 @@ def _upsample2(x):
 
 
 class Block(nnx.Module):
-  """One level-to-level map: [pool | upsample] -> dense or conv -> [reshape, upsample] -> [BatchNorm].
+  """One level-to-level map: [pool] -> dense or conv -> [reshape, upsample] -> [BatchNorm].
 
   Input [N, *in_shape], output [N, *out_shape]. A recurrent block also holds R [n, n] (used by the runner).
   """
 
   def __init__(self, kind: str, in_shape: Sequence[int], out_shape: Sequence[int], *, rngs: nnx.Rngs,
-               pool_in: bool = False, upsample_in: bool = False, upsample_out: bool = False,
+               pool_in: bool = False, upsample_out: bool = False,
                batch_norm: bool = False, kernel_size: int = 3, recurrent: bool = False, init_scale: float = 1.0,
                feedback: bool = False):
-    self.kind, self.pool_in, self.upsample_in, self.upsample_out = kind, pool_in, upsample_in, upsample_out
-    self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
+    self.kind, self.pool_in, self.upsample_out = kind, pool_in, upsample_out
     eff_in = list(in_shape)
     if pool_in:
       eff_in[0], eff_in[1] = eff_in[0] // 2, eff_in[1] // 2
-    if upsample_in:
-      eff_in[0], eff_in[1] = eff_in[0] * 2, eff_in[1] * 2
     pre_out = list(out_shape)
     if upsample_out:
       pre_out[0], pre_out[1] = pre_out[0] // 2, pre_out[1] // 2
@@ -128,7 +125,10 @@ class Block(nnx.Module):
     std = init_scale / math.sqrt(fan_in)
     self.kernel = nnx.Param(std * jax.random.normal(key, shape, jnp.float32))
     self.bias = nnx.Param(jnp.zeros((shape[-1],), jnp.float32)) if not batch_norm else None
-    self.feedback = (Feedback(std * jax.random.normal(rngs.params(), shape, jnp.float32)) if feedback else None)
+    # FA's fixed feedback comes from the kernel's key, not from the params stream: every later block then starts
+    # from the same weights under FA as under the other methods (same seed, same networks).
+    self.feedback = (Feedback(std * jax.random.normal(jax.random.fold_in(key, 1), shape, jnp.float32))
+                     if feedback else None)
     n_out = int(np.prod(out_shape))
     self.recurrent = (nnx.Param(init_scale / math.sqrt(n_out) * jax.random.normal(rngs.params(), (n_out, n_out)))
                       if recurrent else None)
@@ -138,8 +138,6 @@ class Block(nnx.Module):
     n = x.shape[0]
     if self.pool_in:
       x = _max_pool2(x)
-    if self.upsample_in:
-      x = _upsample2(x)
     use_fa = feedback_alignment and self.feedback is not None
     kernel = self.kernel[...]
     if self.kind == "dense":
@@ -164,8 +162,14 @@ class Block(nnx.Module):
 class Layout:
   levels: tuple[tuple[int, ...], ...]  # shape of levels 0..L (level 0: the stimulus, level L: the top)
   forward: tuple[dict, ...]  # Block kwargs of F_0..F_{L-1}
-  backward: tuple[dict, ...]  # Block kwargs of B_0..B_{L-1} (B_i: level i+1 -> level i)
-  backward_top_shape: tuple[int, ...]  # what drives the backward top (code or latent), replaces level L
+  backward: tuple[dict, ...]  # Block kwargs of B_0..B_{L-1} (B_i: level i+1 -> level i; B_{L-1} takes the code)
+
+
+def _check_even(h: int, w: int, level: int, in_shape) -> None:
+  if h % 2 or w % 2:
+    raise ValueError(f"level {level} of the cnn layout is {h}x{w}: the 2x2 pooling after it needs an even size, so "
+                     f"that the backward pathway's 2x upsampling can mirror it. Fix: fewer entries in "
+                     f"--config.model.channels for a {tuple(in_shape)} input (or an input size with more factors of 2).")
 
 
 def make_layout(arch: str, in_shape: Sequence[int], *, hidden: Sequence[int] = (), channels: Sequence[int] = (),
@@ -189,6 +193,7 @@ def make_layout(arch: str, in_shape: Sequence[int], *, hidden: Sequence[int] = (
     for k, ch in enumerate(channels):
       pool = k > 0  # pool between conv levels: level k+1 has half the size of level k (k >= 1)
       if pool:
+        _check_even(h, w, k, in_shape)
         h, w = h // 2, w // 2
       shape = (h, w, int(ch))
       fwd.append(dict(kind="conv", in_shape=prev, out_shape=shape, pool_in=pool, batch_norm=batch_norm,
@@ -201,6 +206,8 @@ def make_layout(arch: str, in_shape: Sequence[int], *, hidden: Sequence[int] = (
     dense_sizes = [int(d) for d in hidden] + [int(top_dim)]
     for k, size in enumerate(dense_sizes):
       first = k == 0
+      if first and len(prev) == 3:
+        _check_even(prev[0], prev[1], len(channels), in_shape)
       hidden_out = k + 1 < len(dense_sizes)
       fwd.append(dict(kind="dense", in_shape=prev, out_shape=(size,), pool_in=first and len(prev) == 3,
                       batch_norm=batch_norm and hidden_out))
@@ -212,8 +219,7 @@ def make_layout(arch: str, in_shape: Sequence[int], *, hidden: Sequence[int] = (
   else:
     raise ValueError(f"unknown arch {arch!r}; valid: {ARCHS}")
   bwd[-1] = {**bwd[-1], "in_shape": (int(backward_top_dim),)}
-  return Layout(levels=tuple(tuple(l) for l in levels), forward=tuple(fwd), backward=tuple(bwd),
-                backward_top_shape=(int(backward_top_dim),))
+  return Layout(levels=tuple(tuple(l) for l in levels), forward=tuple(fwd), backward=tuple(bwd))
 
 
 class BSDNet(nnx.Module):

@@ -127,3 +127,55 @@ def test_time_averaged_top_and_bottom_equal_the_average_over_steps(arch):
   full_b = networks.backward_pass(model, code, obj.spec, train=False, static=True)
   once_b = networks.backward_pass(model, code, obj.spec, train=False, static=True, bottom_mean=True)
   np.testing.assert_allclose(once_b.drives[0][0], full_b.drives[0].mean(0), rtol=1e-5, atol=1e-5)
+
+
+def test_fa_starts_from_the_same_forward_weights_as_the_other_methods():
+  """FA's fixed feedback matrices do not shift the parameter stream: at one seed every forward kernel equals
+  BP-SNN's and BSD's, so the methods differ only in how they learn."""
+  kernels = {}
+  for method in ("bp_snn", "fa", "bsd"):
+    model, _, _ = _setup("mlp", method=method)
+    kernels[method] = [np.asarray(block.kernel[...]) for block in model.forward]
+  for method in ("fa", "bsd"):
+    for a, b in zip(kernels[method], kernels["bp_snn"]):
+      np.testing.assert_array_equal(a, b)
+
+
+def test_dfa_without_hidden_levels_is_the_top_loss():
+  config = config_lib.load_config(os.path.join(ROOT, "configs/bsd/digits_mlp.py"), ["method=dfa", "model.hidden=()"])
+  rng = np.random.default_rng(0)
+  images = rng.random((8, 8, 8, 1)).astype(np.float32)
+  labels = np.arange(8, dtype=np.int32)
+  data = datasets.TaskData(train={"image": images, "label": labels}, test={"image": images, "label": labels},
+                           num_classes=10)
+  model = training.build_model(config, data)
+  obj = methods.make_objective(config)
+  loss, metrics = methods.classify_loss(obj, model, {"image": jnp.asarray(images), "label": jnp.asarray(labels)},
+                                        jax.random.key(0))
+  np.testing.assert_allclose(loss, metrics["top_loss"], rtol=1e-6)
+
+
+def test_odd_level_sizes_in_the_cnn_layout_are_a_clear_error():
+  with pytest.raises(ValueError, match=r"level 3 of the cnn layout is 7x7.*even size.*model.channels"):
+    networks.make_layout("cnn", (28, 28, 1), channels=(2, 3, 4), top_dim=10, backward_top_dim=10)
+  networks.make_layout("cnn", (28, 28, 1), channels=(2, 3), top_dim=10, backward_top_dim=10)  # 28 -> 14 -> pool 7
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_same_target_mask_comes_from_the_backward_voltages(arch):
+  """Pairs are left out of the relaxed term exactly when their backward voltages are equal (a numpy row
+  comparison): always for two samples of one class (also through BatchNorm), and for two classes only where the
+  backward pathway happened to compute the same voltage (tiny layers here); a small difference still counts."""
+  model, obj, batch = _setup(arch)
+  labels = np.asarray(batch["label"])
+  same_class = np.equal.outer(labels, labels)
+  bwd = networks.backward_pass(model, model.codes[...][batch["label"]], obj.spec, train=True, static=True)
+  for level in range(1, model.num_levels):
+    for b in (bwd.drives[level].mean(0), bwd.drives[level][1], bwd.membranes[level].mean(0)):
+      rows = np.asarray(b).reshape(b.shape[0], -1)
+      equal = np.array([[np.array_equal(x, y) for y in rows] for x in rows])
+      assert equal[same_class].all()
+      np.testing.assert_array_equal(np.asarray(methods._negatives(b)), 1.0 - equal, err_msg=str(level))
+  b = bwd.drives[1].mean(0)
+  nudged = b.at[0].set(b[0] * (1 + 1e-5) + 1e-6)
+  assert float(methods._negatives(jnp.stack([b[0], nudged[0]]))[0, 1]) == 1.0
