@@ -333,13 +333,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     tree, _ = checkpointer.restore(latest, learner.checkpoint_tree())
     learner.load_checkpoint_tree(tree)
     start = int(latest)
-    writer.truncate_after(start)
-    for name in ("trajectories.jsonl", "eval_trajectories.jsonl"):
-      metrics_lib.truncate_jsonl(os.path.join(workdir, name), start)
-  else:  # a fresh start: drop the logs of an earlier attempt that died before its first checkpoint
-    writer.truncate_after(-1)
-    for name in ("trajectories.jsonl", "eval_trajectories.jsonl"):
-      metrics_lib.truncate_jsonl(os.path.join(workdir, name), -1)
+  # A resumed run rewrites the steps after its checkpoint; a fresh start (-1) drops all the logs of an earlier
+  # attempt that died before its first checkpoint. Either way no step appears twice.
+  keep = start if latest is not None else -1
+  writer.truncate_after(keep)
+  for name in ("trajectories.jsonl", "eval_trajectories.jsonl"):
+    metrics_lib.truncate_jsonl(os.path.join(workdir, name), keep)
   if latest is None and config.data.eval_every:
     writer.write(0, {**evaluate(learner, client, config, eval_turn_limit, workdir, 0),
                      "turn_limit": eval_turn_limit, **warm_info}, split="eval")

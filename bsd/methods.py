@@ -22,11 +22,13 @@ Choices the paper leaves open are fields of the `bsd` config section (`objective
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from bsd import codes as codes_lib
 from bsd import losses, networks, neurons
@@ -136,6 +138,13 @@ def _voltage(obj: Objective, trace: networks.Trace, level: int) -> jax.Array:
   return trace.membranes[level] if obj.voltage == "membrane" else trace.spikes[level]
 
 
+@functools.lru_cache(maxsize=None)
+def _probes(width: int) -> np.ndarray:
+  """Fixed random directions [width, 4], made once per width on the host: a constant of the compiled step rather
+  than a random draw traced into it at every level."""
+  return np.random.default_rng(0).standard_normal((width, 4)).astype(np.float32)
+
+
 def _negatives(backward: jax.Array) -> jax.Array:
   """[B, B] 1 where two samples' backward voltages differ: the pairs the relaxed term may push apart.
 
@@ -146,8 +155,7 @@ def _negatives(backward: jax.Array) -> jax.Array:
   |x|^2 + |y|^2 - 2 x.y would need a tolerance for its cancellation.
   """
   flat = jax.lax.stop_gradient(backward).reshape(backward.shape[0], -1)
-  probes = jax.random.normal(jax.random.key(0), (flat.shape[1], 4), flat.dtype)
-  proj = flat @ probes
+  proj = flat @ jnp.asarray(_probes(flat.shape[1]), flat.dtype)
   return jnp.any(proj[:, None, :] != proj[None, :, :], axis=-1).astype(jnp.float32)
 
 
