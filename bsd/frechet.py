@@ -97,5 +97,10 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     offset = 1e-6 * np.eye(len(cov_a))  # the usual FID fallback: regularise and retry
     covmean = scipy.linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
   if np.iscomplexobj(covmean):
-    covmean = covmean.real  # tiny imaginary parts from numerical error
+    # Numerical error leaves tiny imaginary parts; a large one means the covariances are too poorly estimated
+    # (too few samples for the feature width) for the distance to mean much.
+    if np.abs(covmean.imag).max() > 1e-3 * max(abs(np.trace(covmean.real)), 1e-12):
+      warnings.warn(f"Frechet distance: sqrtm has imaginary parts up to {np.abs(covmean.imag).max():.3g}; "
+                    f"{len(a)} and {len(b)} samples for {a.shape[1]} features: use more samples.", RuntimeWarning)
+    covmean = covmean.real
   return float(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a + cov_b - 2.0 * covmean))

@@ -75,6 +75,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   config_lib.check_choice(config, "sequence.transform", datasets.TRANSFORMS)
   config_lib.check_positive(config, "train_subset", allow_zero=True)
   config_lib.check_positive(config, "test_subset", allow_zero=True)
+  if task == "forecast" and (config.train_subset or config.test_subset):
+    raise config_lib.ConfigError("config.train_subset / test_subset are not read for 'forecast' (its windows are "
+                                 "the whole series, split by sequence.train_fraction). Fix: leave them at 0.")
   sharding_lib.validate_mesh_config(config)
   config_lib.check_divisible(config, "batch_size", jax.device_count(), "the number of devices")
   config_lib.check_divisible(config, "eval_batch_size", jax.device_count(), "the number of devices")

@@ -8,8 +8,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
+import os
+import shutil
 from typing import Callable, Sequence
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# What a report's numbers depend on: every Python file but the tests', benchmarks' and notebooks'.
+_NOT_SOURCE = ("tests", "benchmarks", "notebooks", "runs")
+FINGERPRINT_FILE = "source_fingerprint.txt"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,12 +44,60 @@ def to_json(rows: Sequence[ClaimRow]) -> str:
   return json.dumps([dataclasses.asdict(r) for r in rows], indent=2)
 
 
+def source_fingerprint(root: str = REPO_ROOT) -> str:
+  """A hash of every source file (.py, configs included) under `root`, by relative path and content."""
+  digest = hashlib.sha256()
+  for folder, dirs, files in os.walk(root):
+    dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not d.endswith(".egg-info")
+                     and not (folder == root and d in _NOT_SOURCE))
+    for name in sorted(f for f in files if f.endswith(".py")):
+      path = os.path.join(folder, name)
+      digest.update(os.path.relpath(path, root).encode() + b"\0")
+      with open(path, "rb") as f:
+        digest.update(hashlib.sha256(f.read()).digest())
+  return digest.hexdigest()[:16]
+
+
+def _is_run_folder(path: str) -> bool:
+  """A folder some training wrote (checkpoints or a metrics log somewhere inside)."""
+  return any("checkpoints" in dirs or "metrics.jsonl" in files for _, dirs, files in os.walk(path))
+
+
+def claim_workdir(workdir: str, fingerprint: str | None = None) -> list[str]:
+  """Readies `workdir` for a report of the current source; returns the run folders it removed.
+
+  Training resumes from any checkpoint it finds, so a report rerun after a code change would re-evaluate models
+  trained by the old code and print them as new. The workdir therefore records the source fingerprint: the same
+  source resumes (a killed report continues), another removes the run folders under `workdir` (sub-folders
+  holding checkpoints or metrics; other files are left alone) before anything trains.
+  """
+  fingerprint = fingerprint or source_fingerprint()
+  os.makedirs(workdir, exist_ok=True)
+  marker = os.path.join(workdir, FINGERPRINT_FILE)
+  previous = open(marker).read().strip() if os.path.exists(marker) else None
+  removed = []
+  if previous != fingerprint:
+    for name in sorted(os.listdir(workdir)):
+      path = os.path.join(workdir, name)
+      if os.path.isdir(path) and not os.path.islink(path) and _is_run_folder(path):
+        shutil.rmtree(path)
+        removed.append(path)
+    if removed:
+      print(f"{workdir}: its runs came from other source ({previous or 'unrecorded'}, now {fingerprint}); "
+            f"removed {len(removed)} run folders to train afresh.")
+    with open(marker + ".tmp", "w") as f:
+      f.write(fingerprint + "\n")
+    os.replace(marker + ".tmp", marker)
+  return removed
+
+
 def quick_report_cli(quick_report: Callable[[str], list[ClaimRow]], description: str, default_workdir: str,
                      argv: Sequence[str] | None = None) -> None:
   """`python -m <paper>.report [--workdir DIR]`: one paper's quick report alone, printed as the main job's table."""
   parser = argparse.ArgumentParser(description=description)
   parser.add_argument("--workdir", default=default_workdir)
   args = parser.parse_args(argv)
+  claim_workdir(args.workdir)
   rows = quick_report(args.workdir)
   print()
   print(markdown_table(rows))

@@ -136,16 +136,18 @@ class LVLM(nnx.Module):
     """Pooled patch features of the frozen encoder, [B, N, vision dim]."""
     return jax.lax.stop_gradient(pool_patches(self.vit(images), self.image_pool))
 
-  def __call__(self, images, tokens, image_mask, attention_mask, image_features=None):
+  def __call__(self, images, tokens, image_mask, attention_mask, image_features=None, route_mask=None):
     """Logits [B, T, V] and MoE aux terms for a batch: images [B, H, W, 3], tokens/masks [B, T].
 
     Token ids at image positions are ignored (their embeddings are replaced by projected patches).
     `image_features` (from `image_features`) may replace `images`: the encoder is frozen after stage 0, so
     training caches its output once per image instead of recomputing it every step (the same numbers).
+    `route_mask` [B, T] (default: `attention_mask`) marks the tokens the MoE layers route and count in their aux
+    terms and loads; evaluation clears it on the rows that only pad its last batch to the compiled shape.
     """
     feats = self.image_features(images) if image_features is None else image_features
     image_tokens = self.projector(feats)
     h = place_images(self.llm.embed_tokens(tokens), image_tokens, image_mask)
     positions = llm_model.positions_from_mask(attention_mask)
     return upcycle.decoder_forward(self.llm, h, positions, attention_mask, modality_ids(image_mask),
-                                   attention_mask)
+                                   attention_mask if route_mask is None else route_mask)

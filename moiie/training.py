@@ -179,9 +179,8 @@ def answer_loss(logits, batch):
 
 
 def _lvlm_call(model: lvlm.LVLM, batch):
-  if "image_features" in batch:
-    return model(None, batch["tokens"], batch["image_mask"], batch["attention_mask"], batch["image_features"])
-  return model(batch["image"], batch["tokens"], batch["image_mask"], batch["attention_mask"])
+  return model(batch.get("image"), batch["tokens"], batch["image_mask"], batch["attention_mask"],
+               batch.get("image_features"), batch.get("route_mask"))
 
 
 def lvlm_loss(model: lvlm.LVLM, batch, rng):
@@ -364,10 +363,13 @@ def evaluate(model: lvlm.LVLM, seq: vqa.Sequences, batch_size: int) -> dict[str,
   exact_all, loads_v, loads_t, weights = [], [], [], []
   for lo in range(0, n, batch_size):
     idx = np.arange(lo, lo + batch_size) % n  # the last batch wraps around: one compiled shape
+    keep = min(batch_size, n - lo)
     batch = {k: v[idx] for k, v in arrays.items()}
     batch.update(_with_images(seq.images)({"image_index": batch["image_index"]}))
+    # The wrapped rows repeat earlier questions: their answers are dropped below, and they are kept out of the
+    # expert loads by routing none of their tokens.
+    batch["route_mask"] = batch["attention_mask"] * (np.arange(batch_size) < keep)[:, None]
     exact, lv, lt = run(state, batch)
-    keep = min(batch_size, n - lo)
     exact_all.append(np.asarray(exact)[:keep])
     if lv is not None:
       loads_v.append(np.asarray(lv))

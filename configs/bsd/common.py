@@ -25,7 +25,7 @@ def base(task: str, dataset: str, arch: str) -> ml_collections.ConfigDict:
   config.method = "bsd"  # bsd | bp_snn | bp_ann | fa | dfa
   config.dataset = dataset
   config.data_dir = ""  # fashion_mnist/mnist: a folder with the user's own files (full MNIST: a TFDS folder)
-  config.train_subset = 0  # 0: the whole train split; N: its first N examples
+  config.train_subset = 0  # 0: the whole split; N: N images drawn with a fixed seed, or the first N text windows
   config.test_subset = 0
   config.batch_size = 128  # the paper's batch size
   config.eval_batch_size = 500

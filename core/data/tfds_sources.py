@@ -51,7 +51,7 @@ def load_tfds(name: str, split: str, data_dir: str | os.PathLike, **kwargs: Any)
   """
   tfds = errors.import_source_module("tensorflow_datasets", what="Reading a TFDS data set",
                                      install=_TFDS_INSTALL)
-  data_dir = os.fspath(data_dir)
+  data_dir = os.path.expanduser(os.fspath(data_dir))  # "~/..." reaches here unexpanded from --flag=~/...
   base = name.split(":")[0].split("/")[0]
   dataset_dir = os.path.join(data_dir, base)
   infos = _dataset_infos(dataset_dir)

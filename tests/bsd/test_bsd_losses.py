@@ -90,8 +90,31 @@ def test_frechet_distance():
   assert frechet.frechet_distance(a, b) == pytest.approx(4.0, abs=0.15)
 
 
+def test_frechet_distance_covariance_term():
+  """Samples with exactly zero mean and sample covariances diag(1, 4, 9) and diag(9, 4, 1): the distance is
+  Tr(S1 + S2 - 2 (S1 S2)^(1/2)) = (1 + 9 - 6) + (4 + 4 - 8) + (9 + 1 - 6) = 8."""
+  rng = np.random.default_rng(1)
+
+  def with_covariance(stds):
+    z = rng.normal(size=(500, 3))
+    z -= z.mean(0)
+    z = z @ np.linalg.inv(np.linalg.cholesky(np.cov(z, rowvar=False))).T  # sample covariance exactly I
+    return z * np.asarray(stds)
+
+  a, b = with_covariance([1.0, 2.0, 3.0]), with_covariance([3.0, 2.0, 1.0])
+  assert frechet.frechet_distance(a, b) == pytest.approx(8.0, abs=1e-8)
+  assert frechet.frechet_distance(a + np.array([0.0, 1.0, 2.0]), b) == pytest.approx(8.0 + 5.0, abs=1e-8)
+
+
 def test_frequency_weighted_reconstruction():
+  """An error of constant 0.5 lives in the DC bin (weight 1 whatever the boost); a 0.5 checkerboard lives in the
+  highest radial frequency (weight 1 + boost). With the orthonormal FFT (Parseval) each spectral term is then
+  weight * 0.25."""
   x = jnp.zeros((2, 8, 8, 1))
-  y = jnp.ones((2, 8, 8, 1)) * 0.5
-  assert float(losses.reconstruction_loss(x, y)) == pytest.approx(0.25)
-  assert float(losses.reconstruction_loss(x, y, fft_weight=1.0, high_boost=2.0)) > 0.25
+  flat = jnp.ones((2, 8, 8, 1)) * 0.5
+  checker = 0.5 * (-1.0) ** (jnp.arange(8)[:, None] + jnp.arange(8)[None, :])[None, :, :, None] * jnp.ones((2, 1, 1, 1))
+  assert float(losses.reconstruction_loss(x, flat)) == pytest.approx(0.25)
+  for boost in (0.0, 2.0):
+    assert float(losses.reconstruction_loss(x, flat, fft_weight=1.0, high_boost=boost)) == pytest.approx(0.5)
+    assert float(losses.reconstruction_loss(x, checker, fft_weight=1.0, high_boost=boost)) == pytest.approx(
+        0.25 + 0.25 * (1.0 + boost), rel=1e-5)

@@ -29,5 +29,6 @@ def test_method_table():
   table = report.method_table(_fake())
   lines = table.splitlines()
   assert lines[0].startswith("| method | fashion_mlp (acc)")
-  assert len(lines) == 2 + 5  # header, rule, five methods
-  assert "84.00" in table and "(paper 99.44)" in table and "(paper FID 49.56)" in table
+  assert len(lines) == 3 + 5  # header, rule, data and scale of each column, five methods
+  assert lines[2] == "| data, scale (ours) | " + " | ".join(["src; 10 steps (0.50 epochs)"] * 5) + " |"
+  assert "84.00" in table and "(paper 99.44, full MNIST)" in table and "(paper Inception FID 49.56)" in table

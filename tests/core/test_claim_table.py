@@ -20,3 +20,31 @@ def test_runner_lists_unimplemented_papers(tmp_path, capsys):
   out = capsys.readouterr().out
   assert "Not implemented yet (no rows): no_such_paper." in out
   assert (tmp_path / "results.md").read_text().startswith("| paper | claim |")
+
+
+def test_source_fingerprint_follows_source_files_only(tmp_path):
+  (tmp_path / "pkg").mkdir()
+  (tmp_path / "pkg" / "model.py").write_text("x = 1\n")
+  (tmp_path / "tests").mkdir()
+  (tmp_path / "tests" / "test_model.py").write_text("assert True\n")
+  first = report.source_fingerprint(str(tmp_path))
+  (tmp_path / "tests" / "test_model.py").write_text("assert 1\n")
+  (tmp_path / "pkg" / "notes.md").write_text("not source\n")
+  assert report.source_fingerprint(str(tmp_path)) == first
+  (tmp_path / "pkg" / "model.py").write_text("x = 2\n")
+  assert report.source_fingerprint(str(tmp_path)) != first
+
+
+def test_claim_workdir_resumes_same_source_and_clears_runs_of_other_source(tmp_path):
+  """A report rerun after a code change must not re-evaluate checkpoints the old code trained."""
+  run = tmp_path / "bsd" / "fashion_mlp_bsd"
+  (run / "checkpoints" / "10").mkdir(parents=True)
+  (tmp_path / "notes.txt").write_text("keep\n")
+  (tmp_path / "plots").mkdir()  # no checkpoints or metrics inside: not a run folder
+  assert report.claim_workdir(str(tmp_path), "aaaa") == [str(tmp_path / "bsd")]  # unrecorded source: cleared
+  assert not (tmp_path / "bsd").exists() and (tmp_path / "notes.txt").exists() and (tmp_path / "plots").exists()
+  (run / "checkpoints" / "10").mkdir(parents=True)
+  assert report.claim_workdir(str(tmp_path), "aaaa") == []  # same source: a killed report resumes
+  assert (run / "checkpoints" / "10").exists()
+  assert report.claim_workdir(str(tmp_path), "bbbb") == [str(tmp_path / "bsd")]
+  assert (tmp_path / report.FINGERPRINT_FILE).read_text().strip() == "bbbb"

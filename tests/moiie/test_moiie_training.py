@@ -85,3 +85,23 @@ def test_stages_run_end_to_end(tmp_path):
                                   [*overrides, f"reuse_stages_from={tmp_path / 'moiie'}"])
   training.train_and_evaluate(config, str(tmp_path / "dense"))
   assert not os.path.exists(tmp_path / "dense" / "stage1")
+
+
+def test_evaluation_keeps_wrapped_rows_out_of_answers_and_expert_loads():
+  """The last batch wraps around to keep one compiled shape; the repeated rows must count in neither the accuracy
+  nor the expert loads. Vision tokens per question are equal, so batches weighted by their real rows give exactly
+  the load of one batch holding every question."""
+  from moiie import upcycle, vqa
+  config = config_lib.load_config("configs/moiie/easyvqa_tiny.py:quick,moiie")
+  tokenizer = training.build_tokenizer(config)
+  model = training.build_lvlm(config, tokenizer, vqa.image_labels("train")["num_colors"])
+  upcycle.upcycle(model.llm, training.moe_spec(config), every=config.moe.every, offset=config.moe.offset,
+                  rngs=nnx.Rngs(7), router_init_std=1.0)  # a strong random router: loads differ between rows
+  seq = vqa.build_sequences("test", tokenizer, model.num_image_tokens, config.data.seq_len, subset=40)
+  assert not set(seq.image_index[:8]) & set(seq.image_index[32:])
+  whole = training.evaluate(model, seq, batch_size=40)
+  wrapped = training.evaluate(model, seq, batch_size=16)  # rows 0-15, 16-31, then 32-39 and 0-7 again
+  for key in ["accuracy"] + [f"accuracy_{name}" for name in vqa.QUESTION_TYPES]:
+    np.testing.assert_allclose(wrapped[key], whole[key], err_msg=key)
+  np.testing.assert_allclose(wrapped["load_vision"], whole["load_vision"], rtol=1e-5, atol=1e-6)
+  assert np.asarray(whole["load_vision"]).std() > 0.05  # the check above compares uneven loads
