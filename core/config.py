@@ -138,7 +138,11 @@ def _parse_like(current: Any, text: str, key: str) -> Any:
     if not isinstance(value, (tuple, list)):
       raise fail("a tuple literal such as (1, 2)")
     return type(current)(value)
-  try:  # None or another type: take a Python literal, else the bare string.
+  # None or another type: take a Python literal (lower-case JSON/YAML spellings too), else the bare string.
+  words = {"true": True, "false": False, "none": None, "null": None}
+  if text.strip().lower() in words:
+    return words[text.strip().lower()]
+  try:
     return ast.literal_eval(text)
   except (ValueError, SyntaxError):
     return text

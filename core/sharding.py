@@ -192,4 +192,13 @@ def state_sharding(mesh: Mesh, tree: Any, fsdp_min_size: int = 2**18,
 def shard_batch(batch: Any, mesh: Mesh) -> Any:
   """Places a process-local numpy batch onto the mesh as one global array per leaf."""
   sharding = batch_sharding(mesh)
-  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+  local_devices = mesh.size // jax.process_count()
+
+  def place(x):
+    x = np.asarray(x)
+    if x.ndim == 0 or x.shape[0] % local_devices:
+      raise ValueError(f"a batch leaf of shape {x.shape} cannot be split over the {local_devices} local devices "
+                       "along its first axis. Fix: make the batch size a multiple of the device count, and drop "
+                       "the last partial batch (drop_remainder=True).")
+    return jax.make_array_from_process_local_data(sharding, x)
+  return jax.tree.map(place, batch)

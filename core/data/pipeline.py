@@ -143,6 +143,10 @@ def make_batches(source: Mapping[str, Any] | Any, batch_size: int, *, seed: int,
     raise ValueError(f"seed must be an integer in [0, 2**32); got {seed}.")
   if worker_count < 0:
     raise ValueError(f"worker_count must be >= 0; got {worker_count}.")
+  if shard_count > 1 and not drop_remainder and num_epochs is None:
+    # Unequal shards would drift into different epochs, so one global step could repeat an example.
+    raise ValueError(f"drop_remainder=False with {shard_count} shards needs a finite num_epochs (shards of unequal "
+                     "size drift apart epoch by epoch when repeating forever). Fix: pass drop_remainder=True.")
 
   indices = grain.MapDataset.range(num_examples)
   if shuffle:

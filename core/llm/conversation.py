@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import jax
 import ml_collections
 
 from core.llm import generate, weights
@@ -21,10 +22,12 @@ class Conversation:
   def __init__(self, pretrained: weights.Pretrained, gen: generate.GenerationConfig, system_prompt: str = ""):
     self.pretrained, self.gen = pretrained, gen
     self.messages: list[dict[str, str]] = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    self.rng = jax.random.key(gen.seed)  # split every turn: a sampled reply draws fresh noise each turn
 
   def reply(self, text: str) -> str:
     self.messages.append({"role": "user", "content": text})
-    answer = generate.chat(self.pretrained, [self.messages], self.gen)[0]
+    self.rng, turn_rng = jax.random.split(self.rng)
+    answer = generate.chat(self.pretrained, [self.messages], self.gen, rng=turn_rng)[0]
     self.messages.append({"role": "assistant", "content": answer})
     return answer
 

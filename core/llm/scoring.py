@@ -53,8 +53,11 @@ def masked_nll(graphdef: nnx.GraphDef, state: nnx.State, batch: Mapping[str, jax
 
 
 def score_weight(batch: Mapping[str, jax.Array]) -> jax.Array:
-  weight = jnp.asarray(batch["loss_mask"], jnp.float32) * jnp.asarray(batch["attention_mask"], jnp.float32)
-  return weight.at[:, 0].set(0.0)
+  attention = jnp.asarray(batch["attention_mask"], jnp.float32)
+  weight = jnp.asarray(batch["loss_mask"], jnp.float32) * attention
+  # Token t is scored from the logits at t - 1, which must be a real token: not the first column, and not a
+  # padding slot left of a left-padded row's first token (its query sees no valid key).
+  return weight * jnp.pad(attention[:, :-1], ((0, 0), (1, 0)))
 
 
 jit_token_logprobs = jax.jit(token_logprobs, static_argnums=0)

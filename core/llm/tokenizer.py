@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 _CONTROL_TOKEN_TYPE = 3  # llama.cpp LLAMA_TOKEN_TYPE_CONTROL
+SUPPORTED_GGUF_PRE_TOKENIZERS = ("smollm",)  # llama.cpp's `tokenizer.ggml.pre` names
 CHATML_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 _DEFAULT_SYSTEM_RE = re.compile(r"messages\[0\]\['role'\] != 'system'.*?<\|im_start\|>system\n(.*?)<\|im_end\|>",
                                 re.S)
@@ -78,6 +79,13 @@ class Tokenizer:
     model = gguf_field(reader, "tokenizer.ggml.model")
     if model != "gpt2":
       raise TokenizerError(f"GGUF tokenizer model {model!r} is not supported (only byte-level BPE, 'gpt2').")
+    # The pre-tokenizer rebuilt below is SmolLM2's (single digits, then GPT-2's byte-level regex). Other
+    # families split text differently (Llama 3 groups up to 3 digits, Qwen2 has its own regex) and would get
+    # token ids their model never saw, so they must bring their tokenizer.json.
+    pre = gguf_field(reader, "tokenizer.ggml.pre")
+    if pre not in SUPPORTED_GGUF_PRE_TOKENIZERS:
+      raise TokenizerError(f"GGUF pre-tokenizer {pre!r} is not supported (only {SUPPORTED_GGUF_PRE_TOKENIZERS}). "
+                           "Fix: load the model from a Hugging Face folder with its tokenizer.json.")
     tokens = gguf_field(reader, "tokenizer.ggml.tokens")
     merges = gguf_field(reader, "tokenizer.ggml.merges")
     types = gguf_field(reader, "tokenizer.ggml.token_type")

@@ -229,7 +229,8 @@ def config_from_hf(hf: dict[str, Any], **changes: Any) -> LlamaConfig:
   head_dim = hf.get("head_dim") or 0
   values.update(
       num_kv_heads=hf.get("num_key_value_heads") or num_heads,
-      rope_theta=float(hf.get("rope_theta", 10000.0)),
+      # transformers 5 writes the base inside "rope_parameters" (and no top-level rope_theta)
+      rope_theta=float(hf.get("rope_theta") or (hf.get("rope_parameters") or {}).get("rope_theta") or 10000.0),
       rms_norm_eps=float(hf["rms_norm_eps"]),
       tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
       qkv_bias=bool(hf.get("attention_bias", model_type == "qwen2")),

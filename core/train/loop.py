@@ -4,8 +4,13 @@ What the loop guarantees:
   * Resume is bit-identical. The step's random key is `fold_in(key(seed), state.step)`, computed inside the
     jitted step, and the data iterator's position is checkpointed beside the state; a run killed at any point
     and restarted with the same command ends with exactly the parameters of an uninterrupted run.
-  * A NaN/Inf loss stops the run with `NonFiniteLossError` naming the step. A state is saved only after the
-    losses of every step up to it were checked finite, so the last checkpoint on disk is always a good one.
+  * A NaN/Inf loss or gradient norm stops the run with `NonFiniteLossError` naming the step. A state is saved
+    only after the loss and gradient norm of every step up to it were checked finite (a finite loss alone does
+    not make the update finite), so the last checkpoint on disk is always a good one.
+  * Metrics match too: a resumed run first drops the records (and TensorBoard events) logged after its
+    checkpoint, or all of them on a fresh start; training windows are logged at every checkpoint, so the window
+    a resumed run starts is the one an uninterrupted run starts; a step is evaluated before it is saved, so no
+    eval is lost to a kill between the two.
   * The step runs ahead of the host by one step: the host checks step k's loss while step k+1 computes, so
     the finiteness check costs no pipeline stall.
 """
@@ -88,7 +93,6 @@ def run_training(*, workdir: str, config: ml_collections.ConfigDict, state: Trai
 
   checkpointer = checkpoint_lib.Checkpointer(f"{workdir}/checkpoints", every=config.checkpoint_every,
                                              keep=config.keep_checkpoints)
-  writer = metrics_lib.MetricsWriter(workdir, tensorboard=config.tensorboard)
   state = jax.device_put(state, state_sharding)
   start_step = 0
   latest = checkpointer.latest_step()
@@ -100,19 +104,22 @@ def run_training(*, workdir: str, config: ml_collections.ConfigDict, state: Trai
     else:
       for _ in range(start_step):
         next(batches)
-    writer.truncate_after(start_step)
     tqdm.tqdm.write(f"Resumed from step {start_step} ({checkpointer.directory}).")
+  # Records after the checkpoint (all of them on a fresh start) came from an attempt that did not finish.
+  writer = metrics_lib.MetricsWriter(workdir, tensorboard=config.tensorboard, purge_after=start_step)
 
   def data_position():
     return batches.get_state() if hasattr(batches, "get_state") else None
 
   def check_finite(step: int, scalars: Mapping[str, float]) -> None:
-    if not np.isfinite(scalars["loss"]):
+    bad = [k for k in ("loss", "grad_norm") if k in scalars and not np.isfinite(scalars[k])]
+    if bad:
       last_good = checkpointer.latest_step()
       where = (f"the last good checkpoint is step {last_good} in {checkpointer.directory}"
                if last_good is not None else "no checkpoint was saved before it")
       raise NonFiniteLossError(
-          f"loss is {scalars['loss']} at step {step}; training stopped and {where}. Fix: lower "
+          f"{' and '.join(f'{k} is {scalars[k]}' for k in bad)} at step {step}; training stopped and {where}. "
+          "Fix: lower "
           f"optimizer.learning_rate, set optimizer.grad_clip_norm, or check the batch at step {step}; rerunning "
           "the same command resumes from the last good checkpoint.")
 
@@ -130,7 +137,7 @@ def run_training(*, workdir: str, config: ml_collections.ConfigDict, state: Trai
     scalars = _host_scalars(metrics)
     check_finite(step, scalars)
     window.append(scalars)
-    if step % config.log_every == 0 or step == num_steps:
+    if step % config.log_every == 0 or step % config.checkpoint_every == 0 or step == num_steps:
       elapsed = time.perf_counter() - window_start
       mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
       mean["steps_per_sec"] = len(window) / max(elapsed, 1e-9)
@@ -156,10 +163,10 @@ def run_training(*, workdir: str, config: ml_collections.ConfigDict, state: Trai
                                                              step % config.eval_every == 0):
         drain(pending)  # a state is saved or evaluated only after its own loss was checked finite
         pending = None
+        if eval_fn is not None and (is_last or (config.eval_every and step % config.eval_every == 0)):
+          writer.write(step, eval_fn(state), "eval")  # before the save: a kill between them redoes both
         if step % config.checkpoint_every == 0 or is_last:
           checkpointer.save(step, state, data_position(), force=is_last)
-        if eval_fn is not None and (is_last or (config.eval_every and step % config.eval_every == 0)):
-          writer.write(step, eval_fn(state), "eval")
     if pending is not None:
       drain(pending)
   finally:

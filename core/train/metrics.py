@@ -29,14 +29,19 @@ def truncate_jsonl(path: str, step: int) -> None:
 
 class MetricsWriter:
 
-  def __init__(self, workdir: str, *, tensorboard: bool = True, console: bool = True):
+  def __init__(self, workdir: str, *, tensorboard: bool = True, console: bool = True,
+               purge_after: int | None = None):
+    """`purge_after`: drop the records (JSONL and TensorBoard) of steps after it, which a resumed run rewrites."""
     os.makedirs(workdir, exist_ok=True)
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._console = console
     self._tb = None
+    if purge_after is not None:
+      self.truncate_after(purge_after)
     if tensorboard:
       from tensorboardX import SummaryWriter  # imported lazily: it is slow to import
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
+                               purge_step=None if purge_after is None else purge_after + 1)
 
   def truncate_after(self, step: int) -> None:
     """Drops records of steps after `step`: a resumed run rewrites them, so none appear twice."""

@@ -41,6 +41,11 @@ def validate_optimizer_config(config: ml_collections.ConfigDict, prefix: str = "
     config_lib.check_positive(config, f"{prefix}.{key}", allow_zero=True)
   for key in ("b1", "b2", "momentum"):
     config_lib.check(config, f"{prefix}.{key}", lambda v: 0 <= v < 1, "must lie in [0, 1)")
+  schedule = config_lib.get_value(config, f"{prefix}.schedule")
+  if not str(schedule).startswith("warmup_"):
+    config_lib.check(config, f"{prefix}.warmup_steps", lambda v: v == 0,
+                     f"must be 0 for schedule {schedule!r}, which has no warmup",
+                     f"pass --config.{prefix}.warmup_steps=0 or a warmup_* schedule")
 
 
 def make_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:

@@ -46,6 +46,24 @@ def test_overrides_parse_as_the_existing_type(config_path):
   assert config.variant == "quick"
 
 
+def test_none_valued_keys_read_words_and_literals(tmp_path):
+  path = tmp_path / "none.py"
+  path.write_text("import ml_collections\n\ndef get_config():\n  c = ml_collections.ConfigDict()\n"
+                  "  c.flag = None\n  c.size = None\n  c.name = None\n  return c\n")
+  config = config_lib.load_config(str(path), ["flag=false", "size=12", "name=relu"])
+  assert config.flag is False and config.size == 12 and config.name == "relu"
+  for text, value in (("True", True), ("null", None), ("None", None)):
+    assert config_lib.load_config(str(path), [f"flag={text}"]).flag is value
+
+
+def test_warmup_steps_need_a_warmup_schedule(config_path):
+  config = config_lib.load_config(config_path, ["optimizer.schedule=cosine", "optimizer.warmup_steps=10"])
+  with pytest.raises(config_lib.ConfigError, match=r"must be 0 for schedule 'cosine'.*warmup_steps=0"):
+    optim.validate_optimizer_config(config)
+  optim.validate_optimizer_config(config_lib.load_config(
+      config_path, ["optimizer.schedule=warmup_cosine", "optimizer.warmup_steps=10"]))
+
+
 def test_unknown_key_names_the_key_and_the_close_match(config_path):
   with pytest.raises(config_lib.ConfigError, match=r"unknown config key 'optimizer.learning_rat'.*"
                                                    r"Did you mean 'learning_rate'"):

@@ -53,3 +53,11 @@ def test_mesh_config_errors():
   config = ml_collections.ConfigDict({"mesh": sharding.mesh_config(data=-1, fsdp=0)})
   with pytest.raises(config_lib.ConfigError, match=r"config.mesh.fsdp = 0 is invalid"):
     sharding.validate_mesh_config(config)
+
+
+def test_a_batch_that_cannot_be_split_names_the_fix():
+  mesh = sharding.make_mesh(1, 1)
+  placed = sharding.shard_batch({"x": np.ones((3, 2))}, mesh)
+  np.testing.assert_array_equal(np.asarray(placed["x"]), np.ones((3, 2)))
+  with pytest.raises(ValueError, match=r"shape \(\) cannot be split over the 1 local devices.*Fix: make the batch"):
+    sharding.shard_batch({"x": np.ones((3, 2)), "step": np.zeros(())}, mesh)

@@ -134,13 +134,84 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
         batch = dict(batch, x=np.full_like(batch["x"], np.nan))
       return batch
 
-  with pytest.raises(loop.NonFiniteLossError, match=r"loss is nan at step 12; .*last good checkpoint is step 10"):
+  with pytest.raises(loop.NonFiniteLossError, match=r"loss is nan and grad_norm is nan at step 12; .*last good checkpoint is step 10"):
     loop.run_training(workdir=str(tmp_path), config=config, state=state, step_fn=step,
                       batches=PoisonedBatches(data, 8, seed=1), seed=0)
   checkpointer = Checkpointer(str(tmp_path / "checkpoints"), every=5, keep=2)
   assert checkpointer.latest_step() == 10
   restored, _ = checkpointer.restore(10, state)
   assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(restored.params))
+
+
+def test_nan_gradient_under_a_finite_loss_is_never_checkpointed(tmp_path):
+  """Step k's loss is computed before update k: a NaN gradient with a finite loss must stop the run before the
+  NaN parameters it produced are saved as the 'last good' checkpoint."""
+  data = make_data()
+  config, graphdef, state, _ = build(20)
+  tx = optim.make_optimizer(optim.optimizer_config(name="adam", learning_rate=0.05), 20)
+
+  def loss_with_a_nan_gradient(model, batch, rng):
+    loss, aux = mse_loss(model, batch, rng)
+    # 0 * sqrt(p w^2): value 0; gradient 0 * sign(w) at p = 1, but 0 * inf * 0 = NaN at p = 0 (step 10 only)
+    w = model.out.kernel[...]
+    return loss + 0.0 * jnp.sum(jnp.sqrt(batch["poison"][0] * w * w)), aux
+
+  class PoisonAtTen(ArrayBatches):
+    def __next__(self):
+      batch = super().__next__()
+      return dict(batch, poison=np.full((8,), 0.0 if self.position == 10 else 1.0, np.float32))
+
+  step = make_train_step(graphdef, loss_with_a_nan_gradient, tx)
+  with pytest.raises(loop.NonFiniteLossError, match=r"grad_norm is nan at step 10; .*last good checkpoint is step 5"):
+    loop.run_training(workdir=str(tmp_path), config=config, state=state, step_fn=step,
+                      batches=PoisonAtTen(data, 8, seed=1), seed=0)
+  assert Checkpointer(str(tmp_path / "checkpoints"), every=5, keep=2).all_steps() == [5]
+
+
+def test_killed_runs_leave_no_duplicate_records_and_lose_no_eval(tmp_path):
+  """A kill before the first checkpoint, and a kill inside the final step's eval; then the same command."""
+  data = make_data()
+  config, graphdef, state, step = build(10, checkpoint_every=6)
+  config.unlock()
+  config.log_every = 4  # windows of 4 steps cross the checkpoint at 6
+  evaluate = eval_fn_for(graphdef, data)
+
+  class Killed(Exception):
+    pass
+
+  def kill_at(n):
+    class Batches(ArrayBatches):
+      def __next__(self):
+        if self.position == n:
+          raise Killed
+        return super().__next__()
+    return Batches(data, 8, seed=1)
+
+  def kill_in_eval(at_step):
+    def eval_fn(state):
+      if int(state.step) == at_step:
+        raise Killed
+      return evaluate(state)
+    return eval_fn
+
+  def run(workdir, batches, eval_fn=evaluate):
+    _, _, fresh, _ = build(10)
+    return loop.run_training(workdir=str(workdir), config=config, state=fresh, step_fn=step, batches=batches,
+                             seed=0, eval_fn=eval_fn)
+
+  run(tmp_path / "straight", ArrayBatches(data, 8, seed=1))
+  with pytest.raises(Killed):
+    run(tmp_path / "killed", kill_at(5))  # dies at step 6, before its first checkpoint
+  with pytest.raises(Killed):
+    run(tmp_path / "killed", ArrayBatches(data, 8, seed=1), kill_in_eval(10))  # dies in the final eval
+  run(tmp_path / "killed", ArrayBatches(data, 8, seed=1))
+  straight, killed = (read_metrics(str(tmp_path / d)) for d in ("straight", "killed"))
+  assert [(r["split"], r["step"]) for r in killed] == [(r["split"], r["step"]) for r in straight]
+  assert [(r["split"], r["step"]) for r in straight] == [("train", 4), ("eval", 5), ("train", 6), ("train", 8),
+                                                          ("train", 10), ("eval", 10)]
+  for a, b in zip(straight, killed):
+    np.testing.assert_allclose(b["loss" if a["split"] == "train" else "mse"],
+                               a["loss" if a["split"] == "train" else "mse"], rtol=1e-6)
 
 
 def test_out_of_data_is_a_clear_error(tmp_path):

@@ -152,6 +152,7 @@ def test_worker_processes_give_the_same_batches():
     (dict(shard_index=2, shard_count=2), "shard_index"),
     (dict(num_epochs=0), "num_epochs"),
     (dict(seed=-1), "seed"),
+    (dict(shard_count=2, drop_remainder=False, num_epochs=None), "needs a finite num_epochs"),
 ])
 def test_invalid_arguments(kwargs, match):
   args = dict(source=_source(), batch_size=4, seed=0, shard_index=0, shard_count=1) | kwargs

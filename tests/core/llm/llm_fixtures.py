@@ -32,7 +32,8 @@ def _permute_for_gguf(w, n_heads):
   return w.reshape(n_heads, 2, w.shape[0] // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def write_tiny_gguf(path, config, tensors, qtype_name="F32", rope_freqs=None, linear_rope_factor=None):
+def write_tiny_gguf(path, config, tensors, qtype_name="F32", rope_freqs=None, linear_rope_factor=None,
+                    pre_tokenizer="smollm"):
   """Writes `tensors` (HF names, float32) as a llama-architecture GGUF like llama.cpp's converter does: q/k rows
   permuted, 2-D weights stored as `qtype_name`, plus a 256-token byte-level tokenizer; optionally RoPE scaling as
   llama.cpp writes it (a `rope_freqs.weight` tensor of frequency divisors, or linear-scaling metadata)."""
@@ -55,6 +56,7 @@ def write_tiny_gguf(path, config, tensors, qtype_name="F32", rope_freqs=None, li
   tokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + alphabet[:config.vocab_size - 4]
   tokens.append(tokens[10] + tokens[11])  # the one merge's result
   w.add_tokenizer_model("gpt2")
+  w.add_tokenizer_pre(pre_tokenizer)
   w.add_token_list(tokens)
   w.add_token_types([3, 3, 3] + [1] * (len(tokens) - 3))
   w.add_token_merges([f"{tokens[10]} {tokens[11]}"])

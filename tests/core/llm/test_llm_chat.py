@@ -3,6 +3,8 @@
 import importlib.util
 import os
 
+import jax
+import numpy as np
 import pytest
 
 from core.llm import conversation, generate, weights
@@ -40,3 +42,17 @@ def test_interactive_conversation(smollm):
   assert [m["role"] for m in chat.messages] == ["user", "assistant"]
   second = chat.reply("And of Italy? Answer with the city name only.")
   assert len(chat.messages) == 4 and second
+
+
+def test_each_turn_samples_with_a_fresh_key(monkeypatch):
+  """With temperature > 0 a conversation must not replay the same sampling noise every turn."""
+  keys = []
+  monkeypatch.setattr(generate, "chat", lambda pretrained, conversations, gen, rng=None: keys.append(rng) or ["ok"])
+  chat = conversation.Conversation(None, generate.GenerationConfig(temperature=1.0, seed=3))
+  chat.reply("one")
+  chat.reply("two")
+  again = conversation.Conversation(None, generate.GenerationConfig(temperature=1.0, seed=3))
+  again.reply("one")
+  data = [np.asarray(jax.random.key_data(k)) for k in keys]
+  assert not np.array_equal(data[0], data[1])  # fresh noise each turn
+  np.testing.assert_array_equal(data[0], data[2])  # and reproducible from the seed

@@ -37,6 +37,21 @@ def test_sequence_logprobs_padding_invariant(tiny):
   np.testing.assert_allclose(a[0], lp[0, 3:].sum(), atol=1e-5)
 
 
+def test_left_padded_first_token_is_never_scored(tiny):
+  """A row's first real token has no real token before it: with left padding its 'prediction' would come from a
+  padding slot, so it gets no weight even when loss_mask marks it, exactly as in a right-padded row."""
+  config, graphdef, state = tiny
+  right = {"tokens": np.asarray([[3, 4, 5, 0, 0]]), "attention_mask": np.asarray([[1, 1, 1, 0, 0]]),
+           "loss_mask": np.asarray([[1, 1, 1, 0, 0]])}
+  left = {k: np.roll(v, 2, axis=1) for k, v in right.items()}
+  np.testing.assert_array_equal(scoring.score_weight(right), [[0, 1, 1, 0, 0]])
+  np.testing.assert_array_equal(scoring.score_weight(left), [[0, 0, 0, 1, 1]])
+  a, count_a = scoring.jit_sequence_logprobs(graphdef, state, right)
+  b, count_b = scoring.jit_sequence_logprobs(graphdef, state, left)
+  np.testing.assert_allclose(a, b, atol=1e-5)
+  np.testing.assert_array_equal(count_a, count_b)
+
+
 def test_masked_nll_is_a_differentiable_sft_loss(tiny):
   config, graphdef, state = tiny
   batch = scoring.continuation_batch([[3, 4, 5], [10]], [[6, 7], [11, 12, 13]], 0, (8,))

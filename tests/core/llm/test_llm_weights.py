@@ -36,6 +36,27 @@ def test_tiny_safetensors_roundtrip(tmp_path, max_shard_bytes):
   np.testing.assert_array_equal(_logits(loaded, TOKENS), _logits(model, TOKENS))
 
 
+def test_transformers5_config_keeps_the_rope_base(tmp_path):
+  """transformers 5 writes the RoPE base inside "rope_parameters" with no top-level rope_theta."""
+  model = tiny_model(rope_theta=100000.0)
+  weights.save_pretrained(model, tmp_path)
+  hf = json.loads((tmp_path / "config.json").read_text())
+  hf["rope_parameters"] = {"rope_theta": hf.pop("rope_theta"), "rope_type": "default"}
+  hf.pop("rope_scaling", None)
+  (tmp_path / "config.json").write_text(json.dumps(hf))
+  loaded, _ = weights.load_model(tmp_path)
+  assert loaded.config.rope_theta == 100000.0 and loaded.config == model.config
+
+
+def test_gguf_with_another_pre_tokenizer_is_refused(tmp_path):
+  """Only SmolLM2's text splitting is rebuilt from GGUF metadata; Llama 3's would tokenize differently."""
+  from core.llm import tokenizer as tokenizer_lib
+  config = config_lib.tiny()
+  path = write_tiny_gguf(tmp_path / "llama3_tok.gguf", config, random_tensors(config), pre_tokenizer="llama-bpe")
+  with pytest.raises(tokenizer_lib.TokenizerError, match=r"pre-tokenizer 'llama-bpe' is not supported.*Fix"):
+    tokenizer_lib.Tokenizer.from_gguf_reader(weights.open_gguf(path))
+
+
 def test_export_uses_hf_names_and_layouts(tmp_path):
   from safetensors.numpy import load_file
   model = tiny_model()
