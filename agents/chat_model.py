@@ -77,9 +77,14 @@ class ChatEndpoint:
                                       response=response)
         response.raise_for_status()
         data = response.json()
-        text = data["choices"][0]["message"].get("content") or ""
-        return EndpointReply(text, dict(data.get("usage") or {}))
-      except (httpx.TransportError, httpx.HTTPStatusError, KeyError, ValueError) as e:
+        try:
+          text = data["choices"][0]["message"].get("content") or ""
+          usage = dict(data.get("usage") or {})
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:  # {"choices": []}, null, ...
+          raise ValueError(f"the reply is not a chat completion ({type(e).__name__}: {e}): "
+                           f"{response.text[:200]}") from e
+        return EndpointReply(text, usage)
+      except (httpx.HTTPError, ValueError) as e:
         last_error = e
         if isinstance(e, httpx.HTTPStatusError) and e.response.status_code not in _RETRY_STATUS:
           break

@@ -11,8 +11,9 @@ sees are exactly the tokens the model sampled:
     {response 2}<|im_end|> ...
 
 `logprobs[t]` is log pi(tokens[t] | tokens[:t]) under the sampling model's own distribution for mask-1 tokens
-(0 elsewhere), the same convention as `core.llm.scoring.token_logprobs`. A response cut by the token budget gets
-an `<|im_end|>` appended with mask 0 (the model did not produce it). The action is the text after the last
+(0 elsewhere), the same convention as `core.llm.scoring.token_logprobs`. A response that does not end on
+`<|im_end|>` (cut by the token budget, or ended by another stop token such as `<|endoftext|>`) gets an
+`<|im_end|>` appended with mask 0 (the model did not produce it). The action is the text after the last
 "Action:" in the response, else the response's first non-empty line; the environment judges it (bad actions are
 observations, not errors). A trajectory ends when its environment says done, at the turn limit (ScalingInter-RL
 sets it per training step, agents/schedule.py), when its context is full, or on an environment error (recorded).
@@ -222,7 +223,7 @@ def rollout(policy: Policy, tokenizer, client: EnvClient, task_ids: Sequence[int
           trajectory.tokens += ids
           trajectory.loss_mask += [1] * len(ids)
           trajectory.logprobs += [float(x) for x in out.logprobs[row]]
-          if out.finish_reasons[row] != "stop":  # close the turn for the chat format; not a model token
+          if ids[-1:] != chat.end_of_turn:  # close the turn for the chat format; not a model token
             trajectory.tokens += chat.end_of_turn
             trajectory.loss_mask.append(0)
             trajectory.logprobs.append(0.0)

@@ -80,6 +80,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                    f"{config.data.tasks_per_step * config.rollout.group_size})")
   for key in ("max_new_tokens", "max_context_tokens", "group_size", "env_workers"):
     config_lib.check_positive(config, f"rollout.{key}")
+  # The update treats rollouts as samples of the policy itself: the PPO ratio's old log-probs are recomputed at
+  # temperature 1 over the whole vocabulary, and kl_mode=reward uses the sampler's log-probs as pi's. A tempered
+  # or truncated sampler draws from another distribution, which those terms do not account for.
+  untempered = "the update's PPO ratio and KL terms take the samples as drawn from the policy's own distribution"
+  config_lib.check(config, "rollout.temperature", lambda t: t == 1.0, f"must be 1.0 for training: {untempered}",
+                   "pass --config.rollout.temperature=1.0 (evaluation is greedy regardless)")
+  config_lib.check(config, "rollout.top_k", lambda k: k == 0, f"must be 0 (no truncation) for training: {untempered}",
+                   "pass --config.rollout.top_k=0")
+  config_lib.check(config, "rollout.top_p", lambda p: p == 1.0,
+                   f"must be 1.0 (no truncation) for training: {untempered}", "pass --config.rollout.top_p=1.0")
   try:
     ScalingInterSchedule.from_config(config.schedule)
   except ValueError as e:
@@ -325,8 +335,6 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   client = make_client(config)
   checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                              every=config.train.checkpoint_every, keep=config.train.keep_checkpoints)
-  writer = metrics_lib.MetricsWriter(workdir, tensorboard=config.train.tensorboard,
-                                     console=config.train.progress_bar)
   start = 0
   latest = checkpointer.latest_step()
   if latest is not None:
@@ -336,7 +344,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   # A resumed run rewrites the steps after its checkpoint; a fresh start (-1) drops all the logs of an earlier
   # attempt that died before its first checkpoint. Either way no step appears twice.
   keep = start if latest is not None else -1
-  writer.truncate_after(keep)
+  writer = metrics_lib.MetricsWriter(workdir, tensorboard=config.train.tensorboard,
+                                     console=config.train.progress_bar, purge_after=keep)  # JSONL and TensorBoard
   for name in ("trajectories.jsonl", "eval_trajectories.jsonl"):
     metrics_lib.truncate_jsonl(os.path.join(workdir, name), keep)
   if latest is None and config.data.eval_every:

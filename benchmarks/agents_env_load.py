@@ -53,8 +53,8 @@ def start_server(env: str) -> tuple[subprocess.Popen, str]:
   raise RuntimeError(f"the {env} server at {url} does not answer")
 
 
-def oracle_episode(client, env_name: str, task_id: int, oracles: dict) -> tuple[int, bool]:
-  """One episode driven by the scripted oracle; returns (steps taken, success and no error)."""
+def oracle_episode(client, env_name: str, task_id: int, oracles: dict) -> tuple[int, bool, str]:
+  """One episode driven by the scripted oracle; returns (steps taken, success and no error, the error if any)."""
   with EnvSession(client, task_id) as session:
     result = session.start()
     oracle = oracles[env_name].oracle(task_id)
@@ -62,7 +62,8 @@ def oracle_episode(client, env_name: str, task_id: int, oracles: dict) -> tuple[
     while not result.done:
       result = session.step(oracle.act(result.observation))
       steps += 1
-    return steps, bool(result.info.get("success")) and "error" not in result.info
+    error = str(result.info.get("error", ""))
+    return steps, bool(result.info.get("success")) and not error, error
 
 
 def sequential_rate(client, env_name: str, oracles: dict, min_steps: int) -> tuple[float, int]:
@@ -70,7 +71,7 @@ def sequential_rate(client, env_name: str, oracles: dict, min_steps: int) -> tup
   task_id = 0
   start = time.perf_counter()
   while steps < min_steps:
-    n, ok = oracle_episode(client, env_name, task_id, oracles)
+    n, ok, _ = oracle_episode(client, env_name, task_id, oracles)
     steps, failures, task_id = steps + n, failures + (not ok), task_id + 1
   return steps / (time.perf_counter() - start), failures
 
@@ -92,11 +93,11 @@ def load_test(url: str, env_name: str, clients: int, max_steps: int, time_limit:
             return
           task_id = next(next_task)
         try:
-          n, ok = oracle_episode(client, env_name, task_id, oracles)
+          n, ok, error = oracle_episode(client, env_name, task_id, oracles)
         except Exception as e:  # counted, not raised: the figure is how many there were
-          n, ok = 0, False
-          state["first_error"] = state["first_error"] or f"{type(e).__name__}: {e}"
+          n, ok, error = 0, False, f"{type(e).__name__}: {e}"
         with lock:
+          state["first_error"] = state["first_error"] or error
           state["steps"] += n
           state["episodes"] += 1
           state["errors"] += not ok

@@ -6,6 +6,8 @@ One `TextEnv` instance is one episode slot: `reset(task_id)` builds the task det
 `step(action)` advances it. The base class owns what every environment must do identically:
 * bad actions never crash: an action the environment cannot parse or carry out raises `InvalidAction` inside
   `_step`, and the agent sees "Invalid action: <why>" with reward 0 and the episode going on;
+* an action longer than `max_action_chars` (when set; the pool sets it from its config) is a bad action too,
+  refused before any parsing;
 * a step after the episode ended, or past `max_steps`, returns a terminal observation instead of an error;
 * `info` always holds `progress` (share of the task's sub-goals reached so far, never decreasing), `success`,
   `steps` and `invalid`, so a trainer can log partial progress without knowing the environment.
@@ -66,6 +68,7 @@ class TextEnv(abc.ABC):
   """Base class: subclasses implement `_reset`, `_step`, `_progress`, `oracle` and `instructions`."""
 
   name: ClassVar[str]
+  max_action_chars: int | None = None
 
   def __init__(self, max_steps: int):
     if max_steps < 1:
@@ -125,6 +128,8 @@ class TextEnv(abc.ABC):
     self._steps += 1
     invalid = False
     try:
+      if self.max_action_chars is not None and len(action) > self.max_action_chars:
+        raise InvalidAction(f"the action is {len(action)} characters long; the limit is {self.max_action_chars}.")
       observation, success = self._step(normalize_action(action))
     except InvalidAction as e:
       observation, success, invalid = f"Invalid action: {e}", False, True

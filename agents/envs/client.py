@@ -9,13 +9,17 @@ network down after retries) into a terminal step with `info["error"]`, so one br
 trajectory and never the run.
 
 The HTTP client retries what is safe to retry: connection failures, timeouts and 502/503/504 answers, with
-exponential backoff. A step carries a per-environment sequence number, so a retried step whose first attempt
-did reach the server is answered from the server's record instead of being applied twice.
+exponential backoff. A step carries a per-environment sequence number, and a create an idempotency key, so a
+retried request whose first attempt did reach the server is answered from the server's record instead of being
+applied twice (a second step, or an orphan environment nobody closes). Any reply the client cannot read (not
+JSON, missing fields, a broken stream) raises `EnvRequestError`; `EnvSession` turns even unforeseen exceptions
+into an ended trajectory.
 """
 
 from __future__ import annotations
 
 import abc
+import os
 import secrets
 import time
 from typing import Any
@@ -28,6 +32,8 @@ from agents.envs.pool import EnvError, EnvPool, PoolFullError, UnknownEnvError
 from core.config import section
 
 CLIENT_KEY_HEADER = "X-Client-Key"
+CREATE_KEY_HEADER = "Idempotency-Key"
+TOKEN_ENV_VAR = "AGENTS_ENV_TOKEN"  # the shared token; here because server.py imports this module, not back
 
 
 class EnvUnavailableError(EnvError):
@@ -99,12 +105,14 @@ _RETRY_STATUS = (502, 503, 504)
 
 
 class HttpEnvClient(EnvClient):
-  """Environments behind an `agents.envs.server` at `base_url`; `token` if the server requires one."""
+  """Environments behind an `agents.envs.server` at `base_url`; `token` (default: $AGENTS_ENV_TOKEN) if the
+  server requires one."""
 
   def __init__(self, base_url: str, config: ml_collections.ConfigDict | None = None, token: str | None = None,
                client_key: str | None = None):
     self.config = config or http_client_config()
     self.client_key = client_key or secrets.token_urlsafe(18)
+    token = token or os.environ.get(TOKEN_ENV_VAR)
     headers = {CLIENT_KEY_HEADER: self.client_key}
     if token:
       headers["Authorization"] = f"Bearer {token}"
@@ -118,17 +126,19 @@ class HttpEnvClient(EnvClient):
   def shutdown(self) -> None:
     self._http.close()
 
-  def _request(self, method: str, path: str, *, json: Any = None, params: Any = None,
+  def _request(self, method: str, path: str, *, json: Any = None, params: Any = None, headers: Any = None,
                missing_ok: bool = False) -> Any:
     last_error = ""
     for attempt in range(self.config.retries + 1):
       if attempt:
         time.sleep(self.config.backoff_s * 2**(attempt - 1))
       try:
-        response = self._http.request(method, path, json=json, params=params)
+        response = self._http.request(method, path, json=json, params=params, headers=headers)
       except httpx.TransportError as e:  # connect/read/write timeouts, refused or reset connections
         last_error = f"{type(e).__name__}: {e}"
         continue
+      except httpx.HTTPError as e:  # not worth retrying: too many redirects, a body that does not decode
+        raise EnvRequestError(f"{method} {path}: {type(e).__name__}: {e}") from e
       if response.status_code in _RETRY_STATUS:
         last_error = f"HTTP {response.status_code}: {response.text[:200]}"
         if response.status_code == 503 and "max_envs" in response.text:
@@ -142,34 +152,54 @@ class HttpEnvClient(EnvClient):
         raise EnvProtocolError(_message(response))
       if response.status_code >= 400:
         raise EnvRequestError(f"{method} {path}: HTTP {response.status_code}: {_message(response)}")
-      return response.json()
+      try:
+        return response.json()
+      except ValueError as e:  # a proxy's HTML page, a truncated body: not this protocol's answer
+        raise EnvRequestError(f"{method} {path}: the reply is not JSON ({e}): {response.text[:200]!r}") from e
     raise EnvUnavailableError(f"{method} {path} failed after {self.config.retries + 1} attempts: {last_error}")
 
   def create(self) -> str:
-    return self._request("POST", "/create", json={})["env_idx"]
+    # One key for all attempts of this create: a retry after a lost reply gets the environment already made.
+    key = secrets.token_urlsafe(12)
+    return _field(self._request("POST", "/create", json={}, headers={CREATE_KEY_HEADER: key}), "env_idx", "/create")
 
   def reset(self, env_idx: str, task_id: int) -> StepResult:
     self._seq[env_idx] = 0
-    return StepResult.from_json(self._request("POST", "/reset", json={"env_idx": env_idx, "id": task_id}))
+    return _step_result(self._request("POST", "/reset", json={"env_idx": env_idx, "id": task_id}), "/reset")
 
   def observation(self, env_idx: str) -> str:
-    return self._request("GET", "/observation", params={"env_idx": env_idx})["observation"]
+    return _field(self._request("GET", "/observation", params={"env_idx": env_idx}), "observation", "/observation")
 
   def step(self, env_idx: str, action: str) -> StepResult:
     seq = self._seq.get(env_idx, 0) + 1
     self._seq[env_idx] = seq
-    return StepResult.from_json(self._request("POST", "/step", json={"env_idx": env_idx, "action": action,
-                                                                      "seq": seq}))
+    return _step_result(self._request("POST", "/step", json={"env_idx": env_idx, "action": action, "seq": seq}),
+                        "/step")
 
   def close(self, env_idx: str) -> None:
     self._seq.pop(env_idx, None)
     self._request("POST", "/close", json={"env_idx": env_idx}, missing_ok=True)
 
 
+def _field(data: Any, key: str, path: str) -> Any:
+  try:
+    return data[key]
+  except (KeyError, TypeError, IndexError) as e:
+    raise EnvRequestError(f"{path}: the reply has no {key!r}: {str(data)[:200]}") from e
+
+
+def _step_result(data: Any, path: str) -> StepResult:
+  try:
+    return StepResult.from_json(data)
+  except (KeyError, TypeError, ValueError, AttributeError) as e:
+    raise EnvRequestError(f"{path}: the reply is not a step result ({type(e).__name__}: {e}): "
+                          f"{str(data)[:200]}") from e
+
+
 def _message(response: httpx.Response) -> str:
   try:
     return str(response.json().get("error", response.text))
-  except ValueError:
+  except (ValueError, AttributeError):
     return response.text[:200]
 
 
@@ -190,7 +220,7 @@ class EnvSession:
     try:
       self.env_idx = self.client.create()
       result = self.client.reset(self.env_idx, self.task_id)
-    except (EnvError, EnvProtocolError, OSError) as e:
+    except Exception as e:  # whatever one environment or reply does, it ends this trajectory, never the run
       return self._failed(e)
     if "error" in result.info:
       self.error = result.info["error"]
@@ -202,7 +232,7 @@ class EnvSession:
                         {"error": self.error or "not started"})
     try:
       result = self.client.step(self.env_idx, action)
-    except (EnvError, EnvProtocolError, OSError) as e:
+    except Exception as e:  # as in start
       return self._failed(e)
     if "error" in result.info:
       self.error = result.info["error"]
@@ -212,8 +242,8 @@ class EnvSession:
     if self.env_idx is not None:
       try:
         self.client.close(self.env_idx)
-      except (EnvError, OSError):
-        pass  # the server is gone or already reaped it: nothing left to free on our side
+      except Exception:
+        pass  # the server is gone, already reaped it, or answers nonsense: nothing left to free on our side
       self.env_idx = None
 
   def __enter__(self) -> "EnvSession":

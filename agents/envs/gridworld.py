@@ -81,13 +81,16 @@ def generate_task(task_id: int, config: ml_collections.ConfigDict) -> Task:
   """The task for `task_id`: a fixed function of the id and the config.
 
   Random placement can wall a key or a doorway in with objects; such a draw is replaced by the next one (the
-  scripted plan is run on it), so every task is solvable and still a function of the id alone.
+  scripted plan is run on it), so every task is solvable and still a function of the id alone. `max_steps`
+  plays no part: the plan runs to its end whatever the episode's step budget.
   """
   for attempt in range(100):
     task = _draw_task(random.Random(f"gridworld-{task_id}-{attempt}"), config)
+    plan = oracle_plan(task)
     env = Gridworld(config)
+    env.max_steps = len(plan)  # solvability is a property of the layout, not of the step budget
     env.load(task)
-    for action in oracle_plan(task):
+    for action in plan:
       if env.step(action).info["success"]:
         return task
   raise RuntimeError(f"no solvable gridworld layout for task {task_id} in 100 draws; the config "

@@ -6,27 +6,35 @@ What it guarantees, and why:
   written to logs and trajectory files, so an environment also remembers the key of the client that created it,
   and any other key is answered exactly as an unknown id is (`UnknownEnvError`): a client can neither use nor
   detect another client's environment. Keys are compared in constant time.
-* A crash inside an environment (an exception in reset/step) or a step that exceeds `step_timeout_s` ends that
-  episode: the caller gets a terminal result with `info["error"]` and the run goes on. The environment object is
-  discarded (a hung step keeps its worker thread until it returns, but nothing waits for it) and the next reset
-  of the same id builds a fresh one.
+* A crash inside an environment (an exception in reset/step) or a step that runs longer than `step_timeout_s`
+  ends that episode: the caller gets a terminal result with `info["error"]` and the run goes on. The environment
+  object is discarded and the next reset of the same id builds a fresh one. The timeout counts from when the step
+  starts running, not from when it was queued. Python cannot kill a thread, so a hung step keeps its thread until
+  it returns; a new worker takes that thread's place at once, so hung environments never leave healthy ones
+  waiting, and at most `max_hung_per_client` hung steps per client are carried at a time (later steps of that
+  client fail at once), so a client whose environments keep hanging cannot pile up threads without bound.
 * Closed environments are dropped at once; environments idle for `idle_timeout_s` (a client that died without
   closing) are reaped; `max_envs` bounds how many live at a time. Thousands of episodes leave nothing behind.
-* An action longer than `max_action_chars` is a bad action like any other: the agent is told, reward 0.
+* An action longer than `max_action_chars` is a bad action like any other (the environment's own invalid-action
+  path: the agent is told, reward 0, and it counts as a step).
 * A step may carry a sequence number: a client retrying a step whose reply was lost sends the same number and
-  gets the stored result instead of stepping twice.
+  gets the stored result instead of stepping twice. Likewise a create may carry a client-made key: a retried
+  create returns the environment the first attempt made instead of leaving it orphaned. Keys live only as long as
+  their environment, so they take no more memory than `max_envs` allows.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
+import collections
 import dataclasses
 import hmac
+import queue
 import re
 import secrets
 import threading
 import time
 import traceback
+import weakref
 from typing import Any, Callable
 
 import ml_collections
@@ -41,7 +49,7 @@ _ENV_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 def pool_config(**overrides: Any) -> ml_collections.ConfigDict:
   """Limits of one environment pool (in-process or behind a server)."""
   return section("pool", dict(max_envs=4096, max_action_chars=4096, step_timeout_s=30.0, idle_timeout_s=900.0,
-                              workers=16), overrides)
+                              workers=16, max_hung_per_client=16), overrides)
 
 
 class EnvError(RuntimeError):
@@ -65,6 +73,7 @@ class _Slot:
   error: str | None = None
   last_seq: int | None = None
   last_result: StepResult | None = None
+  create_key: str | None = None
 
 
 class EnvPool:
@@ -76,10 +85,13 @@ class EnvPool:
     self.config = config
     self._clock = clock  # injectable so that tests can age environments without sleeping
     self._slots: dict[str, _Slot] = {}
+    self._by_create_key: dict[tuple[str, str], str] = {}  # (owner, create key) -> env id, live environments only
     self._lock = threading.Lock()
     # Steps run on worker threads only so that a hung one can be abandoned after its timeout.
-    self._executor = (concurrent.futures.ThreadPoolExecutor(config.workers, thread_name_prefix="env-step")
-                      if config.step_timeout_s else None)
+    self._runner = (_StepRunner(config.workers, config.step_timeout_s, config.max_hung_per_client)
+                    if config.step_timeout_s else None)
+    # The workers end with the pool even if nobody calls shutdown (they hold the runner, never the pool).
+    self._stop_workers = weakref.finalize(self, self._runner.shutdown) if self._runner else None
     self.created = self.closed = self.reaped = self.crashed = 0
 
   @property
@@ -89,18 +101,27 @@ class EnvPool:
   def shutdown(self) -> None:
     with self._lock:
       self._slots.clear()
-    if self._executor is not None:
-      self._executor.shutdown(wait=False, cancel_futures=True)
+      self._by_create_key.clear()
+    if self._stop_workers is not None:
+      self._stop_workers()
 
   # -- the protocol ----------------------------------------------------------------------------------------------
-  def create(self, owner: str) -> str:
+  def create(self, owner: str, key: str | None = None) -> str:
+    """A new environment of `owner`. With `key` (made by the client, sent again on a retry) a repeated create
+    returns the environment the first one made, as long as it is live."""
+    if key is not None and (not isinstance(key, str) or not _ENV_ID.match(key)):
+      raise ValueError(f"a create key is 1-64 url-safe characters (A-Z a-z 0-9 _ -), got {key!r}.")
     self.reap_idle()
     with self._lock:
+      if key is not None and (owner, key) in self._by_create_key:
+        return self._by_create_key[(owner, key)]
       if len(self._slots) >= self.config.max_envs:
         raise PoolFullError(f"{len(self._slots)} environments are live, the limit (max_envs); close finished "
                             "ones or start the server with a higher pool.max_envs.")
       env_idx = secrets.token_urlsafe(ENV_ID_BYTES)
-      self._slots[env_idx] = _Slot(env=None, owner=owner, last_used=self._clock())
+      self._slots[env_idx] = _Slot(env=None, owner=owner, last_used=self._clock(), create_key=key)
+      if key is not None:
+        self._by_create_key[(owner, key)] = env_idx
       self.created += 1
     return env_idx
 
@@ -113,6 +134,7 @@ class EnvPool:
         slot.env, slot.error = None, None
         try:
           slot.env = self._make_env()
+          slot.env.max_action_chars = self.config.max_action_chars
         except Exception as e:  # an environment that cannot even be built fails this episode only
           return self._fail(slot, f"creating the environment failed: {type(e).__name__}: {e}")
       slot.last_seq, slot.last_result = None, None
@@ -138,9 +160,6 @@ class EnvPool:
         result = StepResult(f"Environment error: {slot.error}", 0.0, True, {"error": slot.error})
       elif slot.env is None:
         raise EnvProtocolError("step before reset: call reset(env_idx, task_id) first.")
-      elif len(action) > self.config.max_action_chars:
-        result = StepResult(f"Invalid action: the action is {len(action)} characters long; the limit is "
-                            f"{self.config.max_action_chars}.", 0.0, False, {"invalid": True})
       else:
         result = self._guarded(slot, lambda env: env.step(action), "step")
       slot.last_seq, slot.last_result = seq, result
@@ -150,7 +169,7 @@ class EnvPool:
     slot = self._slot(owner, env_idx)
     with self._lock:
       if self._slots.get(env_idx) is slot:
-        del self._slots[env_idx]
+        self._drop(env_idx)
         self.closed += 1
 
   def reap_idle(self) -> int:
@@ -161,11 +180,17 @@ class EnvPool:
     with self._lock:
       stale = [k for k, s in self._slots.items() if s.last_used < deadline and not s.lock.locked()]
       for k in stale:
-        del self._slots[k]
+        self._drop(k)
       self.reaped += len(stale)
     return len(stale)
 
   # -- internals -------------------------------------------------------------------------------------------------
+  def _drop(self, env_idx: str) -> None:
+    """Forgets a live environment and its create key; the caller holds `self._lock`."""
+    slot = self._slots.pop(env_idx)
+    if slot.create_key is not None:
+      del self._by_create_key[(slot.owner, slot.create_key)]
+
   def _slot(self, owner: str, env_idx: str) -> _Slot:
     if not isinstance(env_idx, str) or not _ENV_ID.match(env_idx):
       raise UnknownEnvError("no such environment.")
@@ -180,14 +205,11 @@ class EnvPool:
   def _guarded(self, slot: _Slot, call: Callable[[TextEnv], StepResult], what: str) -> StepResult:
     env = slot.env
     try:
-      if self._executor is None:
+      if self._runner is None:
         return call(env)
-      future = self._executor.submit(call, env)
-      try:
-        return future.result(timeout=self.config.step_timeout_s)
-      except concurrent.futures.TimeoutError:
-        future.cancel()
-        return self._fail(slot, f"{what} did not finish within {self.config.step_timeout_s} s")
+      return self._runner.run(slot.owner, lambda: call(env))
+    except _Abandoned as e:
+      return self._fail(slot, f"{what} {e}")
     except EnvProtocolError:
       raise
     except Exception as e:
@@ -198,3 +220,84 @@ class EnvPool:
     slot.env, slot.error = None, error  # the broken object is dropped; reset builds a new one
     self.crashed += 1
     return StepResult(f"Environment error: {error}", 0.0, True, {"error": error})
+
+
+class _Abandoned(Exception):
+  """A call the runner gave up on (it overran its timeout) or refused (its client has too many hung ones)."""
+
+
+class _Job:
+  __slots__ = ("owner", "call", "done", "started", "result", "error", "abandoned")
+
+  def __init__(self, owner: str, call: Callable[[], StepResult]):
+    self.owner, self.call = owner, call
+    self.done = threading.Event()
+    self.started: float | None = None  # time.monotonic() when a worker began it
+    self.result: StepResult | None = None
+    self.error: BaseException | None = None
+    self.abandoned = False
+
+
+class _StepRunner:
+  """Up to `workers` daemon threads (started as needed) running environment calls, with a timeout counted from
+  when a call starts. A call that overruns is abandoned together with its thread and a fresh thread takes its
+  place, so the threads free for healthy environments never run out; the abandoned one ends when its call
+  returns. A client with `max_hung_per_client` abandoned calls still running gets its next calls refused until
+  some return."""
+
+  def __init__(self, workers: int, timeout_s: float, max_hung_per_client: int):
+    self.workers, self.timeout_s, self.max_hung = workers, timeout_s, max_hung_per_client
+    self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+    self._idle = threading.Semaphore(0)  # released by each worker that waits for a call
+    self._threads = 0  # workers started and not abandoned
+    self._lock = threading.Lock()
+    self._hung: collections.Counter[str] = collections.Counter()  # owner -> abandoned calls still running
+
+  def _spawn(self) -> None:
+    threading.Thread(target=self._work, daemon=True, name="env-step").start()
+
+  def _work(self) -> None:
+    while (job := self._jobs.get()) is not None:
+      job.started = time.monotonic()
+      try:
+        job.result = job.call()
+      except BaseException as e:  # handed to the caller, as concurrent.futures does
+        job.error = e
+      with self._lock:
+        job.done.set()
+        if job.abandoned:
+          self._hung[job.owner] -= 1
+          if not self._hung[job.owner]:
+            del self._hung[job.owner]
+          return  # a replacement already took this thread's place
+      del job  # while this thread waits for the next call, it keeps no finished environment alive
+      self._idle.release()
+
+  def run(self, owner: str, call: Callable[[], StepResult]) -> StepResult:
+    if self._hung[owner] >= self.max_hung:
+      raise _Abandoned(f"was not run: {self._hung[owner]} earlier calls of this client are still hung (the limit, "
+                       "pool.max_hung_per_client); fix the environment's hang, or raise the limit.")
+    job = _Job(owner, call)
+    self._jobs.put(job)
+    if not self._idle.acquire(blocking=False):
+      with self._lock:
+        if self._threads < self.workers:
+          self._threads += 1
+          self._spawn()
+    # Waiting in the queue is not the environment's fault: the clock starts when a worker picks the call up.
+    while not job.done.wait(self.timeout_s if job.started is None
+                            else job.started + self.timeout_s - time.monotonic()):
+      if job.started is not None and time.monotonic() >= job.started + self.timeout_s:
+        with self._lock:
+          if not job.done.is_set():
+            job.abandoned = True
+            self._hung[owner] += 1
+            self._spawn()
+            raise _Abandoned(f"did not finish within {self.timeout_s} s")
+    if job.error is not None:
+      raise job.error
+    return job.result
+
+  def shutdown(self) -> None:
+    for _ in range(self.workers):  # queued after the calls already waiting; abandoned threads end on their own
+      self._jobs.put(None)

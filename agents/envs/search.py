@@ -11,7 +11,8 @@ Tasks (by `task_id`): pick a synset S whose definition retrieves S at BM25 rank 
 [1, max_hops]: n = 1 asks which word has that definition; n >= 2 asks for the thing reached by following
 "kind of" n - 1 times from S (every synset on the way has exactly one hypernym, so the answer is unique). The
 answer is right when, normalised as in SQuAD (lower case, no punctuation or articles), it equals a lemma of the
-answer synset. Solving takes max(2, n) turns. Partial progress: share of the chain's synsets shown so far.
+answer synset; lemmas that normalise to nothing ("A", "AN") are no answers (else "answer[the]" would score), and a
+task whose answer synset has only such lemmas is drawn again. Solving takes max(2, n) turns. Partial progress: share of the chain's synsets shown so far.
 """
 
 from __future__ import annotations
@@ -100,9 +101,10 @@ def generate_task(task_id: int, corpus: Corpus, config: ml_collections.ConfigDic
     top = corpus.index.search(corpus.synsets[start].definition, 2)
     if top[0][0] != start or (len(top) > 1 and top[1][1] >= top[0][1]):
       continue  # the definition must find its own synset first, or the question has no certain path
-    answer = corpus.synsets[chain[-1]]
-    return SearchTask(_question(corpus.synsets[start].definition, hops), tuple(chain),
-                      frozenset(normalize_answer(lemma) for lemma in answer.lemmas))
+    answers = frozenset(filter(None, (normalize_answer(lemma) for lemma in corpus.synsets[chain[-1]].lemmas)))
+    if not answers:
+      continue  # e.g. the letter "a" ("A", "a"): nothing left to compare an answer with
+    return SearchTask(_question(corpus.synsets[start].definition, hops), tuple(chain), answers)
 
 
 def _document(corpus: Corpus, i: int) -> str:
@@ -131,10 +133,11 @@ class _SearchOracle:
     fields = next(line for line in observation.splitlines() if line.startswith("[1] "))[4:].split(" | ")
     kind_of = fields[-1][len("kind of: "):].split(", ")[0] if fields[-1].startswith("kind of: ") else ""
     if self._hops_left == 0:
-      return f"answer[{fields[1].split(', ')[0]}]"
+      return f"answer[{next(w for w in fields[1].split(', ') if normalize_answer(w))}]"  # not "A"
     self._hops_left -= 1
     if self._hops_left == 0:
-      return f"answer[{kind_of.rsplit('.n.', 1)[0].replace('_', ' ')}]"  # a name starts with its first lemma
+      # A name starts with its first lemma; the two nouns whose first lemma is "A" are nobody's "kind of".
+      return f"answer[{kind_of.rsplit('.n.', 1)[0].replace('_', ' ')}]"
     return f"search[{kind_of}]"
 
 

@@ -1,8 +1,9 @@
 """An HTTP server for one environment type: AgentGym's env-server API (AgentGym-RL) on Starlette + uvicorn.
 
-Routes: `POST /create` -> `{"env_idx"}`; `POST /reset {"env_idx", "id"}` (id = task id) and `POST /step
-{"env_idx", "action", "seq"?}` -> `{"observation", "reward", "done", "info"}`; `GET /observation?env_idx=` ->
-`{"observation"}`; `POST /close {"env_idx"}`; `GET /health`. Errors are JSON `{"error": ...}` with 400 (malformed
+Routes: `POST /create` -> `{"env_idx"}` (an `Idempotency-Key` header makes a retried create return the same id);
+`POST /reset {"env_idx", "id"}` (id = task id) and `POST /step {"env_idx", "action", "seq"?}` -> `{"observation",
+"reward", "done", "info"}`; `GET /observation?env_idx=` -> `{"observation"}`; `POST /close {"env_idx"}`;
+`GET /health`. Errors are JSON `{"error": ...}` with 400 (malformed
 request), 401 (token), 404 (no such environment for this client), 409 (protocol: step before reset), 413 (body
 too large), 503 (pool full).
 
@@ -34,12 +35,11 @@ from starlette.routing import Route
 
 from agents.envs import ENVIRONMENTS, make_pool
 from agents.envs.base import EnvProtocolError
-from agents.envs.client import CLIENT_KEY_HEADER
+from agents.envs.client import CLIENT_KEY_HEADER, CREATE_KEY_HEADER, TOKEN_ENV_VAR
 from agents.envs.pool import EnvPool, PoolFullError, UnknownEnvError
 from core import config as config_lib
 from core.config import section
 
-TOKEN_ENV_VAR = "AGENTS_ENV_TOKEN"
 ANONYMOUS = ""  # the key of clients that send none (AgentGym's own clients): ids alone then guard environments
 
 
@@ -145,7 +145,7 @@ def make_app(pool: EnvPool, config: ml_collections.ConfigDict, token: str | None
     return value
 
   def create(request, data):
-    return {"env_idx": pool.create(owner(request))}
+    return {"env_idx": pool.create(owner(request), request.headers.get(CREATE_KEY_HEADER))}
 
   def reset(request, data):
     return pool.reset(owner(request), field(data, "env_idx", str), field(data, "id", int)).to_json()
@@ -243,11 +243,11 @@ def validate_serve_config(config: ml_collections.ConfigDict) -> None:
   config_lib.check_choice(config, "env", ENVIRONMENTS)
   config_lib.check(config, "server.port", lambda p: isinstance(p, int) and 0 <= p <= 65535,
                    "must be a port number in 0..65535 (0: any free port)")
+  # step_timeout_s = 0 would turn off hang protection: one hung environment would then hold its request forever.
   for key in ("server.max_body_bytes", "server.limit_concurrency", "pool.max_envs", "pool.max_action_chars",
-              "pool.workers"):
+              "pool.workers", "pool.max_hung_per_client", "pool.step_timeout_s"):
     config_lib.check_positive(config, key)
-  for key in ("pool.step_timeout_s", "pool.idle_timeout_s"):
-    config_lib.check_positive(config, key, allow_zero=True)
+  config_lib.check_positive(config, "pool.idle_timeout_s", allow_zero=True)
   config_lib.check_existing_path(config, "server.token_file")
   if not is_loopback(config.server.host) and not read_token(config.server):
     raise config_lib.ConfigError(

@@ -8,6 +8,7 @@ import pytest
 from agents.envs import (EnvProtocolError, Gridworld, TextCraft, WordNetSearch, gridworld_config, make_env,
                          search_config, textcraft_config)
 from agents.envs import bm25, textcraft, wordnet
+from agents.envs.gridworld import generate_task
 from agents.envs.search import normalize_answer
 
 
@@ -76,6 +77,11 @@ def test_protocol_misuse_and_the_end_of_an_episode(envs):
   budget.reset(0)
   results = [budget.step("turn left") for _ in range(3)]
   assert [r.done for r in results] == [False, False, True] and "all 3 steps" in results[-1].observation
+
+
+def test_gridworld_tasks_do_not_depend_on_the_step_budget():
+  for task_id in range(20):
+    assert generate_task(task_id, gridworld_config(max_steps=1)) == generate_task(task_id, gridworld_config())
 
 
 def test_gridworld_locked_door_needs_its_key_and_progress_is_partial(envs):
@@ -167,3 +173,13 @@ def test_search_env_answers_are_exact_match_and_end_the_episode(envs):
   env.reset(5)
   right = sorted(env.task.answers)[0]
   assert env.step(f"answer[{right.upper()}]").reward == 1.0
+
+
+def test_search_answers_that_normalise_to_nothing_never_score(envs):
+  env = envs["search"]
+  env.reset(15668)  # the blood group whose lemmas are "A", "type A", "group A"
+  assert env.task.answers == {"type", "group"}
+  wrong = env.step("answer[the]")  # normalises to "", as "A" does
+  assert wrong.done and wrong.reward == 0.0 and not wrong.info["success"]
+  result, _ = run_oracle(env, 15668)
+  assert result.info["success"]

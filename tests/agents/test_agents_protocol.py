@@ -1,7 +1,10 @@
 """The environment protocol in-process and over a real HTTP server on 127.0.0.1: identical episodes, isolation
-between clients, token, size limits, crashes and hangs, retries, and no leak over thousands of episodes."""
+between clients, token, size limits, crashes and hangs, retries, unreadable replies, and no leak over thousands
+of episodes."""
 
+import concurrent.futures
 import gc
+import os
 import threading
 import time
 import weakref
@@ -12,7 +15,9 @@ import pytest
 from agents.envs import (EnvPool, EnvProtocolError, EnvRequestError, EnvSession, HttpEnvClient, LocalEnvClient,
                          PoolFullError, TextEnv, UnknownEnvError, env_config, http_client_config, make_env,
                          make_pool, pool_config)
-from agents.envs.server import check_exposure, make_app, server_config, start_background
+from agents.envs.client import TOKEN_ENV_VAR
+from agents.envs.server import check_exposure, make_app, server_config, start_background, validate_serve_config
+from core import config as config_lib
 
 FAST_CLIENT = http_client_config(retries=1, backoff_s=0.01, timeout_s=5.0, connect_timeout_s=1.0)
 
@@ -77,13 +82,17 @@ def test_a_client_cannot_touch_another_clients_environment(servers):
     theirs.reset(env_idx, 0)
 
 
-def test_token_is_required_when_set_and_exposure_needs_one():
+def test_token_is_required_when_set_and_exposure_needs_one(monkeypatch):
+  monkeypatch.delenv(TOKEN_ENV_VAR, raising=False)
   pool = make_pool("gridworld", env_config("gridworld"), pool_config())
   with serve(pool, token="s3cret-token") as server:
     for token in (None, "wrong"):
       with HttpEnvClient(server.url, FAST_CLIENT, token=token) as client, pytest.raises(EnvRequestError, match="401"):
         client.create()
     with HttpEnvClient(server.url, FAST_CLIENT, token="s3cret-token") as client:
+      assert client.reset(client.create(), 0).observation
+    monkeypatch.setenv(TOKEN_ENV_VAR, "s3cret-token")  # what README tells users: export it on the clients too
+    with HttpEnvClient(server.url, FAST_CLIENT) as client:
       assert client.reset(client.create(), 0).observation
   with pytest.raises(ValueError, match="token"):
     check_exposure("0.0.0.0", None)
@@ -111,8 +120,78 @@ def test_size_limits_and_malformed_requests(servers):
     long_action = http.post("/step", json={"env_idx": env_idx, "action": "b" * 5000}).json()
     assert long_action["observation"].startswith("Invalid action: the action is 5000 characters long")
     assert long_action["reward"] == 0.0 and not long_action["done"]
+    # the environment's own invalid-action result: every info field, and it counts as a step
+    assert long_action["info"] == {"progress": 0.0, "success": False, "steps": 1, "invalid": True}
+    assert http.post("/step", json={"env_idx": env_idx, "action": "turn left"}).json()["info"]["steps"] == 2
     fresh = http.post("/create").json()["env_idx"]
     assert http.post("/step", json={"env_idx": fresh, "action": "turn left"}).status_code == 409
+
+
+def test_a_retried_create_returns_the_environment_it_made():
+  pool = make_pool("gridworld", env_config("gridworld"), pool_config())
+
+  class LoseFirstCreateReply(httpx.HTTPTransport):
+    """The server handles the first /create, but its reply never arrives (as after a read timeout)."""
+    lost = False
+
+    def handle_request(self, request):
+      response = super().handle_request(request)
+      if request.url.path == "/create" and not self.lost:
+        self.lost = True
+        response.close()
+        raise httpx.ReadTimeout("reply lost", request=request)
+      return response
+
+  with serve(pool) as server:
+    with httpx.Client(base_url=server.url) as http:
+      def create(client_key, key):
+        return http.post("/create", headers={"X-Client-Key": client_key, "Idempotency-Key": key}).json()["env_idx"]
+      first, again, other = create("a" * 24, "k1"), create("a" * 24, "k1"), create("b" * 24, "k1")
+      assert first == again != other and pool.created == 2  # a key names one create of one client
+      http.post("/close", json={"env_idx": first}, headers={"X-Client-Key": "a" * 24})
+      assert create("a" * 24, "k1") != first  # the key went with its environment
+    client = HttpEnvClient(server.url, FAST_CLIENT)
+    client._http.close()
+    client._http = httpx.Client(base_url=server.url, headers=client._http.headers, transport=LoseFirstCreateReply())
+    with client:
+      created, live = pool.created, pool.num_live
+      env_idx = client.create()  # retried after the lost reply
+      assert pool.created == created + 1 and pool.num_live == live + 1  # no orphan left behind
+      assert client.reset(env_idx, 0).observation
+
+
+def test_unreadable_replies_end_only_that_trajectory():
+  step_reply = {}
+
+  def handler(request):
+    if request.url.path == "/create":
+      return httpx.Response(200, json={"env_idx": "e" * 24})
+    if request.url.path == "/reset":
+      return httpx.Response(200, json={"observation": "hi", "reward": 0, "done": False, "info": {}})
+    if isinstance(step_reply["now"], Exception):
+      raise step_reply["now"]
+    return step_reply["now"]
+
+  client = HttpEnvClient("http://env.test", http_client_config(retries=0))
+  client._http.close()
+  client._http = httpx.Client(base_url="http://env.test", transport=httpx.MockTransport(handler))
+  for reply, message in [(httpx.Response(200, content=b"<html>a proxy's page</html>"), "not JSON"),
+                         (httpx.Response(200, json={"observation": "no reward"}), "not a step result"),
+                         (httpx.Response(200, json=["a", "list"]), "not a step result"),
+                         (httpx.DecodingError("bad gzip"), "DecodingError"),
+                         (httpx.TooManyRedirects("loop"), "TooManyRedirects")]:
+    step_reply["now"] = reply
+    with pytest.raises(EnvRequestError, match=message):
+      client.step("e" * 24, "turn left")
+    session = EnvSession(client, 0)
+    assert session.start().observation == "hi"
+    result = session.step("turn left")
+    assert result.done and message in result.info["error"] and session.error == result.info["error"]
+    session.close()
+  step_reply["now"] = ZeroDivisionError("a bug nobody foresaw")  # the backstop: still one trajectory only
+  session = EnvSession(client, 0)
+  session.start()
+  assert "ZeroDivisionError" in session.step("turn left").info["error"]
 
 
 def test_a_retried_step_is_answered_from_the_record_not_applied_twice(servers):
@@ -130,6 +209,7 @@ class Fragile(TextEnv):
 
   name = "fragile"
   release = threading.Event()
+  hangs_ended = 0
 
   def __init__(self):
     super().__init__(max_steps=100)
@@ -151,6 +231,9 @@ class Fragile(TextEnv):
       raise RuntimeError("boom")
     if action == "hang":
       self.release.wait(30)
+      Fragile.hangs_ended += 1
+    if action == "slow":
+      time.sleep(0.6)
     return f"ok {self._steps}", False
 
 
@@ -184,6 +267,47 @@ def test_a_crashed_or_hung_environment_ends_only_its_trajectory(over_http):
   Fragile.release.clear()
 
 
+def test_hung_steps_never_starve_healthy_environments():
+  Fragile.hangs_ended = 0
+  pool = EnvPool(Fragile, pool_config(step_timeout_s=1.0, workers=2, max_hung_per_client=3))
+  client, other = LocalEnvClient(pool), LocalEnvClient(pool)
+  try:
+    hanging = [EnvSession(client, i) for i in range(3)]
+    healthy, elsewhere = EnvSession(client, 3), EnvSession(other, 4)
+    for session in hanging + [healthy, elsewhere]:
+      session.start()
+    for session in hanging[:2]:  # as many hung steps as workers
+      assert "did not finish within 1.0 s" in session.step("hang").info["error"]
+    assert healthy.step("fine").observation == "ok 1" and Fragile.hangs_ended == 0  # it did not wait for them
+    assert "did not finish" in hanging[2].step("hang").info["error"]
+    # The client now has max_hung_per_client hung steps: its next call is refused, another client's is not.
+    assert "pool.max_hung_per_client" in EnvSession(client, 5).start().info["error"]
+    assert elsewhere.step("fine").observation == "ok 1"
+  finally:
+    Fragile.release.set()
+  Fragile.release.clear()
+
+
+def test_the_step_timeout_counts_from_when_the_step_starts():
+  pool = EnvPool(Fragile, pool_config(step_timeout_s=1.0, workers=1))
+  client = LocalEnvClient(pool)
+  ids = [client.create() for _ in range(2)]
+  for env_idx in ids:
+    client.reset(env_idx, 0)
+  # One worker: the second 0.6 s step waits 0.6 s in the queue first, 1.2 s in all, yet runs for only 0.6 s.
+  with concurrent.futures.ThreadPoolExecutor(2) as threads:
+    results = list(threads.map(lambda env_idx: client.step(env_idx, "slow"), ids))
+  assert [r.observation for r in results] == ["ok 1", "ok 1"] and pool.crashed == 0
+
+
+def test_serve_config_keeps_hang_protection_on():
+  config = config_lib.load_config("configs/agents/serve.py:gridworld")
+  validate_serve_config(config)
+  config.pool.step_timeout_s = 0.0
+  with pytest.raises(config_lib.ConfigError, match="pool.step_timeout_s"):
+    validate_serve_config(config)
+
+
 def test_a_vanished_server_ends_the_trajectory_with_an_error():
   server = serve(make_pool("gridworld", env_config("gridworld"), pool_config()))
   client = HttpEnvClient(server.url, FAST_CLIENT)
@@ -195,6 +319,20 @@ def test_a_vanished_server_ends_the_trajectory_with_an_error():
   session.close()  # does not raise either
   client.shutdown()
   assert EnvSession(HttpEnvClient("http://127.0.0.1:9", FAST_CLIENT), 0).start().info["error"]
+
+
+def test_the_load_benchmark_reports_error_results_not_only_exceptions():
+  from benchmarks.agents_env_load import load_test
+
+  def broken():
+    env = make_env("gridworld")
+    env._step = lambda action: 1 / 0
+    return env
+
+  with serve(EnvPool(broken, pool_config())) as server:
+    load = load_test(server.url, "gridworld", clients=2, max_steps=2, time_limit=30.0, server_pid=os.getpid(),
+                     oracles={"gridworld": make_env("gridworld")})
+  assert load["errors"] == load["episodes"] > 0 and "ZeroDivisionError" in load["first_error"]
 
 
 def test_thousands_of_episodes_leave_nothing_behind(servers):

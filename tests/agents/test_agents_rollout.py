@@ -35,11 +35,11 @@ def tokenizer():
 class Scripted:
   """A policy that plays the gridworld oracle: it finds the task from the first user message and counts turns."""
 
-  def __init__(self, tokenizer, task_ids, action=None, finish="stop"):
+  def __init__(self, tokenizer, task_ids, action=None, finish="stop", stop="<|im_end|>"):
     self.tokenizer = tokenizer
     env = make_env("gridworld")
     self.plans = {env.reset(t).observation: oracle_plan(generate_task(t, env.config)) for t in task_ids}
-    self.action, self.finish = action, finish
+    self.action, self.finish, self.stop = action, finish, stop
     self.batch_sizes = []
 
   def __call__(self, prompts, budgets, rng):
@@ -51,7 +51,7 @@ class Scripted:
       turn = text.count("<|im_start|>assistant") - 1
       action = self.action or self.plans[first][turn]
       ids = self.tokenizer.encode(f"Thought: next step.\nAction: {action}")
-      ids = (ids + ([] if self.finish == "length" else self.tokenizer.encode("<|im_end|>")))[:budget]
+      ids = (ids + ([] if self.finish == "length" else self.tokenizer.encode(self.stop)))[:budget]
       tokens.append(np.array(ids, np.int32))
       logprobs.append(np.full(len(ids), -0.5, np.float32))
     return _Output(tokens, logprobs, [self.finish] * len(prompts))
@@ -134,6 +134,20 @@ def test_turn_limit_context_limit_and_cut_responses(tokenizer):
   assert c.finish_reason == "context" and len(c.tokens) <= short.max_context_tokens and len(c.turns) == 1
   assert rollout_lib.extract_action("Thought: hmm\nAction: go to red key\nmore") == "go to red key"
   assert rollout_lib.extract_action("\n  move forward \n") == "move forward"
+
+
+def test_a_reply_ended_by_another_stop_token_still_closes_its_turn(tokenizer):
+  client = LocalEnvClient(make_pool("gridworld", env_config("gridworld"), pool_config()))
+  policy = Scripted(tokenizer, [1], stop="<|endoftext|>")  # a stop id too, but it does not close a chat turn
+  config = rollout_lib.rollout_config(max_context_tokens=8192)
+  (t,), _ = rollout_lib.rollout(policy, tokenizer, client, [1], config, max_turns=20, rng=jax.random.key(0))
+  assert t.success and len(t.turns) >= 2
+  (eot,), (end,) = tokenizer.encode("<|endoftext|>"), tokenizer.encode("<|im_end|>")
+  for a, b in model_runs(t.loss_mask):  # sampled up to <|endoftext|>, then <|im_end|> added, not trained on
+    assert t.tokens[b - 1] == eot and t.tokens[b] == end and t.loss_mask[b] == 0 and t.logprobs[b] == 0.0
+  text = tokenizer.decode(t.tokens, skip_special_tokens=False)
+  assert text.count("<|endoftext|><|im_end|>") == len(t.turns)
+  assert text.count("<|im_end|>\n<|im_start|>user") == len(t.turns) - 1
 
 
 class Breaks(TextEnv):

@@ -195,6 +195,9 @@ def test_word_level_tokenizer_round_trip_and_chat():
     ("algorithm.minibatches=3", "must divide"),
     ("data.eval_task_offset=5", "not training tasks"),
     ("schedule.steps_per_stage=0", "steps_per_stage"),
+    ("rollout.temperature=0.7", "rollout.temperature = 0.7 .*own distribution. Fix: .*temperature=1.0"),
+    ("rollout.top_k=40", "rollout.top_k = 40 .*own distribution. Fix: .*top_k=0"),
+    ("rollout.top_p=0.9", "rollout.top_p = 0.9 .*own distribution. Fix: .*top_p=1.0"),
 ])
 def test_bad_configs_fail_before_anything_runs(override, message):
   config = rl_config("gridworld", "grpo", "quick")
