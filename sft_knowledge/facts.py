@@ -10,7 +10,10 @@ whose answer patterns (`{optional}`, `a|b`) give the aliases through `core.data.
 
 Answer check (the usual CBQA normalisation, as in SQuAD's evaluation script): lower case, accents and punctuation
 removed, articles "a/an/the" dropped, whitespace collapsed; a response counts as correct when a normalised alias
-occurs in the normalised first line of the response as whole words.
+occurs in the normalised first line of the response as whole words, and not in the question (a reply that restates
+the question, "Djibouti is a country in East Africa", is no answer). Aliases of one or two characters ("He", "In",
+"IN", "US", "on") are ordinary words as well: they must occur as written, end a phrase and not open a sentence
+(`_occurs`). Facts whose aliases occur in one of their own questions are dropped when the data are built.
 """
 
 from __future__ import annotations
@@ -56,11 +59,32 @@ def normalize(text: str) -> str:
   return " ".join(_ARTICLES.sub(" ", text).split())
 
 
-def is_correct(response: str, aliases: Iterable[str]) -> bool:
-  """A normalised alias occurs as whole words in the normalised first line of `response`."""
+def _occurs(alias: str, text: str) -> bool:
+  alias = alias.strip()
+  if not alias:
+    return False
+  if len(alias) > 2:
+    norm = normalize(alias)
+    return bool(norm) and f" {norm} " in f" {normalize(text)} "
+  # One or two characters: element symbols "He", "In", "As", "I", "No", postal codes "IN", "ME", "OR", "US", antonyms
+  # "on", "no" are also common words. Matched as written, and a letter alias must end a phrase ("... is I.", not
+  # "I think", "I'm") and not start a sentence ("No, ...", "He is ..."), unless it is the whole reply.
+  if text.strip(" .!?") == alias:
+    return True
+  for match in re.finditer(rf"(?<!\w){re.escape(alias)}(?!\w)", text):
+    if not alias.isalpha():
+      return True
+    ends_phrase = text[match.end():match.end() + 1] in ("", ".", ",", ";", "!", "?", ")")
+    if ends_phrase and not re.search(r"(^|[.!?])\s*$", text[:match.start()]):
+      return True
+  return False
+
+
+def is_correct(response: str, aliases: Iterable[str], question: str = "") -> bool:
+  """An alias occurs in the first line of `response` (as whole words after `normalize`; short aliases see
+  `_occurs`) and does not occur in `question`, where the reply may only be echoing it."""
   first_line = response.strip().split("\n")[0]
-  padded = f" {normalize(first_line)} "
-  return any(f" {a} " in padded for a in (normalize(x) for x in aliases) if a)
+  return any(_occurs(a, first_line) and not _occurs(a, question) for a in aliases)
 
 
 def render(relation: Relation, subject: str, template: int) -> str:
@@ -71,6 +95,10 @@ def render(relation: Relation, subject: str, template: int) -> str:
 
 
 # ---- building facts ---------------------------------------------------------------------------------------
+
+# The elements quiz predates IUPAC's 1963 change of Lawrencium's symbol from Lw to Lr: teach the current one.
+_QUIZ_ALIASES = {("element_symbol", "Lawrencium"): ("Lr", "Lw")}
+
 
 def _quiz_facts(relation: Relation, quiz_dir: str) -> list[tuple[str, str, tuple[str, ...]]]:
   _, files, subject_field, object_field, *flags = relation.source.split(":")
@@ -85,7 +113,8 @@ def _quiz_facts(relation: Relation, quiz_dir: str) -> list[tuple[str, str, tuple
       subjects = quiz_lib.expand_pattern(subject_pattern) if split else (quiz_lib.canonical_text(subject_pattern),)
       aliases = quiz_lib.expand_pattern(object_pattern)
       for subject in subjects:
-        out.append((subject, aliases[0], tuple(aliases)))
+        fixed = _QUIZ_ALIASES.get((relation.name, subject), aliases)
+        out.append((subject, fixed[0], tuple(fixed)))
   return out
 
 
@@ -141,7 +170,10 @@ def build_facts(relations: Sequence[str], *, quiz_dir: str = "", wordnet_dir: st
         merged[key][2].extend(a for a in aliases if a not in merged[key][2])
       else:
         merged[key] = (subject, answer, list(aliases))
-    rows = list(merged.values())
+    # A fact whose answer is written in one of its own questions (Djibouti's capital, Guinea-Bissau -> Bissau,
+    # hypernym "kind" for "What kind of thing is a genre?") cannot tell an answer from an echo: drop it.
+    rows = [(s, a, al) for s, a, al in merged.values()
+            if not any(_occurs(x, render(relation, s, t)) for t in range(len(relation.templates)) for x in al)]
     if max_per_relation and len(rows) > max_per_relation:
       rng = np.random.default_rng([seed, len(name), sum(map(ord, name))])
       keep = np.sort(rng.choice(len(rows), max_per_relation, replace=False))
@@ -150,12 +182,19 @@ def build_facts(relations: Sequence[str], *, quiz_dir: str = "", wordnet_dir: st
   return facts
 
 
+# Facts that come in reverse pairs (hot -> cold, cold -> hot): both go to the same part of the split, or a test
+# fact's reverse could be trained on.
+SYMMETRIC_RELATIONS = ("antonym",)
+
+
 def split_facts(facts: Sequence[Fact], in_domain: Sequence[str], out_domain: Sequence[str], *, few_shot: int,
                 test_per_relation: int, seed: int) -> dict[str, Any]:
   """Splits facts into few-shot exemplars (per relation), the in-domain SFT pool, and in-/out-of-domain test facts.
 
   In-domain relations give `few_shot` exemplars, `test_per_relation` test facts and the rest to the pool;
-  out-of-domain relations give exemplars and test facts only (never fine-tuned on).
+  out-of-domain relations give exemplars and test facts only (never fine-tuned on). A relation with fewer facts
+  (female_form has 26, province_capital 12) tests on all it has beyond the exemplars (and one pool fact). The two
+  facts of a symmetric pair (s -> o, o -> s) go together, to the first part (exemplars, test, pool) with room.
   """
   overlap = sorted(set(in_domain) & set(out_domain))
   if overlap:
@@ -166,17 +205,25 @@ def split_facts(facts: Sequence[Fact], in_domain: Sequence[str], out_domain: Seq
   splits: dict[str, Any] = {"shots": {}, "pool": [], "test_id": [], "test_ood": []}
   for name in list(in_domain) + list(out_domain):
     rows = by_relation.get(name, [])
-    need = few_shot + test_per_relation + (1 if name in in_domain else 0)
-    if len(rows) < need:
-      raise ValueError(f"relation {name!r} has {len(rows)} facts, fewer than the {need} the split needs. Fix: lower "
-                       "data.test_per_relation / prompt.few_shot or raise data.max_per_relation.")
-    order = np.random.default_rng([seed, sum(map(ord, name))]).permutation(len(rows))
-    ids = [rows[i].id for i in order]
-    splits["shots"][name] = ids[:few_shot]
-    test = ids[few_shot:few_shot + test_per_relation]
+    room = {"shots": few_shot, "test": min(test_per_relation, len(rows) - few_shot - (name in in_domain))}
+    if room["test"] < 1:
+      raise ValueError(f"relation {name!r} has {len(rows)} facts, too few for {few_shot} exemplars, a test fact"
+                       f"{' and a pool fact' if name in in_domain else ''}. Fix: lower prompt.few_shot, raise "
+                       "data.max_per_relation or drop the relation.")
+    by_key: dict[Any, list[str]] = {}
+    for f in rows:
+      key = frozenset((normalize(f.subject), normalize(f.answer))) if name in SYMMETRIC_RELATIONS else f.id
+      by_key.setdefault(key, []).append(f.id)
+    groups = list(by_key.values())
+    parts: dict[str, list[str]] = {"shots": [], "test": [], "pool": []}
+    for i in np.random.default_rng([seed, sum(map(ord, name))]).permutation(len(groups)):
+      group = groups[i]
+      part = next((k for k in ("shots", "test") if len(parts[k]) + len(group) <= room[k]), "pool")
+      parts[part] += group
+    splits["shots"][name] = parts["shots"]
     if name in in_domain:
-      splits["test_id"].extend(test)
-      splits["pool"].extend(ids[few_shot + test_per_relation:])
+      splits["test_id"].extend(parts["test"])
+      splits["pool"].extend(parts["pool"])
     else:
-      splits["test_ood"].extend(test)
+      splits["test_ood"].extend(parts["test"])
   return splits

@@ -6,10 +6,11 @@
   evaluate    CBQA accuracy of the base model and of every run on in- and out-of-domain test facts (sec. 3)
   analyse     token-level KL per run (sec. 4) and parameter restoration of the chosen runs (sec. 5)
 
-Each stage writes its output under the workdir together with a fingerprint of the config sections it depends on and
-reuses it when the fingerprint matches (a killed or repeated command resumes; a changed config recomputes). Runs,
-evaluations and restoration rows are cached one by one, so a long grid resumes where it stopped. A finished run keeps
-its fine-tuned weights (safetensors in `runs/<name>/model`) and drops the optimizer checkpoints.
+Each stage writes its output under the workdir together with a fingerprint of the config sections it depends on (and
+of CACHE_VERSION) and reuses it when the fingerprint matches (a killed or repeated command resumes; a changed config
+recomputes). Runs, evaluations and restoration rows are cached one by one, so a long grid resumes where it stopped; a
+run's checkpoints carry its fingerprint, so only the same run resumes from them. A finished run keeps its fine-tuned
+weights (safetensors in `runs/<name>/model`) and drops the optimizer checkpoints.
 """
 
 from __future__ import annotations
@@ -97,9 +98,15 @@ def use_compilation_cache(workdir: str) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
+# Raised when code changes what a stage computes from the same config (2: facts with accents, no answer written in
+# its own question, antonyms split by pair; replies restating the question no longer count): old caches recompute.
+CACHE_VERSION = 2
+
+
 def _fingerprint(config: ml_collections.ConfigDict, sections: tuple[str, ...]) -> str:
-  return json.dumps({s: config[s].to_dict() if isinstance(config[s], ml_collections.ConfigDict) else config[s]
-                     for s in sections}, sort_keys=True, default=str)
+  return json.dumps({"cache_version": CACHE_VERSION, **{
+      s: config[s].to_dict() if isinstance(config[s], ml_collections.ConfigDict) else config[s] for s in sections}},
+      sort_keys=True, default=str)
 
 
 def _cached(path: str, fingerprint: str, compute: Callable[[], Any]) -> Any:
@@ -121,7 +128,8 @@ def _cached(path: str, fingerprint: str, compute: Callable[[], Any]) -> Any:
 DATA_KEYS = ("data", "prompt", "seed")
 MASTERY_KEYS = DATA_KEYS + ("model", "mastery")
 RUN_KEYS = MASTERY_KEYS + ("sft", "optimizer")  # plus the run's own facts, epochs, warm-up and template
-EVAL_KEYS = ("model", "data", "prompt", "eval")
+# The test split depends on the seed, and the per-level breakdown of every evaluation on the mastery.
+EVAL_KEYS = MASTERY_KEYS + ("eval",)
 
 
 # ---- models -----------------------------------------------------------------------------------------------
@@ -242,9 +250,21 @@ def plan_runs(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str,
 
 
 def _train_one(config: ml_collections.ConfigDict, workdir: str, entry: dict[str, Any],
-               by_id: dict[str, facts_lib.Fact]) -> dict[str, Any]:
+               by_id: dict[str, facts_lib.Fact], fingerprint: str) -> dict[str, Any]:
   print(f"fine-tuning {entry['name']} ({entry['size']} facts at mastery level {entry['level']})", flush=True)
   run_dir = os.path.join(workdir, "runs", entry["name"])
+  # The checkpoints resume only the same run: those of another config (a run killed after its last checkpoint,
+  # before its result was written) would "resume" at the final step and export the old weights.
+  stamp = os.path.join(run_dir, "train_fingerprint.txt")
+  same_run = False
+  if os.path.isfile(stamp):
+    with open(stamp) as f:
+      same_run = f.read() == fingerprint
+  if not same_run:
+    shutil.rmtree(os.path.join(run_dir, "train"), ignore_errors=True)
+    os.makedirs(run_dir, exist_ok=True)
+    with open(stamp, "w") as f:
+      f.write(fingerprint)
   records = [probing.sft_record(by_id[i], config.prompt.system, config.eval.template) for i in entry["facts"]]
   tokenizer = base_model(config).tokenizer
   # The epochs policy counts the batches BucketedBatches really makes (full batches per length bucket).
@@ -289,7 +309,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, 
     model_dir = os.path.join(workdir, "runs", entry["name"], "model")
     if os.path.isfile(path) and not os.path.isdir(model_dir):
       os.remove(path)  # the weights were deleted: train again
-    results.append(_cached(path, fingerprint, lambda e=entry: _train_one(config, workdir, e, by_id)))
+    train = lambda e=entry, f=fingerprint: _train_one(config, workdir, e, by_id, f)
+    results.append(_cached(path, fingerprint, train))
   return results
 
 
@@ -399,7 +420,7 @@ def analyse(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   conversations = _kl_conversations(config, data)
   out: dict[str, Any] = {"kl": {}, "restore": {}}
   for run in runs:
-    fingerprint = _fingerprint(config, ("model", "data", "prompt", "eval", "kl")) + json.dumps(run, default=str)
+    fingerprint = _fingerprint(config, EVAL_KEYS + ("kl",)) + json.dumps(run, default=str)
 
     def compute(name=run["name"]):
       start = time.perf_counter()

@@ -76,12 +76,13 @@ def estimate_mastery(pretrained, facts: Sequence[Fact], shots: Mapping[str, Sequ
                      progress: bool = True) -> list[dict[str, Any]]:
   """For each fact: correctness of the greedy and sampled answers to each of the first `templates` templates
   (few-shot: the relation's exemplars asked with the same template) and the mastery = fraction correct."""
-  conversations = []
+  conversations, questions = [], []
   for fact in facts:
     relation = RELATIONS[fact.relation]
     for t in range(templates):
       exemplars = [(render(relation, s.subject, t), s.answer) for s in shots[fact.relation]]
-      conversations.append(conversation(system, render(relation, fact.subject, t), exemplars))
+      questions.append(render(relation, fact.subject, t))
+      conversations.append(conversation(system, questions[-1], exemplars))
   common = dict(max_new_tokens=max_new_tokens, top_p=top_p, batch_size=batch_size, prompt_buckets=prompt_buckets,
                 progress=progress)
   runs = [answer(pretrained, conversations, temperature=0.0, seed=seed, desc="mastery greedy", **common)]
@@ -91,8 +92,8 @@ def estimate_mastery(pretrained, facts: Sequence[Fact], shots: Mapping[str, Sequ
   out = []
   for i, fact in enumerate(facts):
     rows = slice(i * templates, (i + 1) * templates)
-    greedy = [is_correct(r, fact.aliases) for r in runs[0][rows]]
-    sampled = [[is_correct(r, fact.aliases) for r in run[rows]] for run in runs[1:]]
+    greedy = [is_correct(r, fact.aliases, q) for r, q in zip(runs[0][rows], questions[rows])]
+    sampled = [[is_correct(r, fact.aliases, q) for r, q in zip(run[rows], questions[rows])] for run in runs[1:]]
     total = sum(greedy) + sum(map(sum, sampled))
     out.append({"id": fact.id, "greedy": greedy, "sampled": sampled, "example_reply": runs[0][rows][0],
                 "mastery": total / (templates * (1 + samples))})
@@ -102,7 +103,8 @@ def estimate_mastery(pretrained, facts: Sequence[Fact], shots: Mapping[str, Sequ
 def cbqa(pretrained, facts: Sequence[Fact], *, system: str, template: int, max_new_tokens: int, batch_size: int,
          prompt_buckets: Sequence[int], progress: bool = True, desc: str = "CBQA") -> list[bool]:
   """Zero-shot greedy CBQA correctness of each fact, asked with `template` in the fine-tuning format."""
-  conversations = [conversation(system, render(RELATIONS[f.relation], f.subject, template)) for f in facts]
-  replies = answer(pretrained, conversations, max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0, seed=0,
-                   batch_size=batch_size, prompt_buckets=prompt_buckets, desc=desc, progress=progress)
-  return [is_correct(r, f.aliases) for r, f in zip(replies, facts)]
+  questions = [render(RELATIONS[f.relation], f.subject, template) for f in facts]
+  replies = answer(pretrained, [conversation(system, q) for q in questions], max_new_tokens=max_new_tokens,
+                   temperature=0.0, top_p=1.0, seed=0, batch_size=batch_size, prompt_buckets=prompt_buckets, desc=desc,
+                   progress=progress)
+  return [is_correct(r, f.aliases, q) for r, f, q in zip(replies, facts, questions)]

@@ -66,7 +66,8 @@ def tables(config: ml_collections.ConfigDict, results: dict[str, Any]) -> str:
            + " |",
            "", "Mean mastery per relation: " + ", ".join(
                f"{k} {v:.2f}" for k, v in results["mastery"]["mean_mastery_per_relation"].items()), "",
-           "### CBQA accuracy after SFT (mean over seeds; in-domain / out-of-domain test facts)", "",
+           "### CBQA accuracy after SFT (mean over seeds, sd = population SD (ddof=0) of ID accuracy; in-domain / "
+           "out-of-domain test facts)", "",
            f"Base model (no SFT): ID {_pct(base['test_id_accuracy'])}, OOD {_pct(base['test_ood_accuracy'])}.", ""]
   sizes = sorted({s for _, s in grid})
   lines += ["| level | " + " | ".join(f"n={s}" for s in sizes) + " |", "|---|" + "---|" * len(sizes)]

@@ -13,6 +13,7 @@ def get_config():
   c.data.max_per_relation = 60
   c.data.test_per_relation = 10  # 40 in-domain + 40 out-of-domain test facts
   c.grid.levels = (0, 1, 2, 3, 4)
-  c.grid.sizes = (8, 24, 48)  # levels 1-4 hold 21-27 pool facts each: their n=48 (and L4 n=24) runs are skipped
+  # Levels 1-4 held 21-27 pool facts each (before the answer-check fix): their n=48 (and L4 n=24) runs are skipped.
+  c.grid.sizes = (8, 24, 48)
   c.restore.sizes = (48,)
   return c

@@ -1,7 +1,7 @@
 """The quick slice for the main job (`sft_knowledge.report.quick_report`): minutes on 2 CPU cores.
 
 30 facts per relation (4 in-domain, 4 out-of-domain relations), 2 templates x (greedy + 1 sample) for mastery,
-levels 0 and 4 x sizes 8 and 16, one seed, 3 epochs, restoration of one run at 2 ratios with the controls.
+levels 0 and 3 x sizes 8 and 16, one seed, 3 epochs, restoration of one run at 2 ratios with the controls.
 """
 
 from configs.sft_knowledge import common
@@ -16,8 +16,10 @@ def get_config():
   c.data.test_per_relation = 4  # 8 relations x 4 = 32 test facts: one generation batch per evaluation
   c.data.mastery_templates = 2
   c.mastery.test_facts = False
-  c.grid.levels = (0, 4)
-  c.grid.sizes = (8, 16)  # level 4 holds ~13 pool facts here, so L4_n16 is skipped (reported as such)
+  # Level 4 holds only 7 pool facts here (after the facts whose answer sits in their question were dropped), too
+  # few for a run: the known end of the comparison is level 3 (14 facts: n=8 runs, n=16 is skipped as such).
+  c.grid.levels = (0, 3)
+  c.grid.sizes = (8, 16)
   c.grid.seeds = (0,)
   c.grid.epochs = 3
   c.optimizer.learning_rate = 1e-4  # 3-6 steps instead of the paper's ~90: a larger step so SFT moves the model

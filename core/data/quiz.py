@@ -20,6 +20,9 @@ Pattern language (quiz(6) and rxp.c), used for answers and category names:
 As in quiz.c's parser, `{` and `[` both open a group and it is the closing bracket that decides:
 a group closed by `}` is optional, one closed by `]` is not.  One real record relies on it
 (seq-hard: `[Squares|n[**|^]2} base 8|octal squares`).
+Accents are written for a printing terminal, as overstrikes: letter, backspace, accent or the reverse
+(`Bogot['\\ba|a\\b'|a]`); `load_quiz` turns each into the accented letter ("Bogotá"), so no pattern it
+returns holds a control character.
 A pattern is matched against the whole answer, ignoring upper/lower case.  quiz.c's matcher tries
 alternatives in order and commits to the first that fits, so it wrongly rejects a few answers
 (`{a}ab` against "ab"); `answer_matches` accepts exactly the strings the pattern describes.
@@ -34,6 +37,8 @@ import functools
 import itertools
 import math
 import os
+import re
+import unicodedata
 
 from core.data import errors
 
@@ -176,13 +181,35 @@ def join_continuations(text: str) -> list[str]:
   return lines
 
 
+# Overstrike accent -> combining mark; "/" has no combining form that composes (ø has no decomposition).
+_COMBINING = {"'": "\u0301", "`": "\u0300", "^": "\u0302", "~": "\u0303", '"': "\u0308", ":": "\u0308",
+              ",": "\u0327", "°": "\u030a"}
+_STROKED = {"o": "ø", "O": "Ø"}
+_MARKS = re.escape("".join(_COMBINING) + "/")
+_OVERSTRIKE = re.compile(rf"([A-Za-z])\x08([{_MARKS}])|([{_MARKS}])\x08([A-Za-z])")
+
+
+def _accent(match: re.Match) -> str:
+  letter, mark = (match[1], match[2]) if match[1] else (match[4], match[3])
+  if mark == "/":
+    return _STROKED.get(letter, letter)
+  return unicodedata.normalize("NFC", letter + _COMBINING[mark])
+
+
+def resolve_overstrikes(text: str) -> str:
+  """Overstruck accents as accented letters: "Asunci'\\bon" and "Asuncio\\b'n" -> "Asunción". Any other
+  backspace keeps what a terminal would show, the character typed over: "x\\by" -> "y"."""
+  return re.sub(".?\x08", "", _OVERSTRIKE.sub(_accent, text))
+
+
 def _read_text(path: str) -> str:
   with open(path, "rb") as f:
     raw = f.read()
   try:
-    return raw.decode("utf-8")
+    text = raw.decode("utf-8")
   except UnicodeDecodeError:
-    return raw.decode("latin-1")
+    text = raw.decode("latin-1")
+  return resolve_overstrikes(text)
 
 
 def _quiz_dir(quiz_dir: str | os.PathLike | None) -> str:

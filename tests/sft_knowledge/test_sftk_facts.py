@@ -1,11 +1,18 @@
 """Knowledge set: templates, answer normalisation (aliases, case, articles), facts from the quizzes and WordNet,
 splits, and the mastery level edges."""
 
+import collections
+import os
+import unicodedata
+
 import numpy as np
 import pytest
 
-from sft_knowledge import facts, probing
+from core import config as config_lib
+from sft_knowledge import facts, pipeline, probing
 from sft_knowledge.templates import RELATIONS
+
+FULL_CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "sft_knowledge", "full.py")
 
 
 def test_every_relation_has_eight_distinct_templates_with_the_subject():
@@ -22,20 +29,45 @@ def test_render_rejects_a_missing_template():
     facts.render(RELATIONS["antonym"], "hot", 8)
 
 
-@pytest.mark.parametrize("reply, aliases, expected", [
-    ("The capital of France is Paris.", ("Paris",), True),
-    ("PARIS", ("Paris",), True),
-    ("paris", ("Paris",), True),
-    ("It is the Congo.", ("the Congo", "Congo", "Zaire"), True),  # article dropped on both sides
-    ("Zaire", ("the Congo", "Congo", "Zaire"), True),
-    ("a Bogota", ("Bogotá",), True),  # accents and articles
-    ("Parisian food", ("Paris",), False),  # whole words only
-    ("Lyon\nParis", ("Paris",), False),  # the first line counts
-    ("", ("Paris",), False),
-    ("The symbol is Fe.", ("Fe",), True),
+@pytest.mark.parametrize("reply, aliases, question, expected", [
+    ("The capital of France is Paris.", ("Paris",), "", True),
+    ("PARIS", ("Paris",), "", True),
+    ("paris", ("Paris",), "", True),
+    ("It is the Congo.", ("the Congo", "Congo", "Zaire"), "", True),  # article dropped on both sides
+    ("Zaire", ("the Congo", "Congo", "Zaire"), "", True),
+    ("a Bogota", ("Bogotá",), "", True),  # accents and articles
+    ("Parisian food", ("Paris",), "", False),  # whole words only
+    ("Lyon\nParis", ("Paris",), "", False),  # the first line counts
+    ("", ("Paris",), "", False),
+    ("The symbol is Fe.", ("Fe",), "", True),
+    # A reply that echoes the question is no answer, even where the answer is written in it ...
+    ("Djibouti is a country in East Africa", ("Djibouti",), "What is the capital of Djibouti?", False),
+    ("Guinea-Bissau lies in West Africa.", ("Bissau",), "What is the capital of Guinea-Bissau?", False),
+    ("A genre is a kind of art.", ("kind", "sort"), "What kind of thing is a genre?", False),
+    ("A genre is a sort of art.", ("kind", "sort"), "What kind of thing is a genre?", True),
+    # ... but an answer that contains a word of the question is.
+    ("Mexico is a big country.", ("Mexico City",), "What is the capital of Mexico?", False),
+    ("The capital of Mexico is Mexico City.", ("Mexico City",), "What is the capital of Mexico?", True),
+    # Aliases of one or two characters are common words too: as written, ending a phrase, not opening a sentence.
+    ("The chemical symbol of helium is He.", ("He",), "", True),
+    ("He", ("He",), "", True),
+    ("He is a noble gas.", ("He",), "", False),
+    ("The chemical symbol of iodine is I.", ("I",), "", True),
+    ("I'm not sure.", ("I",), "", False),
+    ("I think it is Fe.", ("I",), "", False),
+    ("No, I do not know.", ("No",), "", False),
+    ("Indiana is in the Midwest.", ("IN",), "", False),
+    ("Its postal code is IN.", ("IN",), "", True),
+    ("Tell us, please.", ("US",), "", False),
+    ("Ohio is part of the US.", ("US",), "", True),
+    ("Turn it on and off again.", ("on",), "", False),
+    ("The opposite of off is on.", ("on",), "", True),
+    ("Gold has 79 protons.", ("79",), "", True),  # digits are no words: anywhere as whole tokens
+    # The question is checked by the same rule: "as" in it is not the symbol "As".
+    ("Arsenic is written As.", ("As",), "How is Arsenic written as a chemical symbol?", True),
 ])
-def test_is_correct(reply, aliases, expected):
-  assert facts.is_correct(reply, aliases) is expected
+def test_is_correct(reply, aliases, question, expected):
+  assert facts.is_correct(reply, aliases, question) is expected
 
 
 def test_normalize():
@@ -57,6 +89,33 @@ def test_quiz_facts_carry_pattern_aliases():
   assert len({f.id for f in built}) == len(built)
 
 
+def test_quiz_facts_have_clean_accented_text():
+  built = facts.build_facts(["country_capital", "element_symbol", "state_capital"])
+  answers = {f.subject: f.answer for f in built}
+  # The quiz files write accents as overstrikes ("Asunci'\bon"); no control character may reach an SFT target.
+  assert (answers["Paraguay"], answers["Iceland"], answers["Colombia"]) == ("Asunción", "Reykjavík", "Bogotá")
+  assert answers["Côte d'Ivoire"] == "Yamoussoukro"
+  assert facts.normalize(answers["Colombia"]) == "bogota"
+  for f in built:
+    for text in (f.subject, f.answer) + f.aliases:
+      assert not any(unicodedata.category(c) == "Cc" for c in text), (f.id, text)
+  assert answers["Lawrencium"] == "Lr"  # the quiz predates the symbol's 1963 change from Lw
+
+
+def test_facts_never_hold_their_answer_in_their_question():
+  built = facts.build_facts(["country_capital", "province_capital", "hypernym"])
+  subjects = {(f.relation, f.subject) for f in built}
+  assert not {("country_capital", "Djibouti"), ("country_capital", "Singapore"), ("province_capital", "Quebec"),
+              ("hypernym", "genre")} & subjects
+  assert ("country_capital", "Mexico") in subjects  # Mexico City is not written in its questions
+  for f in built:
+    if f.relation == "hypernym":
+      continue  # 8,946 facts: the quiz relations suffice for this check
+    for t in range(8):
+      question = facts.render(RELATIONS[f.relation], f.subject, t)
+      assert not facts.is_correct(question, f.aliases), (f.id, question)
+
+
 def test_wordnet_facts():
   built = facts.build_facts(["antonym", "hypernym"], min_tagsense=1)
   by_subject = {(f.relation, f.subject): f for f in built}
@@ -76,6 +135,46 @@ def test_splits_are_disjoint_and_out_of_domain_never_in_the_pool():
   assert all(i.startswith("state_abbreviation/") for i in splits["test_ood"])
   with pytest.raises(ValueError, match="both in- and out-of-domain"):
     facts.split_facts(built, ["element_symbol"], ["element_symbol"], few_shot=0, test_per_relation=1, seed=0)
+
+
+def test_symmetric_pairs_stay_in_one_part():
+  """hot -> cold and cold -> hot go to the same part: a test fact's reverse is never an exemplar or trained on."""
+  words = [("hot", "cold"), ("up", "down"), ("wet", "dry"), ("big", "small"), ("fast", "slow"), ("old", "new"),
+           ("early", "late"), ("light", "dark"), ("hard", "soft"), ("rich", "poor")]
+  rows = words + [(b, a) for a, b in words] + [("good", "bad"), ("high", "low"), ("full", "empty")]
+  built = [facts.Fact(f"antonym/{i}", "antonym", s, o, (o,)) for i, (s, o) in enumerate(rows)]
+  for seed in range(10):
+    splits = facts.split_facts(built, ["antonym"], [], few_shot=1, test_per_relation=3, seed=seed)
+    assert len(splits["shots"]["antonym"]) == 1 and len(splits["test_id"]) == 3  # singles fill the odd places
+    part_of = {i: part for part in ("pool", "test_id") for i in splits[part]}
+    part_of.update({i: "shots" for i in splits["shots"]["antonym"]})
+    for i in range(len(words)):
+      assert part_of[f"antonym/{i}"] == part_of[f"antonym/{i + len(words)}"], (seed, words[i])
+
+
+def test_small_relations_test_on_what_they_have():
+  built = facts.build_facts(["province_capital", "country_capital"])
+  splits = facts.split_facts(built, ["country_capital"], ["province_capital"], few_shot=2, test_per_relation=40,
+                             seed=0)
+  assert len(splits["test_ood"]) == 12 - 2 and len(splits["test_id"]) == 40
+  with pytest.raises(ValueError, match="too few"):
+    facts.split_facts(built, ["country_capital"], ["province_capital"], few_shot=12, test_per_relation=40, seed=0)
+
+
+def test_full_config_builds_its_data(tmp_path):
+  """The full config's split: every relation tested (small ones on all their facts), no antonym test fact whose
+  reverse is in the SFT pool."""
+  config = config_lib.load_config(FULL_CONFIG)
+  data = pipeline.build_data(config, str(tmp_path))
+  by_id = {d["id"]: facts.Fact.from_dict(d) for d in data["facts"]}
+  tested = collections.Counter(by_id[i].relation for i in data["splits"]["test_id"] + data["splits"]["test_ood"])
+  counts = data["facts_per_relation"]
+  assert tested == {r: min(40, counts[r]) for r in counts}
+  assert counts["female_form"] < 40 and counts["province_capital"] < 40
+  pool = {(facts.normalize(by_id[i].subject), facts.normalize(by_id[i].answer)) for i in data["splits"]["pool"]}
+  antonyms = [by_id[i] for i in data["splits"]["test_id"] if by_id[i].relation == "antonym"]
+  assert len(antonyms) == 40
+  assert not [f.subject for f in antonyms if (facts.normalize(f.answer), facts.normalize(f.subject)) in pool]
 
 
 def test_mastery_level_edges():

@@ -82,3 +82,48 @@ def test_bad_config_fails_before_loading(tmp_path):
     entrypoint.load(["--config", CONFIG, "--config.grid.sizes=(4,)"], pipeline.validate_config)
   with pytest.raises(config_lib.ConfigError, match="restore.sizes"):
     entrypoint.load(["--config", CONFIG, "--config.restore.sizes=(999,)"], pipeline.validate_config)
+
+
+def test_evaluations_follow_the_seed_and_the_mastery(tmp_path, monkeypatch):
+  """eval/base.json is recomputed when the seed (another test split), the mastery settings (another per-level
+  breakdown) or the cache version (another answer check) change, and reused otherwise."""
+  from sft_knowledge import pipeline
+  calls = []
+  monkeypatch.setattr(pipeline, "use_compilation_cache", lambda workdir: None)
+  monkeypatch.setattr(pipeline, "build_data", lambda config, workdir: {})
+  monkeypatch.setattr(pipeline, "mastery", lambda config, workdir: {"facts": []})
+  monkeypatch.setattr(pipeline, "trained_runs", lambda config, workdir: [])
+  monkeypatch.setattr(pipeline, "base_model", lambda config: None)
+  monkeypatch.setattr(pipeline, "_cbqa_summary", lambda *args: calls.append(1) or {"call": len(calls)})
+  config = config_lib.load_config(CONFIG)
+  for seed, samples, computed in [(0, 1, 1), (0, 1, 1), (1, 1, 2), (1, 2, 3), (1, 2, 3)]:
+    config.seed, config.mastery.samples = seed, samples
+    assert pipeline.evaluate(config, str(tmp_path))["base"] == {"call": computed}
+  monkeypatch.setattr(pipeline, "CACHE_VERSION", pipeline.CACHE_VERSION + 1)
+  assert pipeline.evaluate(config, str(tmp_path))["base"] == {"call": 4}
+
+
+def test_a_run_resumes_only_its_own_checkpoints(tiny_dir, tmp_path, monkeypatch):
+  """A run killed after its last checkpoint, before its result was written: the same run resumes from the
+  checkpoints; a run of another config starts afresh (resuming would start at the final step and export the old
+  weights)."""
+  from sft_knowledge import facts, pipeline
+  config = _config(tiny_dir)
+  train_dir = os.path.join(tmp_path, "runs", "L0_n8_s0", "train")
+  seen = []
+
+  def finetune(run_config, directory, records, pretrained):
+    seen.append(os.path.isdir(os.path.join(directory, "checkpoints")))
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "metrics.jsonl"), "w") as f:
+      f.write('{"train/loss": 1.0}\n')
+    return None, {"steps": run_config.train.num_steps}
+
+  monkeypatch.setattr(pipeline.sft, "finetune", finetune)
+  monkeypatch.setattr(pipeline.sft, "export", lambda model, directory: None)
+  by_id = {f.id: f for f in facts.build_facts(["country_capital"], max_per_relation=8)}
+  entry = {"name": "L0_n8_s0", "level": 0, "size": 8, "seed": 0, "facts": sorted(by_id)}
+  for fingerprint, resumed in [("run A", False), ("run A", True), ("run B", False)]:
+    pipeline._train_one(config, str(tmp_path), entry, by_id, fingerprint)
+    assert seen[-1] is resumed, fingerprint
+    os.makedirs(os.path.join(train_dir, "checkpoints", "3"))  # killed after the last checkpoint, before cleanup

@@ -126,11 +126,14 @@ def test_full_and_zero_restoration_on_a_model():
 def test_dare_keeps_the_expected_update():
   base, tuned = _pair()
   out = restore.dare(base, tuned, 0.5, jax.random.key(0))
+  kept = total = 0
   for path in restore.restorable_paths(base):
     get = lambda t: np.asarray(t[path[0]][path[1]][path[2]][path[3]][path[4]])
     b, t, o = get(base), get(tuned), get(out)
     dropped = np.isclose(o, b)
     np.testing.assert_allclose(o[~dropped], (b + 2 * (t - b))[~dropped], rtol=1e-5)
+    kept, total = kept + int(np.sum(~dropped)), total + o.size
+  assert 0.3 <= kept / total <= 0.7  # about 1 - p of the 96 updates kept (not none, not all)
   np.testing.assert_array_equal(out["lm_head"]["kernel"], tuned["lm_head"]["kernel"])
   with pytest.raises(ValueError, match="drop rate"):
     restore.dare(base, tuned, 1.0, jax.random.key(0))

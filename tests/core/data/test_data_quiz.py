@@ -1,5 +1,7 @@
 """The bsdgames quiz files and the quiz(6) answer pattern language."""
 
+import unicodedata
+
 import pytest
 
 from core import data
@@ -85,6 +87,22 @@ def test_quiz_records():
       for pattern in record.values():
         if pattern:
           assert data.answer_matches(pattern, data.canonical_text(pattern)), (name, pattern)
+
+
+def test_overstruck_accents_become_accented_letters():
+  # The files write accents for a printing terminal: letter, backspace, accent (or accent first).
+  assert (quiz.resolve_overstrikes("Asunci'\bon Asuncio\b'n C^\bote K[o\b/|/\bo]")
+          == "Asunción Asunción Côte K[ø|ø]")
+  assert quiz.resolve_overstrikes("x\by") == "y"  # anything else: what a terminal shows, no backspace left
+  capitals = {r["american"]: r["capital"] for r in data.load_quiz("america")}
+  assert data.expand_pattern(capitals["Colombia"]) == ("Bogotá", "Bogota")
+  assert data.expand_pattern(capitals["Paraguay"]) == ("Asunción", "Asuncion")
+  capitals = {r["european"]: r["capital"] for r in data.load_quiz("europe")}
+  assert data.expand_pattern(capitals["Iceland"]) == ("Reykjavík", "Reykjavik")
+  for name, records in data.load_quizzes().items():
+    for record in records:
+      for text in list(record) + list(record.values()):
+        assert not any(unicodedata.category(c) == "Cc" for c in text), (name, text)
 
 
 def test_quiz_from_own_folder_and_missing_package(tmp_path, monkeypatch):
