@@ -89,6 +89,11 @@ class BucketedBatches:
 
   def __init__(self, examples: Sequence[tuple[np.ndarray, np.ndarray]], buckets: Sequence[int], batch_size: int,
                pad_id: int, seed: int):
+    if jax.process_count() > 1:
+      # Every process would draw the same plan, so the global batch would repeat one process's examples.
+      raise NotImplementedError(f"BucketedBatches has no per-process shard, and this run has {jax.process_count()} "
+                                "processes. Fix: run SFT on one host (any number of local devices), or give each "
+                                "process its own rows of every batch before training on several hosts.")
     self.buckets, self.batch_size, self.pad_id, self.seed = tuple(buckets), batch_size, pad_id, seed
     self.examples = list(examples)
     self.bucket_of = []

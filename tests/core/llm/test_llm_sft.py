@@ -90,6 +90,13 @@ def test_bucketed_batches_are_deterministic_and_resume():
     sft.BucketedBatches(examples, (16,), batch_size=4, pad_id=0, seed=0)
 
 
+def test_bucketed_batches_refuse_several_processes(monkeypatch):
+  """Each process would draw the same batches: the global batch would be copies of one process's rows."""
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  with pytest.raises(NotImplementedError, match="no per-process shard.*2 processes.*Fix"):
+    sft.BucketedBatches(toy_examples(), (16, 32), batch_size=4, pad_id=0, seed=3)
+
+
 class ByteTokenizer:
   """Stands in for the tokenizer of a tiny 256-token model in `finetune`."""
   pad_id = 0
