@@ -36,10 +36,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   valid_data = {"classify": datasets.IMAGE_DATASETS, "generate": datasets.IMAGE_DATASETS,
                 "next_char": ("kjv",), "forecast": tuple(data_lib.TIME_SERIES)}[task]
   config_lib.check_choice(config, "dataset", valid_data)
-  config_lib.check_existing_path(config, "data_dir", allow_empty=True)
-  if config.data_dir and config.dataset not in ("fashion_mnist", "mnist"):
-    raise config_lib.ConfigError(f"config.data_dir is only read for fashion_mnist and mnist, not "
-                                 f"{config.dataset!r}. Fix: pass --config.data_dir=''.")
+  data_lib.check_data_dir(config)
   arch = config_lib.check_choice(config, "model.arch", networks.ARCHS)
   sequence_task = task in ("next_char", "forecast")
   if sequence_task != (arch == "rnn"):

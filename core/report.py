@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What a report's numbers depend on: every Python file but the tests', benchmarks' and notebooks'.
 _NOT_SOURCE = ("tests", "benchmarks", "notebooks", "runs")
-FINGERPRINT_FILE = "source_fingerprint.txt"
+FINGERPRINT_FILE = "fingerprint.txt"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,17 +64,21 @@ def _is_run_folder(path: str) -> bool:
 
 
 def claim_workdir(workdir: str, fingerprint: str | None = None) -> list[str]:
-  """Readies `workdir` for a report of the current source; returns the run folders it removed.
+  """Readies `workdir` for runs of `fingerprint` (default: the current source's); returns the run folders it removed.
 
   Training resumes from any checkpoint it finds, so a report rerun after a code change would re-evaluate models
-  trained by the old code and print them as new. The workdir therefore records the source fingerprint: the same
-  source resumes (a killed report continues), another removes the run folders under `workdir` (sub-folders
-  holding checkpoints or metrics; other files are left alone) before anything trains.
+  trained by the old code and print them as new. The workdir therefore records the fingerprint of what made its
+  runs: the same fingerprint resumes (a killed report continues), another removes the run folders under `workdir`
+  (sub-folders holding checkpoints or metrics; other files are left alone) before anything trains. Any string
+  serves (a hash of a run's config, say), so a single run's folder can be claimed the same way.
   """
   fingerprint = fingerprint or source_fingerprint()
   os.makedirs(workdir, exist_ok=True)
   marker = os.path.join(workdir, FINGERPRINT_FILE)
-  previous = open(marker).read().strip() if os.path.exists(marker) else None
+  previous = None
+  if os.path.exists(marker):
+    with open(marker) as f:
+      previous = f.read().strip()
   removed = []
   if previous != fingerprint:
     for name in sorted(os.listdir(workdir)):
@@ -83,8 +87,8 @@ def claim_workdir(workdir: str, fingerprint: str | None = None) -> list[str]:
         shutil.rmtree(path)
         removed.append(path)
     if removed:
-      print(f"{workdir}: its runs came from other source ({previous or 'unrecorded'}, now {fingerprint}); "
-            f"removed {len(removed)} run folders to train afresh.")
+      print(f"{workdir}: its runs were made by other code or config ({previous or 'unrecorded'}, now "
+            f"{fingerprint}); removed {len(removed)} run folders to train afresh.")
     with open(marker + ".tmp", "w") as f:
       f.write(fingerprint + "\n")
     os.replace(marker + ".tmp", marker)

@@ -96,6 +96,11 @@ def render(relation: Relation, subject: str, template: int) -> str:
 
 # ---- building facts ---------------------------------------------------------------------------------------
 
+def _answer_in_questions(relation: Relation, subject: str, aliases: Sequence[str]) -> bool:
+  questions = [render(relation, subject, t) for t in range(len(relation.templates))]
+  return any(_occurs(alias, q) for q in questions for alias in aliases)
+
+
 # The elements quiz predates IUPAC's 1963 change of Lawrencium's symbol from Lw to Lr: teach the current one.
 _QUIZ_ALIASES = {("element_symbol", "Lawrencium"): ("Lr", "Lw")}
 
@@ -172,8 +177,7 @@ def build_facts(relations: Sequence[str], *, quiz_dir: str = "", wordnet_dir: st
         merged[key] = (subject, answer, list(aliases))
     # A fact whose answer is written in one of its own questions (Djibouti's capital, Guinea-Bissau -> Bissau,
     # hypernym "kind" for "What kind of thing is a genre?") cannot tell an answer from an echo: drop it.
-    rows = [(s, a, al) for s, a, al in merged.values()
-            if not any(_occurs(x, render(relation, s, t)) for t in range(len(relation.templates)) for x in al)]
+    rows = [(s, a, al) for s, a, al in merged.values() if not _answer_in_questions(relation, s, al)]
     if max_per_relation and len(rows) > max_per_relation:
       rng = np.random.default_rng([seed, len(name), sum(map(ord, name))])
       keep = np.sort(rng.choice(len(rows), max_per_relation, replace=False))

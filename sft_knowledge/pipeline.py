@@ -16,6 +16,7 @@ weights (safetensors in `runs/<name>/model`) and drops the optimizer checkpoints
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ import numpy as np
 from flax import nnx
 
 from core import config as config_lib
+from core import report as report_lib
 from core.llm import sft, weights
 from core.llm.config import NUMERICS
 from sft_knowledge import facts as facts_lib
@@ -255,16 +257,7 @@ def _train_one(config: ml_collections.ConfigDict, workdir: str, entry: dict[str,
   run_dir = os.path.join(workdir, "runs", entry["name"])
   # The checkpoints resume only the same run: those of another config (a run killed after its last checkpoint,
   # before its result was written) would "resume" at the final step and export the old weights.
-  stamp = os.path.join(run_dir, "train_fingerprint.txt")
-  same_run = False
-  if os.path.isfile(stamp):
-    with open(stamp) as f:
-      same_run = f.read() == fingerprint
-  if not same_run:
-    shutil.rmtree(os.path.join(run_dir, "train"), ignore_errors=True)
-    os.makedirs(run_dir, exist_ok=True)
-    with open(stamp, "w") as f:
-      f.write(fingerprint)
+  report_lib.claim_workdir(run_dir, hashlib.sha256(fingerprint.encode()).hexdigest()[:16])
   records = [probing.sft_record(by_id[i], config.prompt.system, config.eval.template) for i in entry["facts"]]
   tokenizer = base_model(config).tokenizer
   # The epochs policy counts the batches BucketedBatches really makes (full batches per length bucket).

@@ -32,10 +32,7 @@ MODELS = ("mlp", "cnn")
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Every check that can fail before compilation does fail here."""
   config_lib.check_choice(config, "dataset", DATASETS)
-  config_lib.check_existing_path(config, "data_dir", allow_empty=True)
-  if config.data_dir and config.dataset not in ("fashion_mnist", "mnist"):
-    raise config_lib.ConfigError(f"config.data_dir is only read for fashion_mnist and mnist, not "
-                                 f"{config.dataset!r}. Fix: pass --config.data_dir=''.")
+  data_lib.check_data_dir(config)
   config_lib.check_choice(config, "model.name", MODELS)
   sharding_lib.validate_mesh_config(config)
   config_lib.check_divisible(config, "batch_size", jax.device_count(), "the number of devices")

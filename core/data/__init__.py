@@ -13,8 +13,8 @@ whose message holds the install command, when their Debian or PyPI package is mi
 """
 
 from core.data.errors import DataSourceMissingError
-from core.data.images import (EASY_VQA_QUESTION_TYPES, FASHION_MNIST_CLASSES, EasyVQASplit, load_digits,
-                              load_easy_vqa, load_fashion_mnist, load_mnist, read_idx)
+from core.data.images import (EASY_VQA_QUESTION_TYPES, FASHION_MNIST_CLASSES, USER_DIR_DATASETS, EasyVQASplit,
+                              check_data_dir, load_digits, load_easy_vqa, load_fashion_mnist, load_mnist, read_idx)
 from core.data.pipeline import make_batches
 from core.data.quiz import (answer_matches, canonical_text, expand_pattern, load_quiz, load_quizzes,
                             normalize_answer, quiz_index)
@@ -25,8 +25,8 @@ from core.data.tfds_sources import load_tfds
 
 __all__ = [
     "CharVocab", "DataSourceMissingError", "EASY_VQA_QUESTION_TYPES", "EasyVQASplit", "FASHION_MNIST_CLASSES",
-    "TIME_SERIES", "Verse", "answer_matches", "canonical_text", "char_vocab", "expand_pattern", "load_digits",
-    "load_easy_vqa", "load_fashion_mnist", "load_kjv_text", "load_kjv_verses", "load_mnist", "load_quiz",
-    "load_quizzes", "load_tfds", "load_time_series", "make_batches", "normalize_answer", "quiz_index", "read_idx",
-    "stratified_split",
+    "TIME_SERIES", "USER_DIR_DATASETS", "Verse", "answer_matches", "canonical_text", "char_vocab", "check_data_dir",
+    "expand_pattern", "load_digits", "load_easy_vqa", "load_fashion_mnist", "load_kjv_text", "load_kjv_verses",
+    "load_mnist", "load_quiz", "load_quizzes", "load_tfds", "load_time_series", "make_batches", "normalize_answer",
+    "quiz_index", "read_idx", "stratified_split",
 ]

