@@ -5,7 +5,9 @@ All four optimise the PPO clipped surrogate (Schulman et al. 2017, eq. 7) on the
 in the advantage:
 
   ppo           GAE (Schulman et al. 2016, eq. 16) with a learned critic, gamma = lambda = 1, whitened over the
-                batch's model tokens; the critic fits the GAE returns with a clipped value loss.
+                batch's model tokens; the critic fits the GAE returns with a clipped value loss. `gae_level`
+                "token" (default: each model token is a step) or "turn" (each turn is a step, its value the
+                critic's at its first token; core.rl.turn_level_gae).
   grpo          (R - mean_group R) / (std_group R + 1e-6) over the `group_size` rollouts of a task (Shao 2024).
   rloo          R minus the mean of the other rollouts of the task (Ahmadian 2024).
   reinforce_pp  returns of the token rewards minus `kl_coef` * k1 KL to the reference policy, whitened over the
@@ -14,6 +16,12 @@ in the advantage:
 The reward is one outcome score per trajectory on its last model token (`agents.rollout.to_batch`). Regularisers:
 entropy bonus 0.001 and the "low-variance" k3 KL loss to the frozen reference policy with weight 0.001 (the paper's
 settings); REINFORCE++ puts its KL in the reward instead (`kl_mode = "reward"`), as its paper does.
+`kl_mode = "auto"` (the default) picks between the two from the algorithm's name when it is used, so
+`--config.algorithm.name=reinforce_pp` alone gets REINFORCE++'s KL-in-reward.
+
+Rollouts that count (`valid` [B]): those with at least one model token. `rollout.to_batch` clears the loss
+mask of a trajectory that an environment error ended, so such a rollout neither learns nor moves the group
+baseline of its siblings (an infrastructure failure is not a signal about the policy).
 """
 
 from __future__ import annotations
@@ -29,15 +37,17 @@ from core import rl
 from core.config import section
 
 ALGORITHMS = ("ppo", "grpo", "rloo", "reinforce_pp")
-KL_MODES = ("loss", "reward", "none")
+GAE_LEVELS = ("token", "turn")
+KL_MODES = ("auto", "loss", "reward", "none")
 
 
 def algorithm_config(name: str = "grpo", **overrides: Any) -> ml_collections.ConfigDict:
-  """The `algorithm` section. `kl_mode` defaults per algorithm: the reward for REINFORCE++, a loss otherwise."""
+  """The `algorithm` section. `kl_mode` "auto": the reward for REINFORCE++, a loss otherwise (`kl_mode`)."""
   return section("algorithm", dict(
       name=name, clip_eps=0.2, entropy_coef=0.001, kl_coef=0.001, kl_estimator="k3", kl_clip=10.0,
-      kl_mode="reward" if name == "reinforce_pp" else "loss", loss_aggregation="token-mean", loss_horizon=0,
-      gamma=1.0, lam=1.0, value_clip=0.5, update_epochs=1, minibatches=1, whiten_gae=True), overrides)
+      kl_mode="auto", loss_aggregation="token-mean", loss_horizon=0,
+      gamma=1.0, lam=1.0, value_clip=0.5, update_epochs=1, minibatches=1, whiten_gae=True, gae_level="token"),
+      overrides)
 
 
 def validate_algorithm_config(config: ml_collections.ConfigDict) -> None:
@@ -45,6 +55,7 @@ def validate_algorithm_config(config: ml_collections.ConfigDict) -> None:
   config_lib.check_choice(config, "algorithm.kl_mode", KL_MODES)
   config_lib.check_choice(config, "algorithm.kl_estimator", rl.KL_ESTIMATORS)
   config_lib.check_choice(config, "algorithm.loss_aggregation", rl.AGGREGATION_MODES)
+  config_lib.check_choice(config, "algorithm.gae_level", GAE_LEVELS)
   for key in ("algorithm.clip_eps", "algorithm.update_epochs", "algorithm.minibatches", "algorithm.value_clip"):
     config_lib.check_positive(config, key)
   for key in ("algorithm.entropy_coef", "algorithm.kl_coef", "algorithm.kl_clip", "algorithm.loss_horizon"):
@@ -55,33 +66,48 @@ def validate_algorithm_config(config: ml_collections.ConfigDict) -> None:
     config_lib.check(config, "rollout.group_size", lambda g: g >= 2,
                      f"must be >= 2 for {config.algorithm.name}'s group baseline (the paper samples several "
                      "rollouts per task)")
-    config_lib.check(config, "algorithm.kl_mode", lambda m: m != "reward",
+    config_lib.check(config, "algorithm.kl_mode", lambda m: kl_mode(config.algorithm) != "reward",
                      f"{config.algorithm.name} scores whole trajectories, so its KL goes in the loss",
                      "pass --config.algorithm.kl_mode=loss")
 
 
+def kl_mode(algo: ml_collections.ConfigDict) -> str:
+  """Where the KL to the reference goes, "loss", "reward" or "none": `algo.kl_mode`, with "auto" resolved from
+  the algorithm (REINFORCE++ penalises its rewards, the others add a loss)."""
+  if algo.kl_mode != "auto":
+    return algo.kl_mode
+  return "reward" if algo.name == "reinforce_pp" else "loss"
+
+
 def advantages(algo: ml_collections.ConfigDict, batch: Mapping[str, jax.Array], group_size: int,
-               values: jax.Array | None = None) -> tuple[jax.Array, jax.Array | None]:
+               values: jax.Array | None = None, max_turns: int | None = None) -> tuple[jax.Array, jax.Array | None]:
   """[B, T] advantages on model tokens (0 elsewhere) and, for PPO, the critic's [B, T] return targets.
+  `max_turns` (the largest turn limit) is needed by turn-level GAE only.
 
   `batch` holds `loss_mask`, `scores` [B], `logprobs` (the sampling policy's) and `ref_logprobs` [B, T].
   Rollouts of one task are consecutive (`rollout` lays them out so).
   """
   mask = batch["loss_mask"].astype(bool)
   scores = batch["scores"]
+  valid = mask.any(axis=-1)
   rewards = rl.outcome_token_rewards(scores, mask)
-  if algo.kl_mode == "reward":
+  if kl_mode(algo) == "reward":
     rewards = rewards - algo.kl_coef * rl.kl_loss(batch["logprobs"], batch["ref_logprobs"], mask, "k1")
   if algo.name == "grpo":
-    return rl.sequence_to_tokens(rl.grpo_advantages(scores, group_size), mask), None
+    return rl.sequence_to_tokens(rl.grpo_advantages(scores, group_size, valid=valid), mask), None
   if algo.name == "rloo":
-    return rl.sequence_to_tokens(rl.rloo_advantages(scores, group_size), mask), None
+    return rl.sequence_to_tokens(rl.rloo_advantages(scores, group_size, valid=valid), mask), None
   if algo.name == "reinforce_pp":
     adv, _ = rl.reinforce_pp_advantages(rewards, mask, algo.gamma)
     return adv, None
   if values is None:
     raise ValueError("ppo needs the critic's values.")
-  adv, returns = rl.gae(rewards, values, mask, algo.gamma, algo.lam)
+  if algo.gae_level == "turn":
+    if max_turns is None:
+      raise ValueError("turn-level GAE needs max_turns, the largest turn limit of the rollouts.")
+    adv, returns = rl.turn_level_gae(rewards, values, mask, algo.gamma, algo.lam, int(max_turns))
+  else:
+    adv, returns = rl.gae(rewards, values, mask, algo.gamma, algo.lam)
   if algo.whiten_gae:
     adv = rl.whiten(adv, mask)
   return jnp.where(mask, adv, 0.0), returns
@@ -116,7 +142,7 @@ def actor_loss(algo: ml_collections.ConfigDict, logits: jax.Array, batch: Mappin
   kl_clip = float(algo.kl_clip) or None
   kl = rl.aggregate(rl.kl_loss(logprobs, batch["ref_logprobs"], mask, algo.kl_estimator, kl_clip), mask,
                     algo.loss_aggregation, horizon)
-  if algo.kl_mode == "loss":
+  if kl_mode(algo) == "loss":
     loss = loss + algo.kl_coef * kl
   return loss, {"pg_loss": pg_loss, "entropy": entropy_mean, "kl_ref": kl, **diagnostics}
 

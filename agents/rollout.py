@@ -265,7 +265,8 @@ def rollout(policy: Policy, tokenizer, client: EnvClient, task_ids: Sequence[int
 def to_batch(trajectories: Sequence[Trajectory], pad_id: int, length: int | None = None) -> dict[str, np.ndarray]:
   """Right-padded [B, T] arrays for the RL update: tokens, attention_mask, loss_mask, logprobs (old policy),
   rewards (the outcome score on each row's last model token), and scores [B]. `length` fixes T (>= the longest
-  trajectory), so every update step compiles once."""
+  trajectory), so every update step compiles once. A trajectory that an environment error ended keeps its tokens
+  but gets an empty loss mask: it does not learn, and the group baselines leave it out (`agents.algorithms`)."""
   longest = max(len(t.tokens) for t in trajectories)
   length = longest if length is None else length
   if length < longest:
@@ -280,9 +281,10 @@ def to_batch(trajectories: Sequence[Trajectory], pad_id: int, length: int | None
     n = len(t.tokens)
     batch["tokens"][row, :n] = t.tokens
     batch["attention_mask"][row, :n] = 1
-    batch["loss_mask"][row, :n] = t.loss_mask
+    if t.finish_reason != "error":
+      batch["loss_mask"][row, :n] = t.loss_mask
     batch["logprobs"][row, :n] = t.logprobs
-    model_positions = np.flatnonzero(t.loss_mask)
+    model_positions = np.flatnonzero(batch["loss_mask"][row])
     if model_positions.size:
       batch["rewards"][row, model_positions[-1]] = t.score
   return batch

@@ -266,7 +266,8 @@ def update(learner: Learner, batch: dict[str, np.ndarray], step: int) -> dict[st
   algo = learner.config.algorithm
   values = jnp.asarray(batch["old_values"]) if "old_values" in batch else None
   adv, returns = algorithms.advantages(algo, {k: jnp.asarray(v) for k, v in batch.items()},
-                                       learner.config.rollout.group_size, values)
+                                       learner.config.rollout.group_size, values,
+                                       max(learner.config.schedule.turn_limits))
   batch["advantages"] = np.asarray(adv)
   if returns is not None:
     batch["returns"] = np.asarray(returns)

@@ -1,6 +1,6 @@
 """The CPU-scale study reported in sft_knowledge/README.md: the quick slice with 5x the test facts, twice the pool,
 all 5 mastery levels, sizes 8 / 24 / 48 (as far as each level's pool allows), restoration of the largest level-0 run
-(~30 minutes on 2 busy CPU cores).
+(~13 minutes on 2 shared CPU cores: 762 s on 2026-11-27).
 
     python -m sft_knowledge.report --config configs/sft_knowledge/medium.py --workdir runs/sftk_medium
 """

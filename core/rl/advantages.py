@@ -107,15 +107,26 @@ def turn_index(mask: jax.Array) -> jax.Array:
   return jnp.where(mask, jnp.cumsum(starts, axis=-1) - 1, -1)
 
 
-@functools.partial(jax.jit, static_argnames=("max_turns",))
 def turn_level_gae(rewards: jax.Array, values: jax.Array, mask: jax.Array, gamma: float, lam: float,
                    max_turns: int) -> tuple[jax.Array, jax.Array]:
   """GAE with one MDP step per turn, broadcast back to tokens. [B, T] inputs -> [B, T] (advantages, returns).
 
   A turn's reward is the sum of its tokens' rewards and its value is the value at its first token (the critic's
-  estimate of the context the turn starts from). Turns beyond `max_turns` are an error of the caller's layout;
-  their tokens get 0.
+  estimate of the context the turn starts from). `max_turns` (static) bounds the turns of a row: a row with more
+  would lose its later turns' rewards, and with them every earlier turn's advantage, so a concrete `mask` with
+  more turns raises. Under an outer `jit` the mask is abstract and the caller must guarantee the bound.
   """
+  if not isinstance(mask, jax.core.Tracer):
+    turns = int(jnp.max(turn_index(mask))) + 1
+    if turns > max_turns:
+      raise ValueError(f"a row of the mask has {turns} model turns, more than max_turns={max_turns}. Fix: pass "
+                       "max_turns >= the largest turn limit of the rollouts.")
+  return _turn_level_gae(rewards, values, mask, gamma, lam, max_turns)
+
+
+@functools.partial(jax.jit, static_argnames=("max_turns",))
+def _turn_level_gae(rewards: jax.Array, values: jax.Array, mask: jax.Array, gamma: float, lam: float,
+                    max_turns: int) -> tuple[jax.Array, jax.Array]:
   mask = _bool(mask)
   turns = turn_index(mask)
   one_hot = jax.nn.one_hot(turns, max_turns, dtype=jnp.float32)  # index -1 gives an all-zero row
@@ -128,36 +139,50 @@ def turn_level_gae(rewards: jax.Array, values: jax.Array, mask: jax.Array, gamma
   return (jnp.einsum("btk,bk->bt", one_hot, turn_adv), jnp.einsum("btk,bk->bt", one_hot, turn_returns))
 
 
-def _groups(scores: jax.Array, group_size: int) -> jax.Array:
+def _groups(scores: jax.Array, group_size: int, valid: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+  if group_size < 2:
+    raise ValueError(f"group_size must be >= 2 for a group baseline, got {group_size}.")
   if scores.ndim != 1 or scores.shape[0] % group_size:
     raise ValueError(f"scores must be [num_groups * group_size]; got shape {scores.shape} with group_size "
                      f"{group_size}. Fix: sample group_size rollouts per task, consecutively.")
-  if group_size < 2:
-    raise ValueError(f"group_size must be >= 2 for a group baseline, got {group_size}.")
-  return scores.astype(jnp.float32).reshape(-1, group_size)
+  valid = jnp.ones(scores.shape, bool) if valid is None else _bool(valid)
+  if valid.shape != scores.shape:
+    raise ValueError(f"valid must have the shape of scores {scores.shape}, got {valid.shape}.")
+  return scores.astype(jnp.float32).reshape(-1, group_size), valid.reshape(-1, group_size)
 
 
 @functools.partial(jax.jit, static_argnames=("group_size", "scale_by_std", "unbiased_std"))
 def grpo_advantages(scores: jax.Array, group_size: int, eps: float = 1e-6, scale_by_std: bool = True,
-                    unbiased_std: bool = True) -> jax.Array:
+                    unbiased_std: bool = True, valid: jax.Array | None = None) -> jax.Array:
   """GRPO outcome advantages (R - group mean) / (group std + eps): [B] -> [B].
 
   `unbiased_std` uses Bessel's correction as `torch.std` does in verl/AgentGym-RL; `scale_by_std=False` gives
-  the mean-only variant of Dr. GRPO (Liu et al. 2025).
+  the mean-only variant of Dr. GRPO (Liu et al. 2025). `valid` [B] (default: all) marks the rollouts that count:
+  the group's mean and std run over its valid rollouts only, invalid ones (say, an environment that failed at
+  reset: no model token, score 0) get 0, and so does every rollout of a group with fewer than 2 valid ones.
   """
-  groups = _groups(scores, group_size)
-  centred = groups - groups.mean(axis=1, keepdims=True)
+  groups, valid = _groups(scores, group_size, valid)
+  count = valid.sum(axis=1, keepdims=True)
+  mean = jnp.where(valid, groups, 0.0).sum(axis=1, keepdims=True) / jnp.maximum(count, 1)
+  centred = jnp.where(valid, groups - mean, 0.0)
   if scale_by_std:
-    centred = centred / (jnp.std(groups, axis=1, keepdims=True, ddof=1 if unbiased_std else 0) + eps)
-  return centred.reshape(-1)
+    ddof = 1 if unbiased_std else 0
+    variance = jnp.square(centred).sum(axis=1, keepdims=True) / jnp.maximum(count - ddof, 1)
+    centred = centred / (jnp.sqrt(variance) + eps)
+  return jnp.where(count >= 2, centred, 0.0).reshape(-1)
 
 
 @functools.partial(jax.jit, static_argnames=("group_size",))
-def rloo_advantages(scores: jax.Array, group_size: int) -> jax.Array:
-  """RLOO: each rollout's reward minus the mean reward of the other rollouts of its task. [B] -> [B]."""
-  groups = _groups(scores, group_size)
-  leave_one_out = (groups.sum(axis=1, keepdims=True) - groups) / (group_size - 1)
-  return (groups - leave_one_out).reshape(-1)
+def rloo_advantages(scores: jax.Array, group_size: int, valid: jax.Array | None = None) -> jax.Array:
+  """RLOO: each rollout's reward minus the mean reward of the other rollouts of its task. [B] -> [B].
+
+  `valid` as in `grpo_advantages`: the baseline averages the other valid rollouts; invalid rollouts, and groups
+  with fewer than 2 valid ones, get 0."""
+  groups, valid = _groups(scores, group_size, valid)
+  count = valid.sum(axis=1, keepdims=True)
+  others = jnp.where(valid, groups, 0.0).sum(axis=1, keepdims=True) - groups
+  leave_one_out = others / jnp.maximum(count - 1, 1)
+  return jnp.where(valid & (count >= 2), groups - leave_one_out, 0.0).reshape(-1)
 
 
 @jax.jit

@@ -7,7 +7,9 @@ With x ~ pi and r = pi_ref(x) / pi(x), i.e. log r = ref_log_prob - log_prob:
   k3 = (r - 1) - log r       unbiased and always >= 0 (the "low-variance KL" that GRPO, Shao et al. 2024 eq. 4,
                              and AgentGym-RL's `low_var_kl` loss use).
 `clip` bounds the estimate as verl does for k3 (to +-10), because exp(log r) explodes for tokens the reference
-finds very unlikely.
+finds very unlikely. Clipping the value is not enough for the gradient: past log r ~ 88.7, exp overflows to inf
+in float32, and the clip's zero gradient times inf is NaN. So k3 first clamps log r to +-LOG_RATIO_CLAMP (20,
+verl's `low_var_kl`), where exp is still finite; beyond it the estimate is constant (its gradient is 0).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 ESTIMATORS = ("k1", "k2", "k3")
+LOG_RATIO_CLAMP = 20.0  # |log r| beyond this is treated as this: exp(20) ~ 5e8 is finite in float32
 
 
 def kl_k1(log_probs: jax.Array, ref_log_probs: jax.Array) -> jax.Array:
@@ -29,7 +32,7 @@ def kl_k2(log_probs: jax.Array, ref_log_probs: jax.Array) -> jax.Array:
 
 
 def kl_k3(log_probs: jax.Array, ref_log_probs: jax.Array) -> jax.Array:
-  log_ratio = ref_log_probs - log_probs
+  log_ratio = jnp.clip(ref_log_probs - log_probs, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
   return jnp.expm1(log_ratio) - log_ratio  # expm1 keeps precision when the two policies are close
 
 

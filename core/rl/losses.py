@@ -3,7 +3,9 @@
 * PPO clipped surrogate (Schulman et al. 2017, "Proximal Policy Optimization Algorithms", eq. 7):
   L = -E_t[min(rho_t A_t, clip(rho_t, 1 - eps, 1 + eps_high) A_t)],  rho_t = pi(a_t|s_t) / pi_old(a_t|s_t).
   `clip_eps_high` allows the asymmetric "clip-higher" of DAPO (Yu et al. 2025); `dual_clip` the lower bound
-  -c A_t for A_t < 0 of dual-clip PPO (Ye et al. 2020), as verl does. GRPO, REINFORCE++ and PPO in
+  -c A_t for A_t < 0 of dual-clip PPO (Ye et al. 2020), as verl does. The log-ratio is clamped to +-20
+  before exp (verl does the same): past ~88.7 exp overflows float32, and inf times the clip's zero gradient is
+  NaN. A clamped token has a constant ratio, so it gives no gradient; within +-20 nothing changes. GRPO, REINFORCE++ and PPO in
   AgentGym-RL all use this surrogate (clip 0.2); they differ in the advantages fed to it (advantages.py).
 * Plain policy gradient -A_t log pi(a_t|s_t): RLOO's REINFORCE estimator (Ahmadian et al. 2024), exact
   when the samples come from the current policy.
@@ -28,7 +30,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from core.rl.kl import kl_estimate
+from core.rl.kl import LOG_RATIO_CLAMP, kl_estimate
 from core.rl.masked import masked_mean
 
 AGGREGATION_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
@@ -62,8 +64,11 @@ def ppo_clip_loss(log_probs: jax.Array, old_log_probs: jax.Array, advantages: ja
   Diagnostics: `clip_frac` (share of tokens whose gradient the clip removed), `approx_kl` (k3 estimate of
   KL(pi_old || pi) from the ratio), `ratio_mean`.
   """
+  if dual_clip is not None and not dual_clip > 1.0:
+    raise ValueError(f"dual_clip must be > 1 (verl's clip_ratio_c, e.g. 3), got {dual_clip}: a bound below 1 "
+                     "would cut the loss of negative-advantage tokens below the unclipped surrogate.")
   mask = jnp.asarray(mask).astype(bool)
-  log_ratio = jnp.where(mask, log_probs - old_log_probs, 0.0)
+  log_ratio = jnp.clip(jnp.where(mask, log_probs - old_log_probs, 0.0), -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
   ratio = jnp.exp(log_ratio)
   advantages = jnp.where(mask, advantages, 0.0)
   high = clip_eps if clip_eps_high is None else clip_eps_high

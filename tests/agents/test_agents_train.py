@@ -38,10 +38,12 @@ def tiny_config(algo: str, steps: int = 30) -> ml_collections.ConfigDict:
   return config
 
 
-@pytest.mark.parametrize("algo", ["grpo", "ppo", "rloo", "reinforce_pp"])
+@pytest.mark.parametrize("algo", ["grpo", "ppo", "ppo_turn_gae", "rloo", "reinforce_pp"])
 def test_tiny_policy_improves_on_a_trivial_environment(tmp_path, algo):
   """A 1-layer random-init policy with a 12-word vocabulary starts near chance and learns to say "left"."""
-  config = tiny_config(algo, steps=25)
+  config = tiny_config(algo.removesuffix("_turn_gae"), steps=25)
+  if algo.endswith("_turn_gae"):
+    config.algorithm.gae_level = "turn"
   train_lib.train(config, str(tmp_path))
   success = [m["success_rate"] for m in read_metrics(str(tmp_path), "train")]
   assert len(success) == 25
@@ -118,9 +120,53 @@ def test_actor_loss_clips_the_k3_kl_as_verl_does():
   assert algo.kl_clip == 10.0
   chex.assert_trees_all_close(metrics["kl_ref"], 10.0)
   assert np.isfinite(float(loss))
+  # The gradient too: exp(94.9) is inf in float32, and the clip's zero gradient times inf would be NaN.
+  grads = jax.grad(lambda l: algorithms.actor_loss(algo, l, batch)[0])(logits)
+  chex.assert_tree_all_finite(grads)
   algo.kl_clip = 0.0
   _, metrics = algorithms.actor_loss(algo, logits, batch)
-  assert float(metrics["kl_ref"]) > 1e30  # e^94.9 overflows float32
+  # Unclipped, log r is still clamped to 20 before exp (verl's low_var_kl): k3 = e^20 - 1 - 20.
+  chex.assert_trees_all_close(metrics["kl_ref"], np.float32(np.expm1(20.0) - 20.0), rtol=1e-6)
+
+
+def test_kl_mode_auto_follows_the_algorithm_name_after_an_override():
+  """REINFORCE++ chosen on the command line over a GRPO config still puts its KL in the reward."""
+  config = rl_config("gridworld", "grpo", "quick")
+  assert config.algorithm.kl_mode == "auto" and algorithms.kl_mode(config.algorithm) == "loss"
+  config.algorithm.name = "reinforce_pp"
+  algorithms.validate_algorithm_config(config)
+  assert algorithms.kl_mode(config.algorithm) == "reward"
+  config.algorithm.kl_mode = "loss"  # an explicit choice stands
+  assert algorithms.kl_mode(config.algorithm) == "loss"
+  config.algorithm.name, config.algorithm.kl_mode = "grpo", "reward"
+  with pytest.raises(ValueError, match="kl_mode"):
+    algorithms.validate_algorithm_config(config)
+
+
+def test_reinforce_pp_kl_in_reward_by_hand():
+  """With unequal sampler and reference log-probs the k1 penalty enters each token's reward with its sign."""
+  algo = rl_config("gridworld", "reinforce_pp", "quick").algorithm
+  algo.kl_coef = 0.5
+  mask = jnp.array([[0, 1, 1], [0, 1, 0]])
+  logprobs = jnp.array([[0.0, -1.0, -2.0], [0.0, -0.5, 0.0]])
+  ref_logprobs = jnp.array([[0.0, -1.5, -1.0], [0.0, -0.5, 0.0]])
+  batch = {"loss_mask": mask, "scores": jnp.array([1.0, 0.0]), "logprobs": logprobs, "ref_logprobs": ref_logprobs}
+  adv, _ = algorithms.advantages(algo, batch, group_size=2)
+  # k1 = logp - ref: row 0 [0.5, -1.0] -> rewards [-0.25, 1 + 0.5]; returns-to-go [1.25, 1.5]; row 1 [0].
+  returns = np.array([1.25, 1.5, 0.0])
+  expected = (returns - returns.mean()) / (returns.std(ddof=1) + 1e-8)
+  chex.assert_trees_all_close(adv, jnp.array([[0, expected[0], expected[1]], [0, expected[2], 0]]), atol=1e-5)
+
+
+def test_group_baselines_leave_out_rollouts_without_model_tokens():
+  """A rollout whose environment failed (empty loss mask, score 0) gives its siblings no signal."""
+  algo = lambda name: rl_config("gridworld", name, "quick").algorithm  # noqa: E731
+  mask = jnp.array([[1, 1], [1, 0], [1, 1], [0, 0]])
+  batch = {"loss_mask": mask, "scores": jnp.array([1.0, 1.0, 1.0, 0.0]),
+           "logprobs": jnp.zeros((4, 2)), "ref_logprobs": jnp.zeros((4, 2))}
+  for name in ("grpo", "rloo"):
+    adv, _ = algorithms.advantages(algo(name), batch, group_size=4)
+    chex.assert_trees_all_close(adv, jnp.zeros((4, 2)))  # the three valid rollouts all succeeded
 
 
 def test_seq_mean_token_sum_norm_divides_by_a_constant_horizon():
@@ -163,6 +209,22 @@ def test_advantages_per_algorithm_by_hand():
   # gamma = lambda = 1: advantage = outcome - value at every model token; returns = outcome.
   chex.assert_trees_all_close(adv, jnp.where(mask > 0, batch["scores"][:, None] - 0.25, 0.0), atol=1e-6)
   chex.assert_trees_all_close(returns_ppo, jnp.where(mask > 0, batch["scores"][:, None], 0.0), atol=1e-6)
+
+
+def test_ppo_turn_level_gae_by_hand():
+  """gae_level = turn: each turn is one step whose value is the critic's at its first token."""
+  algo = rl_config("gridworld", "ppo", "quick").algorithm
+  algo.gae_level, algo.whiten_gae = "turn", False
+  mask = jnp.array([[1, 1, 0, 1, 1]])
+  values = jnp.array([[0.1, 9.0, 9.0, 0.4, 9.0]])  # 9 = a token that is not the first of its turn
+  batch = {"loss_mask": mask, "scores": jnp.array([1.0]), "logprobs": jnp.zeros((1, 5)),
+           "ref_logprobs": jnp.zeros((1, 5))}
+  adv, returns = algorithms.advantages(algo, batch, group_size=1, values=values, max_turns=2)
+  # gamma = lambda = 1: turn 1 A = 1 - 0.4; turn 0 A = 0.4 - 0.1 + 0.6 = 1 - 0.1; both returns 1.
+  chex.assert_trees_all_close(adv, jnp.array([[0.9, 0.9, 0.0, 0.6, 0.6]]), atol=1e-6)
+  chex.assert_trees_all_close(returns, jnp.array([[1.0, 1.0, 0.0, 1.0, 1.0]]), atol=1e-6)
+  with pytest.raises(ValueError, match="max_turns"):
+    algorithms.advantages(algo, batch, group_size=1, values=values)
 
 
 def test_value_model_reads_the_context_before_each_token():

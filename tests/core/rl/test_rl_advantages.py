@@ -95,6 +95,8 @@ def test_turn_index_and_turn_level_gae_by_hand():
   a1 = 0.6 - 0.3 + 0.95 * a2
   a0 = 0.3 - 0.1 + 0.95 * a1
   chex.assert_trees_all_close(adv[1], jnp.array([0, a0, 0, a1, 0, a2, a2]), atol=1e-5)
+  with pytest.raises(ValueError, match="3 model turns, more than max_turns=2"):
+    rl.turn_level_gae(rewards, values, mask, 1.0, 0.95, max_turns=2)  # would drop row 1's outcome reward
 
 
 def test_outcome_rewards_sit_on_the_last_model_token():
@@ -117,6 +119,20 @@ def test_grpo_advantages_by_hand():
   chex.assert_trees_all_close(rl.grpo_advantages(scores, 4, scale_by_std=False)[:4], jnp.array([.5, -.5, -.5, .5]))
   with pytest.raises(ValueError, match="group_size"):
     rl.grpo_advantages(scores, group_size=3)
+
+
+def test_group_advantages_count_only_valid_rollouts():
+  scores = jnp.array([1.0, 0.0, 1.0, 0.0, 2.0, 5.0, 0.0, 0.0])
+  valid = jnp.array([1, 1, 1, 0, 1, 0, 0, 0], bool)  # group 0: [1, 0, 1] valid; group 1: one valid rollout
+  adv = rl.grpo_advantages(scores, group_size=4, valid=valid)
+  mean, std = 2 / 3, np.std([1.0, 0.0, 1.0], ddof=1)
+  expected = [(1 - mean) / (std + 1e-6), -mean / (std + 1e-6), (1 - mean) / (std + 1e-6), 0, 0, 0, 0, 0]
+  chex.assert_trees_all_close(adv, jnp.array(expected), atol=1e-6)
+  rloo = rl.rloo_advantages(scores, group_size=4, valid=valid)
+  chex.assert_trees_all_close(rloo, jnp.array([1 - 0.5, 0 - 1.0, 1 - 0.5, 0, 0, 0, 0, 0]), atol=1e-6)
+  chex.assert_trees_all_close(rl.grpo_advantages(scores, 4, valid=jnp.ones(8, bool)), rl.grpo_advantages(scores, 4))
+  with pytest.raises(ValueError, match="group_size must be >= 2"):
+    rl.rloo_advantages(scores, group_size=0)
 
 
 def test_rloo_advantages_by_hand():

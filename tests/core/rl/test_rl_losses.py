@@ -27,6 +27,28 @@ def test_ppo_clip_by_hand():
   chex.assert_trees_all_close(high[0, 0], -1.28, atol=1e-5)
 
 
+def test_extreme_log_ratios_give_finite_gradients():
+  """Past log r ~ 88.7, exp overflows float32; the clamp to +-20 keeps the PPO and k3 gradients finite (0 there)
+  and leaves ordinary ratios alone."""
+  gaps = jnp.array([[89.0, 95.0, -95.0, 0.3]])
+  mask = jnp.ones((1, 4))
+  for adv in (1.0, -1.0):
+    loss_fn = lambda lp: jnp.sum(rl.ppo_clip_loss(lp, jnp.zeros((1, 4)), jnp.full((1, 4), adv), mask, 0.2)[0])
+    grads = jax.grad(loss_fn)(gaps)
+    chex.assert_tree_all_finite(grads)
+    if adv > 0:  # ratio e^0.3 > 1.2 with A > 0 is clipped: no gradient anywhere
+      chex.assert_trees_all_close(grads, jnp.zeros((1, 4)))
+    else:  # A < 0: the unclipped branch is kept; for 0.3 its gradient is -A r = e^0.3
+      chex.assert_trees_all_close(grads[0, 3], jnp.exp(0.3), rtol=1e-5)
+  k3_grads = jax.grad(lambda lp: jnp.sum(rl.kl_loss(lp, jnp.zeros((1, 4)), mask, "k3", 10.0)))(-gaps)
+  chex.assert_tree_all_finite(k3_grads)
+  # k3 = e^d - 1 - d with d = ref - logp: d/dlogp = 1 - e^d, for d = 0.3 where nothing is clipped.
+  chex.assert_trees_all_close(k3_grads[0, 3], 1 - jnp.exp(0.3), rtol=1e-5)
+  chex.assert_trees_all_close(k3_grads[0, :3], jnp.zeros(3))  # clamped: constant
+  with pytest.raises(ValueError, match="dual_clip must be > 1"):
+    rl.ppo_clip_loss(gaps, jnp.zeros((1, 4)), jnp.ones((1, 4)), mask, 0.2, dual_clip=0.5)
+
+
 def test_approx_kl_metric_is_k3_of_the_ratio_and_unbiased_for_kl_old_to_new():
   # The tokens were drawn from pi_old = (0.5, 0.25, 0.25): listing token a twice makes the token mean an
   # expectation under pi_old, which must equal KL(pi_old || pi) exactly for the k3 estimate (r - 1) - log r,
