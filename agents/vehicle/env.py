@@ -6,7 +6,10 @@ an SFC patch that applies without rejections, or the per-turn step budget). At t
 metrics compare the gold before/after states with the agent's (`metrics.turn_metrics`); the car carries the
 agent's state into the next turn. The episode succeeds when every turn does; `info["progress"]` is the summed
 change accuracy of finished turns over the number of turns (a partial-credit signal for RL), and
-`info["turn_metrics"]` lists each finished turn's metrics and token count.
+`info["turn_metrics"]` lists each finished turn's metrics and token count. When the episode's step budget ends
+it before the last turn, the turn in progress is scored as it stands (`"status": "cut"`) and every turn not
+reached gets a record in which nothing changed and nothing succeeded (`"status": "unreached"`), so means over
+turns count every turn of the task (the paper scores each turn of a task).
 """
 
 from __future__ import annotations
@@ -117,7 +120,7 @@ class VehicleEnv(TextEnv):
     gold_before = self.task.state_before(self.turn)
     gold_after = self.task.state_after(self.turn)
     m = metrics.turn_metrics(gold_before, gold_after, self._turn_before, self.world.state)
-    self.turn_results.append({**m.to_json(), "tokens": self._tokens, "steps": self._turn_steps})
+    self.turn_results.append({**m.to_json(), "tokens": self._tokens, "steps": self._turn_steps, "status": "done"})
     self.turn += 1
     if self.turn < len(self.task.turns):
       self._start_turn()
@@ -129,7 +132,26 @@ class VehicleEnv(TextEnv):
       self._done = True  # the last turn is over: the episode ends without success
     return observation + "\nAll turns are done.", success
 
+  def _close_turns(self) -> None:
+    """The episode ended before its last turn did (the episode's step budget): score the turn in progress as
+    it stands and give each turn not reached a record in which nothing changed."""
+    if self.turn < len(self.task.turns) and len(self.turn_results) == self.turn:
+      if self._turn_steps:
+        m = metrics.turn_metrics(self.task.state_before(self.turn), self.task.state_after(self.turn),
+                                 self._turn_before, self.world.state)
+        status = "cut"
+      else:  # the turn had just begun: the agent never acted in it
+        m = metrics.unreached_turn(self.task.state_before(self.turn), self.task.state_after(self.turn))
+        status = "unreached"
+      self.turn_results.append({**m.to_json(), "tokens": self._tokens, "steps": self._turn_steps,
+                                "status": status})
+    for t in range(len(self.turn_results), len(self.task.turns)):
+      m = metrics.unreached_turn(self.task.state_before(t), self.task.state_after(t))
+      self.turn_results.append({**m.to_json(), "tokens": 0, "steps": 0, "status": "unreached"})
+
   def _info(self, invalid: bool) -> dict[str, Any]:
+    if getattr(self, "task", None) is not None and self._done and len(self.turn_results) < len(self.task.turns):
+      self._close_turns()
     info = super()._info(invalid)
     if getattr(self, "task", None) is not None:
       info["turn_metrics"] = list(self.turn_results)

@@ -20,7 +20,7 @@ import ml_collections
 import tqdm
 
 from agents.envs import EnvSession, HttpEnvClient, LocalEnvClient, make_pool, pool_config
-from agents.vehicle import interfaces, metrics, policies
+from agents.vehicle import interfaces, metrics, policies, tasks
 from agents.vehicle.catalog import load_schema
 from agents.vehicle.env import VehicleEnv
 from agents.vehicle.schema import SPLITS
@@ -65,6 +65,7 @@ def run_episode(session_client, task_id: int, policy: policies.Policy, interface
   policy.start(task_id, interface)
   prompt_tokens = completion_tokens = steps = invalid = 0
   transcript = []
+  turns: list[dict[str, Any]] = []
   with EnvSession(session_client, task_id=task_id) as session:
     result = session.start()
     messages = [{"role": "system", "content": system}, {"role": "user", "content": result.observation}]
@@ -75,17 +76,40 @@ def run_episode(session_client, task_id: int, policy: policies.Policy, interface
       result = session.step(reply.text)
       steps += 1
       invalid += bool(result.info.get("invalid"))
+      turns = result.info.get("turn_metrics", turns)  # a failed environment answers with `error` only
       transcript.append({"action": reply.text, "observation": result.observation[:2000]})
       messages += [{"role": "assistant", "content": reply.text}, {"role": "user", "content": result.observation}]
   info = result.info
-  return {"task_id": task_id, "interface": interface, "turns": info.get("turn_metrics", []),
+  return {"task_id": task_id, "interface": interface, "turns": list(turns),
           "success": bool(info.get("success")), "error": info.get("error"), "steps": steps,
           "invalid_actions": invalid, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
           "wall_s": time.perf_counter() - start, "transcript": transcript}
 
 
+def complete_turns(record: dict[str, Any], task: tasks.Task) -> dict[str, Any]:
+  """Every turn of the task in `record["turns"]`: a turn without a record (the environment failed, or the policy
+  loop stopped, before the environment scored it) counts as a turn in which nothing changed, so a broken or
+  cut-short episode lowers the means instead of dropping out of them."""
+  turns = list(record["turns"])[:len(task.turns)]
+  for t in range(len(turns), len(task.turns)):
+    m = metrics.unreached_turn(task.state_before(t), task.state_after(t))
+    turns.append({**m.to_json(), "tokens": 0, "steps": 0, "status": "unscored"})
+  if len(turns) > len(record["turns"]):
+    record["success"] = False
+  record["turns"] = turns
+  return record
+
+
 def evaluate(config: ml_collections.ConfigDict, workdir: str | None) -> dict[str, Any]:
   policy = policies.make_policy(config)
+  try:
+    return _evaluate(config, workdir, policy)
+  finally:
+    if hasattr(policy, "close"):
+      policy.close()  # the HTTP policy's connection pool
+
+
+def _evaluate(config: ml_collections.ConfigDict, workdir: str | None, policy: policies.Policy) -> dict[str, Any]:
   ids = task_ids(config)
   episodes: list[dict[str, Any]] = []
   log = _EpisodeLog(workdir)
@@ -101,6 +125,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | None) -> dict[str
       bar = tqdm.tqdm(ids, desc=f"{config.policy} {interface}", unit="task", disable=not config.progress_bar)
       for task_id in bar:
         record = run_episode(client, task_id, policy, interface, system, env_config.max_steps)
+        complete_turns(record, tasks.make_task(task_id, env_config.tasks))
         record["split"] = SPLITS[task_id % len(SPLITS)]
         episodes.append(record)
         log.write(record)

@@ -10,7 +10,8 @@ of model output.
 
 Every action is JSON (one object, a list of objects, or `<tool_call>` blocks; code fences are fine). Text with
 no JSON in it ends the turn as the assistant's reply. Unreadable JSON, an unknown action shape, or an action the
-interface does not offer raises `InvalidAction` with a message saying what to write instead: never a crash.
+interface does not offer raises `InvalidAction` with a message saying what to write instead: never a crash (JSON
+nested deeper than any action, or a number too long for Python to read, included).
 """
 
 from __future__ import annotations
@@ -91,6 +92,47 @@ _TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
 
 
+MAX_JSON_DEPTH = 16  # a list of patches of {"value": v} leaves, the deepest action, nests 6 levels
+
+
+def _json_depth(value: Any) -> int:
+  """How deeply `value` nests (iteratively: the point is to refuse what recursion would choke on)."""
+  deepest, stack = 0, [(value, 1)]
+  while stack:
+    v, d = stack.pop()
+    if isinstance(v, (dict, list)):
+      deepest = max(deepest, d)
+      if d <= MAX_JSON_DEPTH:
+        stack.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
+  return deepest
+
+
+def _too_deep() -> InvalidAction:
+  return InvalidAction(f"the JSON nests more than {MAX_JSON_DEPTH} levels deep; no action does. Write one action "
+                       f"object, e.g. {_EXAMPLES['call']}.")
+
+
+def _decode_error(e: ValueError) -> InvalidAction:
+  """A ValueError that is not a JSONDecodeError: Python refuses to read an integer of over 4,300 digits."""
+  return InvalidAction(f"could not read the JSON: a number in it is too long ({str(e).split(':')[0]}). "
+                       "Write numbers as the ranges in the state and API lists give them.")
+
+
+def loads(text: str) -> Any:
+  """`json.loads` for model text: any failure (bad syntax, nesting too deep, a number too long) is InvalidAction."""
+  try:
+    value = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise InvalidAction(f"could not read the JSON: {e.msg} at character {e.pos}. Write valid JSON.") from None
+  except RecursionError:
+    raise _too_deep() from None
+  except ValueError as e:
+    raise _decode_error(e) from None
+  if _json_depth(value) > MAX_JSON_DEPTH:
+    raise _too_deep()
+  return value
+
+
 def _json_values(text: str) -> list[Any]:
   """JSON values found in `text`: `<tool_call>` blocks, else code fences, else every top-level object/array."""
   blocks = _TOOL_CALL.findall(text) or _FENCE.findall(text)
@@ -104,9 +146,6 @@ def _json_values(text: str) -> list[Any]:
       if source[i] in "{[":
         try:
           value, end = decoder.raw_decode(source, i)
-          values.append(value)
-          i = end
-          continue
         except json.JSONDecodeError as e:
           first_error = first_error or e
           if source[i] == "[" and values == []:
@@ -114,6 +153,15 @@ def _json_values(text: str) -> list[Any]:
             continue
           raise InvalidAction(f"could not read the JSON: {e.msg} at character {e.pos}. Write valid JSON, e.g. "
                               f"{_EXAMPLES['call']}.") from None
+        except RecursionError:  # the decoder recurses once per level: "[[[[..." of a few thousand characters
+          raise _too_deep() from None
+        except ValueError as e:
+          raise _decode_error(e) from None
+        if _json_depth(value) > MAX_JSON_DEPTH:
+          raise _too_deep()
+        values.append(value)
+        i = end
+        continue
       i += 1
   if not values and first_error is not None:
     raise InvalidAction(f"could not read the JSON: {first_error.msg}. Write valid JSON.")
@@ -171,9 +219,9 @@ def _interpret(item: Any, interface: str) -> Action:
     args = item.get("arguments", item.get("args", item.get("parameters", {})))
     if isinstance(args, str):  # OpenAI sends arguments as a JSON string
       try:
-        args = json.loads(args) if args.strip() else {}
-      except json.JSONDecodeError as e:
-        raise InvalidAction(f"the arguments of {name} are not valid JSON: {e.msg}.") from None
+        args = loads(args) if args.strip() else {}
+      except InvalidAction as e:
+        raise InvalidAction(f"the arguments of {name}: {e}") from None
     if name in ("finish", "final_answer", "done"):
       return Action("finish", text=str((args or {}).get("reply", "")) if isinstance(args, dict) else "")
     if name == "list_modules":

@@ -2,14 +2,20 @@
 turn with the agent's state before/after it (they differ in later turns when an earlier one went wrong):
 
 * should-change S = properties whose gold value changes in the turn, should-stay U = all others;
-* change accuracy = share of S that the agent changed correctly; a numeric property counts as correct when it
-  moved in the gold direction (the paper's rule, so "a bit warmer" accepts any warmer value), others must equal
-  the gold value; 1 when S is empty;
+* change accuracy = share of S that the agent changed correctly: changed to the gold value, or, for a numeric
+  property, moved in the gold direction (the paper's extra rule, so "a bit warmer" accepts any warmer value, and a
+  later turn that starts from another value after an earlier mistake is judged by its move); 1 when S is empty;
 * F1-positive over S: TP = properties of S the agent changed at all, FP = properties of U it changed,
   precision TP/(TP+FP), recall TP/|S|;
 * F1-negative over U: TN = properties of U left unchanged, FN = properties of S left unchanged,
   precision TN/(TN+FN), recall TN/|U|;
-* success: every property of S correct and none of U changed;
+* success (this codebase's turn success; the paper reports the three rates above): every property of S changed to
+  its exact target and none of U changed. The requests name exact targets ("set the volume to 50", "turn the
+  volume up by 10"), so the direction rule does not count here: the target is the gold value, or, where the
+  agent's turn started from another value than the gold start (an earlier turn went wrong), the gold value or the
+  gold move (`new - old == gold_after - gold_before`, what a relative request does from there);
+* an unreached turn (the episode's step budget ran out or the environment failed before the turn began) is
+  scored as a turn in which nothing changed and never succeeds (`unreached_turn`);
 * tokens: what the turn cost (counted by the caller).
 With S empty, precision of an empty prediction is 1 (nothing to get wrong), as in the released evaluator.
 """
@@ -17,6 +23,7 @@ With S empty, precision of an empty prediction is 1 (nothing to get wrong), as i
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import Any, Iterable, Mapping
 
@@ -35,6 +42,12 @@ def _numeric(v: Any) -> bool:
 
 def _trend(a: float, b: float) -> int:
   return (b > a) - (b < a)
+
+
+def _same(a: Any, b: Any) -> bool:
+  if _numeric(a) and _numeric(b):
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+  return a == b
 
 
 @dataclasses.dataclass
@@ -66,7 +79,7 @@ def turn_metrics(gold_before: Mapping[str, Any], gold_after: Mapping[str, Any], 
   """Metrics of one turn over flat states (`path -> value`, the same paths in all four)."""
   should = [p for p in gold_before if gold_before[p] != gold_after[p]]
   stay = [p for p in gold_before if gold_before[p] == gold_after[p]]
-  tp = fn = correct = 0
+  tp = fn = correct = exact = 0
   differences = []
   for p in should:
     old, new = pred_before[p], pred_after[p]
@@ -75,14 +88,16 @@ def turn_metrics(gold_before: Mapping[str, Any], gold_after: Mapping[str, Any], 
       differences.append(f"{p}: should change to {gold_after[p]!r} but did not change")
       continue
     tp += 1
-    if _numeric(gold_before[p]) and _numeric(old):
-      ok = _trend(gold_before[p], gold_after[p]) == _trend(old, new)
-    else:
-      ok = new == gold_after[p]
-    if ok:
+    hit = new == gold_after[p]
+    numeric = _numeric(gold_before[p]) and _numeric(gold_after[p]) and _numeric(old) and _numeric(new)
+    if not hit and numeric and old != gold_before[p]:  # from another start: the gold move (a relative request)
+      hit = _same(new - old, gold_after[p] - gold_before[p])
+    moved = numeric and _trend(gold_before[p], gold_after[p]) == _trend(old, new)
+    if hit or moved:
       correct += 1
-    else:
-      differences.append(f"{p}: should be {gold_after[p]!r}, is {new!r}")
+    exact += hit
+    if not hit:
+      differences.append(f"{p}: should be {gold_after[p]!r}, is {new!r}" + (" (moved the right way)" if moved else ""))
   tn = fp = 0
   for p in stay:
     if pred_before[p] == pred_after[p]:
@@ -100,8 +115,15 @@ def turn_metrics(gold_before: Mapping[str, Any], gold_after: Mapping[str, Any], 
     f1_neg = _f1(tn / (tn + fn) if tn + fn else 0.0, tn / len(stay))
   else:
     f1_neg = _f1(tn / (tn + fn) if tn + fn else 1.0, 1.0)
-  success = correct == len(should) and fp == 0
+  success = exact == len(should) and fp == 0
   return TurnMetrics(accuracy, f1_pos, f1_neg, success, len(should), correct, tp, fp, tn, fn, differences)
+
+
+def unreached_turn(gold_before: Mapping[str, Any], gold_after: Mapping[str, Any]) -> TurnMetrics:
+  """The record of a turn the agent never got to act in (the episode ended first): nothing changed, no success."""
+  m = turn_metrics(gold_before, gold_after, gold_before, gold_before)
+  m.success = False
+  return m
 
 
 METRIC_KEYS = ("change_accuracy", "f1_positive", "f1_negative", "success")

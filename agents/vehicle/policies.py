@@ -141,6 +141,15 @@ class LLMPolicy:
     return Reply(text, len(tok.encode_chat(list(messages))), len(tok.encode(text)))
 
 
+def _count(usage: Mapping[str, Any], key: str, fallback: int) -> int:
+  """The endpoint's token count, or the approximate one where it sent none, null or something not a number."""
+  try:
+    value = usage.get(key)
+    return int(value) if value is not None and not isinstance(value, bool) else fallback
+  except (TypeError, ValueError, OverflowError):
+    return fallback
+
+
 class HttpChatPolicy:
   """Any OpenAI-compatible `/chat/completions` endpoint (`agents.chat_model.ChatEndpoint`: retries, the key read
   from the environment variable named in the config); tokens are the endpoint's reported usage."""
@@ -156,8 +165,8 @@ class HttpChatPolicy:
   def act(self, messages):
     reply = self.endpoint.complete(messages)
     fallback = _approx(messages, reply.text)
-    return Reply(reply.text, int(reply.usage.get("prompt_tokens", fallback.prompt_tokens)),
-                 int(reply.usage.get("completion_tokens", fallback.completion_tokens)))
+    return Reply(reply.text, _count(reply.usage, "prompt_tokens", fallback.prompt_tokens),
+                 _count(reply.usage, "completion_tokens", fallback.completion_tokens))
 
   def close(self) -> None:
     self.endpoint.close()

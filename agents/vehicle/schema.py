@@ -313,6 +313,7 @@ class Schema:
     action = sum(1 for a in self.apis.values() if not a.query)
     return {"modules": len(self.modules), "apis": len(self.apis), "action_apis": action,
             "query_apis": len(self.apis) - action, "property_specs": len(self.props),
+            "readonly_property_specs": sum(1 for p in self.props.values() if p.readonly),
             "properties": len(self.leaves), "readonly_properties": sum(1 for l in self.leaves.values()
                                                                        if l.prop.readonly)}
 
@@ -477,12 +478,17 @@ def coerce(kind: str, value: Any, choices: Sequence[str] = (), step: float | Non
       raise ValueError(f"expected an integer, got {_fmt(value)}")
     return int(value)
   if kind == "float":
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
       raise ValueError(f"expected a number, got {_fmt(value)}")
-    if step:
-      digits = max(0, -int(math.floor(math.log10(step))))
-      return round(round(value / step) * step, digits)
-    return float(value)
+    try:  # a 400-digit integer is a valid JSON number that no float holds
+      if not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {_fmt(value)}")
+      if step:
+        digits = max(0, -int(math.floor(math.log10(step))))
+        return round(round(value / step) * step, digits)
+      return float(value)
+    except OverflowError:
+      raise ValueError(f"{_fmt(value)} is out of range (too large for a number)") from None
   if kind in ("enum", "zone", "text"):
     if not isinstance(value, str):
       raise ValueError(f"expected a string, got {_fmt(value)}")
@@ -528,10 +534,18 @@ def describe_range(prop: Prop, temperature_unit: str = "celsius") -> str:
   return "text"
 
 
+def _digits(v: int) -> int:
+  """Decimal digits of `v` without `str` (which refuses ints of over 4,300 digits)."""
+  n = int((abs(v).bit_length() - 1) * math.log10(2)) + 1
+  return n + (abs(v) >= 10 ** n)
+
+
 def _fmt(v: Any) -> str:
   if isinstance(v, bool):
     return "true" if v else "false"
-  if isinstance(v, float) and v.is_integer():
+  if isinstance(v, int) and v.bit_length() > 64:  # a model's 400-digit number: not echoed in full
+    return f"{'a negative' if v < 0 else 'an'} integer of {_digits(v)} digits"
+  if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:  # 1e308 stays 1e+308
     return str(int(v))
   if isinstance(v, str):
     return repr(v)

@@ -21,7 +21,7 @@ import dataclasses
 import functools
 import random
 import re
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import ml_collections
 
@@ -97,6 +97,17 @@ def make_task(task_id: int, config: ml_collections.ConfigDict | None = None) -> 
   """Task `task_id` (deterministic given the config)."""
   config = config or tasks_config()
   return _cached_task(int(task_id), tuple(sorted(config.to_dict().items())))
+
+
+def statistics(task_ids: Iterable[int], config: ml_collections.ConfigDict | None = None) -> dict[str, int]:
+  """Size of a task set (the figures agents/vehicle/README.md quotes for ids 0-999): tasks, multi-turn tasks,
+  turns, gold calls, turns whose gold calls include prerequisites the user did not say, gold property changes."""
+  built = [_build_task(int(i), config or tasks_config()) for i in task_ids]
+  turns = [turn for task in built for turn in task.turns]
+  return {"tasks": len(built), "multi_turn_tasks": sum(t.multi_turn for t in built), "turns": len(turns),
+          "gold_calls": sum(len(t.calls) for t in turns),
+          "turns_with_unsaid_prerequisites": sum(len(t.calls) > len(t.said) for t in turns),
+          "gold_changes": sum(len(t.changes) for t in turns)}
 
 
 def _build_task(task_id: int, config: ml_collections.ConfigDict) -> Task:

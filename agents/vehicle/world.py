@@ -413,9 +413,14 @@ class VehicleWorld:
     if not isinstance(patch, dict):
       return [], [f"a patch is a JSON object of target values, got {type(patch).__name__}."]
 
+    deepest = max(path.count(".") for path in self.schema.leaves)
+
     def walk(node: Any, prefix: str) -> None:
       if isinstance(node, dict) and prefix and prefix in self.schema.leaves and "value" in node:
         ops.append((prefix, node["value"]))
+        return
+      if isinstance(node, dict) and prefix.count(".") > deepest:  # no leaf below: stop before recursion does
+        errors.append(self.schema.unknown_path_message(prefix))
         return
       if isinstance(node, dict) and (not prefix or prefix not in self.schema.leaves):
         if not node and prefix:

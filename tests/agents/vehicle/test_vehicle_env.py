@@ -4,8 +4,8 @@ against a local fake endpoint (the `fake_chat_endpoint` fixture of tests/agents/
 
 import pytest
 
-from agents.envs import make_pool, pool_config
-from agents.chat_model import http_policy_config
+from agents.envs import EnvSession, LocalEnvClient, make_pool, pool_config
+from agents.chat_model import EndpointReply, http_policy_config
 from agents.envs.server import make_app, server_config, start_background
 from agents.vehicle import evaluation, tasks
 from agents.vehicle.env import VehicleEnv, vehicle_config
@@ -35,6 +35,9 @@ def test_task_set_is_deterministic_and_covers_four_splits_single_and_multi_turn(
   multi = sum(t.multi_turn for t in built)
   assert 250 < multi < 450 and all(1 <= len(t.turns) <= 3 for t in built)
   assert sum(len(turn.calls) > len(turn.said) for t in built for turn in t.turns) > 30  # implicit prerequisites
+  assert tasks.statistics(range(1000), config) == {  # the figures agents/vehicle/README.md quotes
+      "tasks": 1000, "multi_turn_tasks": 343, "turns": 1499, "gold_calls": 2703,
+      "turns_with_unsaid_prerequisites": 82, "gold_changes": 3754}
   again = tasks._build_task(123, config)
   assert again.initial == built[123].initial and [t.calls for t in again.turns] == [t.calls for t in built[123].turns]
   other = tasks._build_task(123, tasks.tasks_config(seed=1))
@@ -141,3 +144,94 @@ def test_config_errors_are_clear():
   config.interfaces = ("fc", "xml")
   with pytest.raises(config_lib.ConfigError, match="interfaces\\[1\\] = 'xml'"):
     evaluation.validate_config(config)
+
+
+def test_malformed_json_of_any_shape_is_an_invalid_action_not_a_crash():
+  """Review finding: "[" * 2000 (under the action length limit) raised RecursionError, a 5,000-digit integer
+  ValueError, a 400-digit one for a float argument OverflowError; through the pool each ended the episode."""
+  deep = "[" * 2000 + "]" * 2000
+  cases = [(deep, "fc", "nests more than"),
+           ('{"patch": ' + '{"a": ' * 1500 + "1" + "}" * 1501, "sfc", "nests more than"),
+           ('{"patch": ' + '{"a": ' * 40 + "1" + "}" * 41, "sfc", "nests more than"),  # parses; still refused
+           ('{"name": "radio_tune", "arguments": {"frequency": %s}}' % ("9" * 5000), "fc", "number in it is too long"),
+           ('{"name": "radio_tune", "arguments": "%s"}' % ("[" * 900 + "]" * 900), "fc", "arguments of radio_tune"),
+           ('{"name": "radio_tune", "arguments": "{\\"frequency\\": %s}"}' % ("9" * 5000), "fc", "too long")]
+  for text, interface, expected in cases:
+    with pytest.raises(InvalidAction, match=expected):
+      parse_action(text, interface)
+  env = VehicleEnv(vehicle_config(interface="fc"))
+  env.reset(0)
+  result = env.step('{"name": "radio_tune", "arguments": {"frequency": %s}}' % ("9" * 400))
+  assert "refused" in result.observation and "out of range" in result.observation and not result.done
+  result = env.step(deep)
+  assert result.info["invalid"] and "nests more than" in result.observation and not result.done
+  pool = make_pool("vehicle", vehicle_config(interface="fc"), pool_config(step_timeout_s=0.0))
+  with LocalEnvClient(pool) as client, EnvSession(client, task_id=0) as session:
+    session.start()
+    result = session.step(deep)
+    assert "error" not in result.info and result.info["invalid"] and not result.done
+
+
+def test_every_turn_is_scored_when_the_step_budget_ends_the_episode():
+  """Review finding: with 4 steps per episode and 2 per turn the oracle's unfinished turns had no record, and the
+  means covered 55 of 65 turns (100% change accuracy, 75% task success)."""
+  task_id = next(i for i in range(100) if len(tasks.make_task(i).turns) == 3)
+  env = VehicleEnv(vehicle_config(interface="fc", max_steps=1))
+  oracle = env.oracle(task_id)
+  result = env.reset(task_id)
+  result = env.step(oracle.act(result.observation))  # turn 1's calls; the budget ends before its "Done."
+  assert result.done and not result.info["success"]
+  turns = result.info["turn_metrics"]
+  assert [t["status"] for t in turns] == ["cut", "unreached", "unreached"]
+  assert turns[0]["success"] and turns[0]["change_accuracy"] == 1.0  # its state is right: scored as it stands
+  assert all(t["change_accuracy"] == 0.0 and not t["success"] for t in turns[1:])
+  assert result.info["progress"] == pytest.approx(1 / 3)
+  again = env.step("Done.")
+  assert again.done and len(again.info["turn_metrics"]) == 3  # closed once
+
+  config = _config("oracle", 10, interfaces=("fc",))
+  config.env.max_steps, config.env.max_steps_per_turn = 4, 2  # the :llm budgets
+  results = evaluation.evaluate(config, None)
+  row = next(r for r in results["rows"] if r["split"] == "all")
+  total = sum(len(tasks.make_task(i, config.env.tasks).turns) for i in evaluation.task_ids(config))
+  assert row["turns"] == total == 65
+  assert row["change_accuracy"] < 100.0 and row["success"] < 100.0 and row["task_success"] == 75.0
+
+
+def test_a_failed_environment_counts_its_remaining_turns(monkeypatch):
+  """The pool answers an environment that raises with `info = {"error": ...}` only; the turns it did not score
+  count as turns in which nothing changed, and the episode fails."""
+  act = VehicleEnv._act
+
+  def broken(self, a):
+    if a.kind == "finish" and self.turn == 1:
+      raise RuntimeError("the car's computer crashed")
+    return act(self, a)
+
+  monkeypatch.setattr(VehicleEnv, "_act", broken)
+  config = _config("oracle", 10, interfaces=("fc",))
+  results = evaluation.evaluate(config, None)
+  row = next(r for r in results["rows"] if r["split"] == "all")
+  ids = evaluation.task_ids(config)
+  made = [tasks.make_task(i, config.env.tasks) for i in ids]
+  assert row["turns"] == sum(len(t.turns) for t in made)
+  single = sum(len(t.turns) == 1 for t in made)
+  assert row["task_success"] == pytest.approx(100.0 * single / len(made))
+  assert row["success"] == pytest.approx(100.0 * len(made) / row["turns"])  # each task's first turn only
+  record = evaluation.complete_turns({"turns": [], "success": True}, made[0])
+  assert len(record["turns"]) == len(made[0].turns) and not record["success"]
+  assert {t["status"] for t in record["turns"]} == {"unscored"}
+
+
+def test_http_policy_is_closed_and_reads_null_usage(monkeypatch, fake_chat_endpoint):
+  closed = []
+  monkeypatch.setattr(HttpChatPolicy, "close", lambda self: closed.append(True))
+  config = _config("oracle", 1, interfaces=("fc",))
+  config.policy, config.http.url, config.http.model = "http", fake_chat_endpoint.url, "tiny"
+  evaluation.evaluate(config, None)
+  assert closed == [True]
+  policy = HttpChatPolicy(http_policy_config(url=fake_chat_endpoint.url, model="tiny"))
+  monkeypatch.setattr(policy.endpoint, "complete",
+                      lambda messages: EndpointReply("Done.", {"prompt_tokens": None, "completion_tokens": 3}))
+  reply = policy.act([{"role": "user", "content": "hi there"}])
+  assert reply.completion_tokens == 3 and reply.prompt_tokens > 0

@@ -2,7 +2,7 @@
 
 import pytest
 
-from agents.vehicle.metrics import count_tokens, mean_metrics, turn_metrics
+from agents.vehicle.metrics import count_tokens, mean_metrics, turn_metrics, unreached_turn
 
 BEFORE = {"ac.temp": 22, "ac.power": False, "seat.heat": 0, "music.song": "a", "hud.on": True, "vol": 40}
 
@@ -35,11 +35,42 @@ def test_f1_positive_and_negative_count_missed_and_unwanted_changes():
 
 
 def test_predicted_before_state_is_the_agents_own():
-  """In a later turn the agent starts from its own state: a change is judged from there."""
-  gold_before, gold_after = BEFORE, {**BEFORE, "vol": 50}
+  """In a later turn the agent starts from its own state: a change is judged from there. Change accuracy keeps
+  the paper's direction rule; turn success wants the exact target: the gold value or the gold move."""
+  gold_before, gold_after = BEFORE, {**BEFORE, "vol": 50}  # "set the volume to 50" (or "up by 10")
   pred_before = {**BEFORE, "vol": 30}  # an earlier turn left the volume at 30
   m = turn_metrics(gold_before, gold_after, pred_before, {**pred_before, "vol": 35})
-  assert m.change_accuracy == 1.0 and m.success
+  assert m.change_accuracy == 1.0 and not m.success  # louder, but neither 50 nor 30 + 10
+  for target in (50, 40):  # the gold value, or the gold move from the agent's start
+    m = turn_metrics(gold_before, gold_after, pred_before, {**pred_before, "vol": target})
+    assert m.change_accuracy == 1.0 and m.success and m.differences == []
+
+
+def test_the_exact_gold_value_is_correct_from_any_start():
+  """Review finding: gold 40 -> 50, the agent starts at 60 after an earlier mistake; setting exactly 50 scored 0
+  ("should be 50, is 50") and setting 80 scored 1."""
+  gold_before, gold_after = {"vol": 40, "x": 1}, {"vol": 50, "x": 1}
+  pred_before = {"vol": 60, "x": 1}
+  m = turn_metrics(gold_before, gold_after, pred_before, {"vol": 50, "x": 1})
+  assert (m.change_accuracy, m.success, m.differences) == (1.0, True, [])
+  m = turn_metrics(gold_before, gold_after, pred_before, {"vol": 80, "x": 1})  # louder: the paper's rule only
+  assert m.change_accuracy == 1.0 and not m.success and "should be 50, is 80" in m.differences[0]
+  m = turn_metrics(gold_before, gold_after, pred_before, {"vol": 55, "x": 1})  # quieter, not 50
+  assert m.change_accuracy == 0.0 and not m.success
+  m = turn_metrics(gold_before, gold_after, gold_before, {"vol": 100, "x": 1})  # same start, 100 for "set to 50"
+  assert m.change_accuracy == 1.0 and not m.success
+  m = turn_metrics(gold_before, gold_after, pred_before, pred_before)  # left at 60: not changed
+  assert m.change_accuracy == 0.0 and m.false_negative == 1 and not m.success
+  m = turn_metrics({"t": 21.5}, {"t": 22.0}, {"t": 20.1}, {"t": 20.6})  # a float move: compared with tolerance
+  assert m.success
+
+
+def test_an_unreached_turn_scores_as_nothing_changed_and_never_succeeds():
+  gold = {**BEFORE, "ac.temp": 25, "ac.power": True}
+  m = unreached_turn(BEFORE, gold)
+  assert (m.change_accuracy, m.f1_positive, m.success, m.false_negative) == (0.0, 0.0, False, 2)
+  assert m.f1_negative == pytest.approx(2 * (4 / 6) * 1 / (4 / 6 + 1))  # P = TN/(TN+FN) = 4/6, R = 1
+  assert not unreached_turn(BEFORE, BEFORE).success  # even a turn with nothing to change
 
 
 def test_empty_turns_and_means():

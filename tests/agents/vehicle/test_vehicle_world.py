@@ -8,7 +8,8 @@ import pytest
 
 from agents.vehicle import tasks
 from agents.vehicle.catalog import load_schema
-from agents.vehicle.world import (ArgumentError, RequirementError, UnknownApiError, VehicleWorld, diff,
+from agents.vehicle.schema import coerce
+from agents.vehicle.world import (ArgumentError, RequirementError, UnknownApiError, VehicleWorld, WorldError, diff,
                                   net_changes)
 
 SCHEMA = load_schema()
@@ -45,8 +46,8 @@ def _run_random_calls(seed: int, n: int) -> VehicleWorld:
     call = tasks._sample_intent(rng, world, api, tasks.tasks_config())
     try:
       world.call(call.name, call.arguments)
-    except Exception as e:  # refusals are part of the run
-      assert type(e).__name__.endswith("Error")
+    except WorldError:  # refusals are part of the run; any other exception is a bug and fails the test
+      pass
   return world
 
 
@@ -212,6 +213,28 @@ def test_patch_rejects_bad_types_ranges_unknown_paths_and_read_only_with_clear_m
   assert len(result.errors) == 9 and world.state == state and result.applied == []
   assert "not selected" in world.apply_patch({"seat.heater_level.driver": 1}, modules=["hud"]).errors[0]
   assert world.apply_patch("turn it on").errors and world.apply_patch([{"op": "remove", "path": "/x"}]).errors
+
+
+def test_numbers_no_float_holds_and_deep_patches_are_refused_not_crashes():
+  """Review finding: a 400-digit integer for a float property (radio.frequency) or argument (radio_tune) raised
+  OverflowError from math.isfinite; 1e308 with a step overflowed in round()."""
+  big = int("9" * 400)
+  for value in (big, -big, 1e308, float("inf"), float("nan")):
+    with pytest.raises(ValueError):
+      coerce("float", value, step=0.1)
+  world = VehicleWorld()
+  state = dict(world.state)
+  for value, shown in ((big, "an integer of 400 digits"), (1e308, "1e+308")):
+    result = world.apply_patch({"radio.frequency": value, "air_conditioner.temperature.driver": value})
+    assert len(result.errors) == 2 and all("is out of range" in e for e in result.errors)
+    assert f"radio.frequency: {shown} is out of range" in result.errors[0]
+  with pytest.raises(ArgumentError, match="frequency: an integer of 400 digits is out of range"):
+    world.call("radio_tune", {"frequency": big})
+  deep = 1
+  for _ in range(5000):  # deeper than Python's recursion limit: refused as an unknown path
+    deep = {"a": deep}
+  assert "unknown module 'a'" in world.apply_patch(deep).errors[0]
+  assert world.state == state
 
 
 def test_patch_is_a_target_state_with_the_same_device_logic():
