@@ -1,6 +1,8 @@
 """Evaluation of a policy on generated tool environments (arXiv 2508.08791, Sec. 4.1: Solve-P/R/F1), by scenario
 type and complexity level, over the agents' protocol (in-process pool). `evaluate(config, workdir)` writes
-`results.json`, `results.md` and `episodes.jsonl`; the paper's figures are kept beside ours in `PAPER`.
+`results.json`, `results.md` and `episodes.jsonl`; the paper's figures are kept beside ours in `PAPER`. The results
+also hold the static complexity (`pipeline.complexity`) of the evaluated tasks' scenarios, each built at every
+level of `env.levels`: the same scenarios at each level, so each operator's share shows.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import tqdm
 
 from agents.envs import EnvSession, LocalEnvClient, make_pool, pool_config
 from agents.toolenv import pipeline, policies
-from agents.toolenv.env import ToolEnv
+from agents.toolenv.env import ToolEnv, task_spec
 from core import config as config_lib
 
 # Solve-F1 on the paper's test set (Sec. 4.2), as the issue quotes them.
@@ -98,12 +100,25 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | None) -> dict[str
     if hasattr(policy, "close"):
       policy.close()
   results = summarize(episodes, config)
+  results["complexity"] = complexity_by_level(config)
   if workdir:
     with open(os.path.join(workdir, "results.json"), "w") as f:
       json.dump(results, f, indent=2)
     with open(os.path.join(workdir, "results.md"), "w") as f:
       f.write(markdown(results) + "\n")
   return results
+
+
+def complexity_by_level(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
+  """Means of `pipeline.complexity` over the scenarios of the evaluated tasks, each built at every level."""
+  ids = task_ids(config)
+  rows = []
+  for level in config.env.levels:
+    values = [pipeline.complexity(task_spec(i, config.env, level)) for i in ids]
+    rows.append({"level": level, "operators": "base (integrated)" if level == 0 else
+                 "+ " + pipeline.OPERATORS[level - 1].replace("_", " "), "scenarios": len(ids),
+                 **{k: sum(v[k] for v in values) / len(values) for k in values[0]}})
+  return rows
 
 
 def _row(name: str, eps: list[dict[str, Any]]) -> dict[str, Any]:
@@ -139,6 +154,14 @@ def markdown(results: dict[str, Any]) -> str:
   for row in results["rows"]:
     lines.append("| " + " | ".join(f"{row[c]:.2f}" if c == "reward_per_response" else
                                    f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c]) for c in cols) + " |")
+  if results.get("complexity"):
+    keys = ("level", "operators", "tools", "required_args", "args", "enum_choices", "depth", "score")
+    lines += ["", f"Static complexity of the {results['complexity'][0]['scenarios']} evaluated scenarios, each built "
+              "at every level (pipeline.complexity, means):", "",
+              "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for row in results["complexity"]:
+      lines.append("| " + " | ".join(f"{row[k]:.1f}" if isinstance(row[k], float) else str(row[k]) for k in keys)
+                   + " |")
   paper = results["paper_solve_f1"]
   lines += ["", f"Paper (Solve-F1, its own test set): Qwen3-8B {paper['qwen3_8b_base']} -> {paper['qwen3_8b_grpo']} "
             f"with GRPO; GPT-4o {paper['gpt_4o']}."]

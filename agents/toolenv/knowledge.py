@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 
 from core.data import load_quizzes
-from core.data.quiz import answer_matches, canonical_text, expand_pattern, normalize_answer
+from core.data.quiz import QUIZ_DIR, answer_matches, canonical_text, expand_pattern, normalize_answer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,16 +167,26 @@ class KnowledgeBase:
     return sorted(self._index[relation])
 
 
-@functools.lru_cache(maxsize=1)
-def load_knowledge() -> KnowledgeBase:
-  """The knowledge base of the installed quiz files (raises DataSourceMissingError with the install command)."""
-  return KnowledgeBase(load_quizzes())
+def load_knowledge(quiz_dir: str | None = None) -> KnowledgeBase:
+  """The knowledge base of the quiz files in `quiz_dir` (default: the system's, `core.data.quiz.QUIZ_DIR`; raises
+  DataSourceMissingError naming the fix when they are missing). One per folder, cached."""
+  return _load_knowledge(os.path.abspath(quiz_dir or QUIZ_DIR))
 
 
-def chains() -> list[tuple[str, str]]:
+@functools.lru_cache(maxsize=4)
+def _load_knowledge(quiz_dir: str) -> KnowledgeBase:
+  # the system folder goes in as None so that a missing one is reported with its install command
+  return KnowledgeBase(load_quizzes(None if quiz_dir == os.path.abspath(QUIZ_DIR) else quiz_dir))
+
+
+def chains(kb: KnowledgeBase | None = None) -> list[tuple[str, str]]:
   """(first, second) relation pairs where the first one's value is the second one's key entity: the multi-hop
-  questions. Pairs are kept only if at least 5 facts chain (checked on the installed data)."""
-  kb = load_knowledge()
+  questions. Pairs are kept only if at least 5 facts chain in `kb` (default: the system's quiz files)."""
+  return list(_chains(kb if kb is not None else load_knowledge()))
+
+
+@functools.lru_cache(maxsize=4)
+def _chains(kb: KnowledgeBase) -> tuple[tuple[str, str], ...]:
   out = []
   for first in RELATIONS:
     if not first.phrase:
@@ -186,4 +197,4 @@ def chains() -> list[tuple[str, str]]:
       linked = sum(1 for f in kb.facts[first.name] if kb.lookup(second.name, f.value) is not None)
       if linked >= 5:
         out.append((first.name, second.name))
-  return out
+  return tuple(out)

@@ -24,7 +24,9 @@ import dataclasses
 import random
 from typing import Any, Sequence
 
+from agents.toolenv import reward
 from agents.toolenv.knowledge import BY_NAME, RELATIONS, KnowledgeBase, chains
+from core.data.quiz import expand_pattern, normalize_answer
 
 SCENARIO_TYPES = ("single_hop", "parallel_single_hop", "multi_hop", "parallel_multi_hop")
 OPERATORS = ("toolset_extension", "functional_generalisation", "parameter_expansion",
@@ -51,8 +53,8 @@ class SubQuestion:
   key: str  # the input entity (for a later hop: the previous hop's answer)
   text: str
   depends_on: int | None
-  answer: str  # canonical text
-  answer_pattern: str  # every accepted form (quiz(6) pattern)
+  answer: str  # canonical text (what the tools return)
+  answer_pattern: str  # every accepted form (quiz(6) pattern), less those the question or the key already holds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,33 +66,62 @@ class Scenario:
 
 
 def sample_scenario(kb: KnowledgeBase, scenario_type: str, rng: random.Random) -> ScenarioSpec:
-  """A scenario of `scenario_type` with facts drawn from the knowledge base."""
+  """A scenario of `scenario_type` with facts drawn from the knowledge base; drawn again (from the same `rng`)
+  while some answer could be given by echoing the question (`decompose` raises EchoedAnswer)."""
   if scenario_type not in SCENARIO_TYPES:
     raise ValueError(f"unknown scenario type {scenario_type!r}; valid: {', '.join(SCENARIO_TYPES)}.")
   multi = scenario_type in ("multi_hop", "parallel_multi_hop")
-  count = 1 if scenario_type in ("single_hop", "multi_hop") else rng.choice((2, 2, 3) if not multi else (2,))
-  pairs = chains()
-  chosen: list[tuple[str, ...]] = []
-  keys: list[str] = []
-  while len(chosen) < count:
-    if multi:
-      first, second = rng.choice(pairs)
-      facts = [f for f in kb.facts[first] if kb.lookup(second, f.value) is not None]
-      chain: tuple[str, ...] = (first, second)
-    else:
-      relation = rng.choice(RELATIONS).name
-      facts = list(kb.facts[relation])
-      chain = (relation,)
-    fact = rng.choice(facts)
-    if fact.key in keys:
+  pairs = chains(kb)
+  while True:
+    count = 1 if scenario_type in ("single_hop", "multi_hop") else rng.choice((2, 2, 3) if not multi else (2,))
+    chosen: list[tuple[str, ...]] = []
+    keys: list[str] = []
+    while len(chosen) < count:
+      if multi:
+        first, second = rng.choice(pairs)
+        facts = [f for f in kb.facts[first] if kb.lookup(second, f.value) is not None]
+        chain: tuple[str, ...] = (first, second)
+      else:
+        relation = rng.choice(RELATIONS).name
+        facts = list(kb.facts[relation])
+        chain = (relation,)
+      fact = rng.choice(facts)
+      if fact.key in keys:
+        continue
+      chosen.append(chain)
+      keys.append(fact.key)
+    spec = ScenarioSpec(scenario_type, tuple(chosen), tuple(keys))
+    try:
+      decompose(spec, kb)
+    except EchoedAnswer:
       continue
-    chosen.append(chain)
-    keys.append(fact.key)
-  return ScenarioSpec(scenario_type, tuple(chosen), tuple(keys))
+    return spec
+
+
+class EchoedAnswer(ValueError):
+  """The form of a gold answer that the tools return is already written in the question (or in the sub-question's
+  key): "What is the capital of Singapore?" cannot tell an answer from an echo, so the scenario is drawn again."""
+
+
+def _escape(form: str) -> str:
+  return "".join("\\" + c if c in "\\|{}[]:" else c for c in form)
+
+
+def _answer_pattern(pattern: str, value: str, question: str, key: str) -> str:
+  """`pattern` less the forms that occur in `question` or in `key` (so that echoing them is no answer, as
+  sft_knowledge drops aliases found in their questions); raises EchoedAnswer when that drops `value`, the form the
+  tools return."""
+  forms = expand_pattern(pattern)
+  kept = [f for f in forms if not (reward.occurs(question, f) or reward.occurs(key, f))]
+  if normalize_answer(value) not in {normalize_answer(f) for f in kept}:
+    raise EchoedAnswer(f"the answer {value!r} is written in the question {question!r} (or the key {key!r}).")
+  return pattern if len(kept) == len(forms) else "|".join(_escape(f) for f in kept)
 
 
 def decompose(spec: ScenarioSpec, kb: KnowledgeBase) -> Scenario:
-  """The user question and its sub-questions (with gold answers) for a scenario spec."""
+  """The user question and its sub-questions (with gold answers) for a scenario spec. Answer forms that the
+  question or a sub-question's key already holds are dropped ("Which US state has the postal abbreviation TX?"
+  accepts "Texas" and "Tex", not "TX"); EchoedAnswer if that leaves no form the tools return."""
   subs: list[SubQuestion] = []
   parts: list[str] = []
   final: list[int] = []
@@ -116,7 +147,17 @@ def decompose(spec: ScenarioSpec, kb: KnowledgeBase) -> Scenario:
     final.append(previous)
   question = parts[0] if len(parts) == 1 else "Answer each question. " + " ".join(
       f"({i + 1}) {p}" for i, p in enumerate(parts))
+  subs = [dataclasses.replace(sq, answer_pattern=_answer_pattern(sq.answer_pattern, sq.answer, question, sq.key))
+          for sq in subs]
   return Scenario(spec.type, question, tuple(subs), tuple(final))
+
+
+def inverse_relations(relation: str) -> set[str]:
+  """The relations a reverse look-up of `relation` answers: same family, keyed by its attribute, giving its key
+  kind (the reverse of state_abbreviation is state_by_abbreviation)."""
+  rel = BY_NAME[relation]
+  return {r.name for r in RELATIONS if r.family == rel.family and r.key_kind == rel.attribute
+          and r.attribute == rel.key_kind}
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -7,10 +7,13 @@ Per model response, with n tool calls in it and s of them solving a still-unsolv
   r = 1 / (1 + number still unsolved)   for a final answer that contains the gold answer,
   r = 0.5                               for a final answer that does not, when every sub-question is solved,
   r = 0                                 otherwise.
-A call solves a sub-question when it succeeds and every part of the sub-question's gold answer appears in its
-output (any accepted spelling; matched on word boundaries so "1" does not match inside "11"); one call solves
-at most one sub-question, preferring one the called tool is meant for. Metrics over an episode:
-Solve-P = solved / calls, Solve-R = solved / sub-questions, Solve-F1 = 2 solved / (calls + sub-questions).
+n counts every call the response writes, also those past the environment's per-response limit (which are not
+run). A call solves a sub-question when it succeeds and every part of the sub-question's gold answer appears in its
+output (any accepted spelling, matched as a whole token: see `contains`), not merely echoed from the call's own
+arguments; one call solves at most one sub-question, and a call to a tool built for some of the sub-questions
+solves only one of those (`assign_solved`; the environment adds that an exact repeat of an earlier call solves
+nothing). Metrics over an episode: Solve-P = solved / calls, Solve-R = solved / sub-questions,
+Solve-F1 = 2 solved / (calls + sub-questions).
 
 Tool calls are written as `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` blocks (the format of the
 Qwen models the paper trains); a response without the tag is a final answer.
@@ -19,6 +22,7 @@ Qwen models the paper trains); a response without the tag is a final answer.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 from typing import Any, Iterable, Sequence
@@ -31,6 +35,9 @@ UNMATCHED_BUT_SOLVED_REWARD = 0.5
 
 _BLOCK = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+# Tool calls here nest three levels ({"arguments": {"query": {...}}}); text nested far deeper is no tool call, and
+# walking it (json.loads, then validation and echo checks) would exhaust Python's recursion limit.
+MAX_JSON_DEPTH = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,22 +61,65 @@ def parse_response(text: str) -> Parsed:
     return Parsed("malformed", error="a <tool_call> tag is not closed (or a </tool_call> has no opening tag).")
   calls = []
   for i, block in enumerate(blocks):
-    try:
-      call = json.loads(block)
-    except json.JSONDecodeError as e:
-      return Parsed("malformed", error=f"tool call {i + 1} is not valid JSON ({e.msg} at character {e.pos}).")
+    call, error = _load_json(block)
+    if error:
+      return Parsed("malformed", error=f"tool call {i + 1} {error}")
     if not isinstance(call, dict) or not isinstance(call.get("name"), str):
       return Parsed("malformed", error=f"tool call {i + 1} must be a JSON object with a string \"name\".")
     arguments = call.get("arguments", {})
     if isinstance(arguments, str):
-      try:
-        arguments = json.loads(arguments) if arguments.strip() else {}
-      except json.JSONDecodeError:
-        return Parsed("malformed", error=f"the arguments of tool call {i + 1} are not valid JSON.")
+      arguments, error = _load_json(arguments) if arguments.strip() else ({}, "")
+      if error:
+        return Parsed("malformed", error=f"the arguments of tool call {i + 1} are a string that {error}")
     if not isinstance(arguments, dict):
       return Parsed("malformed", error=f"the arguments of tool call {i + 1} must be a JSON object.")
     calls.append({"name": call["name"], "arguments": arguments})
   return Parsed("tool_calls", calls=tuple(calls))
+
+
+def _load_json(text: str) -> tuple[Any, str]:
+  """(value, "") or (None, what is wrong, as the end of a sentence): the parser's errors never escape."""
+  depth = _nesting(text)
+  if depth > MAX_JSON_DEPTH:  # checked before parsing: json.loads recurses once per level
+    return None, f"nests JSON {depth} levels deep; tool calls nest at most {MAX_JSON_DEPTH} levels."
+  try:
+    return json.loads(text), ""
+  except json.JSONDecodeError as e:
+    return None, f"is not valid JSON ({e.msg} at character {e.pos})."
+  except RecursionError:
+    return None, f"nests JSON too deeply to read (tool calls nest at most {MAX_JSON_DEPTH} levels)."
+  except ValueError as e:  # e.g. an integer of more than sys.get_int_max_str_digits() digits
+    return None, f"is not valid JSON here ({str(e).split(';')[0]})."
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def _nesting(text: str) -> int:
+  """The deepest nesting of [ and { in JSON text, strings left out, without parsing it."""
+  depth = deepest = 0
+  for char in _JSON_STRING.sub("", text):
+    if char in "[{":
+      depth += 1
+      deepest = max(deepest, depth)
+    elif char in "]}":
+      depth -= 1
+  return deepest
+
+
+def argument_text(arguments: Any) -> str:
+  """The string values of a call's arguments, one per line: what a tool output may echo back (entities are
+  strings in every schema here; numbers such as `max_chars` are settings, not echoes)."""
+  parts, stack = [], [arguments]
+  while stack:
+    item = stack.pop()
+    if isinstance(item, dict):
+      stack.extend(item.values())
+    elif isinstance(item, list):
+      stack.extend(item)
+    elif isinstance(item, str):
+      parts.append(item)
+  return "\n".join(parts)
 
 
 def _forms(pattern: str) -> list[str]:
@@ -79,11 +129,41 @@ def _forms(pattern: str) -> list[str]:
     return [normalize_answer(pattern)]
 
 
-def contains(text: str, pattern: str) -> bool:
-  """Whether some accepted form of `pattern` appears in `text` as whole words (case and spacing ignored)."""
+# A form is matched as a whole token. Letters, digits and "-" always join a token ("Guinea" is not in
+# "Guinea-Bissau", "..-" not in "..--"); so does a "." before the form, or one after it that is followed by more of
+# the token ("1" is not in "1.008" or "12.5"). A "." that ends a sentence ("It is Paris.", "atomic number 1.") is
+# punctuation, except after a form written in dots and dashes only (Morse code), where "..-." is another code.
+_LEFT = r"(?<![\w.\-])"
+_RIGHT = r"(?![\w\-])(?!\.+[\w\-])"
+_RIGHT_DOTS_AND_DASHES = r"(?![\w.\-])"
+_DOTS_AND_DASHES = re.compile(r"[.\-]+")
+
+
+def dots_and_dashes(form: str) -> bool:
+  """Whether `form` is written in dots and dashes only (Morse code): a full stop after it reads as part of it."""
+  return _DOTS_AND_DASHES.fullmatch(normalize_answer(form)) is not None
+
+
+@functools.lru_cache(maxsize=16384)
+def _form_regex(form: str) -> re.Pattern:
+  right = _RIGHT_DOTS_AND_DASHES if dots_and_dashes(form) else _RIGHT
+  return re.compile(_LEFT + re.escape(form) + right)
+
+
+def occurs(text: str, form: str) -> bool:
+  """Whether the answer form `form` occurs in `text` as a whole token (case and spacing ignored)."""
+  form = normalize_answer(form)
+  return bool(form) and _form_regex(form).search(normalize_answer(text)) is not None
+
+
+def contains(text: str, pattern: str, exclude: str = "") -> bool:
+  """Whether some accepted form of `pattern` occurs in `text` as a whole token (case and spacing ignored) and,
+  when `exclude` is given, does not occur in it (an echo of the input is no answer)."""
   haystack = normalize_answer(text)
+  echoed = normalize_answer(exclude)
   for form in _forms(pattern):
-    if re.search(r"(?<![\w])" + re.escape(form) + r"(?![\w])", haystack):
+    regex = _form_regex(form)
+    if regex.search(haystack) and not (echoed and regex.search(echoed)):
       return True
   return False
 
@@ -109,16 +189,16 @@ def response_reward(parsed: Parsed, newly_solved: int, unsolved: int, answer_mat
 
 
 def assign_solved(output_ok: bool, output: str, answers: Sequence[str], unsolved: Sequence[int],
-                  preferred: Iterable[int] = ()) -> int | None:
-  """The sub-question (index) a call solves, or None: among unsolved ones whose answer the output contains,
-  one the tool is meant for (`preferred`) first, else the lowest index."""
+                  meant_for: Iterable[int] = (), arguments: str = "") -> int | None:
+  """The sub-question (index) a call solves, or None: the lowest-index unsolved one whose answer the output
+  contains other than as an echo of the call's `arguments` (`argument_text`). When the called tool is built for
+  some of the sub-questions (`meant_for` non-empty), only those can be solved: a state tool called for the flower
+  of Oregon echoes "Oregon", which must not solve "which state is OR?"."""
   if not output_ok:
     return None
-  hits = [i for i in unsolved if contains(output, answers[i])]
-  if not hits:
-    return None
-  preferred = set(preferred)
-  return next((i for i in hits if i in preferred), hits[0])
+  meant_for = set(meant_for)
+  candidates = [i for i in unsolved if not meant_for or i in meant_for]
+  return next((i for i in candidates if contains(output, answers[i], exclude=arguments)), None)
 
 
 def solve_metrics(solved: int, calls: int, subquestions: int) -> dict[str, float]:

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from agents.toolenv.knowledge import BY_NAME, Fact, KnowledgeBase
 from agents.toolenv.pipeline import LABELS, EnvSpec, ToolDoc
+from agents.toolenv.reward import dots_and_dashes
 from core.data.quiz import expand_pattern
 
 _EXECUTOR = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="toolenv-tool")
@@ -123,7 +124,8 @@ def _answer(doc: ToolDoc, relation: str, fact: Fact, reverse: bool, arguments: d
     text = f"{fact.value} is the {rel.attribute} of {fact.key}."
   else:
     data = {rel.key_kind: fact.key, rel.attribute: fact.value}
-    text = f"The {rel.attribute} of {fact.key} is {fact.value}."
+    # no full stop after a Morse code: "..-." would read as another code (F, not U and a stop)
+    text = f"The {rel.attribute} of {fact.key} is {fact.value}" + ("" if dots_and_dashes(fact.value) else ".")
   if arguments.get("include_source"):
     data["source"] = f"bsdgames quiz: {rel.quizzes[0][0]}"
     text += f" (Source: bsdgames quiz {rel.quizzes[0][0]}.)"

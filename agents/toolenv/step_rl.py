@@ -13,7 +13,8 @@ calls it instead of the trajectory rollout:
      the same), so a step always has `data.tasks_per_step` prompts and `algorithm.minibatches` divides its rows;
   3. `rollout.group_size` responses per prompt in one batched `core.llm` generation (`rollout.max_new_tokens`);
   4. each response is scored by `steps.step_result`: a fresh environment put into the prompt's state answers it
-     (tool calls run as plain Python functions; no text is executed);
+     (tool calls run as plain Python functions; no text is executed); a response the environment cannot read at
+     all is scored as malformed tool-call text (-0.3) instead of stopping the step;
   5. the samples come back as `agents.rollout.Trajectory` rows, prompt-major (a prompt's group is consecutive):
      prompt tokens with loss mask 0, the sampled response tokens with mask 1 (an `<|im_end|>` closing a cut
      response is mask 0, as in rollouts), the per-response reward as the row's score. The trainer's update is
@@ -34,6 +35,7 @@ import ml_collections
 import numpy as np
 
 from agents import rollout as rollout_lib
+from agents.envs.base import StepResult
 from agents.toolenv import reward, steps
 
 
@@ -97,8 +99,8 @@ class StepLevelSampler:
       new = [int(t) for t in out.tokens[row]]
       stats.generated_tokens += len(new)
       text = tokenizer.decode(new).strip()
-      result = steps.step_result(state, text, self.env_config)
-      kinds.append(reward.parse_response(text).kind)
+      result, kind = _score(state, text, self.env_config)
+      kinds.append(kind)
       tokens, mask, logprobs = list(ids) + new, [0] * len(ids) + [1] * len(new), \
           [0.0] * len(ids) + [float(x) for x in out.logprobs[row]]
       if out.finish_reasons[row] != "stop":  # close the turn for the chat format; not a model token
@@ -109,7 +111,8 @@ class StepLevelSampler:
           state.task_id, tokens, mask, logprobs, len(ids),
           turns=[{"response": text, "action": text, "observation": result.observation, "reward": result.reward,
                   "done": result.done, "info": result.info, "state_step": state.step,
-                  "state_solved": list(state.solved), "state_calls": state.calls}],
+                  "state_solved": list(state.solved), "state_calls": state.calls,
+                  "state_seen_calls": list(state.seen_calls)}],
           first_observation=state.messages[-1]["content"], score=float(result.reward),
           success=bool(result.info.get("success")), progress=float(result.info.get("progress", 0.0)),
           finish_reason="done" if result.done else "step"))
@@ -127,3 +130,16 @@ class StepLevelSampler:
         "answer_rate": kinds.count("answer") / len(kinds),
         "step_prompt_s": prep_s}
     return samples, stats, metrics
+
+
+def _score(state: steps.StepPrompt, text: str, env_config: ml_collections.ConfigDict) -> tuple[StepResult, str]:
+  """The environment's answer to a sampled response and the response's kind. A response the environment cannot
+  read at all (a RecursionError or ValueError escaping it) is scored as malformed tool-call text, -0.3, with an
+  observation naming the problem (also in `info["error"]`), so no sampled text can stop a training step."""
+  try:
+    return steps.step_result(state, text, env_config), reward.parse_response(text).kind
+  except (RecursionError, ValueError) as e:
+    problem = f"{type(e).__name__}: {str(e)[:200]}"
+    return StepResult(f"Invalid action: malformed tool call: the environment could not read this response "
+                      f"({problem}).", reward.MALFORMED_REWARD, False,
+                      {"invalid": True, "error": problem, "success": False, "progress": 0.0}), "malformed"

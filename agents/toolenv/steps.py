@@ -3,7 +3,7 @@ become training prompts, each scored by the per-response reward from that state.
 
 `step_prompts(task_id, responses)` replays a trajectory (the model's responses in order) in a fresh environment
 and returns, for every step, the conversation so far and the environment state (which sub-questions are
-solved, how many calls were made). `score_step(prompt, response)` puts a fresh environment into that state and
+solved, how many calls were made, which calls were made: a repeat solves nothing). `score_step(prompt, response)` puts a fresh environment into that state and
 returns the reward a new response would get there: what a GRPO-style trainer samples several responses for.
 """
 
@@ -25,6 +25,7 @@ class StepPrompt:
   messages: tuple[dict[str, str], ...]  # [system,] first observation, then (assistant, user) pairs so far
   solved: tuple[int, ...]
   calls: int
+  seen_calls: tuple[str, ...] = ()  # `env.call_signature` of each call made so far
 
 
 def _reset(task_id: int, config: ml_collections.ConfigDict | None) -> tuple[ToolEnv, list[dict[str, str]]]:
@@ -36,7 +37,8 @@ def _reset(task_id: int, config: ml_collections.ConfigDict | None) -> tuple[Tool
 
 
 def _state(task_id: int, step: int, env: ToolEnv, messages: Sequence[dict[str, str]]) -> StepPrompt:
-  return StepPrompt(task_id, step, tuple(dict(m) for m in messages), tuple(sorted(env.solved)), env.calls)
+  return StepPrompt(task_id, step, tuple(dict(m) for m in messages), tuple(sorted(env.solved)), env.calls,
+                    tuple(sorted(env.seen_calls)))
 
 
 def first_prompt(task_id: int, config: ml_collections.ConfigDict | None = None) -> StepPrompt:
@@ -62,7 +64,7 @@ def step_prompts(task_id: int, responses: Sequence[str],
 def step_result(prompt: StepPrompt, response: str, config: ml_collections.ConfigDict | None = None) -> StepResult:
   """What the environment answers to `response` given in the state of `prompt` (reward, done, Solve counts)."""
   env = ToolEnv(config or toolenv_config())
-  env.reset_to(prompt.task_id, prompt.solved, prompt.calls)
+  env.reset_to(prompt.task_id, prompt.solved, prompt.calls, prompt.seen_calls)
   return env.step(response)
 
 

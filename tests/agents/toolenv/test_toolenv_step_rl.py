@@ -20,6 +20,7 @@ from agents import export
 from agents.toolenv import evaluation
 from agents.toolenv.env import ToolEnv, toolenv_config
 from agents.toolenv.pipeline import gold_call
+from agents.toolenv import step_rl, steps
 from agents.toolenv.step_rl import StepLevelSampler
 from agents.toolenv.steps import StepPrompt, first_prompt, score_step, step_prompts
 from core import config as config_lib
@@ -95,6 +96,21 @@ class ScriptedPolicy:
       tokens.append(np.array(ids))
       logprobs.append(np.full(len(ids), -1.0, np.float32))
     return dataclasses.make_dataclass("Out", ["tokens", "logprobs", "finish_reasons"])(tokens, logprobs, reasons)
+
+
+def test_a_sample_the_environment_cannot_read_scores_as_malformed(monkeypatch):
+  config = toolenv_config(levels=(0,), instructions_as_system=False)
+  state = first_prompt(0, config)
+  result, kind = step_rl._score(state, "<tool_call>" + "[" * 5000 + "</tool_call>", config)
+  assert result.reward == -0.3 and kind == "malformed" and "5000 levels deep" in result.observation
+
+  def unreadable(*args):
+    raise RecursionError("maximum recursion depth exceeded")
+
+  monkeypatch.setattr(steps, "step_result", unreadable)  # whatever else escapes the environment
+  result, kind = step_rl._score(state, "anything", config)
+  assert result.reward == -0.3 and kind == "malformed" and not result.done
+  assert "RecursionError" in result.observation and result.info["invalid"]
 
 
 def test_group_rewards_loss_mask_and_grpo_per_prompt():
