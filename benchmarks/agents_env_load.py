@@ -7,9 +7,12 @@ server driven by many concurrent clients on loopback.
 For each environment: (1) one client stepping scripted-oracle episodes in-process through `LocalEnvClient`
 (the peer) and over HTTP through `HttpEnvClient` against a server in another process, same episodes;
 (2) `--clients` threads, each its own `HttpEnvClient`, running oracle episodes (create, reset, steps, close) on
-one server until `--steps` steps or `--time-limit` seconds. Reported: steps/s, errors (exceptions, error
-results, or an oracle episode that did not succeed: must be 0), the server's resident memory after a warm-up
-fifth of the steps and at the end (flat = no leak), and the live environments left (must be 0).
+one server until `--steps` steps or `--time-limit` seconds. Each client of (1) first runs one untimed warm-up
+episode (connections, first-call costs). Reported: steps/s, errors (exceptions, error results, or an oracle
+episode that did not succeed: must be 0), the server's resident memory after a warm-up fifth of the steps (null if
+the time limit ended the load before that) and at the end (flat = no leak), the live environments left (must be
+0), and the CPU seconds the server process and this (client) process spent during the concurrent load: with both
+on the same 2 cores, they say who the bottleneck was.
 Everything binds 127.0.0.1. Prints one JSON line per figure (benchmarks/harness.py).
 """
 
@@ -66,8 +69,15 @@ def oracle_episode(client, env_name: str, task_id: int, oracles: dict) -> tuple[
     return steps, bool(result.info.get("success")) and not error, error
 
 
+def _cpu_s(process: psutil.Process) -> float:
+  times = process.cpu_times()
+  return times.user + times.system
+
+
 def sequential_rate(client, env_name: str, oracles: dict, min_steps: int) -> tuple[float, int]:
-  steps = failures = 0
+  """(steps/s, failed episodes) of oracle episodes one after another, after one untimed warm-up episode."""
+  _, warm_ok, _ = oracle_episode(client, env_name, 0, oracles)
+  steps, failures = 0, int(not warm_ok)
   task_id = 0
   start = time.perf_counter()
   while steps < min_steps:
@@ -105,24 +115,32 @@ def load_test(url: str, env_name: str, clients: int, max_steps: int, time_limit:
             state["rss_warm"] = server.memory_info().rss
 
   threads = [threading.Thread(target=worker) for _ in range(clients)]
+  me = psutil.Process()
+  server_cpu, client_cpu = _cpu_s(server), _cpu_s(me)
   start = time.perf_counter()
   for t in threads:
     t.start()
   for t in threads:
     t.join()
   elapsed = time.perf_counter() - start
+  server_cpu, client_cpu = _cpu_s(server) - server_cpu, _cpu_s(me) - client_cpu
   health = httpx.get(f"{url}/health").json()
-  return {**state, "elapsed_s": elapsed, "rss_end": server.memory_info().rss, "live_after": health["live"]}
+  return {**state, "elapsed_s": elapsed, "rss_end": server.memory_info().rss, "live_after": health["live"],
+          "server_cpu_s": server_cpu, "client_cpu_s": client_cpu}
 
 
-def main() -> None:
+def _mb(nbytes: int | None) -> float | None:
+  return None if nbytes is None else round(nbytes / 2**20, 1)
+
+
+def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--envs", nargs="+", default=["gridworld", "textcraft", "search"])
   parser.add_argument("--clients", type=int, default=64)
   parser.add_argument("--steps", type=int, default=10000, help="steps of the concurrent load, per environment")
   parser.add_argument("--time-limit", type=float, default=60.0, help="seconds of the concurrent load, at most")
   parser.add_argument("--sequential-steps", type=int, default=2000)
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   for env_name in args.envs:
     oracles = {env_name: make_env(env_name)}
     process, url = start_server(env_name)
@@ -138,8 +156,9 @@ def main() -> None:
       emit(BENCH, f"{env_name}: env steps/s, {args.clients} concurrent HTTP clients, one server",
            load["steps"] / load["elapsed_s"], unit="steps/s", peer="1 client over HTTP", peer_value=http_rate,
            steps=load["steps"], episodes=load["episodes"], errors=load["errors"], first_error=load["first_error"],
-           elapsed_s=round(load["elapsed_s"], 2), server_rss_warm_mb=round((load["rss_warm"] or 0) / 2**20, 1),
-           server_rss_end_mb=round(load["rss_end"] / 2**20, 1), live_envs_after=load["live_after"])
+           elapsed_s=round(load["elapsed_s"], 2), server_cpu_s=round(load["server_cpu_s"], 2),
+           client_cpu_s=round(load["client_cpu_s"], 2), server_rss_warm_mb=_mb(load["rss_warm"]),
+           server_rss_end_mb=_mb(load["rss_end"]), live_envs_after=load["live_after"])
     finally:
       process.terminate()
       process.wait(timeout=10)

@@ -2,47 +2,90 @@
 live trajectory, AgentGym-RL's design) against batch-1 rollout (one trajectory at a time), same policy, same
 tasks, same turn limit, both keeping each trajectory's KV cache between turns (`rollout.kv_cache_reuse`, the
 default); the same pair again without cache reuse (every turn re-prefills the whole dialogue); and where one RL
-step's time goes (generation, environment, update).
+step's time goes (generation, environment, the reference/old log-prob passes, the update).
 
     python -m benchmarks.agents_rollout                      # gridworld, 32 tasks, 6 turns, quick policy
     python -m benchmarks.agents_rollout --env textcraft --episodes 32 --turns 10
     python -m benchmarks.agents_rollout --policy real --skip-rl-step   # SmolLM2-135M-Instruct as the policy
+    python -m benchmarks.agents_rollout --workdir DIR                 # default: a fresh temporary directory
 
 The policy is the quick config's from-scratch 2-layer model (random init: it always uses its whole per-turn
 token budget, so both settings generate the same number of tokens per turn). Both settings are warmed up first
-(compilation excluded). Prints JSON lines (benchmarks/harness.py): episodes/min and generated tokens/s, batch 32
-(ours) vs batch 1 (peer), and the time shares of one full RL step at batch 32. Goal: >= 10x episodes/min.
+(compilation excluded; XLA compilations inside the timed runs are counted, `compiles_during_timing`). Every
+generation call draws from `fold_in(key(--seed), index of its first task)` on both sides, so the sampled replies
+of the two sides differ (a batched call splits one key over its rows): each line carries the work each side did,
+`tokens_ours`/`tokens_peer` and `turns_ours`/`turns_peer`. Prints JSON lines (benchmarks/harness.py):
+episodes/min and generated tokens/s, batch 32 (ours) vs batch 1 (peer), and one full RL step at batch 32 (run twice
+with the same key, the second timed): its seconds (lower is better) and the shares of generation, environment,
+log-prob passes (`rollout_batch`: reference and old-policy log-probs, host batching) and update. Goal: >= 10x
+episodes/min.
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 
 import jax
 
 from agents import rollout as rollout_lib
 from agents import train as train_lib
-from benchmarks.harness import emit
+from benchmarks.harness import count_compiles, emit
 from core import config as config_lib
 
 BENCH = "agents_rollout"
 
 
-def run_rollouts(learner, client, config, task_ids, batch: int, turns: int,
-                 reuse: bool = True) -> tuple[float, int, list]:
-  """Rolls out `task_ids` `batch` trajectories at a time; returns (seconds, generated tokens, trajectories)."""
+def call_key(seed: int, first_task: int) -> jax.Array:
+  """The key of the rollout call whose first task is `first_task`: the same rule for both batch sizes."""
+  return jax.random.fold_in(jax.random.key(seed), first_task)
+
+
+def run_rollouts(learner, client, config, task_ids, batch: int, turns: int, reuse: bool = True,
+                 seed: int = 0) -> dict:
+  """Rolls out `task_ids` `batch` trajectories at a time.
+
+  Returns {"seconds", "tokens" (generated), "turns" (agent turns over all trajectories), "trajectories",
+  "compiles" (XLA compilations during the run)}.
+  """
   current = learner.current()
   rollout_config = config.rollout.copy_and_resolve_references()
   rollout_config.kv_cache_reuse = reuse
   policy = rollout_lib.llm_policy(current, rollout_config)
-  start, tokens, trajectories = time.perf_counter(), 0, []
-  for i in range(0, len(task_ids), batch):
-    out, stats = rollout_lib.rollout(policy, current.tokenizer, client, task_ids[i:i + batch], config.rollout,
-                                     max_turns=turns, rng=jax.random.key(i))
-    tokens += stats.generated_tokens
-    trajectories += out
-  return time.perf_counter() - start, tokens, trajectories
+  tokens, agent_turns, trajectories = 0, 0, []
+  with count_compiles() as compiles:
+    start = time.perf_counter()
+    for i in range(0, len(task_ids), batch):
+      out, stats = rollout_lib.rollout(policy, current.tokenizer, client, task_ids[i:i + batch], config.rollout,
+                                       max_turns=turns, rng=call_key(seed, int(task_ids[i])))
+      tokens += stats.generated_tokens
+      agent_turns += stats.turns
+      trajectories += out
+    seconds = time.perf_counter() - start
+  return {"seconds": seconds, "tokens": tokens, "turns": agent_turns, "trajectories": trajectories,
+          "compiles": compiles.count}
+
+
+def rl_step(learner, client, config, tasks, turns: int, key: jax.Array, step: int) -> dict:
+  """One whole RL step at batch len(tasks), timed part by part: rollout (generation + environment),
+  `rollout_batch` (reference and old-policy log-prob passes + host batching), `update`."""
+  current = learner.current()
+  with count_compiles() as compiles:
+    start = time.perf_counter()
+    trajectories, stats = rollout_lib.rollout(rollout_lib.llm_policy(current, config.rollout), current.tokenizer,
+                                              client, tasks, config.rollout, max_turns=turns, rng=key)
+    rollout_s = time.perf_counter() - start
+    start = time.perf_counter()
+    batch = train_lib.rollout_batch(learner, current, trajectories, config)
+    logprob_s = time.perf_counter() - start
+    start = time.perf_counter()
+    train_lib.update(learner, batch, step)
+    jax.block_until_ready(learner.state.params)
+    update_s = time.perf_counter() - start
+  return {"rollout_s": rollout_s, "generation_s": stats.generation_s, "env_s": stats.env_s,
+          "logprob_s": logprob_s, "update_s": update_s, "total_s": rollout_s + logprob_s + update_s,
+          "compiles": compiles.count, "tokens": stats.generated_tokens, "turns": stats.turns}
 
 
 def main(argv=None) -> None:
@@ -58,51 +101,54 @@ def main(argv=None) -> None:
                            "episodes/min stays comparable")
   parser.add_argument("--skip-rl-step", action="store_true", help="do not time one whole RL step")
   parser.add_argument("--no-cache-rows", action="store_true", help="skip the pair without KV-cache reuse")
+  parser.add_argument("--seed", type=int, default=0, help="sampling keys: fold_in(key(seed), first task of a call)")
+  parser.add_argument("--workdir", default=None,
+                      help="the learner's workdir (its warm-start cache); default: a fresh temporary directory")
   args = parser.parse_args(argv)
+  workdir = args.workdir or tempfile.mkdtemp(prefix="agents_rollout_bench_")
   config = config_lib.load_config(f"configs/agents/{args.env}_grpo.py:{args.policy}", [
       "policy.warm_start_steps=0", "rollout.group_size=1", f"rollout.max_new_tokens={args.max_new_tokens}",
       f"data.tasks_per_step={args.episodes}", "algorithm.name=reinforce_pp", "algorithm.kl_mode=reward"])
-  learner, _ = train_lib.build_learner(config, "/tmp/agents_rollout_bench")
+  learner, _ = train_lib.build_learner(config, workdir)
   client = train_lib.make_client(config)
   tasks = list(range(args.episodes))
   common = dict(env=args.env, episodes=args.episodes, turns=args.turns, max_new_tokens=args.max_new_tokens,
-                policy=args.policy)
+                policy=args.policy, seed=args.seed)
   for reuse in ((True,) if args.no_cache_rows else (True, False)):
     # Warm-up: compile the generation programs of both batch sizes and every bucket they reach.
-    run_rollouts(learner, client, config, tasks, args.episodes, args.turns, reuse)
+    run_rollouts(learner, client, config, tasks, args.episodes, args.turns, reuse, args.seed)
     peer_tasks = tasks[:args.peer_episodes or args.episodes]
-    run_rollouts(learner, client, config, peer_tasks, 1, args.turns, reuse)  # the same tasks: every bucket compiled
-    seconds_1, tokens_1, _ = run_rollouts(learner, client, config, peer_tasks, 1, args.turns, reuse)
-    seconds_b, tokens_b, trajectories = run_rollouts(learner, client, config, tasks, args.episodes, args.turns,
-                                                     reuse)
+    # the same tasks: every bucket compiled
+    run_rollouts(learner, client, config, peer_tasks, 1, args.turns, reuse, args.seed)
+    peer = run_rollouts(learner, client, config, peer_tasks, 1, args.turns, reuse, args.seed)
+    ours = run_rollouts(learner, client, config, tasks, args.episodes, args.turns, reuse, args.seed)
     how = "kv cache kept across turns" if reuse else "no cache reuse: every turn re-prefills the dialogue"
-    emit(BENCH, f"episodes_per_min_batch{args.episodes}_vs_batch1", 60 * args.episodes / seconds_b,
+    work = dict(kv_cache_reuse=reuse, peer_episodes=len(peer_tasks), tokens_ours=ours["tokens"],
+                tokens_peer=peer["tokens"], turns_ours=ours["turns"], turns_peer=peer["turns"],
+                seconds_ours=ours["seconds"], seconds_peer=peer["seconds"], compiles_during_timing=ours["compiles"],
+                peer_compiles_during_timing=peer["compiles"], **common)
+    emit(BENCH, f"episodes_per_min_batch{args.episodes}_vs_batch1", 60 * args.episodes / ours["seconds"],
          unit="episodes/min", peer=f"batch-1 rollout (same policy, tasks, {how})",
-         peer_value=60 * len(peer_tasks) / seconds_1, kv_cache_reuse=reuse, peer_episodes=len(peer_tasks),
-         **common)
-    emit(BENCH, f"generated_tokens_per_s_batch{args.episodes}_vs_batch1", tokens_b / seconds_b, unit="tokens/s",
-         peer=f"batch-1 rollout ({how})", peer_value=tokens_1 / seconds_1, kv_cache_reuse=reuse, **common)
+         peer_value=60 * len(peer_tasks) / peer["seconds"], **work)
+    emit(BENCH, f"generated_tokens_per_s_batch{args.episodes}_vs_batch1", ours["tokens"] / ours["seconds"],
+         unit="tokens/s", peer=f"batch-1 rollout ({how})", peer_value=peer["tokens"] / peer["seconds"], **work)
 
   if args.skip_rl_step:
     return
-  # One whole RL step at this batch: rollout (generation + environment) + reference/old log-probs + update.
-  batch = train_lib.rollout_batch(learner, learner.current(), trajectories, config)
-  train_lib.update(learner, batch, 0)  # compile
-  current = learner.current()
-  start = time.perf_counter()
-  trajectories, stats = rollout_lib.rollout(rollout_lib.llm_policy(current, config.rollout), current.tokenizer,
-                                            client, tasks, config.rollout, max_turns=args.turns,
-                                            rng=jax.random.key(1))
-  rollout_s = time.perf_counter() - start
-  start = time.perf_counter()
-  batch = train_lib.rollout_batch(learner, current, trajectories, config)
-  train_lib.update(learner, batch, 1)
-  jax.block_until_ready(learner.state.params)
-  update_s = time.perf_counter() - start
-  total = rollout_s + update_s
-  emit(BENCH, "rl_step_time_shares", total, unit="s", generation_share=stats.generation_s / total,
-       env_share=stats.env_s / total, update_share=update_s / total,
-       other_share=(rollout_s - stats.generation_s - stats.env_s) / total, **common)
+  # One whole RL step at this batch, twice with the same key; the second is timed (the first compiles the
+  # log-prob and update programs for these shapes).
+  key = call_key(args.seed, 10**6)
+  rl_step(learner, client, config, tasks, args.turns, key, 0)
+  step = rl_step(learner, client, config, tasks, args.turns, key, 1)
+  total = step["total_s"]
+  emit(BENCH, "rl_step_seconds", total, unit="s", higher_is_better=False,
+       generation_share=step["generation_s"] / total, env_share=step["env_s"] / total,
+       other_rollout_share=(step["rollout_s"] - step["generation_s"] - step["env_s"]) / total,
+       logprob_share=step["logprob_s"] / total, update_share=step["update_s"] / total,
+       seconds={k: step[k] for k in ("rollout_s", "generation_s", "env_s", "logprob_s", "update_s")},
+       compiles_during_timing=step["compiles"], tokens=step["tokens"], agent_turns=step["turns"],
+       note="second of two identical-key RL steps; logprob = rollout_batch (reference + old-policy log-prob "
+            "passes, host batching), update = advantages + the actor steps", **common)
 
 
 if __name__ == "__main__":

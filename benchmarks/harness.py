@@ -4,7 +4,9 @@ Timing rules (why each one matters on an asynchronous runtime like JAX):
   * compile time is measured apart, on the first call, so it never pollutes steady-state figures;
   * every timed call ends with `jax.block_until_ready`, otherwise we would time only the dispatch;
   * a few untimed warm-up calls settle caches and thread pools; we report the median of N timed calls,
-    which is robust to the occasional scheduler hiccup on a shared 2-core machine.
+    which is robust to the occasional scheduler hiccup on a shared 2-core machine;
+  * XLA backend compilations during the timed calls are counted (`compiles_during_timing`, from jax.monitoring's
+    '/jax/core/compile/backend_compile_duration' events): a figure with a non-zero count timed a compile.
 
 Each result is one JSON line holding the machine, our figure, the peer's figure measured in the same run,
 and their ratio, so a line can be read on its own.
@@ -12,14 +14,18 @@ and their ratio, so a line can be read on its own.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import jax
 
@@ -32,27 +38,142 @@ class Timing:
   median_s: float
   min_s: float
   iters: int
+  compiles_during_timing: int = 0  # XLA backend compilations during the timed calls (not the first or warm-ups)
 
 
-def machine_info() -> dict[str, Any]:
-  """The machine a figure was measured on: CPU model, core count, backend and devices."""
-  cpu = platform.processor() or platform.machine()
+BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+_compiles = {"count": 0}
+_listener_lock = threading.Lock()
+_listener_registered = False
+
+
+def _on_event_duration(event: str, duration: float, **kwargs: Any) -> None:
+  del duration, kwargs
+  if event == BACKEND_COMPILE_EVENT:
+    _compiles["count"] += 1
+
+
+def compile_count() -> int:
+  """XLA backend compilations in this process since the harness started listening (first call of this)."""
+  global _listener_registered
+  with _listener_lock:
+    if not _listener_registered:
+      jax.monitoring.register_event_duration_secs_listener(_on_event_duration)
+      _listener_registered = True
+  return _compiles["count"]
+
+
+@dataclasses.dataclass
+class CompileCount:
+  """Filled in by `count_compiles` when its block ends."""
+  count: int = 0
+
+
+@contextlib.contextmanager
+def count_compiles() -> Iterator[CompileCount]:
+  """`with count_compiles() as c: ...` -> c.count = backend compilations inside the block."""
+  out = CompileCount()
+  before = compile_count()
+  try:
+    yield out
+  finally:
+    out.count = compile_count() - before
+
+
+def _git_state() -> dict[str, Any]:
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+    if commit.returncode != 0:
+      return {"git_commit": None, "git_dirty": None}
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                            capture_output=True, text=True, timeout=10)
+    dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
+    return {"git_commit": commit.stdout.strip(), "git_dirty": dirty}
+  except (OSError, subprocess.SubprocessError):
+    return {"git_commit": None, "git_dirty": None}
+
+
+def _cpuinfo() -> tuple[str | None, set[str]]:
+  model, flags = None, set()
   try:
     with open("/proc/cpuinfo") as f:
       for line in f:
-        if line.startswith("model name"):
-          cpu = line.split(":", 1)[1].strip()
+        if model is None and line.startswith("model name"):
+          model = line.split(":", 1)[1].strip()
+        elif not flags and line.startswith("flags"):
+          flags = set(line.split(":", 1)[1].split())
+        if model is not None and flags:
           break
   except OSError:
     pass
+  return model, flags
+
+
+def _mem_total_mb() -> float | None:
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemTotal:"):
+          return round(int(line.split()[1]) / 1024, 1)
+  except OSError:
+    pass
+  return None
+
+
+def _static_machine_info() -> dict[str, Any]:
+  model, flags = _cpuinfo()
   devices = jax.devices()
   return {
-      "cpu": cpu,
+      "cpu": model or platform.processor() or platform.machine(),
       "cores": os.cpu_count(),
+      "cpu_avx512f": "avx512f" in flags if flags else None,
+      "cpu_amx_tile": "amx_tile" in flags if flags else None,
+      "mem_total_mb": _mem_total_mb(),
       "backend": jax.default_backend(),
       "devices": f"{len(devices)}x {devices[0].device_kind}",
       "jax": jax.__version__,
       "python": platform.python_version(),
+      **_git_state(),
+  }
+
+
+_STATIC: dict[str, Any] = {}
+
+
+def _thread_counts() -> dict[str, Any]:
+  threads: dict[str, Any] = {name: os.environ.get(name) for name in
+                             ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+  threads["python_threads"] = threading.active_count()
+  try:
+    threads["process_threads"] = len(os.listdir("/proc/self/task"))
+  except OSError:
+    threads["process_threads"] = None
+  torch = sys.modules.get("torch")  # only if a peer already imported it: never import torch for this
+  if torch is not None:
+    threads["torch_threads"] = torch.get_num_threads()
+  return threads
+
+
+def machine_info() -> dict[str, Any]:
+  """The machine a figure was measured on, and its state when the figure was printed.
+
+  Fixed (read once): CPU model, cores, avx512f/amx_tile flags, MemTotal, backend and devices, versions, the
+  git commit and whether tracked files differ from it (None without git). Per call: load averages, timestamp,
+  XLA_FLAGS and thread counts.
+  """
+  if not _STATIC:
+    _STATIC.update(_static_machine_info())
+  try:
+    load = [round(v, 2) for v in os.getloadavg()]
+  except OSError:
+    load = None
+  return {
+      **_STATIC,
+      "loadavg_1_5_15": load,
+      "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "xla_flags": os.environ.get("XLA_FLAGS"),
+      "threads": _thread_counts(),
   }
 
 
@@ -71,12 +192,13 @@ def time_fn(fn: Callable[..., Any], *args, warmup: int = 2, iters: int = 10,
   for _ in range(warmup):
     block(fn(*args))
   samples = []
-  for _ in range(iters):
-    start = time.perf_counter()
-    block(fn(*args))
-    samples.append(time.perf_counter() - start)
+  with count_compiles() as compiles:
+    for _ in range(iters):
+      start = time.perf_counter()
+      block(fn(*args))
+      samples.append(time.perf_counter() - start)
   return Timing(compile_s=compile_s, median_s=statistics.median(samples), min_s=min(samples),
-                iters=iters)
+                iters=iters, compiles_during_timing=compiles.count)
 
 
 def emit(benchmark: str, metric: str, ours: float, *, unit: str, peer: str | None = None,

@@ -1,6 +1,6 @@
 """Generation speed and memory of core/llm against Hugging Face transformers, on the same weights and prompts.
 
-Run by hand (about 10 minutes on 2 cores):
+Run by hand (about 25 minutes on 2 cores: the peers are re-timed next to every variant):
 
     python -m benchmarks.llm_generate [--config configs/llm/generate_bench.py[:quick]]
 
@@ -10,6 +10,13 @@ as configured) measured in the same run, with the variant's max |logit - fp32 lo
 share of greedy tokens equal to fp32's; at batch 1 also next to llama.cpp (llama-cpp-python, the same GGUF file
 as stored, its own quantized kernels) when it is installed; then the peak resident memory of 135M inference (one
 subprocess each).
+
+The peers are timed again right after each variant, and each line's ratio uses the peer figure from that same
+window (`peer_window`), so a change in the shared machine's load between variants does not enter a ratio.
+The memory probes run in fresh processes: ours through `--memory_probe=<variant>` of this module, the
+transformers peer through benchmarks/hf_generate_peer.py, which imports only torch and transformers (this module
+imports jax, flax and core.llm, ~186 MB that would otherwise count in the peer's figure). Each probe also reports
+its VmHWM after its imports, before loading a model (`import_rss_mb`, `peer_import_rss_mb`).
 
 llama.cpp is an optional peer (its build takes ~7 minutes; on this machine its native build crashed in an AMX
 path, so build it as):
@@ -25,9 +32,9 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -35,14 +42,15 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from benchmarks import hf_generate_peer
 from benchmarks.harness import emit, time_fn
 from core.llm import generate as G
 from core.llm import weights
 from core.llm.model import forward, positions_from_mask
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/llm/generate_bench.py", "benchmark config")
-_PROBE = flags.DEFINE_string("memory_probe", None, "internal: run one variant (or 'transformers') and print its "
-                             "peak RSS")
+_PROBE = flags.DEFINE_string("memory_probe", None, "internal: run one of our variants and print its peak RSS "
+                             "(the transformers peer's probe is benchmarks/hf_generate_peer.py)")
 
 BENCH = "llm_generate"
 
@@ -73,15 +81,11 @@ def ours_runner(pre, prompts, config):
   return run
 
 
-def peer_runner(hf_model, prompts, pad_id):
-  import torch
+PEER_PAD_ID = 2
 
-  def run(batch, n):
-    tokens, mask = _padded(prompts[:batch], pad_id)
-    with torch.no_grad():
-      return hf_model.generate(torch.tensor(tokens), attention_mask=torch.tensor(mask), max_new_tokens=n,
-                               min_new_tokens=n, do_sample=False, pad_token_id=pad_id)
-  return run
+
+def peer_runner(hf_model, prompts, pad_id):
+  return hf_generate_peer.runner(hf_model, [list(map(int, p)) for p in prompts], pad_id)
 
 
 def load_llamacpp(config):
@@ -103,6 +107,8 @@ def llamacpp_runner(llm, prompts):
   """Batch 1 only (llama-cpp-python decodes one sequence): greedy, EOS ignored, N new tokens from a fresh cache."""
   def run(batch, n):
     assert batch == 1, "llama-cpp-python runs one sequence at a time"
+    # generate(reset=True) keeps the longest prefix it shares with the last call: start from an empty cache
+    llm.reset()
     out = []
     for token in llm.generate(prompts[0], top_k=1, temp=0.0, reset=True):
       out.append(token)
@@ -113,7 +119,7 @@ def llamacpp_runner(llm, prompts):
 
 def measure(run, config, prompts, batch_sizes=None):
   """{'decode_b{B}': tok/s, 'prefill_b{B}': tok/s, 'compile_s': s} for a `run(batch, n)` callable."""
-  out, compile_s = {}, 0.0
+  out, compile_s, compiles = {}, 0.0, 0
   n = config.new_tokens
   for batch in batch_sizes or config.batch_sizes:
     full = time_fn(run, batch, n, warmup=config.warmup, iters=config.iters, block=lambda x: x)
@@ -121,7 +127,9 @@ def measure(run, config, prompts, batch_sizes=None):
     out[f"decode_b{batch}"] = batch * (n - 1) / max(full.median_s - first.median_s, 1e-9)
     out[f"prefill_b{batch}"] = sum(len(p) for p in prompts[:batch]) / first.median_s
     compile_s += full.compile_s + first.compile_s
+    compiles += full.compiles_during_timing + first.compiles_during_timing
   out["compile_s"] = compile_s
+  out["compiles_during_timing"] = compiles
   return out
 
 
@@ -139,93 +147,101 @@ def load_variant(config, name):
   return weights.load_pretrained(config.source or None, **numerics)
 
 
+def _source_path(config) -> str:
+  return config.source or weights.default_gguf_path()
+
+
 def load_peer(config):
-  import torch
-  import transformers
-  torch.set_num_threads(config.threads)
-  path = config.source or weights.default_gguf_path()
-  if os.path.isdir(path):
-    model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-  else:
-    directory, name = os.path.split(path)
-    model = transformers.AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
-  return model.eval(), f"transformers {transformers.__version__} generate (torch {torch.__version__} fp32, " \
-                       f"{config.threads} threads)"
+  return hf_generate_peer.load(_source_path(config), config.threads)
 
 
 def _tokenizer(config):
   from core.llm.tokenizer import Tokenizer
-  path = config.source or weights.default_gguf_path()
+  path = _source_path(config)
   return Tokenizer.from_directory(path) if os.path.isdir(path) else Tokenizer.from_gguf(path)
 
 
 def memory_probe(config, name):
-  """Loads one variant (or the peer), generates at every batch size, prints peak RSS in MB as JSON."""
-  if name == "transformers":
-    model, _ = load_peer(config)
-    prompts = _prompts(_tokenizer(config), config.questions)
-    run = peer_runner(model, prompts, 2)
-  else:
-    pre = load_variant(config, name)
-    prompts = _prompts(pre.tokenizer, config.questions)
-    run = ours_runner(pre, prompts, config)
+  """Loads one of our variants, generates at every batch size, prints VmHWM in MB after the imports (before
+  loading) and at the end, as JSON."""
+  import_rss = peak_rss_mb()
+  pre = load_variant(config, name)
+  prompts = _prompts(pre.tokenizer, config.questions)
+  run = ours_runner(pre, prompts, config)
   for batch in config.batch_sizes:
     run(batch, config.new_tokens)
-  print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
+  print(json.dumps({"import_rss_mb": import_rss, "peak_rss_mb": peak_rss_mb()}))
 
 
-def peak_rss_mb() -> float:
-  """Peak resident memory of this process. Linux keeps ru_maxrss across fork+exec (a child of a big parent
-  reports the parent's peak), so read the fresh mm's high-water mark VmHWM instead where it exists."""
-  try:
-    with open("/proc/self/status") as f:
-      for line in f:
-        if line.startswith("VmHWM:"):
-          return int(line.split()[1]) / 1024
-  except OSError:
-    pass
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+peak_rss_mb = hf_generate_peer.peak_rss_mb
 
 
-def _probe_subprocess(name):
+def _last_json(stdout: str) -> dict:
+  return json.loads(stdout.strip().splitlines()[-1])
+
+
+def _probe_subprocess(name) -> dict:
+  """{"import_rss_mb", "peak_rss_mb"} of one of our variants, in a fresh process."""
   argv = [sys.executable, "-m", "benchmarks.llm_generate", f"--memory_probe={name}"] + \
       [a for a in sys.argv[1:] if not a.startswith("--memory_probe")]
-  result = subprocess.run(argv, capture_output=True, text=True, check=True)
-  return json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+  return _last_json(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+
+
+def peer_probe_argv(config, prompts_file: str) -> list[str]:
+  """The transformers probe's command line: a script that imports only torch and transformers."""
+  return [sys.executable, os.path.abspath(hf_generate_peer.__file__), "--model", _source_path(config),
+          "--prompts", prompts_file, "--batch-sizes", *map(str, config.batch_sizes),
+          "--new-tokens", str(config.new_tokens), "--threads", str(config.threads), "--pad-id", str(PEER_PAD_ID)]
+
+
+def _peer_probe_subprocess(config, prompts) -> dict:
+  """{"import_rss_mb", "peak_rss_mb"} of transformers generate on the same prompt ids, in a fresh process."""
+  with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, "prompts.json")
+    with open(path, "w") as f:
+      json.dump([list(map(int, p)) for p in prompts], f)
+    result = subprocess.run(peer_probe_argv(config, path), capture_output=True, text=True, check=True)
+  return _last_json(result.stdout)
 
 
 def main(argv):
   del argv
-  config = _CONFIG.value
   if _PROBE.value:
-    memory_probe(config, _PROBE.value)
+    memory_probe(_CONFIG.value, _PROBE.value)
     return
-  peer_name, peer = None, {}
+  run_benchmark(_CONFIG.value)
+
+
+def run_benchmark(config) -> None:
+  """Every JSON line of the benchmark for `config` (configs/llm/generate_bench.py)."""
   reference = load_variant(config, "fp32")
   prompts = _prompts(reference.tokenizer, config.questions)
   ref_logits = prompt_logits(reference, prompts)
   ref_tokens = ours_runner(reference, prompts, config)(max(config.batch_sizes), config.new_tokens).tokens
   del reference
-  if config.peer:
+  peer_name, peer_run = None, None
+  if config.peer:  # loaded once, kept, and timed again right after each variant
     hf_model, peer_name = load_peer(config)
-    peer = measure(peer_runner(hf_model, prompts, 2), config, prompts)
-    del hf_model
-  cpp_name, cpp = None, {}
+    peer_run = peer_runner(hf_model, prompts, PEER_PAD_ID)
+  cpp_name, cpp_run = None, None
   if config.get("llamacpp", True):
     llm, cpp_name = load_llamacpp(config)
     if llm is not None:
-      cpp = measure(llamacpp_runner(llm, prompts), config, prompts, batch_sizes=(1,))
-      del llm
-  for name in config.variants:
+      cpp_run = llamacpp_runner(llm, prompts)
+  for window, name in enumerate(config.variants):
     pre = load_variant(config, name)
     logit_diff = float(np.abs(prompt_logits(pre, prompts) - ref_logits).max())
     run = ours_runner(pre, prompts, config)
     tokens = run(max(config.batch_sizes), config.new_tokens).tokens
     agreement = float(np.mean([np.mean(a == b) for a, b in zip(tokens, ref_tokens)]))
     ours = measure(run, config, prompts)
+    # the peers right after: each ratio's two figures come from one window of the shared machine
+    peer = measure(peer_run, config, prompts) if peer_run else {}
+    cpp = measure(cpp_run, config, prompts, batch_sizes=(1,)) if cpp_run else {}
     extra = dict(variant=name, numerics=dict(config.numerics[name]), max_logit_diff_vs_fp32=logit_diff,
                  greedy_token_agreement_vs_fp32=agreement, compile_s=ours["compile_s"],
-                 new_tokens=config.new_tokens)
+                 compiles_during_timing=ours["compiles_during_timing"], new_tokens=config.new_tokens,
+                 peer_window=window)
     for batch in config.batch_sizes:
       emit(BENCH, f"decode_tokens_per_s_batch{batch}", ours[f"decode_b{batch}"], unit="tokens/s", peer=peer_name,
            peer_value=peer.get(f"decode_b{batch}"), **extra)
@@ -236,11 +252,17 @@ def main(argv):
     emit(BENCH, f"prefill_tokens_per_s_batch{big}", ours[f"prefill_b{big}"], unit="tokens/s", peer=peer_name,
          peer_value=peer.get(f"prefill_b{big}"), **extra)
     del pre
+  if peer_run:
+    del peer_run, hf_model
   if config.memory:
-    peer_rss = _probe_subprocess("transformers") if config.peer else None
+    peer_rss = _peer_probe_subprocess(config, prompts) if config.peer else {}
     for name in config.variants:
-      emit(BENCH, "peak_rss_mb", _probe_subprocess(name), unit="MB", peer=peer_name, peer_value=peer_rss,
-           higher_is_better=False, variant=name, batch_sizes=list(config.batch_sizes))
+      probe = _probe_subprocess(name)
+      emit(BENCH, "peak_rss_mb", probe["peak_rss_mb"], unit="MB", peer=peer_name,
+           peer_value=peer_rss.get("peak_rss_mb"), higher_is_better=False, variant=name,
+           batch_sizes=list(config.batch_sizes), import_rss_mb=probe["import_rss_mb"],
+           peer_import_rss_mb=peer_rss.get("import_rss_mb"),
+           note="VmHWM of a fresh process; import_rss_mb: after its imports, before loading a model")
 
 
 if __name__ == "__main__":

@@ -40,16 +40,17 @@ def measure_peak(dtype=jnp.float32, sizes=(1024, 2048)) -> float:
   return max(matmul_gflops(n, dtype) for n in sizes)
 
 
-def main() -> None:
+def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048])
-  args = parser.parse_args()
+  parser.add_argument("--iters", type=int, default=10)
+  args = parser.parse_args(argv)
   for n in args.sizes:
-    ours = matmul_gflops(n, jnp.float32)
-    peer = numpy_gflops(n)
+    ours = matmul_gflops(n, jnp.float32, args.iters)
+    peer = numpy_gflops(n, args.iters)
     emit("matmul_peak", f"fp32 matmul {n}x{n}", ours, unit="GFLOP/s", peer="numpy.matmul (BLAS) fp32",
          peer_value=peer, size=n)
-    emit("matmul_peak", f"bf16 matmul {n}x{n} (fp32 accumulate)", matmul_gflops(n, jnp.bfloat16),
+    emit("matmul_peak", f"bf16 matmul {n}x{n} (fp32 accumulate)", matmul_gflops(n, jnp.bfloat16, args.iters),
          unit="GFLOP/s", size=n)
 
 

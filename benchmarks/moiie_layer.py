@@ -131,7 +131,9 @@ def main(argv=None) -> None:
                    unit="tokens/s", peer=f"dense SwiGLU FFN {d}->{k * f}->{d} (same activated FLOPs)",
                    peer_value=dense_tps, experts=e, path=name, layout=args.layout, tokens=t, dim=d, ffn=f,
                    median_ms=timing.median_s * 1e3, dense_ms=dense_t.median_s * 1e3,
-                   time_vs_dense=timing.median_s / dense_t.median_s, compile_s=timing.compile_s)
+                   time_vs_dense=timing.median_s / dense_t.median_s, compile_s=timing.compile_s,
+                   compiles_during_timing=timing.compiles_during_timing,
+                   peer_compiles_during_timing=dense_t.compiles_during_timing)
 
 
 if __name__ == "__main__":

@@ -37,3 +37,28 @@ def test_matmul_benchmark_counts_flops():
   from benchmarks import matmul_peak
   gflops = matmul_peak.matmul_gflops(64, jnp.float32, iters=2)
   assert gflops > 0
+
+
+def test_time_fn_counts_compiles_during_the_timed_calls():
+  import jax
+
+  fn = jax.jit(lambda x: x * 2.0)
+  assert harness.time_fn(fn, jnp.ones(3), warmup=1, iters=3).compiles_during_timing == 0
+  sizes = iter(range(4, 100))
+
+  def recompiles(x):  # a new shape every call: every timed call compiles
+    return fn(jnp.zeros(next(sizes)))
+
+  assert harness.time_fn(recompiles, None, warmup=0, iters=3).compiles_during_timing >= 3
+  with harness.count_compiles() as counted:
+    fn(jnp.ones(101))
+  assert counted.count >= 1
+
+
+def test_machine_info_records_the_machine_state():
+  info = harness.machine_info()
+  assert isinstance(info["loadavg_1_5_15"], list) and len(info["loadavg_1_5_15"]) == 3
+  assert info["timestamp"].endswith("+00:00")
+  assert info["git_dirty"] in (True, False, None)
+  assert isinstance(info["cpu_avx512f"], (bool, type(None))) and isinstance(info["cpu_amx_tile"], (bool, type(None)))
+  assert "xla_flags" in info and info["threads"]["process_threads"] >= 1
