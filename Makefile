@@ -7,6 +7,9 @@ PIP_EXTRAS := data,llm,agents,test
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 WORKDIR ?= runs/reproduce
 PYTEST_ARGS ?=
+# Debian's own python3 is "externally managed" (PEP 668): pip refuses to install into it unless told to. The
+# commands are meant for a fresh, dedicated machine, so they install into whichever python3 runs them.
+export PIP_BREAK_SYSTEM_PACKAGES := 1
 
 .PHONY: demo test install install-apt install-python install-peers bench
 

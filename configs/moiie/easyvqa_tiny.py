@@ -1,4 +1,4 @@
-"""MoIIE LVLM on easy-VQA with a tiny random Llama (4 layers, d=128; MoE on layers 1 and 3) and a 2-layer ViT.
+"""MoIIE LVLM on easy-VQA with a tiny random Llama (4 layers, d=64; MoE on layers 1 and 3) and a 2-layer ViT.
 
 `:quick` is the scale of `python -m moiie.report` (minutes on 2 CPU cores): fewer steps, same model.
 """
