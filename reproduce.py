@@ -5,7 +5,8 @@
 It sits above the paper packages: each contributes `<paper>/report.py` with `quick_report(workdir)`, a few
 minutes on 2 CPU cores, returning `core.report.ClaimRow`s. Before the papers, a foundation check trains the
 reference classifier briefly, so a fresh install is proven end to end (data, jit, checkpoints, metrics).
-The table is printed and written to `<workdir>/results.md` and `results.json`.
+The table is printed and written to `<workdir>/results.md` and `results.json`. A paper whose quick report raises
+gets a FAILED row (its traceback printed), the others still run, and the command exits 1.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import importlib.util
 import os
 import sys
 import time
+import traceback
 
 from core import report
 
@@ -35,7 +37,8 @@ def foundation_check(workdir: str) -> str:
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", default="runs/reproduce")
-  parser.add_argument("--papers", nargs="*", default=list(PAPERS), help="subset of paper packages to run")
+  parser.add_argument("--papers", nargs="*", default=list(PAPERS), choices=PAPERS, metavar="PAPER",
+                      help=f"subset of paper packages to run, of: {', '.join(PAPERS)}")
   parser.add_argument("--skip-foundation-check", action="store_true")
   args = parser.parse_args(argv)
   report.claim_workdir(args.workdir)  # never re-evaluates checkpoints that other code trained
@@ -45,14 +48,21 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     lines.append(f"Foundation check: {foundation_check(args.workdir)} ({time.perf_counter() - start:.0f} s)")
 
-  rows, missing = [], []
+  rows, missing, failed = [], [], []
   for paper in args.papers:
     if importlib.util.find_spec(paper) is None or importlib.util.find_spec(f"{paper}.report") is None:
       missing.append(paper)
       continue
     start = time.perf_counter()
-    module = importlib.import_module(f"{paper}.report")
-    rows.extend(module.quick_report(os.path.join(args.workdir, paper)))
+    try:
+      module = importlib.import_module(f"{paper}.report")
+      rows.extend(module.quick_report(os.path.join(args.workdir, paper)))
+    except Exception as error:  # one paper's failure must not hide the others' results
+      traceback.print_exc()
+      failed.append(paper)
+      rows.append(report.ClaimRow(paper, "quick report", "", f"FAILED: {type(error).__name__}: {error}"[:200], ""))
+      lines.append(f"{paper}: quick report FAILED after {time.perf_counter() - start:.0f} s")
+      continue
     lines.append(f"{paper}: quick report in {time.perf_counter() - start:.0f} s")
 
   table = report.markdown_table(rows)
@@ -67,6 +77,9 @@ def main(argv=None) -> int:
   if missing:
     print(f"\nNot implemented yet (no rows): {', '.join(missing)}.")
   print(f"\nWritten to {os.path.join(args.workdir, 'results.md')} and results.json.")
+  if failed:
+    print(f"\nFAILED: {', '.join(failed)} (tracebacks above).")
+    return 1
   return 0
 
 

@@ -13,13 +13,40 @@ def test_markdown_table_escapes_and_orders_columns():
   assert json.loads(report.to_json(rows))[0]["measured"] == "98.9"
 
 
-def test_runner_lists_unimplemented_papers(tmp_path, capsys):
+def test_runner_lists_unimplemented_papers_and_rejects_unknown_names(tmp_path, capsys, monkeypatch):
+  import importlib.util
+
+  import pytest
+
   import reproduce
-  assert reproduce.main(["--workdir", str(tmp_path), "--papers", "no_such_paper",
-                         "--skip-foundation-check"]) == 0
+  real_find_spec = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.startswith("speech") else
+                      real_find_spec(name, *a))
+  assert reproduce.main(["--workdir", str(tmp_path), "--papers", "speech", "--skip-foundation-check"]) == 0
   out = capsys.readouterr().out
-  assert "Not implemented yet (no rows): no_such_paper." in out
+  assert "Not implemented yet (no rows): speech." in out
   assert (tmp_path / "results.md").read_text().startswith("| paper | claim |")
+  with pytest.raises(SystemExit) as exit_info:  # a typo is an error, not "not implemented"
+    reproduce.main(["--workdir", str(tmp_path), "--papers", "bds"])
+  assert exit_info.value.code == 2
+
+
+def test_runner_reports_a_failing_paper_and_goes_on(tmp_path, capsys, monkeypatch):
+  import reproduce
+  real_import = reproduce.importlib.import_module
+
+  class Broken:
+    @staticmethod
+    def quick_report(workdir):
+      raise RuntimeError("data missing")
+
+  monkeypatch.setattr(reproduce.importlib, "import_module",
+                      lambda name: Broken if name == "guard.report" else real_import(name))
+  monkeypatch.setattr(reproduce.importlib.util, "find_spec", lambda name, *a: object())
+  assert reproduce.main(["--workdir", str(tmp_path), "--papers", "guard", "--skip-foundation-check"]) == 1
+  out = capsys.readouterr().out
+  assert "FAILED: RuntimeError: data missing" in out and "FAILED: guard" in out
+  assert "FAILED" in (tmp_path / "results.md").read_text()
 
 
 def test_source_fingerprint_follows_source_files_only(tmp_path):

@@ -35,11 +35,16 @@ def test_tiny_lvlm_overfits_a_few_examples():
                                         num_heads=2, num_kv_heads=1), rngs)
   model = lvlm.LVLM(vit, lvlm.Projector(16, 32, rngs), llm, image_pool=1)
   upcycle.upcycle(model.llm, MoESpec(block_size=8), rngs=rngs)
-  trainable = nnx.All(nnx.Param, nnx.Not(nnx.PathContains("vit")))
+  trainable = training._trainable_all_but_vit()  # stage 2's filter
   tx = optax.adam(1e-2)
   graphdef, state = train_lib.create_train_state(model, tx, trainable)
   step = jax.jit(train_lib.make_train_step(graphdef, training.lvlm_loss, tx, trainable))
   vit_before = jax.tree.leaves(nnx.state(model.vit))
+  # The ViT's outputs pass a stop_gradient, so Adam would leave it unchanged even if it were trained: check that
+  # neither the parameters nor the optimizer state hold it at all.
+  for tree in (state.params, state.opt_state):
+    paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    assert paths and not [p for p in paths if "vit" in p], paths[:5]
   for i in range(60):
     state, metrics = step(state, batch, jax.random.key(i))
   assert float(metrics["exact_match"]) == 1.0, metrics
