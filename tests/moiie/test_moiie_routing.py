@@ -177,3 +177,17 @@ def test_auto_block_size_follows_the_mean_group_size():
   assert MoESpec(n_vision_intra=0, n_inter=64, n_text_intra=0).blocks_for(4096) == 32
   assert MoESpec(n_vision_intra=0, n_inter=64, n_text_intra=0).blocks_for(10) == 16
   assert MoESpec(block_size=48).blocks_for(4096) == 48
+
+
+def test_capacity_queues_every_first_choice_before_any_second_choice():
+  """Top-2 with room for 2 tokens per expert: tokens 0-1 prefer e0 then e1, tokens 2-3 e1 then e0. Queuing by
+  choice rank keeps all four first choices and drops every second choice; queuing by token order would keep both
+  choices of tokens 0-1 and drop tokens 2-3 entirely."""
+  spec = MoESpec(n_vision_intra=0, n_inter=3, n_text_intra=0, top_k=2, capacity_factor=0.75,
+                 per_modality_routers=False)
+  router = jnp.array([[[3.0, 2.0, 0.0], [3.0, 2.0, 0.0], [2.0, 3.0, 0.0], [2.0, 3.0, 0.0]]])
+  r = routing.route(jnp.eye(4), router, jnp.zeros(4, jnp.int32), jnp.ones(4, bool), spec)
+  assert spec.capacity(4) == 2
+  np.testing.assert_array_equal(np.asarray(r.expert), [[0, 1], [0, 1], [1, 0], [1, 0]])
+  np.testing.assert_array_equal(np.asarray(r.position), [[0, 2], [1, 3], [0, 2], [1, 3]])
+  np.testing.assert_array_equal(np.asarray(r.weight) > 0, [[True, False]] * 4)
