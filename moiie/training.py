@@ -22,6 +22,7 @@ their Adam moments, whose key paths end with the weight's); XLA moves the routed
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -224,14 +225,51 @@ def train_stage(model, trainable, loss_fn, batches, stage_cfg, mesh_cfg, seed: i
   return train_lib.model_from_state(graphdef, state)
 
 
+# Data fields that only the evaluation reads: a stage trained with other values is still the same stage.
+_EVAL_ONLY_DATA_KEYS = ("test_subset", "eval_batch_size")
+STAGE_SECTIONS = {"stage0": ("seed", "vision", "stage0"),
+                  "stage1": ("seed", "vision", "stage0", "llm", "data", "stage1"),
+                  "stage2": ("seed", "vision", "stage0", "llm", "data", "stage1", "moe", "stage2")}
+
+
+def stage_settings(config: ml_collections.ConfigDict, stage: str) -> str:
+  """What a stage's weights depend on (its own config sections and those of the stages before it), as the hash
+  stored beside its `final.npz`. The mesh and the evaluation-only data fields are left out."""
+  settings = {}
+  for name in STAGE_SECTIONS[stage]:
+    value = config[name]
+    value = value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+    if name == "data":
+      value = {k: v for k, v in value.items() if k not in _EVAL_ONLY_DATA_KEYS}
+    settings[name] = value
+  return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def _train_once(model, stage_dir, trainable, loss_fn, source, stage_cfg, mesh_cfg, batch_size, seed,
-                transform=None) -> str:
+                transform=None, settings: str | None = None) -> str:
   """Trains `model` in `stage_dir` unless that stage's final variables are already there (a finished stage is
-  never trained again, also when another run's stages are reused); loads them into `model` either way."""
+  never trained again, also when another run's stages are reused); loads them into `model` either way.
+  `settings` (`stage_settings`) is written beside `final.npz`; a finished stage whose recorded settings differ is
+  an error, never silently reused (files from before the record existed are reused with a note)."""
   final = os.path.join(stage_dir, "final.npz")
+  record = os.path.join(stage_dir, "settings.txt")
+  if os.path.exists(final) and settings is not None:
+    if os.path.exists(record):
+      with open(record) as f:
+        recorded = f.read().strip()
+      if recorded != settings:
+        raise ValueError(f"{stage_dir} holds a stage trained with other settings ({recorded}, now {settings}: "
+                         "seed, model, data or that stage's training changed). Fix: use another --workdir (or "
+                         "another reuse_stages_from), or delete that folder to train the stage again.")
+    else:
+      print(f"{stage_dir}: reusing final.npz, which records no settings (trained before they were recorded).")
   if not os.path.exists(final):
     batches = pipeline.make_batches(source, batch_size, seed=seed, transform=transform)
     save_model(train_stage(model, trainable, loss_fn, batches, stage_cfg, mesh_cfg, seed, stage_dir), final)
+    if settings is not None:
+      with open(record + ".tmp", "w") as f:
+        f.write(settings + "\n")
+      os.replace(record + ".tmp", record)
   load_model(model, final)
   return final
 
@@ -243,7 +281,7 @@ def stage0(config, workdir: str) -> tuple[str, dict[str, float]]:
   vit = build_vit(config, nnx.Rngs(config.seed), labels["num_colors"])
   source = {k: labels[k] for k in ("image", "shape", "color")}
   out = _train_once(vit, os.path.join(workdir, "stage0"), nnx.Param, vit_loss, source, config.stage0, config.mesh,
-                    config.stage0.batch_size, config.seed)
+                    config.stage0.batch_size, config.seed, settings=stage_settings(config, "stage0"))
   graphdef, state = nnx.split(vit)
 
   @jax.jit
@@ -302,7 +340,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     test_seq = dataclasses.replace(test_seq, images=cache_features(model, test_seq.images))
 
   _train_once(model, os.path.join(shared, "stage1"), _trainable_projector(), lvlm_loss, train_seq.arrays(),
-              config.stage1, config.mesh, d.batch_size, config.seed + 1, _with_images(train_seq.images))
+              config.stage1, config.mesh, d.batch_size, config.seed + 1, _with_images(train_seq.images),
+              settings=stage_settings(config, "stage1"))
   stage1_metrics = evaluate(model, test_seq, d.eval_batch_size)
 
   spec = moe_spec(config)
@@ -311,7 +350,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     moe_layers = upcycle.upcycle(model.llm, spec, every=config.moe.every, offset=config.moe.offset,
                                  rngs=nnx.Rngs(config.seed + 2), router_init_std=config.moe.router_init_std)
   _train_once(model, os.path.join(workdir, "stage2"), _trainable_all_but_vit(), lvlm_loss, train_seq.arrays(),
-              config.stage2, config.mesh, d.batch_size, config.seed + 2, _with_images(train_seq.images))
+              config.stage2, config.mesh, d.batch_size, config.seed + 2, _with_images(train_seq.images),
+              settings=stage_settings(config, "stage2"))
   metrics = evaluate(model, test_seq, d.eval_batch_size)
   results = {
       "variant": config.moe.variant, "llm": config.llm.source,

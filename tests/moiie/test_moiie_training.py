@@ -109,3 +109,29 @@ def test_evaluation_keeps_wrapped_rows_out_of_answers_and_expert_loads():
     np.testing.assert_allclose(wrapped[key], whole[key], err_msg=key)
   np.testing.assert_allclose(wrapped["load_vision"], whole["load_vision"], rtol=1e-5, atol=1e-6)
   assert np.asarray(whole["load_vision"]).std() > 0.05  # the check above compares uneven loads
+
+
+def test_a_finished_stage_trained_with_other_settings_is_not_reused(tmp_path):
+  """A stage folder records what trained it; a run with other settings stops instead of silently reusing it."""
+  base = config_lib.load_config("configs/moiie/easyvqa_tiny.py:quick,moiie")
+  other_seed = config_lib.load_config("configs/moiie/easyvqa_tiny.py:quick,moiie", ["seed=1"])
+  dense = config_lib.load_config("configs/moiie/easyvqa_tiny.py:quick,dense", ["data.test_subset=7"])
+  assert training.stage_settings(base, "stage1") == training.stage_settings(dense, "stage1")  # shared by variants
+  assert training.stage_settings(base, "stage2") != training.stage_settings(dense, "stage2")
+  assert training.stage_settings(base, "stage0") != training.stage_settings(other_seed, "stage0")
+  stage_dir = tmp_path / "stage0"
+  stage_dir.mkdir()
+  vit = training.build_vit(base, nnx.Rngs(0), 3)
+  training.save_model(vit, str(stage_dir / "final.npz"))
+  (stage_dir / "settings.txt").write_text(training.stage_settings(base, "stage0") + "\n")
+  def never_trained(*args, **kwargs):
+    raise AssertionError("a finished stage must not train again")
+  args = (vit, str(stage_dir), nnx.Param, training.vit_loss, None, base.stage0, base.mesh, 8, 0)
+  original = training.train_stage
+  training.train_stage = never_trained
+  try:
+    training._train_once(*args, settings=training.stage_settings(base, "stage0"))  # same settings: reused
+    with pytest.raises(ValueError, match="trained with other settings.*Fix: use another --workdir"):
+      training._train_once(*args, settings=training.stage_settings(other_seed, "stage0"))
+  finally:
+    training.train_stage = original
