@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from core import config as config_lib
+from core import report as report_lib
 from core.report import ClaimRow
 
 # The main job's cut of configs/agents/gridworld_grpo.py:quick (the README's horizon table runs the full quick
@@ -42,3 +43,12 @@ def quick_report(workdir: str) -> list[ClaimRow]:
   rows += vehicle_report.quick_report(os.path.join(workdir, "vehicle"))
   rows += toolenv_report.quick_report(os.path.join(workdir, "toolenv"))
   return rows
+
+
+def main(argv=None) -> None:
+  report_lib.quick_report_cli(quick_report, "AgentGym-RL, VehicleWorld and tool-environment quick reproduction table",
+                              "runs/agents_report", argv)
+
+
+if __name__ == "__main__":
+  main()

@@ -19,6 +19,7 @@ import numpy as np
 
 from core import config as config_lib
 from core import entrypoint
+from core import report as report_lib
 from core.report import ClaimRow
 from sft_knowledge import pipeline, plots
 
@@ -188,5 +189,11 @@ def quick_report(workdir: str) -> list[ClaimRow]:
   return report(config, workdir)
 
 
+def _claimed_report(config: ml_collections.ConfigDict, workdir: str) -> list[ClaimRow]:
+  """`report` after `core.report.claim_workdir`: runs that other code trained are removed, not re-evaluated."""
+  report_lib.claim_workdir(workdir)
+  return report(config, workdir)
+
+
 if __name__ == "__main__":
-  entrypoint.run(report, validate=pipeline.validate_config)
+  entrypoint.run(_claimed_report, validate=pipeline.validate_config)
