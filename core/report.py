@@ -16,7 +16,10 @@ from typing import Callable, Sequence
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What a report's numbers depend on: every Python file but the tests', benchmarks' and notebooks'.
-_NOT_SOURCE = ("tests", "benchmarks", "notebooks", "runs")
+# Top-level folders that hold no project source: test and benchmark code, outputs, and build or environment
+# folders (a `build/lib` copy or a virtual environment must not change the fingerprint).
+_NOT_SOURCE = ("tests", "benchmarks", "notebooks", "runs", "build", "dist", "venv", "env")
+_DEPENDENCY_FILES = ("setup.cfg",)  # dependency bounds change what the code runs on
 FINGERPRINT_FILE = "fingerprint.txt"
 
 
@@ -45,12 +48,15 @@ def to_json(rows: Sequence[ClaimRow]) -> str:
 
 
 def source_fingerprint(root: str = REPO_ROOT) -> str:
-  """A hash of every source file (.py, configs included) under `root`, by relative path and content."""
+  """A hash of every source file (.py, configs included) under `root`, and of setup.cfg, by relative path and
+  content. Hidden, egg-info and virtual-environment folders (those holding a pyvenv.cfg) are skipped."""
   digest = hashlib.sha256()
   for folder, dirs, files in os.walk(root):
     dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not d.endswith(".egg-info")
-                     and not (folder == root and d in _NOT_SOURCE))
-    for name in sorted(f for f in files if f.endswith(".py")):
+                     and not (folder == root and d in _NOT_SOURCE)
+                     and not os.path.exists(os.path.join(folder, d, "pyvenv.cfg")))
+    chosen = (f for f in files if f.endswith(".py") or (folder == root and f in _DEPENDENCY_FILES))
+    for name in sorted(chosen):
       path = os.path.join(folder, name)
       digest.update(os.path.relpath(path, root).encode() + b"\0")
       with open(path, "rb") as f:

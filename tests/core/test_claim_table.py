@@ -57,7 +57,14 @@ def test_source_fingerprint_follows_source_files_only(tmp_path):
   first = report.source_fingerprint(str(tmp_path))
   (tmp_path / "tests" / "test_model.py").write_text("assert 1\n")
   (tmp_path / "pkg" / "notes.md").write_text("not source\n")
+  for ignored in ("build/lib/pkg", "venv_x/lib"):  # a build copy; a virtual environment (it holds pyvenv.cfg)
+    (tmp_path / ignored).mkdir(parents=True)
+    (tmp_path / ignored / "model.py").write_text("x = 3\n")
+  (tmp_path / "venv_x" / "pyvenv.cfg").write_text("home = /usr/bin\n")
   assert report.source_fingerprint(str(tmp_path)) == first
+  (tmp_path / "setup.cfg").write_text("[options]\n")
+  assert report.source_fingerprint(str(tmp_path)) != first
+  first = report.source_fingerprint(str(tmp_path))
   (tmp_path / "pkg" / "model.py").write_text("x = 2\n")
   assert report.source_fingerprint(str(tmp_path)) != first
 
