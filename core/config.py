@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib.util
+import inspect
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -50,7 +51,18 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
   if not hasattr(module, "get_config"):
     raise ConfigError(f"config file {path!r} defines no get_config(). Fix: add `def get_config(): ...` "
                       "returning an ml_collections.ConfigDict.")
-  config = module.get_config(arg) if arg else module.get_config()
+  if arg and not inspect.signature(module.get_config).parameters:
+    raise ConfigError(f"config file {path!r} has no variants (its get_config() takes no argument), got "
+                      f"':{arg}'. Fix: pass --config {path} without ':{arg}'.")
+  if arg:
+    try:
+      config = module.get_config(arg)
+    except ConfigError:
+      raise
+    except ValueError as error:  # the config's own check of its variant string
+      raise ConfigError(f"{path}:{arg}: {error}. Fix: pass one of the valid variants after ':'.") from error
+  else:
+    config = module.get_config()
   if not isinstance(config, ml_collections.ConfigDict):
     raise ConfigError(f"get_config() in {path!r} returned {type(config).__name__}, expected "
                       "ml_collections.ConfigDict.")

@@ -115,6 +115,18 @@ def test_missing_config_file_and_missing_get_config(tmp_path):
     config_lib.load_config(str(bad))
 
 
+@pytest.mark.parametrize("spec, message", [
+    ("configs/core/fashion_mlp.py:quik", r"fashion_mlp.py:quik: unknown variant 'quik'.*Fix: pass one of"),
+    ("configs/bsd/fashion_mlp.py:quick,bsdd", r"unknown variant 'bsdd'.*'bsd'.*Fix: pass one of"),
+    ("configs/sft_knowledge/quick.py:foo", r"has no variants .*Fix: pass --config configs/sft_knowledge/quick.py "
+                                           r"without ':foo'"),
+])
+def test_bad_variants_are_config_errors_naming_the_fix(spec, message):
+  """A mistyped `:variant` is a one-line config error (exit 2 from the entrypoint), not a traceback."""
+  with pytest.raises(config_lib.ConfigError, match=message):
+    config_lib.load_config(spec)
+
+
 def test_entrypoint_argument_parsing(config_path):
   spec, overrides, workdir = entrypoint.parse_args(
       ["--config", config_path, "--config.batch_size", "32", "--config.seed=3", "--workdir=/tmp/w"])
