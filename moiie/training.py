@@ -246,14 +246,14 @@ def stage_settings(config: ml_collections.ConfigDict, stage: str) -> str:
 
 
 def _train_once(model, stage_dir, trainable, loss_fn, source, stage_cfg, mesh_cfg, batch_size, seed,
-                transform=None, settings: str | None = None) -> str:
+                transform=None, *, settings: str) -> str:
   """Trains `model` in `stage_dir` unless that stage's final variables are already there (a finished stage is
   never trained again, also when another run's stages are reused); loads them into `model` either way.
   `settings` (`stage_settings`) is written beside `final.npz`; a finished stage whose recorded settings differ is
   an error, never silently reused (files from before the record existed are reused with a note)."""
   final = os.path.join(stage_dir, "final.npz")
   record = os.path.join(stage_dir, "settings.txt")
-  if os.path.exists(final) and settings is not None:
+  if os.path.exists(final):
     if os.path.exists(record):
       with open(record) as f:
         recorded = f.read().strip()
@@ -266,10 +266,9 @@ def _train_once(model, stage_dir, trainable, loss_fn, source, stage_cfg, mesh_cf
   if not os.path.exists(final):
     batches = pipeline.make_batches(source, batch_size, seed=seed, transform=transform)
     save_model(train_stage(model, trainable, loss_fn, batches, stage_cfg, mesh_cfg, seed, stage_dir), final)
-    if settings is not None:
-      with open(record + ".tmp", "w") as f:
-        f.write(settings + "\n")
-      os.replace(record + ".tmp", record)
+    with open(record + ".tmp", "w") as f:
+      f.write(settings + "\n")
+    os.replace(record + ".tmp", record)
   load_model(model, final)
   return final
 
