@@ -32,7 +32,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from core.rl.masked import whiten
+from core.rl.masked import masked_mean, masked_sum, whiten
 
 
 def _bool(mask: jax.Array) -> jax.Array:
@@ -163,11 +163,11 @@ def grpo_advantages(scores: jax.Array, group_size: int, eps: float = 1e-6, scale
   """
   groups, valid = _groups(scores, group_size, valid)
   count = valid.sum(axis=1, keepdims=True)
-  mean = jnp.where(valid, groups, 0.0).sum(axis=1, keepdims=True) / jnp.maximum(count, 1)
+  mean = masked_mean(groups, valid, axis=1)[:, None]
   centred = jnp.where(valid, groups - mean, 0.0)
   if scale_by_std:
     ddof = 1 if unbiased_std else 0
-    variance = jnp.square(centred).sum(axis=1, keepdims=True) / jnp.maximum(count - ddof, 1)
+    variance = masked_sum(jnp.square(centred), valid, axis=1)[:, None] / jnp.maximum(count - ddof, 1)
     centred = centred / (jnp.sqrt(variance) + eps)
   return jnp.where(count >= 2, centred, 0.0).reshape(-1)
 
@@ -180,7 +180,7 @@ def rloo_advantages(scores: jax.Array, group_size: int, valid: jax.Array | None 
   with fewer than 2 valid ones, get 0."""
   groups, valid = _groups(scores, group_size, valid)
   count = valid.sum(axis=1, keepdims=True)
-  others = jnp.where(valid, groups, 0.0).sum(axis=1, keepdims=True) - groups
+  others = masked_sum(groups, valid, axis=1)[:, None] - groups
   leave_one_out = others / jnp.maximum(count - 1, 1)
   return jnp.where(valid & (count >= 2), groups - leave_one_out, 0.0).reshape(-1)
 
