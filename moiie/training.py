@@ -399,7 +399,7 @@ def evaluate(model: lvlm.LVLM, seq: vqa.Sequences, batch_size: int) -> dict[str,
 
   arrays = seq.arrays()
   n = len(seq.tokens)
-  exact_all, loads_v, loads_t, weights = [], [], [], []
+  exact_all, loads_v, loads_t, count_v, count_t = [], [], [], [], []
   for lo in range(0, n, batch_size):
     idx = np.arange(lo, lo + batch_size) % n  # the last batch wraps around: one compiled shape
     keep = min(batch_size, n - lo)
@@ -413,17 +413,27 @@ def evaluate(model: lvlm.LVLM, seq: vqa.Sequences, batch_size: int) -> dict[str,
     if lv is not None:
       loads_v.append(np.asarray(lv))
       loads_t.append(np.asarray(lt))
-      weights.append(keep)
+      # Each batch's load is a fraction over its own routed tokens of that modality; the pooled fraction weights
+      # it by those counts (text lengths differ from batch to batch, so weighting by rows would be off).
+      routed = np.asarray(batch["route_mask"]).astype(bool)
+      image = np.asarray(batch["image_mask"]).astype(bool)
+      count_v.append(np.sum(routed & image))
+      count_t.append(np.sum(routed & ~image))
   exact = np.concatenate(exact_all)
   out: dict[str, Any] = {"accuracy": float(exact.mean())}
   for t, name in enumerate(vqa.QUESTION_TYPES):
     sel = seq.question_type == t
     out[f"accuracy_{name}"] = float(exact[sel].mean()) if sel.any() else float("nan")
   if loads_v:
-    w = np.asarray(weights, np.float64)[:, None, None]
-    out["load_vision"] = (np.sum(np.stack(loads_v) * w, 0) / w.sum()).tolist()
-    out["load_text"] = (np.sum(np.stack(loads_t) * w, 0) / w.sum()).tolist()
+    out["load_vision"] = _pooled_load(loads_v, count_v)
+    out["load_text"] = _pooled_load(loads_t, count_t)
   return out
+
+
+def _pooled_load(loads: list[np.ndarray], counts: list[int]) -> list[list[float]]:
+  """Per-expert assignment fraction over all batches' tokens from each batch's fraction [L, E] and token count."""
+  w = np.asarray(counts, np.float64)[:, None, None]
+  return (np.sum(np.stack(loads) * w, 0) / max(w.sum(), 1.0)).tolist()
 
 
 def _summary(metrics: dict[str, Any]) -> dict[str, float]:

@@ -89,8 +89,8 @@ def test_stages_run_end_to_end(tmp_path):
 
 def test_evaluation_keeps_wrapped_rows_out_of_answers_and_expert_loads():
   """The last batch wraps around to keep one compiled shape; the repeated rows must count in neither the accuracy
-  nor the expert loads. Vision tokens per question are equal, so batches weighted by their real rows give exactly
-  the load of one batch holding every question."""
+  nor the expert loads. Batches pooled by their routed tokens of each modality give exactly the load of one batch
+  holding every question, for vision (equal tokens per row) and for text (lengths differ between rows)."""
   from moiie import upcycle, vqa
   config = config_lib.load_config("configs/moiie/easyvqa_tiny.py:quick,moiie")
   tokenizer = training.build_tokenizer(config)
@@ -108,7 +108,11 @@ def test_evaluation_keeps_wrapped_rows_out_of_answers_and_expert_loads():
   for key in ["accuracy"] + [f"accuracy_{name}" for name in vqa.QUESTION_TYPES]:
     np.testing.assert_allclose(wrapped[key], whole[key], err_msg=key)
   np.testing.assert_allclose(wrapped["load_vision"], whole["load_vision"], rtol=1e-5, atol=1e-6)
-  assert np.asarray(whole["load_vision"]).std() > 0.05  # the check above compares uneven loads
+  np.testing.assert_allclose(wrapped["load_text"], whole["load_text"], rtol=1e-5, atol=1e-6)
+  assert np.asarray(whole["load_vision"]).std() > 0.05  # the checks above compare uneven loads
+  assert np.asarray(whole["load_text"]).std() > 0.05
+  text_tokens = (seq.arrays()["attention_mask"].astype(bool) & ~seq.arrays()["image_mask"].astype(bool)).sum(1)
+  assert len(set(text_tokens.tolist())) > 1  # text lengths differ, so pooling by rows would not be exact
 
 
 def test_a_finished_stage_trained_with_other_settings_is_not_reused(tmp_path):
