@@ -45,12 +45,13 @@ def _pct(x: float) -> str:
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
-  lines = ["| variant | test exact match % | shape % | color % | yes/no % | activated FFN params / token | "
+  lines = ["| variant | test exact match % (+- SE by image) | shape % | color % | yes/no % | activated FFN params / token | "
            "LLM params | paper |", "|---|---|---|---|---|---|---|---|"]
   for v, r in results.items():
     t = r["test"]
     paper = "best of the four (+0.5-1.2 avg.)" if v == "moiie" else "baseline"
-    lines.append(f"| {LABELS[v]} | {_pct(t['accuracy'])} | {_pct(t['accuracy_shape'])} | "
+    se = t.get("accuracy_se_by_image", float("nan"))
+    lines.append(f"| {LABELS[v]} | {_pct(t['accuracy'])} +- {_pct(se)} | {_pct(t['accuracy_shape'])} | "
                  f"{_pct(t['accuracy_color'])} | {_pct(t['accuracy_yes/no'])} | "
                  f"{r['activated_ffn_params_per_token']:,} | {r['total_llm_params']:,} | {paper} |")
   return "\n".join(lines)

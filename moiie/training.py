@@ -420,7 +420,9 @@ def evaluate(model: lvlm.LVLM, seq: vqa.Sequences, batch_size: int) -> dict[str,
       count_v.append(np.sum(routed & image))
       count_t.append(np.sum(routed & ~image))
   exact = np.concatenate(exact_all)
-  out: dict[str, Any] = {"accuracy": float(exact.mean())}
+  out: dict[str, Any] = {"accuracy": float(exact.mean()),
+                         "accuracy_se_by_image": standard_error_by_cluster(exact, seq.image_index[:n]),
+                         "test_images": int(len(np.unique(seq.image_index[:n])))}
   for t, name in enumerate(vqa.QUESTION_TYPES):
     sel = seq.question_type == t
     out[f"accuracy_{name}"] = float(exact[sel].mean()) if sel.any() else float("nan")
@@ -428,6 +430,23 @@ def evaluate(model: lvlm.LVLM, seq: vqa.Sequences, batch_size: int) -> dict[str,
     out["load_vision"] = _pooled_load(loads_v, count_v)
     out["load_text"] = _pooled_load(loads_t, count_t)
   return out
+
+
+def standard_error_by_cluster(values: np.ndarray, cluster: np.ndarray) -> float:
+  """Cluster-robust standard error of the mean of `values`, clusters given by `cluster` (same length).
+
+  easy-VQA asks several questions about each image, and answers about one image are correlated (a model that
+  misreads the image misses several), so the i.i.d. sqrt(p(1-p)/n) understates the error. This is the usual
+  sandwich estimate with the G/(G-1) small-sample factor: Var = G/(G-1) * sum_g (sum_{i in g} (x_i - mean))^2 / n^2.
+  Returns nan for fewer than two clusters.
+  """
+  x = np.asarray(values, np.float64)
+  _, group = np.unique(np.asarray(cluster), return_inverse=True)
+  g = int(group.max()) + 1 if len(x) else 0
+  if g < 2:
+    return float("nan")
+  residual_sums = np.bincount(group, weights=x - x.mean(), minlength=g)
+  return float(np.sqrt(g / (g - 1) * np.sum(residual_sums ** 2)) / len(x))
 
 
 def _pooled_load(loads: list[np.ndarray], counts: list[int]) -> list[list[float]]:

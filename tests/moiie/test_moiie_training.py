@@ -105,7 +105,7 @@ def test_evaluation_keeps_wrapped_rows_out_of_answers_and_expert_loads():
   whole = training.evaluate(model, seq, batch_size=40)
   assert whole["accuracy"] == 8 / 40
   wrapped = training.evaluate(model, seq, batch_size=16)  # rows 0-15, 16-31, then 32-39 and 0-7 again
-  for key in ["accuracy"] + [f"accuracy_{name}" for name in vqa.QUESTION_TYPES]:
+  for key in ["accuracy", "accuracy_se_by_image"] + [f"accuracy_{name}" for name in vqa.QUESTION_TYPES]:
     np.testing.assert_allclose(wrapped[key], whole[key], err_msg=key)
   np.testing.assert_allclose(wrapped["load_vision"], whole["load_vision"], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(wrapped["load_text"], whole["load_text"], rtol=1e-5, atol=1e-6)
@@ -113,6 +113,15 @@ def test_evaluation_keeps_wrapped_rows_out_of_answers_and_expert_loads():
   assert np.asarray(whole["load_text"]).std() > 0.05
   text_tokens = (seq.arrays()["attention_mask"].astype(bool) & ~seq.arrays()["image_mask"].astype(bool)).sum(1)
   assert len(set(text_tokens.tolist())) > 1  # text lengths differ, so pooling by rows would not be exact
+
+
+def test_standard_error_by_image_matches_hand_computation():
+  """Two images, questions 1,1,0 about the first and 0 about the second: mean 1/2, residual sums 1/2 and -1/2,
+  Var = 2/1 * (1/4 + 1/4) / 16 = 1/16. With one question per image it reduces to sqrt(n/(n-1)) * sd/sqrt(n)."""
+  assert training.standard_error_by_cluster(np.array([1, 1, 0, 0]), np.array([5, 5, 5, 9])) == 0.25
+  x = np.array([1, 0, 1, 1, 0, 1.0])
+  np.testing.assert_allclose(training.standard_error_by_cluster(x, np.arange(6)), x.std(ddof=1) / np.sqrt(6))
+  assert np.isnan(training.standard_error_by_cluster(x, np.zeros(6)))
 
 
 def test_a_finished_stage_trained_with_other_settings_is_not_reused(tmp_path):
