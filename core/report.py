@@ -14,6 +14,8 @@ import os
 import shutil
 from typing import Callable, Sequence
 
+from core import files
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What a report's numbers depend on: every Python file but the tests', benchmarks' and notebooks'.
 # Top-level folders that hold no project source: test and benchmark code, outputs, and build or environment
@@ -51,11 +53,11 @@ def source_fingerprint(root: str = REPO_ROOT) -> str:
   """A hash of every source file (.py, configs included) under `root`, and of setup.cfg, by relative path and
   content. Hidden, egg-info and virtual-environment folders (those holding a pyvenv.cfg) are skipped."""
   digest = hashlib.sha256()
-  for folder, dirs, files in os.walk(root):
+  for folder, dirs, names in os.walk(root):
     dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not d.endswith(".egg-info")
                      and not (folder == root and d in _NOT_SOURCE)
                      and not os.path.exists(os.path.join(folder, d, "pyvenv.cfg")))
-    chosen = (f for f in files if f.endswith(".py") or (folder == root and f in _DEPENDENCY_FILES))
+    chosen = (f for f in names if f.endswith(".py") or (folder == root and f in _DEPENDENCY_FILES))
     for name in sorted(chosen):
       path = os.path.join(folder, name)
       digest.update(os.path.relpath(path, root).encode() + b"\0")
@@ -66,7 +68,7 @@ def source_fingerprint(root: str = REPO_ROOT) -> str:
 
 def _is_run_folder(path: str) -> bool:
   """A folder some training wrote (checkpoints or a metrics log somewhere inside)."""
-  return any("checkpoints" in dirs or "metrics.jsonl" in files for _, dirs, files in os.walk(path))
+  return any("checkpoints" in dirs or "metrics.jsonl" in names for _, dirs, names in os.walk(path))
 
 
 def claim_workdir(workdir: str, fingerprint: str | None = None) -> list[str]:
@@ -81,10 +83,7 @@ def claim_workdir(workdir: str, fingerprint: str | None = None) -> list[str]:
   fingerprint = fingerprint or source_fingerprint()
   os.makedirs(workdir, exist_ok=True)
   marker = os.path.join(workdir, FINGERPRINT_FILE)
-  previous = None
-  if os.path.exists(marker):
-    with open(marker) as f:
-      previous = f.read().strip()
+  previous = files.read_marker(marker)
   removed = []
   if previous != fingerprint:
     for name in sorted(os.listdir(workdir)):
@@ -95,9 +94,7 @@ def claim_workdir(workdir: str, fingerprint: str | None = None) -> list[str]:
     if removed:
       print(f"{workdir}: its runs were made by other code or config ({previous or 'unrecorded'}, now "
             f"{fingerprint}); removed {len(removed)} run folders to train afresh.")
-    with open(marker + ".tmp", "w") as f:
-      f.write(fingerprint + "\n")
-    os.replace(marker + ".tmp", marker)
+    files.write_text_atomic(marker, fingerprint + "\n")
   return removed
 
 

@@ -36,6 +36,7 @@ import optax
 from flax import nnx
 
 from core import config as config_lib
+from core import files
 from core import sharding as sharding_lib
 from core.data import pipeline
 from core.llm import config as llm_config_lib
@@ -254,9 +255,8 @@ def _train_once(model, stage_dir, trainable, loss_fn, source, stage_cfg, mesh_cf
   final = os.path.join(stage_dir, "final.npz")
   record = os.path.join(stage_dir, "settings.txt")
   if os.path.exists(final):
-    if os.path.exists(record):
-      with open(record) as f:
-        recorded = f.read().strip()
+    recorded = files.read_marker(record)
+    if recorded is not None:
       if recorded != settings:
         raise ValueError(f"{stage_dir} holds a stage trained with other settings ({recorded}, now {settings}: "
                          "seed, model, data or that stage's training changed). Fix: use another --workdir (or "
@@ -266,9 +266,7 @@ def _train_once(model, stage_dir, trainable, loss_fn, source, stage_cfg, mesh_cf
   if not os.path.exists(final):
     batches = pipeline.make_batches(source, batch_size, seed=seed, transform=transform)
     save_model(train_stage(model, trainable, loss_fn, batches, stage_cfg, mesh_cfg, seed, stage_dir), final)
-    with open(record + ".tmp", "w") as f:
-      f.write(settings + "\n")
-    os.replace(record + ".tmp", record)
+    files.write_text_atomic(record, settings + "\n")
   load_model(model, final)
   return final
 

@@ -29,6 +29,7 @@ import numpy as np
 from flax import nnx
 
 from core import config as config_lib
+from core import files
 from core import report as report_lib
 from core.llm import sft, weights
 from core.llm.config import NUMERICS
@@ -120,10 +121,8 @@ def _cached(path: str, fingerprint: str, compute: Callable[[], Any]) -> Any:
     print(f"{path}: config changed since it was computed; recomputing.")
   value = compute()
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump({"fingerprint": fingerprint, "value": value}, f, indent=1)
-  os.replace(tmp, path)  # atomic: a killed stage never leaves half a file behind
+  # atomic: a killed stage never leaves half a file behind
+  files.write_text_atomic(path, json.dumps({"fingerprint": fingerprint, "value": value}, indent=1))
   return value
 
 

@@ -13,6 +13,8 @@ from typing import Any, Mapping
 import numpy as np
 import tqdm
 
+from core import files
+
 
 def truncate_jsonl(path: str, step: int) -> None:
   """Keeps only the records of a JSON-lines file (each with a "step") at or before `step`, replacing the file
@@ -21,10 +23,7 @@ def truncate_jsonl(path: str, step: int) -> None:
     return
   with open(path, encoding="utf-8") as f:
     kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.writelines(kept)
-  os.replace(tmp, path)
+  files.write_text_atomic(path, "".join(kept))
 
 
 class MetricsWriter:

@@ -1,0 +1,25 @@
+"""Atomic file writes: a reader, or a run resumed after a kill, sees the old file or the new one, never half of one.
+
+The markers that decide whether finished work is reused (a report workdir's fingerprint, a training stage's
+settings record, a cached value) and the logs a resumed run rewrites all go through here.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def write_text_atomic(path: str, text: str) -> None:
+  """Writes `text` to `path` through a temporary file in the same folder and an `os.replace` (atomic on POSIX)."""
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def read_marker(path: str) -> str | None:
+  """The stripped text of a one-line marker file, or None when there is none."""
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return f.read().strip()
