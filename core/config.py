@@ -149,7 +149,7 @@ def _parse_like(current: Any, text: str, key: str) -> Any:
       value = (value,)
     if not isinstance(value, (tuple, list)):
       raise fail("a tuple literal such as (1, 2)")
-    return type(current)(value)
+    return type(current)(_items_like(current, value, fail))
   # None or another type: take a Python literal (lower-case JSON/YAML spellings too), else the bare string.
   words = {"true": True, "false": False, "none": None, "null": None}
   if text.strip().lower() in words:
@@ -158,6 +158,26 @@ def _parse_like(current: Any, text: str, key: str) -> Any:
     return ast.literal_eval(text)
   except (ValueError, SyntaxError):
     return text
+
+
+def _items_like(current: tuple | list, value: tuple | list, fail: Callable[[str], ConfigError]) -> list:
+  """The items of an overriding tuple, checked against the one type the default's items share (a float item
+  takes an int; bool is not an int here). A default that is empty or mixes types takes any literal items."""
+  kinds = {type(item) for item in current}
+  if len(kinds) != 1 or (kind := kinds.pop()) not in (bool, int, float, str):
+    return list(value)
+  items = []
+  for item in value:
+    if kind is float and type(item) is int:
+      item = float(item)
+    if type(item) is not kind:
+      raise fail(f"a tuple of {kind.__name__}s such as {_example(kind)}")
+    items.append(item)
+  return items
+
+
+def _example(kind: type) -> str:
+  return {bool: "(True, False)", int: "(1, 2)", float: "(0.5, 1.0)", str: "('a', 'b')"}[kind]
 
 
 # ---- validation rules; each raises ConfigError naming the key, the value, what is valid, and the fix ----

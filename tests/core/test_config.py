@@ -46,6 +46,20 @@ def test_overrides_parse_as_the_existing_type(config_path):
   assert config.variant == "quick"
 
 
+def test_tuple_items_must_have_the_defaults_item_type(tmp_path):
+  path = tmp_path / "tuples.py"
+  path.write_text("import ml_collections\n\ndef get_config():\n  c = ml_collections.ConfigDict()\n"
+                  "  c.sizes = (4, 4)\n  c.rates = (0.5,)\n  c.names = ('a',)\n  c.empty = ()\n  return c\n")
+  config = config_lib.load_config(str(path), ["sizes=(8,)", "rates=(1, 0.25)", "names=('x', 'y')", "empty=(1, 'b')"])
+  assert config.sizes == (8,) and config.names == ("x", "y") and config.empty == (1, "b")
+  assert config.rates == (1.0, 0.25) and type(config.rates[0]) is float  # an int item is taken as a float
+  for override, expected in (("sizes=(8, 1.5)", "a tuple of ints such as \\(1, 2\\)"),
+                             ("sizes=(8, 'wide')", "a tuple of ints"), ("sizes=(True,)", "a tuple of ints"),
+                             ("names=(1,)", "a tuple of strs"), ("rates=('fast',)", "a tuple of floats")):
+    with pytest.raises(config_lib.ConfigError, match=f"config.{override.split('=')[0]}: cannot read .* as {expected}"):
+      config_lib.load_config(str(path), [override])
+
+
 def test_none_valued_keys_read_words_and_literals(tmp_path):
   path = tmp_path / "none.py"
   path.write_text("import ml_collections\n\ndef get_config():\n  c = ml_collections.ConfigDict()\n"
