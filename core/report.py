@@ -71,14 +71,16 @@ def _is_run_folder(path: str) -> bool:
   return any("checkpoints" in dirs or "metrics.jsonl" in names for _, dirs, names in os.walk(path))
 
 
-def claim_workdir(workdir: str, fingerprint: str | None = None) -> list[str]:
-  """Readies `workdir` for runs of `fingerprint` (default: the current source's); returns the run folders it removed.
+def claim_workdir(workdir: str, fingerprint: str | None = None, derived: Sequence[str] = ()) -> list[str]:
+  """Readies `workdir` for runs of `fingerprint` (default: the current source's); returns the paths it removed.
 
   Training resumes from any checkpoint it finds, so a report rerun after a code change would re-evaluate models
   trained by the old code and print them as new. The workdir therefore records the fingerprint of what made its
   runs: the same fingerprint resumes (a killed report continues), another removes the run folders under `workdir`
   (sub-folders holding checkpoints or metrics; other files are left alone) before anything trains. Any string
-  serves (a hash of a run's config, say), so a single run's folder can be claimed the same way.
+  serves (a hash of a run's config, say), so a single run's folder can be claimed the same way. `derived` names
+  further files or folders directly under `workdir` that the code made and that hold no checkpoints (caches of
+  evaluations, say): they go too, since reusing them would mix old code's numbers into the new runs.
   """
   fingerprint = fingerprint or source_fingerprint()
   os.makedirs(workdir, exist_ok=True)
@@ -88,12 +90,17 @@ def claim_workdir(workdir: str, fingerprint: str | None = None) -> list[str]:
   if previous != fingerprint:
     for name in sorted(os.listdir(workdir)):
       path = os.path.join(workdir, name)
-      if os.path.isdir(path) and not os.path.islink(path) and _is_run_folder(path):
+      if os.path.islink(path) or not os.path.lexists(path):
+        continue
+      if os.path.isdir(path) and (name in derived or _is_run_folder(path)):
         shutil.rmtree(path)
+        removed.append(path)
+      elif name in derived:
+        os.remove(path)
         removed.append(path)
     if removed:
       print(f"{workdir}: its runs were made by other code or config ({previous or 'unrecorded'}, now "
-            f"{fingerprint}); removed {len(removed)} run folders to train afresh.")
+            f"{fingerprint}); removed {len(removed)} run folders and cached results to start afresh.")
     files.write_text_atomic(marker, fingerprint + "\n")
   return removed
 

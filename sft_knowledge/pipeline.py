@@ -104,6 +104,9 @@ def use_compilation_cache(workdir: str) -> None:
 # Raised when code changes what a stage computes from the same config (2: facts with accents, no answer written in
 # its own question, antonyms split by pair; replies restating the question no longer count): old caches recompute.
 CACHE_VERSION = 2
+# What the pipeline caches directly under its workdir, keyed by config only; `report` removes them when the code
+# changes (`core.report.claim_workdir`'s `derived`).
+CACHED_OUTPUTS = ("data", "mastery_chunks", "mastery.json", "runs", "eval", "analysis")
 
 
 def _fingerprint(config: ml_collections.ConfigDict, sections: tuple[str, ...]) -> str:

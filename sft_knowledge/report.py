@@ -190,8 +190,10 @@ def quick_report(workdir: str) -> list[ClaimRow]:
 
 
 def _claimed_report(config: ml_collections.ConfigDict, workdir: str) -> list[ClaimRow]:
-  """`report` after `core.report.claim_workdir`: runs that other code trained are removed, not re-evaluated."""
-  report_lib.claim_workdir(workdir)
+  """`report` after `core.report.claim_workdir`: runs that other code trained are removed, not re-evaluated, and
+  so are the cached data, mastery labels and evaluations that other code computed (their cache keys hold the
+  config, not the code)."""
+  report_lib.claim_workdir(workdir, derived=pipeline.CACHED_OUTPUTS)
   return report(config, workdir)
 
 

@@ -82,3 +82,17 @@ def test_claim_workdir_resumes_same_source_and_clears_runs_of_other_source(tmp_p
   assert (run / "checkpoints" / "10").exists()
   assert report.claim_workdir(str(tmp_path), "bbbb") == [str(tmp_path / "bsd")]
   assert (tmp_path / report.FINGERPRINT_FILE).read_text().strip() == "bbbb"
+
+
+def test_claim_workdir_removes_named_caches_only_when_the_source_changes(tmp_path):
+  """Caches keyed by config alone (sft_knowledge's evaluations, mastery labels) go with the runs of other code."""
+  (tmp_path / "eval").mkdir()
+  (tmp_path / "eval" / "base.json").write_text("{}")
+  (tmp_path / "mastery.json").write_text("{}")
+  (tmp_path / "notes.txt").write_text("keep\n")
+  derived = ("eval", "mastery.json", "absent")
+  assert report.claim_workdir(str(tmp_path), "aaaa", derived) == [str(tmp_path / "eval"), str(tmp_path / "mastery.json")]
+  assert (tmp_path / "notes.txt").exists() and not (tmp_path / "eval").exists()
+  (tmp_path / "mastery.json").write_text("{}")
+  assert report.claim_workdir(str(tmp_path), "aaaa", derived) == []  # same source: caches are reused
+  assert (tmp_path / "mastery.json").exists()
