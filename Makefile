@@ -17,7 +17,7 @@ demo: install
 	$(PYTHON) -m reproduce --workdir $(WORKDIR)
 
 test: install-peers
-	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
+	FAIL_ON_SKIP=1 $(PYTHON) -m pytest -q $(PYTEST_ARGS)
 
 install: install-apt install-python
 
