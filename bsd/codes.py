@@ -37,7 +37,8 @@ def class_codes(kind: str, num_classes: int, dim: int, *, rate: float = 0.5, see
       codes = (rng.random((num_classes, dim)) < rate).astype(np.float32)
       if codes.sum(1).min() > 0 and len(np.unique(codes, axis=0)) == num_classes:
         return codes
-    raise ValueError(f"could not draw {num_classes} distinct random codes of dimension {dim}; raise code_dim.")
+    raise ValueError(f"could not draw {num_classes} distinct random codes of dimension {dim} at rate {rate}; "
+                     "raise model.code_dim (or move codes.rate nearer 0.5).")
   raise ValueError(f"unknown code kind {kind!r}; valid: {CODE_KINDS}")
 
 
@@ -50,8 +51,11 @@ def population_code(values, dim: int, low: float, high: float, width: float):
   """Binary population code [..., D] of scalars: neuron d (preferred value p_d) fires when |value - p_d| <= width.
 
   Works on numpy and JAX arrays alike. `width` should be at least half the spacing (high - low) / (D - 1), so
-  that every value inside [low, high] activates at least one neuron.
+  that every value inside [low, high] activates at least one neuron. Values outside [low, high] are clipped to it
+  (they take the code of the nearer end): unclipped, a value past an end by more than `width` would get no spike
+  at all, an empty target for the backward pathway.
   """
   xp = np if isinstance(values, np.ndarray) else __import__("jax.numpy", fromlist=["numpy"])
   preferred = xp.linspace(low, high, dim)
+  values = xp.clip(values, low, high)
   return (xp.abs(values[..., None] - preferred) <= width).astype(xp.float32)

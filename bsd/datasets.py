@@ -21,6 +21,7 @@ import numpy as np
 from core import data as data_lib
 
 IMAGE_DATASETS = ("fashion_mnist", "mnist", "digits")
+IMAGE_SHAPES = {"fashion_mnist": (28, 28, 1), "mnist": (28, 28, 1), "digits": (8, 8, 1)}  # [H, W, C] as loaded
 SEQUENCE_DATASETS = ("kjv",) + tuple(data_lib.TIME_SERIES)
 TRANSFORMS = ("diff", "none")
 
@@ -31,6 +32,7 @@ class TaskData:
   test: dict[str, np.ndarray]
   num_classes: int = 0  # classes / vocabulary size (0 for regression)
   info: dict = dataclasses.field(default_factory=dict)  # what the split is, for results.json and the report
+  validation: dict[str, np.ndarray] | None = None  # held out of `train` (`validation_size`), for choosing settings
 
 
 def _subset(split: dict[str, np.ndarray], n: int, seed: int | None = None) -> dict[str, np.ndarray]:
@@ -59,9 +61,27 @@ def load_images(config: ml_collections.ConfigDict) -> TaskData:
     source = "8x8 digits (scikit-learn)"
   else:
     raise ValueError(f"{config.dataset!r} is not an image data set; valid: {IMAGE_DATASETS}")
+  assert train["image"].shape[1:] == IMAGE_SHAPES[config.dataset], (train["image"].shape, config.dataset)
+  validation = None
+  if config.validation_size:
+    train, validation = _hold_out(train, config.validation_size, seed=2)
   train, test = _subset(train, config.train_subset, seed=0), _subset(test, config.test_subset, seed=1)
   info = {"source": source, "num_train": len(train["label"]), "num_test": len(test["label"])}
-  return TaskData(train=train, test=test, num_classes=10, info=info)
+  if validation is not None:
+    info["num_validation"] = len(validation["label"])
+  return TaskData(train=train, test=test, num_classes=10, info=info, validation=validation)
+
+
+def _hold_out(split: dict[str, np.ndarray], n: int, seed: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+  """(the rest, n examples drawn without replacement with `seed`), both kept in file order. The test split is
+  only for the numbers reported; settings are chosen on this held-out part of the training split."""
+  size = len(next(iter(split.values())))
+  if not 0 < n < size:
+    raise ValueError(f"validation_size = {n} must lie in (0, {size}) for this training split. Fix: "
+                     f"--config.validation_size=5000 (or 0 for none).")
+  held = np.zeros(size, bool)
+  held[np.random.default_rng(seed).permutation(size)[:n]] = True
+  return {k: v[~held] for k, v in split.items()}, {k: v[held] for k, v in split.items()}
 
 
 @functools.lru_cache(maxsize=2)
@@ -69,6 +89,11 @@ def _kjv_ids() -> tuple[np.ndarray, str]:
   text = data_lib.load_kjv_text()
   vocab = data_lib.char_vocab(text)
   return vocab.encode(text), vocab.chars
+
+
+def kjv_vocab_size() -> int:
+  """Classes of next-character prediction: the distinct characters of the KJV text."""
+  return len(_kjv_ids()[1])
 
 
 def load_kjv(config: ml_collections.ConfigDict) -> TaskData:

@@ -57,12 +57,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   config_lib.check_positive(config, "model.init_scale")
   config_lib.check_choice(config, "model.ann_activation", ("relu", "tanh"))
   config_lib.check_choice(config, "codes.kind", codes_lib.CODE_KINDS)
-  if task in ("classify", "next_char") and config.codes.kind == "block":
-    classes = 10 if task == "classify" else 0
-    if classes and config.model.code_dim < classes:
-      raise config_lib.ConfigError(f"config.model.code_dim = {config.model.code_dim} < {classes} classes: block "
-                                   f"codes need one neuron per class at least. Fix: --config.model.code_dim="
-                                   f"{10 * classes}.")
+  if config.codes.kind == "random":
+    config_lib.check(config, "codes.rate", lambda v: 0 < v < 1, "must lie in (0, 1) (the fraction of code "
+                     "neurons on; 0 or 1 gives every class the same code)")
   neurons.validate_neuron_config(config)
   methods.validate_objective_config(config)
   config_lib.check_positive(config, "sequence.length")
@@ -72,14 +69,44 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   config_lib.check_choice(config, "sequence.transform", datasets.TRANSFORMS)
   config_lib.check_positive(config, "train_subset", allow_zero=True)
   config_lib.check_positive(config, "test_subset", allow_zero=True)
+  config_lib.check_positive(config, "validation_size", allow_zero=True)
+  if task in ("next_char", "forecast") and config.validation_size:
+    raise config_lib.ConfigError(f"config.validation_size is read for image tasks only, not {task!r}. Fix: leave "
+                                 "it at 0.")
   if task == "forecast" and (config.train_subset or config.test_subset):
     raise config_lib.ConfigError("config.train_subset / test_subset are not read for 'forecast' (its windows are "
                                  "the whole series, split by sequence.train_fraction). Fix: leave them at 0.")
+  _check_buildable(config)
   sharding_lib.validate_mesh_config(config)
   config_lib.check_divisible(config, "batch_size", jax.device_count(), "the number of devices")
   config_lib.check_divisible(config, "eval_batch_size", jax.device_count(), "the number of devices")
   optim.validate_optimizer_config(config)
   loop.validate_train_config(config)
+
+
+def _check_buildable(config: ml_collections.ConfigDict) -> None:
+  """The class codes, the layer layout and the series windows that `build_model` and the data loader would reject
+  (each naming its fix) are checked here, so that a bad size is a config error before any data loads."""
+  task, m = config.task, config.model
+  try:
+    if task in ("classify", "generate"):
+      in_shape, classes = datasets.IMAGE_SHAPES[config.dataset], 10
+    elif task == "next_char":
+      classes = datasets.kjv_vocab_size()
+      in_shape = (classes,)
+    else:
+      in_shape, classes = (1,), 0
+    if task in ("classify", "next_char"):
+      codes_lib.class_codes(config.codes.kind, classes, m.code_dim, rate=config.codes.rate, seed=config.codes.seed)
+    networks.make_layout(m.arch, in_shape, hidden=m.hidden, channels=m.channels,
+                         top_dim=1 if task == "forecast" else m.code_dim, backward_top_dim=m.code_dim,
+                         batch_norm=m.batch_norm, kernel_size=m.kernel_size)
+    if task == "forecast":
+      datasets.load_series(config)  # a small statsmodels series; its windows check sequence.length
+  except config_lib.ConfigError:
+    raise
+  except ValueError as e:
+    raise config_lib.ConfigError(str(e)) from None
 
 
 def build_model(config: ml_collections.ConfigDict, data: datasets.TaskData) -> networks.BSDNet:
@@ -128,8 +155,9 @@ def _padded_batches(split: dict[str, np.ndarray], batch_size: int):
 
 
 def make_evaluator(config: ml_collections.ConfigDict, obj: methods.Objective, graphdef, data: datasets.TaskData,
-                   mesh) -> Callable[[TrainState], dict[str, float]]:
-  """Exact test metrics of the forward pathway (and, for generation, the backward pathway's reconstructions)."""
+                   mesh, split: dict[str, np.ndarray] | None = None) -> Callable[[TrainState], dict[str, float]]:
+  """Exact metrics of the forward pathway (and, for generation, the backward pathway's reconstructions) on
+  `split` (default: the test split)."""
   task = config.task
   vocab = data.num_classes
 
@@ -156,7 +184,7 @@ def make_evaluator(config: ml_collections.ConfigDict, obj: methods.Objective, gr
     err = (outputs[-1] - targets[-1]) ** 2
     return {"sq_err": jnp.sum(err * mask)}
 
-  split = data.test
+  split = data.test if split is None else split
 
   def evaluate(state: TrainState) -> dict[str, float]:
     sums: dict[str, float] = {}
@@ -250,6 +278,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                      1 if config.method == "bp_ann" else int(config.neuron.time_steps)), **data.info,
       **{f"test_{k}": v for k, v in final.items()}}
   recons = evaluate.last_recons
+  if data.validation is not None:
+    on_validation = make_evaluator(config, obj, graphdef, data, mesh, split=data.validation)
+    results.update({f"validation_{k}": v for k, v in on_validation(state).items()})
   if config.task == "generate" and config.eval.frechet_classifier_steps > 0:
     results.update({f"test_{k}": v for k, v in _frechet(config, data, recons).items()})
   if config.task == "forecast":

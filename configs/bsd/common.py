@@ -27,6 +27,9 @@ def base(task: str, dataset: str, arch: str) -> ml_collections.ConfigDict:
   config.data_dir = ""  # fashion_mnist/mnist: a folder with the user's own files (full MNIST: a TFDS folder)
   config.train_subset = 0  # 0: the whole split; N: N images drawn with a fixed seed, or the first N text windows
   config.test_subset = 0
+  # images: N training examples held out (drawn with a fixed seed, before train_subset) and scored as `validation_*`
+  # beside the test metrics; settings are chosen on them, never on the test split. 0: none.
+  config.validation_size = 0
   config.batch_size = 128  # the paper's batch size
   config.eval_batch_size = 500
   config.model = ml_collections.ConfigDict(dict(

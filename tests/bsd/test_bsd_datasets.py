@@ -31,6 +31,28 @@ def test_image_subsets_draw_every_class_and_are_fixed():
   assert rows == sorted(rows) and len(set(rows)) == 5  # drawn rows, kept in file order
 
 
+def test_validation_is_held_out_of_training_and_scored_beside_the_test(tmp_path):
+  """Settings are chosen on `validation_size` training images that the model never trains on."""
+  full = datasets.load_images(_config("digits_mlp.py"))
+  data = datasets.load_images(_config("digits_mlp.py", "validation_size=200"))
+  n = len(full.train["label"])
+  assert len(data.validation["label"]) == 200 and len(data.train["label"]) == n - 200
+  flat = lambda x: {row.tobytes() for row in np.asarray(x)}
+  assert flat(data.train["image"]) | flat(data.validation["image"]) == flat(full.train["image"])
+  assert not flat(data.train["image"]) & flat(data.validation["image"])  # (the 8x8 digits hold no duplicates)
+  assert len(flat(full.train["image"])) == n
+  np.testing.assert_array_equal(data.test["image"], full.test["image"])
+  with pytest.raises(ValueError, match="validation_size = 99999 must lie in"):
+    datasets.load_images(_config("digits_mlp.py", f"validation_size=99999"))
+  with pytest.raises(config_lib.ConfigError, match="validation_size is read for image tasks only"):
+    training.validate_config(_config("co2_rnn.py", "validation_size=10"))
+  results = training.train_and_evaluate(
+      _config("digits_mlp.py:quick", "validation_size=200", "train.num_steps=20", "train.progress_bar=false",
+              "eval.plots=false"), str(tmp_path / "run"))
+  assert 0 < results["validation_accuracy"] <= 1 and 0 < results["test_accuracy"] <= 1
+  assert results["num_validation"] == 200 and results["num_train"] == n - 200
+
+
 def test_user_data_dir_with_a_tilde(tmp_path, monkeypatch):
   """`--config.data_dir=~/fm` reaches the loader unexpanded (the shell expands ~ only at a word's start)."""
   folder = tmp_path / "fm"

@@ -77,6 +77,11 @@ def test_codes():
   pop = codes.population_code(np.array([-3.0, 0.0, 3.0]), 13, -3.0, 3.0, 0.25)
   np.testing.assert_array_equal(pop.argmax(-1), [0, 6, 12])
   assert pop.sum(-1).min() >= 1
+  # a value past an end takes that end's code instead of an empty (all-silent) target; numpy and JAX agree
+  outside = np.array([-4.2, 3.9])
+  np.testing.assert_array_equal(codes.population_code(outside, 13, -3.0, 3.0, 0.25), pop[[0, 2]])
+  np.testing.assert_array_equal(np.asarray(codes.population_code(jnp.asarray(outside), 13, -3.0, 3.0, 0.25)),
+                                pop[[0, 2]])
   with pytest.raises(ValueError, match="code_dim"):
     codes.class_codes("block", 10, 5)
 

@@ -65,10 +65,17 @@ def test_forecast_and_next_char_run(tmp_path):
     (["model.arch=rnn"], "does not fit task 'classify'"),
     (["task=generate", "method=dfa"], "implemented for task 'classify' only"),
     (["neuron.surrogate=relu"], "config.neuron.surrogate"),
-    (["model.code_dim=5"], "block codes need one neuron per class"),
+    (["model.code_dim=5"], r"block codes need code_dim >= number of classes \(5 < 10\)"),
+    (["codes.kind=random", "codes.rate=1.0"], r"config.codes.rate = 1.0 is invalid"),
+    (["model.arch=cnn", "model.channels=(4, 8, 16, 32)"], "needs an even size"),
+    (["@kjv_rnn.py:quick", "model.code_dim=50"], r"\(50 < 63\).*Fix: raise model.code_dim to at least 63"),
+    (["@co2_rnn.py:quick", "sequence.length=100000"], "too short for windows of 100000"),
 ])
 def test_bad_configs_fail_before_compiling(overrides, message):
-  config = _config("digits_mlp.py", *overrides)
+  """Each is a ConfigError from validation, before any data loads or anything compiles (the sizes that the model
+  builder and the series loader check are checked here too)."""
+  name = overrides[0][1:] if overrides[0].startswith("@") else "digits_mlp.py"
+  config = _config(name, *[o for o in overrides if not o.startswith("@")])
   with pytest.raises(config_lib.ConfigError, match=message):
     training.validate_config(config)
 
