@@ -141,10 +141,14 @@ def _parse_like(current: Any, text: str, key: str) -> Any:
   if isinstance(current, str):
     return text
   if isinstance(current, (tuple, list)):
+    strings = bool(current) and all(isinstance(item, str) for item in current)
     try:
       value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
-      raise fail("a tuple literal such as (1, 2)") from None
+      if strings:
+        value = (text,)  # a bare word for a tuple of strings: the shell has eaten the quotes
+      else:
+        raise fail(f"a tuple literal such as {_example(_item_kind(current))}") from None
     if isinstance(value, (int, float, str)):
       value = (value,)
     if not isinstance(value, (tuple, list)):
@@ -163,8 +167,8 @@ def _parse_like(current: Any, text: str, key: str) -> Any:
 def _items_like(current: tuple | list, value: tuple | list, fail: Callable[[str], ConfigError]) -> list:
   """The items of an overriding tuple, checked against the one type the default's items share (a float item
   takes an int; bool is not an int here). A default that is empty or mixes types takes any literal items."""
-  kinds = {type(item) for item in current}
-  if len(kinds) != 1 or (kind := kinds.pop()) not in (bool, int, float, str):
+  kind = _item_kind(current)
+  if kind is None:
     return list(value)
   items = []
   for item in value:
@@ -176,8 +180,15 @@ def _items_like(current: tuple | list, value: tuple | list, fail: Callable[[str]
   return items
 
 
-def _example(kind: type) -> str:
-  return {bool: "(True, False)", int: "(1, 2)", float: "(0.5, 1.0)", str: "('a', 'b')"}[kind]
+def _item_kind(current: tuple | list) -> type | None:
+  """The one plain type (bool, int, float, str) of a default tuple's items; None if empty or mixed."""
+  kinds = {type(item) for item in current}
+  kind = kinds.pop() if len(kinds) == 1 else None
+  return kind if kind in (bool, int, float, str) else None
+
+
+def _example(kind: type | None) -> str:
+  return {bool: "(True, False)", int: "(1, 2)", float: "(0.5, 1.0)", str: "('a', 'b')"}.get(kind, "(1, 2)")
 
 
 # ---- validation rules; each raises ConfigError naming the key, the value, what is valid, and the fix ----

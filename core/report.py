@@ -78,7 +78,8 @@ def claim_workdir(workdir: str, fingerprint: str | None = None, derived: Sequenc
   trained by the old code and print them as new. The workdir therefore records the fingerprint of what made its
   runs: the same fingerprint resumes (a killed report continues), another removes the run folders under `workdir`
   (sub-folders holding checkpoints or metrics; other files are left alone) before anything trains. Any string
-  serves (a hash of a run's config, say), so a single run's folder can be claimed the same way. `derived` names
+  serves (a hash of a run's config, say), so a folder holding one run can be claimed the same way, as long as
+  the run trains in a sub-folder of it (`<run>/train/checkpoints`): only sub-folders are looked at. `derived` names
   further files or folders directly under `workdir` that the code made and that hold no checkpoints (caches of
   evaluations, say): they go too, since reusing them would mix old code's numbers into the new runs.
   """

@@ -29,6 +29,10 @@ def _decode_data_state(data_state: Any) -> Any:
   return data_state
 
 
+class CheckpointMismatchError(ValueError):
+  """A checkpoint's arrays do not match the state a run would restore them into."""
+
+
 class Checkpointer:
   """Saves every `every` steps (and when forced), keeps the newest `keep`, restores the latest."""
 
@@ -62,8 +66,15 @@ class Checkpointer:
   def restore(self, step: int, like_state: Any) -> tuple[Any, Any]:
     """Restores into the structure, dtypes and shardings of `like_state` (a freshly initialised state)."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
-    restored = self._manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+    try:
+      restored = self._manager.restore(
+          step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+    except (ValueError, KeyError, TypeError) as e:
+      # orbax's own message suggests `strict=False`, which would pad or cut the stored weights to fit.
+      raise CheckpointMismatchError(
+          f"the checkpoint at step {step} in {self.directory} does not fit this run's model or optimizer (another "
+          f"config trained it: {type(e).__name__}: {str(e)[:300]}). Fix: use a new --workdir for the new config, or "
+          f"rerun with the config that wrote it.") from None
     return restored.state, _decode_data_state(restored.data["position"])
 
   def close(self) -> None:

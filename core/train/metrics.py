@@ -21,9 +21,23 @@ def truncate_jsonl(path: str, step: int) -> None:
   atomically: what a resumed run does to its logs before writing the steps again. A missing file is left alone."""
   if not os.path.exists(path):
     return
-  with open(path, encoding="utf-8") as f:
-    kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+  kept = [line for line, record in _lines(path) if record["step"] <= step]
   files.write_text_atomic(path, "".join(kept))
+
+
+def _lines(path: str) -> list[tuple[str, dict[str, Any]]]:
+  """(line, record) of a JSON-lines log. A run killed while appending leaves its last line cut short: such a line
+  is skipped (it was never a complete record), so the resumed run rewrites that step instead of failing to read."""
+  out = []
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      if not line.strip():
+        continue
+      try:
+        out.append((line if line.endswith("\n") else line + "\n", json.loads(line)))
+      except json.JSONDecodeError:
+        continue
+  return out
 
 
 class MetricsWriter:
@@ -65,7 +79,5 @@ class MetricsWriter:
 
 def read_metrics(workdir: str, split: str | None = None) -> list[dict[str, Any]]:
   """Reads `metrics.jsonl` back (for reports, plots and tests)."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  with open(path) as f:
-    records = [json.loads(line) for line in f if line.strip()]
+  records = [record for _, record in _lines(os.path.join(workdir, "metrics.jsonl"))]
   return [r for r in records if split is None or r["split"] == split]

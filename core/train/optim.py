@@ -24,12 +24,15 @@ def optimizer_config(**overrides) -> ml_collections.ConfigDict:
   """A complete `optimizer` section; configs call this and override what they change.
 
   Every field is present so that `print(config)` shows all numbers that shape the update.
-  The values below are optax's documented defaults for each optimizer.
+  The values below are optax's documented defaults for each optimizer. Weight decay is adamw's decoupled decay
+  (of every parameter, as optax's adamw without a mask): 1e-4 by default for adamw, 0 for the others, which have
+  none (a non-zero value there is a config error, not silently ignored).
   """
+  name = overrides.get("name", "adamw")
   return config_lib.section("optimizer", dict(
       name="adamw", learning_rate=1e-3, schedule="constant", warmup_steps=0, end_learning_rate=0.0,
-      b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4, momentum=0.9, nesterov=False, grad_clip_norm=0.0),
-      overrides)
+      b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4 if name == "adamw" else 0.0, momentum=0.9, nesterov=False,
+      grad_clip_norm=0.0), overrides)
 
 
 def validate_optimizer_config(config: ml_collections.ConfigDict, prefix: str = "optimizer") -> None:
@@ -41,6 +44,11 @@ def validate_optimizer_config(config: ml_collections.ConfigDict, prefix: str = "
     config_lib.check_positive(config, f"{prefix}.{key}", allow_zero=True)
   for key in ("b1", "b2", "momentum"):
     config_lib.check(config, f"{prefix}.{key}", lambda v: 0 <= v < 1, "must lie in [0, 1)")
+  name = config_lib.get_value(config, f"{prefix}.name")
+  if name != "adamw":
+    config_lib.check(config, f"{prefix}.weight_decay", lambda v: v == 0,
+                     f"must be 0 for optimizer {name!r}: only adamw has weight decay here",
+                     f"pass --config.{prefix}.name=adamw or --config.{prefix}.weight_decay=0")
   schedule = config_lib.get_value(config, f"{prefix}.schedule")
   if not str(schedule).startswith("warmup_"):
     config_lib.check(config, f"{prefix}.warmup_steps", lambda v: v == 0,
@@ -70,6 +78,13 @@ def make_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Sch
 
 def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
   """optax chain: optional global-norm clipping, then the optimizer with its schedule."""
+  if opt.name != "adamw" and opt.weight_decay:
+    raise config_lib.ConfigError(f"optimizer {opt.name!r} has no weight decay here, but weight_decay = "
+                                 f"{opt.weight_decay}. Fix: use adamw, or set weight_decay to 0.")
+  if str(opt.schedule).startswith("warmup_") and opt.warmup_steps >= total_steps:
+    raise config_lib.ConfigError(f"warmup_steps = {opt.warmup_steps} is not below the run's {total_steps} steps, "
+                                 "so the learning rate would never reach its peak. Fix: lower "
+                                 "optimizer.warmup_steps (or raise the number of steps).")
   schedule = make_schedule(opt, total_steps)
   if opt.name == "sgd":
     core = optax.sgd(schedule)

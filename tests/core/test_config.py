@@ -4,6 +4,8 @@ import subprocess
 import sys
 import textwrap
 
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from core import config as config_lib
@@ -53,6 +55,9 @@ def test_tuple_items_must_have_the_defaults_item_type(tmp_path):
   config = config_lib.load_config(str(path), ["sizes=(8,)", "rates=(1, 0.25)", "names=('x', 'y')", "empty=(1, 'b')"])
   assert config.sizes == (8,) and config.names == ("x", "y") and config.empty == (1, "b")
   assert config.rates == (1.0, 0.25) and type(config.rates[0]) is float  # an int item is taken as a float
+  assert config_lib.load_config(str(path), ["names=wide"]).names == ("wide",)  # the shell ate the quotes
+  with pytest.raises(config_lib.ConfigError, match=r"cannot read 'fast' as a tuple literal such as \(0.5, 1.0\)"):
+    config_lib.load_config(str(path), ["rates=fast"])
   for override, expected in (("sizes=(8, 1.5)", "a tuple of ints such as \\(1, 2\\)"),
                              ("sizes=(8, 'wide')", "a tuple of ints"), ("sizes=(True,)", "a tuple of ints"),
                              ("names=(1,)", "a tuple of strs"), ("rates=('fast',)", "a tuple of floats")):
@@ -76,6 +81,31 @@ def test_warmup_steps_need_a_warmup_schedule(config_path):
     optim.validate_optimizer_config(config)
   optim.validate_optimizer_config(config_lib.load_config(
       config_path, ["optimizer.schedule=warmup_cosine", "optimizer.warmup_steps=10"]))
+
+
+def test_weight_decay_is_never_silently_ignored(config_path):
+  """Only adamw has weight decay: sgd/momentum/adam default to 0, and a non-zero value for them is an error."""
+  assert optim.optimizer_config(name="adam").weight_decay == 0 and optim.optimizer_config().weight_decay == 1e-4
+  config = config_lib.load_config(config_path, ["optimizer.name=adam"])  # the file's adamw default of 1e-4 stays
+  with pytest.raises(config_lib.ConfigError, match=r"weight_decay = 0.0001 is invalid: must be 0 for optimizer "
+                                                   r"'adam'.*name=adamw or --config.optimizer.weight_decay=0"):
+    optim.validate_optimizer_config(config)
+  with pytest.raises(config_lib.ConfigError, match="has no weight decay here"):
+    optim.make_optimizer(config.optimizer, 10)
+  optim.validate_optimizer_config(config_lib.load_config(config_path, ["optimizer.name=adam",
+                                                                       "optimizer.weight_decay=0"]))
+  # and adamw applies it: zero gradients still shrink every weight by lr * weight_decay
+  tx = optim.make_optimizer(optim.optimizer_config(learning_rate=0.1, weight_decay=0.5), 10)
+  params = {"w": jnp.ones(3)}
+  updates, _ = tx.update({"w": jnp.zeros(3)}, tx.init(params), params)
+  np.testing.assert_allclose(updates["w"], -0.05, rtol=1e-6)
+
+
+def test_a_warmup_as_long_as_the_run_is_an_error():
+  opt = optim.optimizer_config(schedule="warmup_cosine", warmup_steps=100)
+  with pytest.raises(config_lib.ConfigError, match=r"warmup_steps = 100 is not below the run's 50 steps"):
+    optim.make_optimizer(opt, 50)
+  optim.make_optimizer(opt, 101)
 
 
 def test_unknown_key_names_the_key_and_the_close_match(config_path):

@@ -13,7 +13,8 @@ import pytest
 from flax import nnx
 
 from core.train import loop, optim
-from core.train.checkpoint import Checkpointer
+from core.train.checkpoint import CheckpointMismatchError, Checkpointer
+from core.train import metrics as metrics_lib
 from core.train.metrics import read_metrics
 from core.train.state import create_train_state, make_train_step
 
@@ -221,3 +222,32 @@ def test_out_of_data_is_a_clear_error(tmp_path):
     loop.run_training(workdir=str(tmp_path), config=config, state=state, step_fn=step,
                       batches=iter([ArrayBatches(data, 8, 0).__next__() for _ in range(2)]), seed=0)
   assert os.path.isdir(tmp_path)
+
+
+def test_a_line_cut_short_by_a_kill_does_not_stop_the_resume(tmp_path):
+  """A kill during an append leaves half a record; the resumed run drops it (and the steps after the checkpoint)."""
+  path = tmp_path / "metrics.jsonl"
+  path.write_text('{"step": 4, "split": "train", "loss": 1.5}\n{"step": 6, "split": "train", "loss": 1.25}\n'
+                  '{"step": 8, "spl')
+  assert [r["step"] for r in read_metrics(str(tmp_path))] == [4, 6]
+  metrics_lib.truncate_jsonl(str(path), 5)
+  assert path.read_text() == '{"step": 4, "split": "train", "loss": 1.5}\n'
+
+
+def test_resuming_another_configs_checkpoint_names_the_workdir_and_the_fix(tmp_path):
+  """orbax alone would suggest strict=False, which pads or cuts the stored weights to fit the new shapes."""
+  config, graphdef, state, step = build(5)
+  loop.run_training(workdir=str(tmp_path), config=config, state=state, step_fn=step,
+                    batches=ArrayBatches(make_data(), 8, seed=1), seed=0)
+
+  class Wider(Regressor):
+    def __init__(self, rngs):
+      super().__init__(rngs)
+      self.hidden, self.out = nnx.Linear(4, 32, rngs=rngs), nnx.Linear(32, 1, rngs=rngs)
+
+  tx = optim.make_optimizer(optim.optimizer_config(name="adam", learning_rate=0.05), 10)
+  graphdef, wider = create_train_state(Wider(nnx.Rngs(0)), tx)
+  config = loop.train_config(num_steps=10, log_every=5, checkpoint_every=5, progress_bar=False)
+  with pytest.raises(CheckpointMismatchError, match=f"step 5 in {tmp_path}.*Fix: use a new --workdir"):
+    loop.run_training(workdir=str(tmp_path), config=config, state=wider, step_fn=make_train_step(graphdef, mse_loss, tx),
+                      batches=ArrayBatches(make_data(), 8, seed=1), seed=0)

@@ -35,7 +35,7 @@ STEPS, N, SEQ, N_IMG, VOCAB, E = 3, 16, 10, 4, 16, 4
 # sharded reduction order decides (one of 8192 expert weights differed by 1e-4 on an AMD EPYC CPU); with 1e-4 such
 # updates are linear in the gradient, so sharding can only move them by float rounding.
 CONFIG = config_lib.load_config("configs/moiie/easyvqa_tiny.py:moiie", [
-    "mesh.data=2", "mesh.fsdp=4", "mesh.expert_parallel=true", "stage2.optimizer.name=adam",
+    "mesh.data=2", "mesh.fsdp=4", "mesh.expert_parallel=true", "stage2.optimizer.name=adam", "stage2.optimizer.weight_decay=0",
     "stage2.optimizer.learning_rate=0.01", "stage2.optimizer.schedule=constant", "stage2.optimizer.warmup_steps=0",
     "stage2.optimizer.grad_clip_norm=0", "stage2.optimizer.eps=1e-4", f"stage2.train.num_steps={STEPS}", "stage2.train.log_every=1",
     f"stage2.train.checkpoint_every={STEPS}", "stage2.train.progress_bar=false"])
