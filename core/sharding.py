@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import warnings
 from typing import Any, Callable, Sequence, Union
 
 import jax
@@ -179,14 +180,25 @@ def state_sharding(mesh: Mesh, tree: Any, fsdp_min_size: int = 2**18,
   if not rules:
     return jax.tree.map(lambda x: _leaf_sharding(mesh, np.shape(x), fsdp_min_size), tree)
   compiled = _compile_rules(rules)
+  used, paths = set(), []
 
   def leaf(key_path, x):
     path, shape = jax.tree_util.keystr(key_path), tuple(np.shape(x))
-    for rule in compiled:
+    paths.append(path)
+    for i, rule in enumerate(compiled):
       if rule.matches(path, shape):
+        used.add(i)
         return _rule_sharding(mesh, rule, path, shape)
     return _leaf_sharding(mesh, shape, fsdp_min_size)
-  return jax.tree_util.tree_map_with_path(leaf, tree)
+  out = jax.tree_util.tree_map_with_path(leaf, tree)
+  for i, rule in enumerate(compiled):
+    if i not in used:
+      # Most often a pattern written for plain dicts: NNX state paths end in `.value` (e.g.
+      # ".params['gate']['kernel'].value"), so an anchored "...']$" never matches and the leaf silently falls back.
+      warnings.warn(f"sharding rule #{i} ({rule.label}) matched no leaf, so it placed nothing; leaf paths look "
+                    f"like {paths[0] if paths else '(no leaves)'!r}. Fix the pattern, or drop the rule.",
+                    stacklevel=2)
+  return out
 
 
 def shard_batch(batch: Any, mesh: Mesh) -> Any:

@@ -38,7 +38,7 @@ def test_eight_devices_match_one_device():
   assert fsdp["kernel_shards"] == 4  # the 8x64 kernel is split 4 ways over the fsdp axis
 
 
-def test_leaf_shardings():
+def test_one_device_replicates_every_leaf():
   mesh = sharding.make_mesh(1, 1)
   tree = {"big": np.zeros((1024, 512)), "small": np.zeros((3,)), "scalar": np.zeros(())}
   shardings = sharding.state_sharding(mesh, tree)

@@ -47,7 +47,8 @@ def test_first_match_wins_and_the_rest_keep_the_default(mesh):
   rules = [(EXPERT, P("fsdp")),  # a regex string
            (lambda path, shape: path.endswith("['gate']"), ("data",)),  # never reached for gate: EXPERT is first
            (lambda path, shape: len(shape) == 2 and shape[1] == 4, (None, "fsdp"))]  # a predicate on the shape
-  got = specs(sharding.state_sharding(mesh, params(), fsdp_min_size=1024, rules=rules))
+  with pytest.warns(UserWarning, match=r"rule #1 .* matched no leaf"):  # shadowed by EXPERT for every leaf it fits
+    got = specs(sharding.state_sharding(mesh, params(), fsdp_min_size=1024, rules=rules))
   assert got["moe"]["gate"] == P("fsdp") and got["moe"]["down"] == P("fsdp")
   assert got["moe"]["router"] == P(None, "fsdp")  # 128 elements: below fsdp_min_size, but a rule is explicit
   assert got["embed"] == P("fsdp", None)  # unmatched: the default (2048 elements, largest dim 64)
@@ -89,3 +90,11 @@ def test_malformed_rules(mesh):
     sharding.state_sharding(mesh, params(), rules=[(r"gate", "fsdp")])
   with pytest.raises(TypeError, match="expected a regex string"):
     sharding.state_sharding(mesh, params(), rules=[(3, P("fsdp"))])
+
+
+def test_a_rule_that_matches_no_leaf_warns_with_a_real_path(mesh):
+  """NNX state paths end in `.value`, so a `$`-anchored pattern written for plain dicts places nothing."""
+  wrapped = jax.tree.map(lambda x: {"value": x}, params())  # stands in for the `.value` suffix of NNX paths
+  with pytest.warns(UserWarning, match=r"rule #0 \(.*\) matched no leaf.*leaf paths look like \"\['embed'\]\['value'\]\""):
+    got = specs(sharding.state_sharding(mesh, wrapped, fsdp_min_size=1 << 30, rules=[(EXPERT, P("fsdp"))]))
+  assert got["moe"]["gate"]["value"] == P()  # fell back to the default
