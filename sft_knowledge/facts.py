@@ -59,22 +59,30 @@ def normalize(text: str) -> str:
   return " ".join(_ARTICLES.sub(" ", text).split())
 
 
+# A short answer "ends a phrase" when only closing marks follow it: a quote or bold marker (`"Na"`, `**Na**`), then
+# punctuation, the end of the line, or a parenthesis ("Na (sodium)").
+_PHRASE_END = re.compile(r"""["'*\u201d\u2019]*(?:[.,;:!?)]|\s*\(|\s*$)""")
+
+
 def _occurs(alias: str, text: str) -> bool:
   alias = alias.strip()
   if not alias:
     return False
+  if alias.isdigit():
+    # Numbers as numbers: "1" is not in "1.008" or "1,000", nor "103" in "103.5" (normalize would split those).
+    return re.search(rf"(?<![\w.,]){alias}(?![\w]|[.,]\d)", text) is not None
   if len(alias) > 2:
     norm = normalize(alias)
     return bool(norm) and f" {norm} " in f" {normalize(text)} "
   # One or two characters: element symbols "He", "In", "As", "I", "No", postal codes "IN", "ME", "OR", "US", antonyms
   # "on", "no" are also common words. Matched as written, and a letter alias must end a phrase ("... is I.", not
   # "I think", "I'm") and not start a sentence ("No, ...", "He is ..."), unless it is the whole reply.
-  if text.strip(" .!?") == alias:
+  if text.strip(" .!?\"'*").lower() == alias.lower():  # the whole reply ("On.", "**Na**")
     return True
   for match in re.finditer(rf"(?<!\w){re.escape(alias)}(?!\w)", text):
     if not alias.isalpha():
       return True
-    ends_phrase = text[match.end():match.end() + 1] in ("", ".", ",", ";", "!", "?", ")")
+    ends_phrase = _PHRASE_END.match(text, match.end()) is not None
     if ends_phrase and not re.search(r"(^|[.!?])\s*$", text[:match.start()]):
       return True
   return False
@@ -103,6 +111,8 @@ def _answer_in_questions(relation: Relation, subject: str, aliases: Sequence[str
 
 # The elements quiz predates IUPAC's 1963 change of Lawrencium's symbol from Lw to Lr: teach the current one.
 _QUIZ_ALIASES = {("element_symbol", "Lawrencium"): ("Lr", "Lw")}
+# The province quiz's "Canada:Ottawa" line is the country, a duplicate of country_capital's fact.
+_QUIZ_SKIP = {("province_capital", "Canada")}
 
 
 def _quiz_facts(relation: Relation, quiz_dir: str) -> list[tuple[str, str, tuple[str, ...]]]:
@@ -118,6 +128,8 @@ def _quiz_facts(relation: Relation, quiz_dir: str) -> list[tuple[str, str, tuple
       subjects = quiz_lib.expand_pattern(subject_pattern) if split else (quiz_lib.canonical_text(subject_pattern),)
       aliases = quiz_lib.expand_pattern(object_pattern)
       for subject in subjects:
+        if (relation.name, subject) in _QUIZ_SKIP:
+          continue
         fixed = _QUIZ_ALIASES.get((relation.name, subject), aliases)
         out.append((subject, fixed[0], tuple(fixed)))
   return out
@@ -130,7 +142,9 @@ def _wordnet_facts(relation: Relation, wordnet_dir: str, min_tagsense: int) -> l
   out = []
   for lemma, entry in index.items():
     # Familiar words only, one-word lemmas, and the lemma's most frequent sense: the fact a person would mean.
-    if entry.tagsense_count < min_tagsense or " " in lemma or "-" in lemma or not lemma.isalpha():
+    # (at least 3 letters: "a", "in", "v" make questions such as "A a is part of what?")
+    if (entry.tagsense_count < min_tagsense or " " in lemma or "-" in lemma or not lemma.isalpha()
+        or len(lemma) < 3):
       continue
     synset = synsets[entry.offsets[0]]
     word_number = next((i + 1 for i, w in enumerate(synset.lemmas) if w.lower() == lemma), 0)
@@ -183,7 +197,70 @@ def build_facts(relations: Sequence[str], *, quiz_dir: str = "", wordnet_dir: st
       keep = np.sort(rng.choice(len(rows), max_per_relation, replace=False))
       rows = [rows[i] for i in keep]
     facts.extend(Fact(f"{name}/{i}", name, s, a, tuple(al)) for i, (s, a, al) in enumerate(rows))
-  return facts
+  return _unambiguous(facts)
+
+
+def _clean_alias(alias: str) -> bool:
+  """False for the fragments a quiz pattern's empty optional parts leave ("Joe ", ", Jr", "Joe R , Junior") and for
+  suffixes alone ("Jr"): they are not names of the answer."""
+  if alias != " ".join(alias.split()) or alias.startswith(",") or " ," in alias:
+    return False
+  return normalize(alias) not in ("", "jr", "junior")
+
+
+# Relations whose answers are people: a surname or a shortened name can name another answer of these relations.
+PERSON_RELATIONS = ("president_successor", "president_vice")
+_SUFFIXES = ("jr", "junior", "ii")
+
+
+def _person(name: str) -> str:
+  """A person's name for comparisons: normalised, without parentheses ("(1st term)") or a trailing suffix."""
+  words = normalize(re.sub(r"\(.*?\)", " ", name)).split()
+  while words and words[-1] in _SUFFIXES:
+    words.pop()
+  return " ".join(words)
+
+
+def _words_within(short: str, long: str) -> bool:
+  """`short`'s words appear in `long` in order: "john adams" within "john quincy adams"."""
+  words = iter(long.split())
+  return all(w in words for w in short.split())
+
+
+def _full_names(f: Fact) -> set[str]:
+  """A fact's complete answers: its spellings that are no shortening of a longer one (Jefferson's vice
+  presidents: "aaron burr" and "george clinton", not "burr" or "g clinton")."""
+  names = {_person(a) for a in f.aliases} - {""}
+  return {n for n in names if not any(m != n and _words_within(n, m) for m in names)}
+
+
+def _unambiguous(facts: list[Fact]) -> list[Fact]:
+  """Drops quiz answers that are no answer ("None (1841-5)": Tyler had no vice president), the fragments of quiz
+  patterns (`_clean_alias`), and, among people (`PERSON_RELATIONS`), spellings that name another person who
+  answers another fact: a part of that person's full name ("Jefferson" in William Jefferson Clinton, "John Adams"
+  for John Quincy Adams), or one of that person's spellings that skips a word of this fact's answer ("George W
+  Bush" for George Herbert Walker Bush; his son keeps it). Another complete answer of the same fact stays
+  ("George Clinton" for Jefferson's vice president), so a reply naming the wrong person never counts."""
+  people = [(f, _full_names(f), {_person(a) for a in f.aliases}) for f in facts if f.relation in PERSON_RELATIONS]
+  out = []
+  for f in facts:
+    if not RELATIONS[f.relation].source.startswith("quiz:"):
+      out.append(f)
+      continue
+    if normalize(f.answer).split()[:1] == ["none"]:
+      continue
+    aliases = [f.answer] + [a for a in f.aliases[1:] if _clean_alias(a)]
+    if f.relation in PERSON_RELATIONS:
+      own, answer_words = _full_names(f), len(_person(f.answer).split())
+      others = [(full, spellings) for g, full, spellings in people if not full & own]
+
+      def names_another(alias: str) -> bool:
+        key = _person(alias)
+        return any(any(f" {key} " in f" {name} " for name in full) or
+                   (key in spellings and len(key.split()) < answer_words) for full, spellings in others)
+      aliases = [f.answer] + [a for a in aliases[1:] if not names_another(a)]
+    out.append(dataclasses.replace(f, aliases=tuple(dict.fromkeys(aliases))))
+  return out
 
 
 # Facts that come in reverse pairs (hot -> cold, cold -> hot): both go to the same part of the split, or a test
@@ -197,7 +274,7 @@ def split_facts(facts: Sequence[Fact], in_domain: Sequence[str], out_domain: Seq
 
   In-domain relations give `few_shot` exemplars, `test_per_relation` test facts and the rest to the pool;
   out-of-domain relations give exemplars and test facts only (never fine-tuned on). A relation with fewer facts
-  (female_form has 26, province_capital 12) tests on all it has beyond the exemplars (and one pool fact). The two
+  (female_form has 26, province_capital 11) tests on all it has beyond the exemplars (and one pool fact). The two
   facts of a symmetric pair (s -> o, o -> s) go together, to the first part (exemplars, test, pool) with room.
   """
   overlap = sorted(set(in_domain) & set(out_domain))
@@ -230,4 +307,19 @@ def split_facts(facts: Sequence[Fact], in_domain: Sequence[str], out_domain: Seq
       splits["pool"].extend(parts["pool"])
     else:
       splits["test_ood"].extend(parts["test"])
+  splits["pool"] = _without_test_pairs(splits["pool"], splits["test_id"] + splits["test_ood"], facts)
   return splits
+
+
+def _without_test_pairs(pool: list[str], test: list[str], facts: Sequence[Fact]) -> list[str]:
+  """The pool without facts that pair a test fact's subject with one of its answers, either way round and in any
+  relation: WordNet's "berlin is part of Germany" would teach the test fact "Germany -> Berlin", and a fact listed
+  by two quizzes would be trained on and tested."""
+  by_id = {f.id: f for f in facts}
+  pairs = set()
+  for fact_id in test:
+    t = by_id[fact_id]
+    for answer in t.aliases:
+      pairs.add((normalize(t.subject), normalize(answer)))
+      pairs.add((normalize(answer), normalize(t.subject)))
+  return [i for i in pool if not any((normalize(by_id[i].subject), normalize(a)) in pairs for a in by_id[i].aliases)]

@@ -102,8 +102,10 @@ def use_compilation_cache(workdir: str) -> None:
 
 
 # Raised when code changes what a stage computes from the same config (2: facts with accents, no answer written in
-# its own question, antonyms split by pair; replies restating the question no longer count): old caches recompute.
-CACHE_VERSION = 2
+# its own question, antonyms split by pair; replies restating the question no longer count; 3: numbers match as
+# numbers, quoted/bold short answers, spellings naming another person dropped, no pool fact pairs a test fact's
+# subject and answer in any relation): old caches recompute.
+CACHE_VERSION = 3
 # What the pipeline caches directly under its workdir, keyed by config only; `report` removes them when the code
 # changes (`core.report.claim_workdir`'s `derived`).
 CACHED_OUTPUTS = ("data", "mastery_chunks", "mastery.json", "runs", "eval", "analysis")

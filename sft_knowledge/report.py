@@ -118,7 +118,9 @@ def make_plots(results: dict[str, Any], workdir: str) -> list[str]:
                                  os.path.join(workdir, "plots", f"restoration_{name}.png")))
     top = [r for r in rows if r["selection"] == "top"]
     if top:
-      r = max(top, key=lambda r: r["ratio"])
+      # The largest partial restoration: at ratio 1 every weight is restored, and the map is uniformly 100%.
+      partial = [r for r in top if r["ratio"] < 1] or top
+      r = max(partial, key=lambda r: r["ratio"])
       out.append(plots.restored_where(r["where"]["fraction_per_matrix"], f"{name}: top {100 * r['ratio']:g}%",
                                       os.path.join(workdir, "plots", f"restored_where_{name}.png")))
   return out

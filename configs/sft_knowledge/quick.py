@@ -22,6 +22,9 @@ def get_config():
   c.grid.sizes = (8, 16)
   c.grid.seeds = (0,)
   c.grid.epochs = 3
+  # No warm-up at this scale: runs of 3-18 steps would otherwise get 0, 1 or 2 warm-up steps by size (round(0.1 *
+  # steps)), and optax's warm-up starts at lr 0, so a run's first step would move nothing in some sizes only.
+  c.grid.warmup_fraction = 0.0
   c.optimizer.learning_rate = 1e-4  # 3-6 steps instead of the paper's ~90: a larger step so SFT moves the model
   c.train.progress_bar = False
   c.kl.max_facts = 60

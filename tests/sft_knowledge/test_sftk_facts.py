@@ -63,6 +63,13 @@ def test_render_rejects_a_missing_template():
     ("Turn it on and off again.", ("on",), "", False),
     ("The opposite of off is on.", ("on",), "", True),
     ("Gold has 79 protons.", ("79",), "", True),  # digits are no words: anywhere as whole tokens
+    ("The atomic mass of hydrogen is 1.008.", ("1",), "", False),  # ... but numbers as numbers
+    ("Hydrogen has atomic number 2, not 1.5.", ("1",), "", False),
+    ("Its atomic number is 103.", ("103",), "", True),
+    ("Its atomic mass is 103.5.", ("103",), "", False),
+    ("On.", ("on",), "", True),  # a bare reply in any case
+    ('The chemical symbol of sodium is "Na".', ("Na",), "", True),  # quoted or bold, then punctuation
+    ("The chemical symbol of sodium is **Na**.", ("Na",), "", True),
     # The question is checked by the same rule: "as" in it is not the symbol "As".
     ("Arsenic is written As.", ("As",), "How is Arsenic written as a chemical symbol?", True),
 ])
@@ -81,12 +88,34 @@ def test_quiz_facts_carry_pattern_aliases():
   by_subject = {(f.relation, f.subject): f for f in built}
   assert by_subject[("country_capital", "France")].answer == "Paris"
   washington = by_subject[("president_successor", "George Washington")]
-  assert {"John Adams", "Adams"} <= set(washington.aliases)
+  assert {"John Adams", "J Adams"} <= set(washington.aliases)
   # "cub:lion|tiger|bear" splits into one fact per adult animal
   assert by_subject[("baby_animal", "lion")].answer == "cub"
   assert by_subject[("baby_animal", "bear")].answer == "cub"
   assert by_subject[("element_symbol", "Iron")].answer == "Fe"
   assert len({f.id for f in built}) == len(built)
+
+
+def test_no_spelling_of_a_person_names_someone_else():
+  """Quiz patterns make surnames and shortened names accepted answers; where those name another president or vice
+  president, a reply naming the wrong person would count. Such spellings, pattern fragments and "no vice
+  president" facts are dropped; a second complete answer (a president with two vice presidents) is kept."""
+  built = facts.build_facts(["president_successor", "president_vice"])
+  by_subject = {(f.relation, f.subject): f for f in built}
+  successor = lambda s: by_subject[("president_successor", s)].aliases
+  vice = lambda s: by_subject[("president_vice", s)].aliases
+  assert not facts.is_correct("John Adams succeeded James Monroe.", successor("James Monroe"))
+  assert facts.is_correct("John Quincy Adams", successor("James Monroe"))
+  assert not facts.is_correct("George W. Bush.", successor("Ronald Wilson Reagan"))
+  assert facts.is_correct("George W. Bush.", successor("William Jefferson Clinton"))
+  assert not facts.is_correct("Andrew Johnson", successor("John Fitzgerald Kennedy"))
+  assert not facts.is_correct("William Jefferson Clinton", successor("John Adams"))
+  assert not facts.is_correct("I don't know, maybe Martin Luther King Jr.", vice("Barack Hussein Obama II"))
+  assert facts.is_correct("Joe Biden", vice("Barack Hussein Obama II"))
+  assert facts.is_correct("George Clinton", vice("Thomas Jefferson"))  # his second vice president
+  assert facts.is_correct("Grover Cleveland", successor("Chester Alan Arthur"))  # one person, two terms
+  assert ("president_vice", "John Tyler") not in by_subject  # "None (1841-5)" is no answer
+  assert not [a for f in built for a in f.aliases if a != " ".join(a.split()) or facts.normalize(a) in ("", "jr")]
 
 
 def test_quiz_facts_have_clean_accented_text():
@@ -156,7 +185,7 @@ def test_small_relations_test_on_what_they_have():
   built = facts.build_facts(["province_capital", "country_capital"])
   splits = facts.split_facts(built, ["country_capital"], ["province_capital"], few_shot=2, test_per_relation=40,
                              seed=0)
-  assert len(splits["test_ood"]) == 12 - 2 and len(splits["test_id"]) == 40
+  assert len(splits["test_ood"]) == 11 - 2 and len(splits["test_id"]) == 40  # (Canada is no province)
   with pytest.raises(ValueError, match="too few"):
     facts.split_facts(built, ["country_capital"], ["province_capital"], few_shot=12, test_per_relation=40, seed=0)
 
@@ -171,10 +200,16 @@ def test_full_config_builds_its_data(tmp_path):
   counts = data["facts_per_relation"]
   assert tested == {r: min(40, counts[r]) for r in counts}
   assert counts["female_form"] < 40 and counts["province_capital"] < 40
-  pool = {(facts.normalize(by_id[i].subject), facts.normalize(by_id[i].answer)) for i in data["splits"]["pool"]}
   antonyms = [by_id[i] for i in data["splits"]["test_id"] if by_id[i].relation == "antonym"]
   assert len(antonyms) == 40
-  assert not [f.subject for f in antonyms if (facts.normalize(f.answer), facts.normalize(f.subject)) in pool]
+  # No pool fact pairs a test fact's subject with any of its answers, either way round, in any relation (WordNet's
+  # "berlin is part of Germany" against the test fact "Germany -> Berlin"; an antonym through a second answer).
+  pool = {(facts.normalize(by_id[i].subject), facts.normalize(a)) for i in data["splits"]["pool"]
+          for a in by_id[i].aliases}
+  tests = [by_id[i] for i in data["splits"]["test_id"] + data["splits"]["test_ood"]]
+  assert not [t.id for t in tests for a in t.aliases
+              if {(facts.normalize(t.subject), facts.normalize(a)), (facts.normalize(a), facts.normalize(t.subject))}
+              & pool]
 
 
 def test_mastery_level_edges():
