@@ -24,6 +24,7 @@ from flax import nnx
 from core.llm.config import LlamaConfig
 from core.llm.model import forward, init_cache, positions_from_mask
 from core.llm.sampling import SamplingParams, sample
+from core.llm import weights
 
 
 class GenerationError(ValueError):
@@ -276,7 +277,7 @@ def trim_at_stop(tokens: np.ndarray, logprobs: np.ndarray, budget: int,
 def generate_text(pretrained, prompts: Sequence[str], gen: GenerationConfig, *,
                   rng: jax.Array | None = None) -> list[str]:
   """Raw-text continuations (no chat format) of `prompts` with a `weights.Pretrained`."""
-  tok = pretrained.tokenizer
+  tok = weights.text_tokenizer(pretrained)
   out = generate(pretrained.graphdef, pretrained.state, pretrained.config, tok.encode_batch(prompts), gen,
                  stop_ids=tok.stop_ids, pad_id=tok.pad_id, rng=rng)
   return [tok.decode(t) for t in out.tokens]
@@ -285,7 +286,7 @@ def generate_text(pretrained, prompts: Sequence[str], gen: GenerationConfig, *,
 def chat(pretrained, conversations: Sequence[Sequence[Mapping[str, str]]], gen: GenerationConfig, *,
          rng: jax.Array | None = None) -> list[str]:
   """The assistant's reply to each conversation ([{'role', 'content'}, ...]) in ChatML format."""
-  tok = pretrained.tokenizer
+  tok = weights.text_tokenizer(pretrained)
   prompts = [tok.encode_chat(list(c)) for c in conversations]
   out = generate(pretrained.graphdef, pretrained.state, pretrained.config, prompts, gen, stop_ids=tok.stop_ids,
                  pad_id=tok.pad_id, rng=rng)

@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 
 from core.llm.model import forward, positions_from_mask
+from core.llm import weights
 
 
 def token_logprobs(graphdef: nnx.GraphDef, state: nnx.State, tokens: jax.Array,
@@ -94,7 +95,7 @@ def continuation_batch(prompts: Sequence[Sequence[int]], continuations: Sequence
 def score_continuations(pretrained, prompts: Sequence[str], continuations: Sequence[str], *, batch_size: int,
                         length_buckets: Sequence[int]) -> np.ndarray:
   """Summed log p(continuation | prompt) for text pairs (multiple choice: one row per option), float32 [N]."""
-  tok = pretrained.tokenizer
+  tok = weights.text_tokenizer(pretrained)
   p_ids, c_ids = tok.encode_batch(prompts), tok.encode_batch(continuations)
   out = []
   for start in range(0, len(p_ids), batch_size):

@@ -80,11 +80,28 @@ def tokenize_chat(tokenizer, messages: Sequence[Mapping[str, str]]) -> tuple[np.
   return ids, mask
 
 
+def _promote_starved(bucket_of: np.ndarray, buckets: Sequence[int], batch_size: int) -> np.ndarray:
+  """Bucket of each example after moving the examples of buckets too small for one batch up to wider buckets
+  (more padding, never truncation). If the widest bucket is still short, the next narrower bucket joins it."""
+  bucket_of = bucket_of.copy()
+  used = [b for b in buckets if (bucket_of == b).any()]
+  for narrow, wide in zip(used, used[1:]):
+    if (bucket_of == narrow).sum() < batch_size:
+      bucket_of[bucket_of == narrow] = wide
+  used = [b for b in buckets if (bucket_of == b).any()]
+  while len(used) > 1 and (bucket_of == used[-1]).sum() < batch_size:
+    bucket_of[bucket_of == used[-2]] = used[-1]
+    used.pop(-2)
+  return bucket_of
+
+
 class BucketedBatches:
   """Endless, seeded, checkpointable batches of right-padded examples grouped by length bucket.
 
   Each epoch shuffles every bucket's examples with `default_rng([seed, epoch])`, cuts them into full batches
-  (the remainder of a bucket waits for the next epoch's shuffle) and shuffles the order of the batches.
+  (the remainder of a bucket waits for the next epoch's shuffle) and shuffles the order of the batches. A bucket
+  with fewer examples than a batch would never be served: its examples move up to the next wider bucket
+  (`_promote_starved`), so every example is trained on.
   """
 
   def __init__(self, examples: Sequence[tuple[np.ndarray, np.ndarray]], buckets: Sequence[int], batch_size: int,
@@ -103,7 +120,7 @@ class BucketedBatches:
         raise ValueError(f"example {i} has {len(ids)} tokens, above the largest length bucket {self.buckets[-1]}. "
                          f"Fix: add a bucket >= {len(ids)} to sft.length_buckets or drop long examples.")
       self.bucket_of.append(fits[0])
-    self.bucket_of = np.asarray(self.bucket_of)
+    self.bucket_of = _promote_starved(np.asarray(self.bucket_of), self.buckets, batch_size)
     # Full batches per bucket do not depend on the shuffle, so every epoch has the same number of batches.
     self.batches_per_epoch = sum(int((self.bucket_of == b).sum()) // batch_size for b in self.buckets)
     if self.batches_per_epoch == 0:
@@ -169,6 +186,11 @@ def assistant_nll(model: Llama, batch: Mapping[str, jax.Array], rng: jax.Array):
 
 def prepare_model(pretrained: weights.Pretrained, sft: ml_collections.ConfigDict, seed: int) -> tuple[Llama, Any]:
   """The model to train (a copy: training donates its buffers) and the NNX filter of its trainable variables."""
+  if sft.mode == "full" and (pretrained.config.weight_format != "float" or pretrained.config.embed_format != "float"):
+    # Quantized matrices are not nnx.Params: "full" fine-tuning would silently train only the norms.
+    raise ValueError(f"full fine-tuning needs float weights, but this model stores weight_format="
+                     f"{pretrained.config.weight_format!r}, embed_format={pretrained.config.embed_format!r}. Fix: load "
+                     "it with weight_format='float' and embed_format='float'.")
   model = nnx.merge(pretrained.graphdef, jax.tree.map(jnp.copy, pretrained.state))
   if sft.mode == "lora":
     lora.add_lora(model, rank=sft.lora_rank, alpha=sft.lora_alpha, targets=sft.lora_targets, seed=seed)
@@ -181,7 +203,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str, records: Iterable[
   """Fine-tunes `pretrained` on chat `records` ({"messages": [...]}) with `core.train`; returns the trained
   model (adapters not merged) and a summary."""
   validate_sft_config(config)
-  tokenizer = pretrained.tokenizer
+  tokenizer = weights.text_tokenizer(pretrained)
   examples = [tokenize_chat(tokenizer, r["messages"]) for r in records]
   batches = BucketedBatches(examples, config.sft.length_buckets, config.sft.batch_size // jax.process_count(),
                             pad_id=tokenizer.pad_id, seed=config.seed)
@@ -210,11 +232,19 @@ def read_chat_records(path: str) -> list[dict[str, Any]]:
   if not os.path.isfile(path):
     raise FileNotFoundError(f"SFT data file {path!r} does not exist. Fix: pass --config.data.path=<a JSONL file of "
                             '{"messages": [...]} records> or leave it empty for the built-in quiz data.')
+  records = []
   with open(path) as f:
-    records = [json.loads(line) for line in f if line.strip()]
-  for i, record in enumerate(records):
-    if not isinstance(record, dict) or not isinstance(record.get("messages"), list):
-      raise ValueError(f"{path} line {i + 1}: expected {{\"messages\": [...]}}, got {str(record)[:80]!r}.")
+    for number, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{path} line {number} is not JSON ({e.msg} at column {e.colno}). Fix: one "
+                         '{"messages": [...]} record per line.') from None
+      if not isinstance(record, dict) or not isinstance(record.get("messages"), list):
+        raise ValueError(f"{path} line {number}: expected {{\"messages\": [...]}}, got {str(record)[:80]!r}.")
+      records.append(record)
   return records
 
 
@@ -270,7 +300,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   n_eval = max(1, int(len(order) * config.data.eval_fraction))
   eval_records = [records[i] for i in order[:n_eval]]
   train_records = [records[i] for i in order[n_eval:]]
-  tokenizer = pretrained.tokenizer
+  tokenizer = weights.text_tokenizer(pretrained)
   eval_batches = list(BucketedBatches([tokenize_chat(tokenizer, r["messages"]) for r in eval_records],
                                       config.sft.length_buckets, 1, tokenizer.pad_id, seed=0)._epoch_batches())
   before = heldout_loss(pretrained.model(), eval_batches)

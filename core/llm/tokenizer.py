@@ -148,6 +148,9 @@ class Tokenizer:
         config = json.loads(config_path.read_text())
       except json.JSONDecodeError as e:
         raise TokenizerError(f"{config_path} is not valid JSON ({e}).") from e
+    template_path = directory / "chat_template.jinja"  # where transformers >= 4.50 saves the template
+    if not config.get("chat_template") and template_path.is_file():
+      config = {**config, "chat_template": template_path.read_text()}
     return cls.from_file(directory / "tokenizer.json", **_special_tokens(config))
 
   @classmethod
@@ -196,6 +199,11 @@ class Tokenizer:
     conversation has no system message and the template defines one."""
     if not messages:
       raise TokenizerError("a chat needs at least one message, e.g. [{'role': 'user', 'content': 'Hi'}].")
+    if self.chat_template and "<|im_start|>" not in self.chat_template:
+      # Writing ChatML for a model trained on another format would silently prompt it wrongly.
+      raise TokenizerError("this tokenizer's chat template is not ChatML (no <|im_start|>), and only ChatML is "
+                           "written here. Fix: use a ChatML model (SmolLM2, Qwen2) or format the prompt yourself "
+                           "and call encode().")
     parts = []
     for i, m in enumerate(messages):
       if not isinstance(m, dict) or "role" not in m or "content" not in m:

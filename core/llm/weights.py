@@ -224,6 +224,14 @@ def config_from_hf(hf: dict[str, Any], **changes: Any) -> LlamaConfig:
   missing = [k for k in _HF_CONFIG_KEYS.values() if k not in hf]
   if missing:
     raise WeightsError(f"config.json lacks {missing}: it is not a complete Llama-family config.")
+  window = hf.get("sliding_window")
+  windowed = (hf.get("use_sliding_window", False) if model_type == "qwen2" else window is not None)
+  if windowed and window and window < hf["max_position_embeddings"]:
+    # Attention here is full-context: past the window the logits would differ from the model's own, silently.
+    raise WeightsError(f"config.json asks for sliding-window attention (window {window} < "
+                       f"{hf['max_position_embeddings']} positions), which core.llm does not implement. Fix: use a "
+                       "model without it (Mistral-7B-v0.1 has one), or set sliding_window to null in a copy of "
+                       "config.json if your prompts stay below the window.")
   values = {ours: hf[theirs] for ours, theirs in _HF_CONFIG_KEYS.items()}
   num_heads = hf["num_attention_heads"]
   head_dim = hf.get("head_dim") or 0
@@ -467,6 +475,7 @@ def save_pretrained(model: Llama, directory: str | os.PathLike, tokenizer=None, 
       size = 0
     shards[-1][name] = array
     size += array.nbytes
+  hf_config = config_to_hf(model.config, dtype)  # before any file: a config that cannot be exported leaves none
   written = []
   if len(shards) == 1:
     save_file(shards[0], str(directory / "model.safetensors"), metadata={"format": "pt"})
@@ -481,7 +490,7 @@ def save_pretrained(model: Llama, directory: str | os.PathLike, tokenizer=None, 
     index = {"metadata": {"total_size": sum(a.nbytes for a in tensors.values())}, "weight_map": weight_map}
     (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
     written.append(str(directory / "model.safetensors.index.json"))
-  (directory / "config.json").write_text(json.dumps(config_to_hf(model.config, dtype), indent=2))
+  (directory / "config.json").write_text(json.dumps(hf_config, indent=2))
   written.append(str(directory / "config.json"))
   if tokenizer is not None:
     tokenizer.save(directory)
@@ -504,6 +513,16 @@ class Pretrained:
 
   def model(self) -> Llama:
     return nnx.merge(self.graphdef, self.state)
+
+
+def text_tokenizer(pretrained: Any) -> Any:
+  """`pretrained.tokenizer`, for anything that reads or writes text; a folder without `tokenizer.json` has none."""
+  if pretrained.tokenizer is None:
+    raise WeightsError(f"{getattr(pretrained, 'source', 'this model')} has no tokenizer (no tokenizer.json beside "
+                       "its weights), so it cannot read or write text. Fix: copy the base model's tokenizer.json "
+                       "(and tokenizer_config.json) into that folder, or export with save_pretrained(..., "
+                       "tokenizer=...).")
+  return pretrained.tokenizer
 
 
 def load_model(source: str | os.PathLike | None = None, **config_changes: Any) -> tuple[Llama, Any]:

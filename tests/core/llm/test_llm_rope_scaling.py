@@ -107,8 +107,20 @@ def test_gguf_rope_freqs_become_llama3_or_factors(tmp_path):
   np.testing.assert_allclose(model.config.rope_frequency_divisors(), odd, rtol=1e-6)
   with pytest.raises(weights.WeightsError, match="no Hugging Face"):
     weights.save_pretrained(model, tmp_path / "export")
+  assert not list((tmp_path / "export").glob("*"))  # the config is checked before any tensor is written
   path = write_tiny_gguf(tmp_path / "linear.gguf", base, tensors, linear_rope_factor=2.0)
   assert weights.load_model(path)[0].config.rope_scaling_factor == 2.0
+
+
+def test_sliding_window_attention_is_refused_not_ignored():
+  """Attention here is full-context: a Mistral-7B-v0.1-style window would give other logits past it."""
+  hf = weights.config_to_hf(config_lib.tiny())
+  for window_keys in ({"model_type": "mistral", "sliding_window": 4},
+                      {"model_type": "qwen2", "use_sliding_window": True, "sliding_window": 4}):
+    with pytest.raises(weights.WeightsError, match=r"sliding-window attention \(window 4 < 128"):
+      weights.config_from_hf({**hf, **window_keys})
+  weights.config_from_hf({**hf, "model_type": "mistral", "sliding_window": None})
+  weights.config_from_hf({**hf, "model_type": "qwen2", "use_sliding_window": False, "sliding_window": 4})
 
 
 def test_config_json_rope_scaling(tmp_path):

@@ -90,6 +90,36 @@ def test_bucketed_batches_are_deterministic_and_resume():
     sft.BucketedBatches(examples, (16,), batch_size=4, pad_id=0, seed=0)
 
 
+def test_every_example_is_served_even_from_a_bucket_smaller_than_a_batch():
+  """10 short examples and 3 long ones, batch 4: the long bucket alone never fills a batch (before, its examples were
+  never trained on); as the widest bucket, it takes the short ones in, and all 13 are served."""
+  short = [(np.arange(1, 11, dtype=np.int32) + i, np.ones(10, np.int32)) for i in range(10)]
+  long = [(np.arange(1, 101, dtype=np.int32) + i, np.ones(100, np.int32)) for i in range(3)]
+  batches = sft.BucketedBatches(short + long, (64, 128), batch_size=4, pad_id=0, seed=0)
+  seen = set()
+  for _ in range(20 * batches.batches_per_epoch):
+    b = next(batches)
+    seen |= {int(row[0]) * 1000 + int(row.sum() > 0) * len(row[row > 0]) for row in b["tokens"]}
+  assert len(seen) == 13  # every example, identified by its first token and its length
+  # A narrow bucket too small for a batch moves up into the next one; full buckets stay as they are.
+  assert list(sft._promote_starved(np.array([16, 16, 32, 32, 32, 32]), (16, 32), 4)) == [32] * 6
+  assert list(sft._promote_starved(np.array([16] * 4 + [32] * 4), (16, 32), 4)) == [16] * 4 + [32] * 4
+
+
+def test_full_fine_tuning_refuses_quantized_weights_and_bad_jsonl_names_the_line(tmp_path):
+  """Quantized matrices are no nnx.Params: "full" SFT would train only the norms, silently."""
+  model = tiny_model(weight_format="int8", embed_format="int8")
+  graphdef, state = nnx.split(model)
+  pretrained = weights.Pretrained(model.config, graphdef, state, ByteTokenizer(), "random")
+  sft_section = config_lib.load_config(os.path.join(ROOT, "configs/llm/sft.py") + ":full").sft
+  with pytest.raises(ValueError, match="full fine-tuning needs float weights.*weight_format='int8'"):
+    sft.prepare_model(pretrained, sft_section, seed=0)
+  path = tmp_path / "data.jsonl"
+  path.write_text('{"messages": []}\n\n{"messages": [oops]}\n')
+  with pytest.raises(ValueError, match=r"data.jsonl line 3 is not JSON .*Fix: one"):
+    sft.read_chat_records(str(path))
+
+
 def test_bucketed_batches_refuse_several_processes(monkeypatch):
   """Each process would draw the same batches: the global batch would be copies of one process's rows."""
   monkeypatch.setattr(jax, "process_count", lambda: 2)

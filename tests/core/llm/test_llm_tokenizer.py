@@ -61,3 +61,24 @@ def test_bad_chat_input(smollm_tokenizer):
     smollm_tokenizer.format_chat([{"text": "hi"}])
   with pytest.raises(TokenizerError, match="does not exist"):
     Tokenizer.from_file("/nonexistent/tokenizer.json")
+
+
+def test_template_saved_as_chat_template_jinja_is_read(smollm_tokenizer, tmp_path):
+  """transformers >= 4.50 writes the template to chat_template.jinja, not into tokenizer_config.json: without it
+  the default system prompt (and so every prompt) would differ from the model's own template."""
+  import json
+  smollm_tokenizer.save(tmp_path)
+  config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+  (tmp_path / "chat_template.jinja").write_text(config.pop("chat_template"))
+  (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+  again = Tokenizer.from_directory(tmp_path)
+  assert again.default_system == smollm_tokenizer.default_system is not None
+  messages = [{"role": "user", "content": "Hi"}]
+  assert again.format_chat(messages) == smollm_tokenizer.format_chat(messages)
+
+
+def test_a_non_chatml_template_is_refused_not_rewritten(smollm_tokenizer):
+  llama3 = Tokenizer(smollm_tokenizer.hf, eos_token="<|im_end|>",
+                     chat_template="{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>{% endfor %}")
+  with pytest.raises(TokenizerError, match="not ChatML.*Fix"):
+    llama3.format_chat([{"role": "user", "content": "Hi"}])
