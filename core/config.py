@@ -19,6 +19,9 @@ from typing import Any, Callable, Iterable, Sequence
 import ml_collections
 
 
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 class ConfigError(ValueError):
   """A config key is unknown, has the wrong type, or holds an invalid value."""
 
@@ -42,6 +45,9 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
   Locking means no code can add a key by typo later on: reading or writing an unknown key raises.
   """
   path, _, arg = spec.partition(":")
+  in_repo = os.path.join(_REPO_ROOT, path)
+  if not os.path.isfile(path) and not os.path.isabs(path) and os.path.isfile(in_repo):
+    path = in_repo  # `configs/<paper>/...` from any working directory (reports and notebooks name them so)
   if not os.path.isfile(path):
     raise ConfigError(f"config file {path!r} does not exist. Fix: pass --config configs/<paper>/<exp>.py "
                       f"(relative to the repository root, or an absolute path).")

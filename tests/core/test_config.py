@@ -204,3 +204,11 @@ def test_sections_list_every_field_and_reject_unknown_ones():
   assert dict(section) == {"num_steps": 10, "log_every": 2}
   with pytest.raises(config_lib.ConfigError, match=r"unknown optimizer field\(s\) 'lr'; valid: .*learning_rate"):
     optim.optimizer_config(lr=0.1)
+
+
+def test_repository_config_paths_work_from_any_directory(tmp_path, monkeypatch):
+  """Reports name their configs `configs/<paper>/...`: they must not depend on the working directory."""
+  monkeypatch.chdir(tmp_path)
+  assert config_lib.load_config("configs/bsd/digits_mlp.py:quick").task == "classify"
+  with pytest.raises(config_lib.ConfigError, match="does not exist"):
+    config_lib.load_config("configs/bsd/no_such_experiment.py")
