@@ -35,8 +35,10 @@ def optimizer_config(**overrides) -> ml_collections.ConfigDict:
       grad_clip_norm=0.0), overrides)
 
 
-def validate_optimizer_config(config: ml_collections.ConfigDict, prefix: str = "optimizer") -> None:
-  """Checks the `optimizer` section before anything is built or compiled."""
+def validate_optimizer_config(config: ml_collections.ConfigDict, prefix: str = "optimizer",
+                              num_steps: int | None = None) -> None:
+  """Checks the `optimizer` section before anything is built or compiled (with `num_steps`, also that a warm-up
+  ends before the run does)."""
   config_lib.check_choice(config, f"{prefix}.name", OPTIMIZERS)
   config_lib.check_positive(config, f"{prefix}.learning_rate")
   config_lib.check_choice(config, f"{prefix}.schedule", SCHEDULES)
@@ -50,6 +52,10 @@ def validate_optimizer_config(config: ml_collections.ConfigDict, prefix: str = "
                      f"must be 0 for optimizer {name!r}: only adamw has weight decay here",
                      f"pass --config.{prefix}.name=adamw or --config.{prefix}.weight_decay=0")
   schedule = config_lib.get_value(config, f"{prefix}.schedule")
+  if num_steps is not None and str(schedule).startswith("warmup_"):
+    config_lib.check(config, f"{prefix}.warmup_steps", lambda v: v < num_steps,
+                     f"must be below the run's {num_steps} steps, or the learning rate never reaches its peak",
+                     f"pass --config.{prefix}.warmup_steps=<fewer steps>")
   if not str(schedule).startswith("warmup_"):
     config_lib.check(config, f"{prefix}.warmup_steps", lambda v: v == 0,
                      f"must be 0 for schedule {schedule!r}, which has no warmup",

@@ -39,7 +39,7 @@ def test_baselines_train_on_the_same_pipeline(method, tmp_path):
 
 def test_generation_writes_reconstructions_and_frechet(tmp_path):
   config = _config("mnist_autoencoder.py:quick", "train_subset=512", "test_subset=100", "train.num_steps=20",
-                   "train.checkpoint_every=20", "eval.frechet_classifier_steps=30", "model.hidden=(64,)",
+                   "optimizer.warmup_steps=2", "train.checkpoint_every=20", "eval.frechet_classifier_steps=30", "model.hidden=(64,)",
                    "model.code_dim=16", "neuron.time_steps=2")
   results = training.train_and_evaluate(config, str(tmp_path))
   assert 0 < results["test_recon_mse"] < 0.5
@@ -49,11 +49,11 @@ def test_generation_writes_reconstructions_and_frechet(tmp_path):
 
 def test_forecast_and_next_char_run(tmp_path):
   forecast = training.train_and_evaluate(
-      _config("co2_rnn.py:quick", "train.num_steps=20", "train.checkpoint_every=20", "sequence.length=16",
+      _config("co2_rnn.py:quick", "train.num_steps=20", "optimizer.warmup_steps=2", "train.checkpoint_every=20", "sequence.length=16",
               "sequence.burn_in=4", "model.hidden=(16,)", "eval.plots=false"), str(tmp_path / "co2"))
   assert forecast["test_mse"] > 0 and forecast["num_test"] > 400
   chars = training.train_and_evaluate(
-      _config("kjv_rnn.py:quick", "train.num_steps=10", "train.checkpoint_every=10", "sequence.length=16",
+      _config("kjv_rnn.py:quick", "train.num_steps=10", "optimizer.warmup_steps=1", "train.checkpoint_every=10", "sequence.length=16",
               "sequence.burn_in=2", "model.hidden=(16,)", "train_subset=2000", "test_subset=50"),
       str(tmp_path / "kjv"))
   assert chars["vocab_size"] == 63 and 0 <= chars["test_accuracy"] <= 1
@@ -70,6 +70,7 @@ def test_forecast_and_next_char_run(tmp_path):
     (["model.arch=cnn", "model.channels=(4, 8, 16, 32)"], "needs an even size"),
     (["@kjv_rnn.py:quick", "model.code_dim=50"], r"\(50 < 63\).*Fix: raise model.code_dim to at least 63"),
     (["@co2_rnn.py:quick", "sequence.length=100000"], "too short for windows of 100000"),
+    (["@co2_rnn.py:quick", "train.num_steps=10"], r"warmup_steps = 15 is invalid: must be below the run's 10 steps"),
 ])
 def test_bad_configs_fail_before_compiling(overrides, message):
   """Each is a ConfigError from validation, before any data loads or anything compiles (the sizes that the model
