@@ -22,6 +22,7 @@ from core import data as data_lib
 
 IMAGE_DATASETS = ("fashion_mnist", "mnist", "digits")
 IMAGE_SHAPES = {"fashion_mnist": (28, 28, 1), "mnist": (28, 28, 1), "digits": (8, 8, 1)}  # [H, W, C] as loaded
+IMAGE_CLASSES = 10  # every image data set here has ten classes
 SEQUENCE_DATASETS = ("kjv",) + tuple(data_lib.TIME_SERIES)
 TRANSFORMS = ("diff", "none")
 
@@ -69,7 +70,7 @@ def load_images(config: ml_collections.ConfigDict) -> TaskData:
   info = {"source": source, "num_train": len(train["label"]), "num_test": len(test["label"])}
   if validation is not None:
     info["num_validation"] = len(validation["label"])
-  return TaskData(train=train, test=test, num_classes=10, info=info, validation=validation)
+  return TaskData(train=train, test=test, num_classes=IMAGE_CLASSES, info=info, validation=validation)
 
 
 def _hold_out(split: dict[str, np.ndarray], n: int, seed: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

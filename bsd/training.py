@@ -90,7 +90,7 @@ def _check_buildable(config: ml_collections.ConfigDict) -> None:
   task, m = config.task, config.model
   try:
     if task in ("classify", "generate"):
-      in_shape, classes = datasets.IMAGE_SHAPES[config.dataset], 10
+      in_shape, classes = datasets.IMAGE_SHAPES[config.dataset], datasets.IMAGE_CLASSES
     elif task == "next_char":
       classes = datasets.kjv_vocab_size()
       in_shape = (classes,)

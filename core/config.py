@@ -147,14 +147,13 @@ def _parse_like(current: Any, text: str, key: str) -> Any:
   if isinstance(current, str):
     return text
   if isinstance(current, (tuple, list)):
-    strings = bool(current) and all(isinstance(item, str) for item in current)
+    kind = _item_kind(current)
     try:
       value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
-      if strings:
-        value = (text,)  # a bare word for a tuple of strings: the shell has eaten the quotes
-      else:
-        raise fail(f"a tuple literal such as {_example(_item_kind(current))}") from None
+      if kind is not str:
+        raise fail(f"a tuple literal such as {_example(kind)}") from None
+      value = (text,)  # a bare word for a tuple of strings: the shell has eaten the quotes
     if isinstance(value, (int, float, str)):
       value = (value,)
     if not isinstance(value, (tuple, list)):

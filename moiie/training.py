@@ -419,8 +419,8 @@ def evaluate(model: lvlm.LVLM, seq: vqa.Sequences, batch_size: int) -> dict[str,
       count_t.append(np.sum(routed & ~image))
   exact = np.concatenate(exact_all)
   out: dict[str, Any] = {"accuracy": float(exact.mean()),
-                         "accuracy_se_by_image": standard_error_by_cluster(exact, seq.image_index[:n]),
-                         "test_images": int(len(np.unique(seq.image_index[:n])))}
+                         "accuracy_se_by_image": standard_error_by_cluster(exact, seq.image_index),
+                         "test_images": int(len(np.unique(seq.image_index)))}
   for t, name in enumerate(vqa.QUESTION_TYPES):
     sel = seq.question_type == t
     out[f"accuracy_{name}"] = float(exact[sel].mean()) if sel.any() else float("nan")

@@ -252,7 +252,7 @@ def _unambiguous(facts: list[Fact]) -> list[Fact]:
     aliases = [f.answer] + [a for a in f.aliases[1:] if _clean_alias(a)]
     if f.relation in PERSON_RELATIONS:
       own, answer_words = _full_names(f), len(_person(f.answer).split())
-      others = [(full, spellings) for g, full, spellings in people if not full & own]
+      others = [(full, spellings) for _, full, spellings in people if not full & own]
 
       def names_another(alias: str) -> bool:
         key = _person(alias)
