@@ -1,7 +1,10 @@
 """Training speed of BSD and BP-SNN (bsd/), against the same BP-SNN in spyx (JAX) and snnTorch (PyTorch).
 
     python -m benchmarks.bsd_speed [--batch 128] [--time-steps 4] [--hidden 512 512] [--iters 20] [--rounds 5]
-                                   [--peers spyx snntorch]
+                                   [--peers spyx snntorch] [--torch-device cuda]
+
+On a GPU, ours and spyx run on JAX's default device; `--torch-device cuda` puts snnTorch there too (eager
+PyTorch, one thread; every step ends in `loss.item()`, as every step of ours and spyx's is blocked on).
 
 The networks: MLP 784-H1-H2 with LIF hidden layers (beta 0.5, threshold 0.6, atan surrogate alpha 2), a 100-unit
 top read out by cosine similarity to block class codes, cross-entropy, AdamW; T steps, one batch. They differ in
@@ -200,15 +203,17 @@ def spyx_runner(hidden, time_steps: int, batch: int, rewrite: bool = False) -> C
   return run
 
 
-def snntorch_runners(hidden, time_steps: int, batch: int, rewrite: bool = False) -> dict[int, Callable] | None:
+def snntorch_runners(hidden, time_steps: int, batch: int, rewrite: bool = False, device: str = "cpu"
+                     ) -> dict[int, Callable] | None:
   """{torch threads: one training step} for 1 and all-core threads (the peer's figure is the better one).
 
   On a loaded 2-core machine PyTorch's OpenMP pool with 2 threads can run 20x slower than with 1 (its
-  workers spin-wait for a core), so the peer gets its best setting. None if snnTorch is not installed.
+  workers spin-wait for a core), so the peer gets its best setting. On a GPU (`device="cuda"`) the host threads
+  only launch kernels: one runner, 1 thread. None if snnTorch is not installed.
   """
   runners = {}
-  for threads in sorted({1, os.cpu_count() or 1}):
-    run = _snntorch_runner(hidden, time_steps, batch, threads, rewrite)
+  for threads in sorted({1, os.cpu_count() or 1}) if device == "cpu" else [1]:
+    run = _snntorch_runner(hidden, time_steps, batch, threads, rewrite, device)
     if run is None:
       return None
     runners[threads] = run
@@ -254,19 +259,22 @@ def snntorch_outputs(net, images, time_steps: int, rewrite: bool):
   return head(total / time_steps)  # the head is affine: head(mean_t s) = mean_t head(s)
 
 
-def _snntorch_runner(hidden, time_steps: int, batch: int, threads: int, rewrite: bool) -> Callable | None:
+def _snntorch_runner(hidden, time_steps: int, batch: int, threads: int, rewrite: bool, device: str = "cpu"
+                     ) -> Callable | None:
   net = snntorch_net(hidden)
   if net is None:
     return None
   import torch
-  linears, head, _ = net
+  linears, head, lifs = net
+  for module in (linears, head, *lifs):  # a Leaky's membrane, beta and threshold are buffers: they move too
+    module.to(device)
   params = list(linears.parameters()) + list(head.parameters())
   opt = torch.optim.AdamW(params, lr=1e-3)
-  table = torch.tensor(codes_lib.class_codes("block", 10, CODE_DIM))
+  table = torch.tensor(codes_lib.class_codes("block", 10, CODE_DIM), device=device)
   table = table / table.norm(dim=1, keepdim=True)
   data = _batch(batch)
-  images = torch.tensor(data["image"], dtype=torch.float32).reshape(batch, -1) / 255.0
-  labels = torch.tensor(data["label"], dtype=torch.long)
+  images = torch.tensor(data["image"], dtype=torch.float32, device=device).reshape(batch, -1) / 255.0
+  labels = torch.tensor(data["label"], dtype=torch.long, device=device)
 
   def run():
     if torch.get_num_threads() != threads:
@@ -321,10 +329,13 @@ def main(argv=None) -> None:
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--peers", nargs="*", choices=("spyx", "snntorch"), default=["spyx", "snntorch"],
                       help="peers to time (a peer left out is reported as skipped)")
+  parser.add_argument("--torch-device", default="cpu",
+                      help="where snnTorch runs: cpu, or cuda when ours runs on a GPU (ours and spyx use JAX's "
+                      "default device)")
   args = parser.parse_args(argv)
   hidden, t, b, n = tuple(args.hidden), args.time_steps, args.batch, args.iters
   setting = {"net": f"MLP 784-{'-'.join(map(str, hidden))}-{CODE_DIM}", "time_steps": t, "batch": b,
-             "rounds": args.rounds, "iters_per_round": n}
+             "rounds": args.rounds, "iters_per_round": n, "torch_device": args.torch_device}
   start = time.perf_counter()
   bp_run, bp_compile, bp_at_b = ours_runner("bp_snn", hidden, t, b)
   bsd_run, bsd_compile, bsd_at_b = ours_runner("bsd", hidden, t, b)
@@ -334,7 +345,7 @@ def main(argv=None) -> None:
     spyx_run = spyx_runner(hidden, t, b, rewrite) if "spyx" in args.peers else None
     if spyx_run is not None:
       runners[_runner_name("spyx", form)] = spyx_run
-    torch_runs = snntorch_runners(hidden, t, b, rewrite) if "snntorch" in args.peers else None
+    torch_runs = snntorch_runners(hidden, t, b, rewrite, args.torch_device) if "snntorch" in args.peers else None
     for threads, run in (torch_runs or {}).items():
       runners[_runner_name("snntorch", form, threads)] = run
   skipped = {peer: "not requested (--peers)" if peer not in args.peers else install

@@ -3,11 +3,12 @@ execution paths that give the same outputs and gradients (tests/moiie/test_moiie
 
   * `reference`: every expert on every token, then a masked weighted combine. Exact and simple; costs E FFNs.
   * `sparse`: assignments sorted by expert and run as a grouped matmul, then unsorted (MegaBlocks-style,
-    Gale et al. 2022). On GPU/TPU the grouped matmul is `jax.lax.ragged_dot`; on CPU ragged_dot falls back to
-    a dense loop over all experts (cost grows with E), so there it is `block_grouped_matmul`: each expert's rows
+    Gale et al. 2022). On TPU the grouped matmul is `jax.lax.ragged_dot`; on CPU and on GPU (jax 0.11.2,
+    measured on an H200) ragged_dot falls back to dense work over all experts (cost grows with E), so there it is
+    `hybrid` (below) or, on CPU with large groups, `block_grouped_matmul`: each expert's rows
     padded to a multiple of `block_size` and a scan over blocks, each block one [b, K] x [K, N] matmul against its
     expert's weight. Only gathers move rows (the inverse permutation is computed once on int ids), no capacity.
-    `hybrid` (CPU, many experts): each expert's first C_e rows (C_e about the group it should get under uniform
+    `hybrid` (GPU; CPU with many experts): each expert's first C_e rows (C_e about the group it should get under uniform
     routing, `MoESpec.expected_rows`) run as one [C_e, D] x [D, F] matmul per expert in a scan over each run of
     experts of equal capacity, the weight gradients as batched contractions; the rows past C_e run through small
     per-expert blocks in a loop over the blocks in use. Exact and dropless: no row is ever dropped, whatever the

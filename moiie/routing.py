@@ -68,8 +68,8 @@ def moe_config(**overrides) -> ml_collections.ConfigDict:
       router_z_loss=0.0,  # ST-MoE z-loss weight; 0 = off (paper)
       capacity_factor=0.0,  # 0 = no capacity limit, no dropped tokens (paper)
       path="sparse",  # reference (all experts on all tokens) | sparse (sort + grouped matmul) | einsum (GShard)
-      # sparse path kernel: auto (ragged_dot on GPU/TPU; on CPU blocks or hybrid by mean group size) | blocks |
-      # hybrid (per-expert capacity-padded matmuls + exact overflow blocks) | ragged_dot
+      # sparse path kernel: auto (hybrid on GPU, ragged_dot on TPU; on CPU blocks or hybrid by mean group size) |
+      # blocks | hybrid (per-expert capacity-padded matmuls + exact overflow blocks) | ragged_dot
       grouped_matmul="auto",
       block_size=0,  # rows per block of the CPU grouped matmul (blocks; hybrid's overflow); 0 = auto
       hybrid_capacity_factor=0.0,  # hybrid's rows per expert: factor * its expected group (rows past it overflow)
@@ -166,13 +166,17 @@ class MoESpec:
     return int(min(128, max(16, 2 ** int(math.floor(math.log2(half_group))))))
 
   def kernel_for(self, assignments: int, backend: str) -> str:
-    """The sparse path's grouped matmul. Auto: `ragged_dot` on accelerators; on CPU `hybrid` when experts hold
-    few rows on average (at most HYBRID_MAX_MEAN_ROWS, where row blocks waste padding or run as many small
-    matmuls) and `blocks` otherwise (benchmarks/moiie_layer.py)."""
+    """The sparse path's grouped matmul. Auto: on CPU `hybrid` when experts hold few rows on average (at most
+    HYBRID_MAX_MEAN_ROWS, where row blocks waste padding or run as many small matmuls) and `blocks` otherwise;
+    on GPU `hybrid` (on an H200 with jax 0.11.2, `ragged_dot` cost twice the every-expert reference at every E,
+    and `blocks`' loop over row blocks 8-85x the dense FFN; the hybrid beat `ragged_dot` at every E); on TPU
+    `ragged_dot` (not measured here). benchmarks/moiie_layer.py; moiie/README.md has the figures."""
     if self.grouped_matmul != "auto":
       return self.grouped_matmul
-    if backend != "cpu":
+    if backend == "tpu":
       return "ragged_dot"
+    if backend != "cpu":
+      return "hybrid"
     return "hybrid" if assignments / self.num_experts <= HYBRID_MAX_MEAN_ROWS else "blocks"
 
   def expected_rows(self, assignments: int) -> np.ndarray:
