@@ -18,8 +18,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import ml_collections
 
-
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from core import files
 
 
 class ConfigError(ValueError):
@@ -45,7 +44,7 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
   Locking means no code can add a key by typo later on: reading or writing an unknown key raises.
   """
   path, _, arg = spec.partition(":")
-  in_repo = os.path.join(_REPO_ROOT, path)
+  in_repo = os.path.join(files.REPO_ROOT, path)
   if not os.path.isfile(path) and not os.path.isabs(path) and os.path.isfile(in_repo):
     path = in_repo  # `configs/<paper>/...` from any working directory (reports and notebooks name them so)
   if not os.path.isfile(path):

@@ -1,4 +1,5 @@
 """Atomic file writes: a reader, or a run resumed after a kill, sees the old file or the new one, never half of one.
+Also the repository's root, from which `configs/...` paths and the source fingerprint are resolved.
 
 The markers that decide whether finished work is reused (a report workdir's fingerprint, a training stage's
 settings record, a cached value) and the logs a resumed run rewrites all go through here.
@@ -7,6 +8,8 @@ settings record, a cached value) and the logs a resumed run rewrites all go thro
 from __future__ import annotations
 
 import os
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def write_text_atomic(path: str, text: str) -> None:

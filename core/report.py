@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 from core import files
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = files.REPO_ROOT
 # What a report's numbers depend on: every Python file but the tests', benchmarks' and notebooks'.
 # Top-level folders that hold no project source: test and benchmark code, outputs, and build or environment
 # folders (a `build/lib` copy or a virtual environment must not change the fingerprint).

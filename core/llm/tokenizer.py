@@ -21,8 +21,15 @@ from typing import Any, Iterable, Sequence
 _CONTROL_TOKEN_TYPE = 3  # llama.cpp LLAMA_TOKEN_TYPE_CONTROL
 SUPPORTED_GGUF_PRE_TOKENIZERS = ("smollm",)  # llama.cpp's `tokenizer.ggml.pre` names
 CHATML_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-_DEFAULT_SYSTEM_RE = re.compile(r"messages\[0\]\['role'\] != 'system'.*?<\|im_start\|>system\n(.*?)<\|im_end\|>",
-                                re.S)
+# The two ways ChatML templates insert a default system prompt: SmolLM2's `if messages[0]['role'] != 'system'`
+# block, and Qwen2.5's `if messages[0]['role'] == 'system' ... else` branch (whose tools branch, first, writes the
+# prompt without the ChatML header, so the search runs on to the branch that has it).
+# The newline after "system" is a real one in some templates' sources and a jinja escape (backslash, n) in others.
+_DEFAULT_SYSTEM_RES = (
+    re.compile(r"messages\[0\]\['role'\] != 'system'.*?<\|im_start\|>system(?:\n|\\n)(.*?)<\|im_end\|>", re.S),
+    re.compile(r"messages\[0\]\['role'\] == 'system'.*?else\s*-?%\}\s*\{\{-?\s*"
+               r"'<\|im_start\|>system(?:\n|\\n)(.*?)<\|im_end\|>", re.S),
+)
 
 
 class TokenizerError(ValueError):
@@ -33,8 +40,11 @@ def default_system_from_template(template: str | None) -> str | None:
   """The system prompt a ChatML jinja template inserts when none is given (None when it inserts none)."""
   if not template:
     return None
-  match = _DEFAULT_SYSTEM_RE.search(template)
-  return match.group(1) if match else None
+  for pattern in _DEFAULT_SYSTEM_RES:
+    match = pattern.search(template)
+    if match:
+      return match.group(1)
+  return None
 
 
 class Tokenizer:

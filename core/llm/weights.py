@@ -286,16 +286,21 @@ def _rope_scaling_to_hf(config: LlamaConfig) -> dict[str, Any] | None:
 
 
 def config_to_hf(config: LlamaConfig, torch_dtype: str = "float32") -> dict[str, Any]:
-  return {
-      "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+  """The `config.json` of an export. A model with q/k/v biases is written as Qwen2 (biases on q, k and v only):
+  Llama's `attention_bias` would also give o_proj a bias that no exported tensor fills."""
+  common = {
       "vocab_size": config.vocab_size, "hidden_size": config.hidden_size,
       "intermediate_size": config.intermediate_size, "num_hidden_layers": config.num_layers,
       "num_attention_heads": config.num_heads, "num_key_value_heads": config.num_kv_heads,
       "head_dim": config.head_size, "max_position_embeddings": config.max_seq_len,
       "rope_theta": config.rope_theta, "rms_norm_eps": config.rms_norm_eps,
-      "tie_word_embeddings": config.tie_embeddings, "attention_bias": config.qkv_bias, "mlp_bias": False,
-      "hidden_act": "silu", "rope_scaling": _rope_scaling_to_hf(config), "torch_dtype": torch_dtype,
+      "tie_word_embeddings": config.tie_embeddings, "hidden_act": "silu",
+      "rope_scaling": _rope_scaling_to_hf(config), "torch_dtype": torch_dtype,
   }
+  if config.qkv_bias:
+    return {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", **common, "use_sliding_window": False}
+  return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", **common, "attention_bias": False,
+          "mlp_bias": False}
 
 
 def _safetensors_files(directory: Path) -> list[Path]:

@@ -29,6 +29,25 @@ def _decode_data_state(data_state: Any) -> Any:
   return data_state
 
 
+def _leaf_shapes(tree: Any) -> dict[tuple[str, ...], tuple[int, ...] | None]:
+  """{path as key names: shape} of a state, an abstract state or orbax's stored metadata (whose paths name the
+  same dict keys, attributes and list positions)."""
+  def key_name(entry) -> str:
+    for attribute in ("key", "name", "idx"):
+      if hasattr(entry, attribute):
+        return str(getattr(entry, attribute))
+    return str(entry)
+
+  def shape(leaf) -> tuple[int, ...] | None:
+    dtype = getattr(leaf, "dtype", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+      return None  # a typed PRNG key is stored as its key data, with an extra trailing axis
+    return tuple(leaf.shape) if hasattr(leaf, "shape") else None
+
+  return {tuple(key_name(entry) for entry in path): shape(leaf)
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
 class CheckpointMismatchError(ValueError):
   """A checkpoint's arrays do not match the state a run would restore them into."""
 
@@ -41,6 +60,8 @@ class Checkpointer:
     self.every = every
     self._manager = ocp.CheckpointManager(
         self.directory,
+        # handlers named up front so that a step's stored shapes can be read before restoring (`_mismatch`)
+        item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()},
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=every,
                                              enable_async_checkpointing=False, create=True),
     )
@@ -66,7 +87,12 @@ class Checkpointer:
   def restore(self, step: int, like_state: Any) -> tuple[Any, Any]:
     """Restores into the structure, dtypes and shardings of `like_state` (a freshly initialised state)."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
+    # Compared before restoring: a restore that fails inside orbax leaves its array reads running in the
+    # background, which then report errors of their own after the run has stopped.
+    problem = self._mismatch(step, abstract)
     try:
+      if problem is not None:
+        raise ValueError(problem)
       restored = self._manager.restore(
           step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
     except (ValueError, KeyError, TypeError) as e:
@@ -76,6 +102,24 @@ class Checkpointer:
           f"config trained it: {type(e).__name__}: {str(e)[:300]}). Fix: use a new --workdir for the new config, or "
           f"rerun with the config that wrote it.") from None
     return restored.state, _decode_data_state(restored.data["position"])
+
+  def _mismatch(self, step: int, abstract: Any) -> str | None:
+    """The first leaf whose stored shape differs from `abstract`'s, or that only one side has; None if all fit
+    (dtypes may differ: orbax casts on restore) or if the stored shapes cannot be read (restore then decides)."""
+    try:
+      stored = _leaf_shapes(self._manager.item_metadata(step)["state"])
+    except Exception:  # noqa: BLE001  older layouts or orbax versions: leave the check to the restore itself
+      return None
+    wanted = _leaf_shapes(abstract)
+    for path in sorted(set(stored) | set(wanted)):
+      name = "/".join(path)
+      if path not in stored:
+        return f"{name} is not in the checkpoint"
+      if path not in wanted:
+        return f"{name} is in the checkpoint but not in this run's state"
+      if None not in (stored[path], wanted[path]) and stored[path] != wanted[path]:
+        return f"{name} is stored with shape {stored[path]}, this run's has shape {wanted[path]}"
+    return None
 
   def close(self) -> None:
     self._manager.close()

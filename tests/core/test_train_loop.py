@@ -251,3 +251,21 @@ def test_resuming_another_configs_checkpoint_names_the_workdir_and_the_fix(tmp_p
   with pytest.raises(CheckpointMismatchError, match=f"step 5 in {tmp_path}.*Fix: use a new --workdir"):
     loop.run_training(workdir=str(tmp_path), config=config, state=wider, step_fn=make_train_step(graphdef, mse_loss, tx),
                       batches=ArrayBatches(make_data(), 8, seed=1), seed=0)
+
+
+def test_checkpoint_shape_check_names_the_leaf_and_passes_typed_keys(tmp_path):
+  """The stored shapes are compared before orbax restores anything (a failed restore left background reads that
+  raised after the run had stopped); a typed PRNG key, stored as its key data, passes the check."""
+  state = {"w": jnp.ones((3, 2)), "key": jax.random.key(7), "n": jnp.int32(4)}
+  ckpt = Checkpointer(str(tmp_path), every=1, keep=1)
+  ckpt.save(1, state, None, force=True)
+  restored, position = ckpt.restore(1, state)
+  assert position is None
+  np.testing.assert_array_equal(jax.random.key_data(restored["key"]), jax.random.key_data(state["key"]))
+  with pytest.raises(CheckpointMismatchError, match=r"w is stored with shape \(3, 2\), this run's has shape \(3, 4\)"):
+    ckpt.restore(1, {**state, "w": jnp.ones((3, 4))})
+  with pytest.raises(CheckpointMismatchError, match="extra is not in the checkpoint"):
+    ckpt.restore(1, {**state, "extra": jnp.ones(2)})
+  with pytest.raises(CheckpointMismatchError, match="n is in the checkpoint but not in this run's state"):
+    ckpt.restore(1, {"w": state["w"], "key": state["key"]})
+  ckpt.close()

@@ -1,8 +1,10 @@
 """Tokenizer rebuilt from GGUF metadata: round trips, special tokens, digits, ChatML with the default system."""
 
+import copy
+
 import pytest
 
-from core.llm.tokenizer import Tokenizer, TokenizerError
+from core.llm.tokenizer import Tokenizer, TokenizerError, default_system_from_template
 
 TEXTS = ["Hello, world!", "  leading spaces and trailing  ", "Digits 1234567890 and 3.14159",
          "Unicode: naïve café — 東京 🚀", "def f(x):\n\treturn x ** 2\n", "<|im_start|>user\nHi<|im_end|>\n", ""]
@@ -33,6 +35,36 @@ def test_chat_format_adds_default_system(smollm_tokenizer):
   own = smollm_tokenizer.format_chat([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
                                      add_generation_prompt=False)
   assert own == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+
+
+# Qwen2.5-Instruct's template in the shape it ships (the tools branch shortened): its default system prompt sits in
+# the `else` of an `== 'system'` test, and its strings spell newlines as jinja escapes.
+QWEN25_TEMPLATE = (
+    "{%- if tools %}\n    {{- '<|im_start|>system\\n' }}\n    {%- if messages[0]['role'] == 'system' %}\n"
+    "        {{- messages[0]['content'] }}\n    {%- else %}\n"
+    "        {{- 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}\n    {%- endif %}\n"
+    "    {{- '<|im_end|>\\n' }}\n{%- else %}\n    {%- if messages[0]['role'] == 'system' %}\n"
+    "        {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}\n    {%- else %}\n"
+    "        {{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>"
+    "\\n' }}\n    {%- endif %}\n{%- endif %}\n{%- for message in messages %}\n"
+    "    {%- if message.role == 'user' or (message.role == 'system' and not loop.first) or message.role == "
+    "'assistant' %}\n        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}"
+    "\n    {%- endif %}\n{%- endfor %}\n{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' }}\n"
+    "{%- endif %}\n")
+
+
+def test_qwen25_default_system_is_found_and_formats_as_its_template_renders(smollm_tokenizer):
+  assert default_system_from_template(QWEN25_TEMPLATE) == (
+      "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.")
+  plain = QWEN25_TEMPLATE.split("{%- else %}\n        {{- '<|im_start|>system")[0]  # no default system at all
+  assert default_system_from_template(plain) is None
+  jinja2 = pytest.importorskip("jinja2")
+  qwen = copy.copy(smollm_tokenizer)
+  qwen.default_system = default_system_from_template(QWEN25_TEMPLATE)
+  template = jinja2.Environment().from_string(QWEN25_TEMPLATE)
+  for messages in ([{"role": "user", "content": "Hi"}],
+                   [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]):
+    assert qwen.format_chat(messages) == template.render(messages=messages, tools=None, add_generation_prompt=True)
 
 
 @pytest.mark.parametrize("messages", [

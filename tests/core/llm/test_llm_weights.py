@@ -70,6 +70,24 @@ def test_export_uses_hf_names_and_layouts(tmp_path):
   assert hf["num_key_value_heads"] == c.num_kv_heads and hf["model_type"] == "llama"
 
 
+@pytest.mark.parametrize("qkv_bias,architecture", [(False, "LlamaForCausalLM"), (True, "Qwen2ForCausalLM")])
+def test_export_loads_in_transformers_with_every_tensor_and_the_same_logits(tmp_path, qkv_bias, architecture):
+  """q/k/v biases export as Qwen2: Llama's `attention_bias` would add an o_proj bias that transformers fills at
+  random (a missing key) when no tensor holds it."""
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  model = tiny_model(qkv_bias=qkv_bias)
+  weights.save_pretrained(model, tmp_path)
+  hf, info = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path), dtype=torch.float32,
+                                                               output_loading_info=True)
+  assert type(hf).__name__ == architecture
+  assert not info["missing_keys"] and not info["unexpected_keys"], info
+  with torch.no_grad():
+    theirs = hf.eval()(torch.tensor(TOKENS.astype(np.int64))).logits.numpy()
+  np.testing.assert_allclose(_logits(model, TOKENS), theirs, atol=2e-4 * np.abs(theirs).max())
+  assert weights.load_model(tmp_path)[0].config == model.config  # and back
+
+
 @pytest.mark.parametrize("qtype,atol", [("F32", 0.0), ("F16", 1e-3), ("BF16", 1e-2), ("Q8_0", 1e-2),
                                         ("Q4_0", 0.15), ("Q4_1", 0.15), ("Q5_0", 0.1), ("Q5_1", 0.1)])
 def test_gguf_import_unpermutes_and_dequantizes(tmp_path, qtype, atol):
