@@ -16,7 +16,6 @@ from typing import Callable, Sequence
 
 from core import files
 
-REPO_ROOT = files.REPO_ROOT
 # What a report's numbers depend on: every Python file but the tests', benchmarks' and notebooks'.
 # Top-level folders that hold no project source: test and benchmark code, outputs, and build or environment
 # folders (a `build/lib` copy or a virtual environment must not change the fingerprint).
@@ -49,7 +48,7 @@ def to_json(rows: Sequence[ClaimRow]) -> str:
   return json.dumps([dataclasses.asdict(r) for r in rows], indent=2)
 
 
-def source_fingerprint(root: str = REPO_ROOT) -> str:
+def source_fingerprint(root: str = files.REPO_ROOT) -> str:
   """A hash of every source file (.py, configs included) under `root`, and of setup.cfg, by relative path and
   content. Hidden, egg-info and virtual-environment folders (those holding a pyvenv.cfg) are skipped."""
   digest = hashlib.sha256()

@@ -90,18 +90,21 @@ class Checkpointer:
     # Compared before restoring: a restore that fails inside orbax leaves its array reads running in the
     # background, which then report errors of their own after the run has stopped.
     problem = self._mismatch(step, abstract)
+    if problem is not None:
+      raise self._mismatch_error(step, problem)
     try:
-      if problem is not None:
-        raise ValueError(problem)
       restored = self._manager.restore(
           step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
     except (ValueError, KeyError, TypeError) as e:
       # orbax's own message suggests `strict=False`, which would pad or cut the stored weights to fit.
-      raise CheckpointMismatchError(
-          f"the checkpoint at step {step} in {self.directory} does not fit this run's model or optimizer (another "
-          f"config trained it: {type(e).__name__}: {str(e)[:300]}). Fix: use a new --workdir for the new config, or "
-          f"rerun with the config that wrote it.") from None
+      raise self._mismatch_error(step, f"{type(e).__name__}: {str(e)[:300]}") from None
     return restored.state, _decode_data_state(restored.data["position"])
+
+  def _mismatch_error(self, step: int, detail: str) -> CheckpointMismatchError:
+    return CheckpointMismatchError(
+        f"the checkpoint at step {step} in {self.directory} does not fit this run's model or optimizer (another "
+        f"config trained it: {detail}). Fix: use a new --workdir for the new config, or rerun with the config that "
+        f"wrote it.")
 
   def _mismatch(self, step: int, abstract: Any) -> str | None:
     """The first leaf whose stored shape differs from `abstract`'s, or that only one side has; None if all fit
