@@ -130,8 +130,9 @@ def warm_start(policy: Policy, config: ml_collections.ConfigDict) -> dict[str, f
   examples = [sft.tokenize_chat(policy.tokenizer, messages) for messages in records]
   longest = max(len(ids) for ids, _ in examples)
   buckets = sorted({b for b in (64, 128, 256, 512, 1024, 2048, 4096) if b < longest} | {_round_up(longest)})
+  # shard_count=1: the warm-start step below is not sharded over processes, so each process takes whole batches.
   batches = sft.BucketedBatches(examples, buckets, min(p.warm_start_batch_size, len(examples)),
-                                pad_id=policy.tokenizer.pad_id, seed=config.seed)
+                                pad_id=policy.tokenizer.pad_id, seed=config.seed, shard_index=0, shard_count=1)
   tx = optim.make_optimizer(optim.optimizer_config(learning_rate=p.warm_start_learning_rate), p.warm_start_steps)
   graphdef, state = create_train_state(policy.model, tx, policy.trainable)
   step = jax.jit(make_train_step(graphdef, sft.assistant_nll, tx, policy.trainable), donate_argnums=0)

@@ -13,8 +13,10 @@ Baselines on the same networks and data:
   bp_snn  backprop through time through the same SNN (surrogate gradients), the top loss only;
   bp_ann  the same layout with ReLU units and one time step, trained by backprop;
   fa      BP-SNN whose input-gradients use fixed random feedback weights (feedback alignment);
-  dfa     the top error projected by fixed random matrices directly to every hidden level (direct feedback
-          alignment), each level learning from its projection through its own surrogate.
+  dfa     the output error projected by fixed random matrices directly to every hidden level (direct feedback
+          alignment), each level learning from its projection through its own surrogate; in the autoencoder
+          the output is the reconstruction and the hidden levels are the encoder's, the latent and the
+          decoder's.
 
 Choices the paper leaves open are fields of the `bsd` config section (`objective_config`).
 """
@@ -189,17 +191,29 @@ def _rates(trace: networks.Trace, levels, prefix: str) -> dict[str, jax.Array]:
   return {f"{prefix}rate_l{level}": jnp.mean(trace.spikes[level]) for level in levels}
 
 
-def _dfa_term(model: networks.BSDNet, fwd: networks.Trace, error: jax.Array, num_hidden: int) -> jax.Array:
-  """Pseudo-loss whose gradient is DFA's: level i's spikes times the fixed projection B_i e of the top error.
+def _dfa_term(hidden: list[tuple[jax.Array, jax.Array]], error: jax.Array) -> jax.Array:
+  """Pseudo-loss whose gradient is DFA's: each hidden level's spikes times the fixed projection B_i e of the error.
 
+  hidden: (spikes [T, B, *shape], B_i [K, prod(shape)]) per hidden level. error: dLoss/d(output) of the task's
+  loss, [B, K] for a read-out of the time-averaged output (each step then gets 1/T of it, as backprop through
+  the average would give) or [T, B, K] per step (sequences).
   d/dW of sum(s_i * sg(B_i e)) is exactly the DFA update: the projected error through level i's own
-  surrogate derivative, with the level's input a stop-gradient. Its value is removed from the reported loss.
+  surrogate derivative (and its own BatchNorm, where the level has one), with the level's input a
+  stop-gradient. Its value is removed from the reported loss.
   """
   term = 0.0
-  for level in range(1, num_hidden + 1):
-    proj = (error @ model.dfa[level - 1][...]).reshape(fwd.spikes[level].shape[1:]) / fwd.spikes[level].shape[0]
-    term = term + jnp.sum(fwd.spikes[level] * jax.lax.stop_gradient(proj)[None])
+  for spikes, matrix in hidden:
+    proj = error @ matrix
+    if error.ndim == 2:
+      proj = proj.reshape(spikes.shape[1:])[None] / spikes.shape[0]
+    else:
+      proj = proj.reshape(spikes.shape)
+    term = term + jnp.sum(spikes * jax.lax.stop_gradient(proj))
   return term - jax.lax.stop_gradient(term)
+
+
+def _dfa_forward_levels(model: networks.BSDNet, fwd: networks.Trace) -> list[tuple[jax.Array, jax.Array]]:
+  return [(fwd.spikes[level + 1], matrix[...]) for level, matrix in enumerate(model.dfa)]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -244,7 +258,7 @@ def classify_loss(obj: Objective, model: networks.BSDNet, batch: dict[str, jax.A
   elif obj.method == "dfa":
     error = jax.grad(lambda o: losses.cosine_cross_entropy(o, dec, labels, obj.logit_scale)[0])(
         jax.lax.stop_gradient(out))
-    total = total + _dfa_term(model, fwd, error, num - 1)
+    total = total + _dfa_term(_dfa_forward_levels(model, fwd), error)
   return total, metrics
 
 
@@ -259,8 +273,13 @@ def generate_outputs(obj: Objective, model: networks.BSDNet, images: jax.Array, 
   top_gradient = obj.method == "bsd" and obj.top_loop
   bwd = networks.backward_pass(model, latent, obj.spec, train=train, static=False, top_gradient=top_gradient,
                                bottom_mean=True)
-  recon = jax.nn.sigmoid(bwd.drives[0].mean(0)).reshape(images.shape)
+  recon = _reconstruction(bwd.drives[0].mean(0), images.shape)
   return recon, fwd, bwd
+
+
+def _reconstruction(bottom: jax.Array, shape) -> jax.Array:
+  """Pixels in [0, 1] from the time-averaged level-0 drive [B, ...]."""
+  return jax.nn.sigmoid(bottom).reshape(shape)
 
 
 def generate_loss(obj: Objective, model: networks.BSDNet, batch: dict[str, jax.Array], rng: jax.Array):
@@ -275,6 +294,15 @@ def generate_loss(obj: Objective, model: networks.BSDNet, batch: dict[str, jax.A
     align, align_metrics = _alignment(obj, fwd, bwd, range(1, num), per_step=obj.reco_time == "per_step")
     total = total + obj.reco_weight * align
     metrics.update(align_metrics)
+  elif obj.method == "dfa":
+    # The error at the output (the decoder's pre-sigmoid drive), projected to the encoder's hidden levels and
+    # latent and to the decoder's hidden levels; B_0 learns from the reconstruction loss directly.
+    bottom = bwd.drives[0].mean(0)
+    error = jax.grad(lambda d: losses.reconstruction_loss(_reconstruction(d, target.shape), target,
+                                                          obj.fft_weight, obj.fft_high_boost))(
+        jax.lax.stop_gradient(bottom)).reshape(bottom.shape[0], -1)
+    decoder = [(bwd.spikes[level + 1], matrix[...]) for level, matrix in enumerate(model.dfa_backward)]
+    total = total + _dfa_term(_dfa_forward_levels(model, fwd) + decoder, error)
   if obj.spec.activation == "lif":
     metrics.update(_rates(fwd, range(1, num + 1), "f"))
   return total, metrics
@@ -302,12 +330,16 @@ def sequence_top(obj: Objective, model: networks.BSDNet, targets: jax.Array) -> 
 def sequence_outputs(obj: Objective, model: networks.BSDNet, batch, vocab_size: int, *, train: bool):
   """Per-step outputs [T, B, K] (cosine logits) or [T, B] (forecasts), and the forward trace."""
   fwd = networks.forward_pass(model, sequence_inputs(obj, batch, vocab_size), obj.spec, train=train, static=False)
-  out = fwd.drives[model.num_levels]
+  return sequence_readout(obj, model, fwd.drives[model.num_levels]), fwd
+
+
+def sequence_readout(obj: Objective, model: networks.BSDNet, out: jax.Array) -> jax.Array:
+  """From the top drive [T, B, D]: cosine logits [T, B, K] (next character) or the forecasts [T, B]."""
   if obj.task == "next_char":
     dec = codes_lib.decoding_codes(obj.code_kind, model.codes[...])
     t, b = out.shape[:2]
-    return losses.cosine_logits(out.reshape(t * b, -1), dec, obj.logit_scale).reshape(t, b, -1), fwd
-  return out[..., 0], fwd
+    return losses.cosine_logits(out.reshape(t * b, -1), dec, obj.logit_scale).reshape(t, b, -1)
+  return out[..., 0]
 
 
 def sequence_top_loss(obj: Objective, outputs: jax.Array, targets: jax.Array) -> tuple[jax.Array, dict]:
@@ -338,6 +370,11 @@ def make_sequence_loss(vocab_size: int):
                                         steps=slice(obj.burn_in, None))
       total = total + obj.reco_weight * align
       metrics.update(align_metrics)
+    elif obj.method == "dfa":
+      # Per step: each step's output error (0 in the burn-in) projected to the hidden levels of that step.
+      top = jax.lax.stop_gradient(fwd.drives[num])
+      error = jax.grad(lambda o: sequence_top_loss(obj, sequence_readout(obj, model, o), batch["target"])[0])(top)
+      total = total + _dfa_term(_dfa_forward_levels(model, fwd), error)
     return total, metrics
   return sequence_loss
 

@@ -130,8 +130,14 @@ class Block(nnx.Module):
     self.feedback = (Feedback(std * jax.random.normal(jax.random.fold_in(key, 1), shape, jnp.float32))
                      if feedback else None)
     n_out = int(np.prod(out_shape))
-    self.recurrent = (nnx.Param(init_scale / math.sqrt(n_out) * jax.random.normal(rngs.params(), (n_out, n_out)))
-                      if recurrent else None)
+    weights = feedback_weights = None
+    if recurrent:
+      rkey, rstd = rngs.params(), init_scale / math.sqrt(n_out)
+      weights = nnx.Param(rstd * jax.random.normal(rkey, (n_out, n_out)))
+      # FA through time: s_{t-1}'s gradient goes through a fixed random copy of R (drawn as the kernel's is).
+      feedback_weights = (Feedback(rstd * jax.random.normal(jax.random.fold_in(rkey, 1), (n_out, n_out)))
+                          if feedback else None)
+    self.recurrent, self.recurrent_feedback = weights, feedback_weights
     self.norm = nnx.BatchNorm(out_shape[-1], momentum=0.9, rngs=rngs) if batch_norm else None
 
   def __call__(self, x: jax.Array, *, train: bool, feedback_alignment: bool = False) -> jax.Array:
@@ -227,7 +233,10 @@ class BSDNet(nnx.Module):
 
   `forward`: F_0..F_{L-1}. `backward`: B_{backward_start}..B_{L-1} (empty for the baselines), so
   `backward[i - backward_start]` is B_i. `codes`: fixed class codes [K, D] (classification tasks).
-  `dfa`: fixed random projections of the output error to each hidden level (direct feedback alignment).
+  `dfa`: fixed random projections of the output error to each hidden level of the forward pathway (direct
+  feedback alignment); `dfa_backward`: the same for the backward pathway's hidden levels (the autoencoder's
+  decoder, whose output carries the error: `dfa_error_dim` = the stimulus size, and the forward pathway's top
+  level, the latent spikes, is a hidden level too).
   """
 
   def __init__(self, layout: Layout, *, rngs: nnx.Rngs, with_backward: bool, reconstruct: bool,
@@ -239,15 +248,23 @@ class BSDNet(nnx.Module):
                              for kw in layout.forward])
     self.backward_start = 0 if reconstruct else 1
     blocks = layout.backward[self.backward_start:] if with_backward else ()
-    self.backward = nnx.List([Block(**kw, init_scale=init_scale, rngs=rngs) for kw in blocks])
+    self.backward = nnx.List([Block(**kw, init_scale=init_scale, feedback=feedback_alignment, rngs=rngs)
+                              for kw in blocks])
     self.codes = Codes(jnp.asarray(codes, jnp.float32)) if codes is not None else None
+    dfa = dfa_backward = None
     if direct_feedback:
-      top = int(np.prod(layout.levels[-1]))
-      self.dfa = nnx.List([
-          Feedback(jax.random.normal(rngs.params(), (top, int(np.prod(shape))), jnp.float32) / math.sqrt(top))
-          for shape in layout.levels[1:-1]])
-    else:
-      self.dfa = None
+      # Classification and sequences: the error is at the top level (levels 1..L-1 hidden). The autoencoder
+      # (`reconstruct` with a decoder): the error is at the reconstruction, and levels 1..L of the forward
+      # pathway and 1..L-1 of the backward one are hidden.
+      decoder = reconstruct and with_backward
+      err = int(np.prod(layout.levels[0 if decoder else -1]))
+      matrix = lambda shape: Feedback(  # noqa: E731
+          jax.random.normal(rngs.params(), (err, int(np.prod(shape))), jnp.float32) / math.sqrt(err))
+      dfa = nnx.List([matrix(shape) for shape in layout.levels[1:None if decoder else -1]])
+      if decoder:
+        dfa_backward = nnx.List([matrix(shape) for shape in layout.levels[1:-1]])
+    self.dfa, self.dfa_backward = dfa, dfa_backward
+    self.dfa_error_dim = err if direct_feedback else 0
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -287,9 +304,12 @@ def _recurrent(spec: RunSpec, block: Block, inp: jax.Array) -> tuple[jax.Array, 
   """A recurrent level over time: v_t = inp_t + s_{t-1} R, then the neuron. Returns (drives, membranes, spikes).
 
   With `spec.cut` the previous step's spikes are a stop-gradient input, so R learns from the same level's
-  local loss at each step without a signed error travelling back in time either.
+  local loss at each step without a signed error travelling back in time either. With feedback alignment the
+  error does travel back in time, but through the block's fixed `recurrent_feedback` instead of R.
   """
   recurrent = block.recurrent[...]
+  use_fa = spec.feedback_alignment and block.recurrent_feedback is not None
+  feedback = block.recurrent_feedback[...] if use_fa else None
   t, b = inp.shape[:2]
   n = recurrent.shape[0]
   flat = inp.reshape(t, b, n)
@@ -297,7 +317,7 @@ def _recurrent(spec: RunSpec, block: Block, inp: jax.Array) -> tuple[jax.Array, 
   def body(carry, x_t):
     u, s_prev = carry
     s_in = jax.lax.stop_gradient(s_prev) if spec.cut else s_prev
-    v = x_t + s_in @ recurrent
+    v = x_t + (_FA_DENSE(s_in, recurrent, feedback) if use_fa else s_in @ recurrent)
     if spec.activation == "lif":
       u, s, h = neurons.lif_step(spec.lif, u, v)
     else:
@@ -363,7 +383,7 @@ def backward_pass(model: BSDNet, top: jax.Array, spec: RunSpec, *, train: bool, 
     block = model.backward[level - start]
     cut_here = spec.cut and not (top_gradient and level == model.num_levels - 1)
     inp = jax.lax.stop_gradient(s) if cut_here else s
-    apply = lambda z, block=block: block(z, train=train)
+    apply = lambda z, block=block: block(z, train=train, feedback_alignment=spec.feedback_alignment)
     affine_bottom = bottom_mean and level == 0 and block.norm is None and not block.pool_in
     if static and level == model.num_levels - 1:
       v = apply(inp)

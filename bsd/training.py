@@ -43,13 +43,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     need = "rnn" if sequence_task else "mlp or cnn"
     raise config_lib.ConfigError(f"config.model.arch = {arch!r} does not fit task {task!r}: it needs {need}. "
                                  f"Fix: pass --config.model.arch={need.split()[0]}.")
-  if method in ("fa", "dfa") and task != "classify":
-    raise config_lib.ConfigError(f"config.method = {method!r} is implemented for task 'classify' only. Fix: "
-                                 "pass --config.method=bsd, bp_snn or bp_ann for this task.")
-  if method == "dfa" and config.model.batch_norm:
-    raise config_lib.ConfigError("config.method = 'dfa' needs config.model.batch_norm = False (the projected "
-                                 "error stands in for the whole backward pass). Fix: "
-                                 "--config.model.batch_norm=false.")
   if arch == "cnn" and not config.model.channels:
     raise config_lib.ConfigError("config.model.channels is empty for arch 'cnn'. Fix: e.g. "
                                  "--config.model.channels='(16, 32)'.")

@@ -102,16 +102,26 @@ class BucketedBatches:
   (the remainder of a bucket waits for the next epoch's shuffle) and shuffles the order of the batches. A bucket
   with fewer examples than a batch would never be served: its examples move up to the next wider bucket
   (`_promote_starved`), so every example is trained on.
+
+  `batch_size` is the global batch. On several processes every process draws the same plan (same seed) and
+  serves its own `batch_size // shard_count` rows of each global batch (rows `shard_index * n` onwards), all at
+  the global batch's bucket width, so that `core.sharding.shard_batch` assembles exactly the one-process batch.
+  `shard_index`/`shard_count` default to `jax.process_index()`/`jax.process_count()`; pass 0 and 1 where every
+  process should see the whole batch (a step that is not sharded over processes).
   """
 
   def __init__(self, examples: Sequence[tuple[np.ndarray, np.ndarray]], buckets: Sequence[int], batch_size: int,
-               pad_id: int, seed: int):
-    if jax.process_count() > 1:
-      # Every process would draw the same plan, so the global batch would repeat one process's examples.
-      raise NotImplementedError(f"BucketedBatches has no per-process shard, and this run has {jax.process_count()} "
-                                "processes. Fix: run SFT on one host (any number of local devices), or give each "
-                                "process its own rows of every batch before training on several hosts.")
+               pad_id: int, seed: int, *, shard_index: int | None = None, shard_count: int | None = None):
+    self.shard_count = jax.process_count() if shard_count is None else int(shard_count)
+    self.shard_index = jax.process_index() if shard_index is None else int(shard_index)
+    if not 0 <= self.shard_index < self.shard_count:
+      raise ValueError(f"shard_index {self.shard_index} is outside [0, shard_count = {self.shard_count}). Fix: pass "
+                       "the process's index (jax.process_index()) and the process count.")
+    if batch_size % self.shard_count:
+      raise ValueError(f"the global batch of {batch_size} examples cannot be split evenly over {self.shard_count} "
+                       f"processes. Fix: make sft.batch_size a multiple of {self.shard_count}.")
     self.buckets, self.batch_size, self.pad_id, self.seed = tuple(buckets), batch_size, pad_id, seed
+    self.local_batch_size = batch_size // self.shard_count
     self.examples = list(examples)
     self.bucket_of = []
     for i, (ids, _) in enumerate(self.examples):
@@ -160,7 +170,9 @@ class BucketedBatches:
     if epoch != self._epoch:
       self._epoch, self._plan = epoch, self._epoch_plan(epoch)
     self.position += 1
-    return self._batch(self._plan[index])
+    rows = self._plan[index]
+    start = self.shard_index * self.local_batch_size
+    return self._batch(rows[start:start + self.local_batch_size])
 
   def get_state(self) -> dict[str, int]:
     return {"position": self.position}
@@ -205,8 +217,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: str, records: Iterable[
   validate_sft_config(config)
   tokenizer = weights.text_tokenizer(pretrained)
   examples = [tokenize_chat(tokenizer, r["messages"]) for r in records]
-  batches = BucketedBatches(examples, config.sft.length_buckets, config.sft.batch_size // jax.process_count(),
-                            pad_id=tokenizer.pad_id, seed=config.seed)
+  batches = BucketedBatches(examples, config.sft.length_buckets, config.sft.batch_size, pad_id=tokenizer.pad_id,
+                            seed=config.seed)
   model, trainable = prepare_model(pretrained, config.sft, config.seed)
   tx = optim.make_optimizer(config.optimizer, config.train.num_steps)
   graphdef, state = create_train_state(model, tx, trainable)

@@ -120,11 +120,30 @@ def test_full_fine_tuning_refuses_quantized_weights_and_bad_jsonl_names_the_line
     sft.read_chat_records(str(path))
 
 
-def test_bucketed_batches_refuse_several_processes(monkeypatch):
-  """Each process would draw the same batches: the global batch would be copies of one process's rows."""
+def test_bucketed_batches_shard_each_global_batch_over_processes(monkeypatch):
+  """Two processes with the same seed serve the two halves of the one-process batches, at the same width (so
+  `shard_batch` assembles the global batch), and each resumes from its own state."""
+  examples = toy_examples()
+  whole = sft.BucketedBatches(examples, (16, 32), batch_size=4, pad_id=0, seed=3)
+  halves = [sft.BucketedBatches(examples, (16, 32), batch_size=4, pad_id=0, seed=3, shard_index=i, shard_count=2)
+            for i in range(2)]
+  assert halves[0].batches_per_epoch == halves[1].batches_per_epoch == whole.batches_per_epoch
+  for _ in range(2 * whole.batches_per_epoch + 1):  # past an epoch boundary: a new shuffle on every process
+    expected, parts = next(whole), [next(h) for h in halves]
+    assert all(p["tokens"].shape == (2, expected["tokens"].shape[1]) for p in parts)
+    chex.assert_trees_all_equal(jax.tree.map(lambda *x: np.concatenate(x), *parts), expected)
+  resumed = sft.BucketedBatches(examples, (16, 32), batch_size=4, pad_id=0, seed=3, shard_index=1, shard_count=2)
+  resumed.set_state(halves[1].get_state())
+  chex.assert_trees_all_equal(next(resumed), next(halves[1]))
+  # By default the shard is this process's: here process 1 of 2.
   monkeypatch.setattr(jax, "process_count", lambda: 2)
-  with pytest.raises(NotImplementedError, match="no per-process shard.*2 processes.*Fix"):
-    sft.BucketedBatches(toy_examples(), (16, 32), batch_size=4, pad_id=0, seed=3)
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  default = sft.BucketedBatches(examples, (16, 32), batch_size=4, pad_id=0, seed=3)
+  assert (default.shard_index, default.shard_count, default.local_batch_size) == (1, 2, 2)
+  with pytest.raises(ValueError, match="global batch of 5 examples cannot be split evenly over 2 processes.*Fix"):
+    sft.BucketedBatches(examples, (16, 32), batch_size=5, pad_id=0, seed=3)
+  with pytest.raises(ValueError, match="shard_index 2 is outside"):
+    sft.BucketedBatches(examples, (16, 32), batch_size=4, pad_id=0, seed=3, shard_index=2, shard_count=2)
 
 
 class ByteTokenizer:
