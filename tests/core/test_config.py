@@ -4,9 +4,11 @@ import subprocess
 import sys
 import textwrap
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from core import config as config_lib
 from core import entrypoint
@@ -99,6 +101,15 @@ def test_weight_decay_is_never_silently_ignored(config_path):
   params = {"w": jnp.ones(3)}
   updates, _ = tx.update({"w": jnp.zeros(3)}, tx.init(params), params)
   np.testing.assert_allclose(updates["w"], -0.05, rtol=1e-6)
+  # decay_vectors=False: matrices decay, biases and norm scales (ndim < 2) do not, through an NNX state as well
+  tx = optim.make_optimizer(optim.optimizer_config(learning_rate=0.1, weight_decay=0.5, decay_vectors=False), 10)
+  model = nnx.Sequential(nnx.Linear(2, 3, rngs=nnx.Rngs(0)), nnx.LayerNorm(3, rngs=nnx.Rngs(0)))
+  params = nnx.state(model, nnx.Param)
+  updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+  leaves = list(zip(jax.tree.leaves(updates), jax.tree.leaves(params)))
+  assert sorted(p.ndim for _, p in leaves) == [1, 1, 1, 2]  # bias, norm scale and bias, kernel
+  for update, param in leaves:
+    np.testing.assert_allclose(update, -0.05 * param if param.ndim >= 2 else 0.0, rtol=1e-6, atol=0)
 
 
 def test_a_warmup_as_long_as_the_run_is_an_error():
