@@ -26,7 +26,7 @@ from core.train.metrics import read_metrics
 
 # AgentGym-RL-7B with ScalingInter-RL (the paper's table 1-4), success / score in %.
 PAPER_SCALING_INTER = {"BabyAI": 96.7, "TextCraft": 91.0, "SciWorld": 57.0, "Deep Search": 38.2}
-PAPER_NAME = {"gridworld": "BabyAI", "textcraft": "TextCraft", "search": "Deep Search"}
+PAPER_NAME = {"gridworld": "BabyAI", "textcraft": "TextCraft", "search": "Deep Search", "sciworld": "SciWorld"}
 
 
 def horizon_variants(config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:

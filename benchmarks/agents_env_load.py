@@ -1,7 +1,7 @@
 """Environment servers under load (AgentGym-RL's env servers, issue 6): steps/s in-process vs over HTTP, and one
 server driven by many concurrent clients on loopback.
 
-    python -m benchmarks.agents_env_load                       # all three environments, 64 clients
+    python -m benchmarks.agents_env_load                       # all four environments, 64 clients
     python -m benchmarks.agents_env_load --envs gridworld --clients 64 --steps 20000 --time-limit 60
 
 For each environment: (1) one client stepping scripted-oracle episodes in-process through `LocalEnvClient`
@@ -135,7 +135,7 @@ def _mb(nbytes: int | None) -> float | None:
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--envs", nargs="+", default=["gridworld", "textcraft", "search"])
+  parser.add_argument("--envs", nargs="+", default=["gridworld", "textcraft", "search", "sciworld"])
   parser.add_argument("--clients", type=int, default=64)
   parser.add_argument("--steps", type=int, default=10000, help="steps of the concurrent load, per environment")
   parser.add_argument("--time-limit", type=float, default=60.0, help="seconds of the concurrent load, at most")

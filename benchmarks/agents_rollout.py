@@ -90,7 +90,7 @@ def rl_step(learner, client, config, tasks, turns: int, key: jax.Array, step: in
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--env", default="gridworld", choices=["gridworld", "textcraft", "search"])
+  parser.add_argument("--env", default="gridworld", choices=["gridworld", "textcraft", "search", "sciworld"])
   parser.add_argument("--episodes", type=int, default=32)
   parser.add_argument("--turns", type=int, default=6)
   parser.add_argument("--max-new-tokens", type=int, default=8)

@@ -9,11 +9,12 @@ from typing import Any, Sequence
 
 import ml_collections
 
-from agents.envs.base import EnvProtocolError, InvalidAction, StepResult, TextEnv
+from agents.envs.base import EnvProtocolError, EpisodeFailed, InvalidAction, StepResult, TextEnv
 from agents.envs.client import (EnvClient, EnvRequestError, EnvSession, EnvUnavailableError, HttpEnvClient,
                                 LocalEnvClient, http_client_config)
 from agents.envs.gridworld import Gridworld, gridworld_config
 from agents.envs.pool import EnvError, EnvPool, PoolFullError, UnknownEnvError, pool_config
+from agents.envs.sciworld import SciWorld, sciworld_config
 from agents.envs.search import WordNetSearch, search_config
 from agents.envs.textcraft import TextCraft, textcraft_config
 from agents.envs.trivial import SayWord, trivial_config
@@ -38,6 +39,7 @@ ENVIRONMENTS: dict[str, Sequence] = {
     "gridworld": (Gridworld, gridworld_config),
     "textcraft": (TextCraft, textcraft_config),
     "search": (WordNetSearch, search_config),
+    "sciworld": (SciWorld, sciworld_config),
     "trivial": (SayWord, trivial_config),
     "vehicle": _Deferred("agents.vehicle.env", "VehicleEnv", "vehicle_config"),
     "toolenv": _Deferred("agents.toolenv.env", "ToolEnv", "toolenv_config"),
@@ -68,7 +70,8 @@ def _check(name: str) -> str:
 
 __all__ = [
     "ENVIRONMENTS", "EnvClient", "EnvError", "EnvPool", "EnvProtocolError", "EnvRequestError", "EnvSession",
-    "EnvUnavailableError", "Gridworld", "HttpEnvClient", "InvalidAction", "LocalEnvClient", "PoolFullError",
-    "StepResult", "TextCraft", "TextEnv", "UnknownEnvError", "WordNetSearch", "env_config", "gridworld_config",
-    "http_client_config", "make_env", "make_pool", "pool_config", "search_config", "textcraft_config",
+    "EnvUnavailableError", "EpisodeFailed", "Gridworld", "HttpEnvClient", "InvalidAction", "LocalEnvClient",
+    "PoolFullError", "SciWorld", "StepResult", "TextCraft", "TextEnv", "UnknownEnvError", "WordNetSearch",
+    "env_config", "gridworld_config", "http_client_config", "make_env", "make_pool", "pool_config",
+    "sciworld_config", "search_config", "textcraft_config",
 ]

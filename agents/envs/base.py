@@ -8,6 +8,8 @@ One `TextEnv` instance is one episode slot: `reset(task_id)` builds the task det
   `_step`, and the agent sees "Invalid action: <why>" with reward 0 and the episode going on;
 * an action longer than `max_action_chars` (when set; the pool sets it from its config) is a bad action too,
   refused before any parsing;
+* an action that settles the task wrongly (ScienceWorld's wrong `focus`) raises `EpisodeFailed` inside `_step`:
+  the episode ends there with reward 0 and the exception's message as the observation;
 * a step after the episode ended, or past `max_steps`, returns a terminal observation instead of an error;
 * `info` always holds `progress` (share of the task's sub-goals reached so far, never decreasing), `success`,
   `steps` and `invalid`, so a trainer can log partial progress without knowing the environment.
@@ -25,6 +27,10 @@ from typing import Any, ClassVar, Protocol
 
 class InvalidAction(ValueError):
   """The agent's action cannot be parsed or carried out; the message is shown to the agent."""
+
+
+class EpisodeFailed(Exception):
+  """The agent's action settled the task wrongly; the episode ends with reward 0. The message is shown to it."""
 
 
 class EnvProtocolError(RuntimeError):
@@ -126,17 +132,21 @@ class TextEnv(abc.ABC):
     if self._done:
       return StepResult("The episode is over; reset to start a new task.", 0.0, True, self._info(invalid=True))
     self._steps += 1
-    invalid = False
+    invalid = failed = False
     try:
       if self.max_action_chars is not None and len(action) > self.max_action_chars:
         raise InvalidAction(f"the action is {len(action)} characters long; the limit is {self.max_action_chars}.")
       observation, success = self._step(normalize_action(action))
     except InvalidAction as e:
       observation, success, invalid = f"Invalid action: {e}", False, True
+    except EpisodeFailed as e:
+      observation, success, failed = str(e), False, True
     reward = 0.0
     if success:
       self._success = self._done = True
       reward = 1.0
+    elif failed:
+      self._done = True
     elif self._steps >= self.max_steps:
       self._done = True
       observation += f"\nYou have used all {self.max_steps} steps; the episode is over."

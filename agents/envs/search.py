@@ -26,7 +26,7 @@ from typing import Any
 
 import ml_collections
 
-from agents.envs.base import InvalidAction, TextEnv
+from agents.envs.base import EpisodeFailed, InvalidAction, TextEnv
 from agents.envs.bm25 import BM25Index, tokenize
 from agents.envs.wordnet import Synset, load_wordnet_nouns
 from core.config import section
@@ -177,8 +177,7 @@ class WordNetSearch(TextEnv):
     if verb == "answer":
       if normalize_answer(argument) in self.task.answers:
         return f"Your answer {argument!r} is correct.", True
-      self._done = True  # one answer per question, as in Search-R1
-      return f"Your answer {argument!r} is wrong.", False
+      raise EpisodeFailed(f"Your answer {argument!r} is wrong.")  # one answer per question, as in Search-R1
     hits = [i for i, _ in self.corpus.index.search(argument, self.config.top_k)]
     exact = self.corpus.by_name.get(argument)
     if exact is not None:

@@ -26,10 +26,10 @@ from core.train.optim import optimizer_config
 
 # Our environments and the paper's environment whose schedule they borrow.
 PAPER_ENVIRONMENT = {"gridworld": "babyai", "textcraft": "textcraft", "search": "deep_search",
-                     "vehicle": "webarena", "toolenv": "deep_search"}
+                     "sciworld": "sciworld", "vehicle": "webarena", "toolenv": "deep_search"}
 # The quick variant's turn limits (three stages like the paper's, for the smaller worlds of that variant).
 QUICK_TURN_LIMITS = {"gridworld": (2, 4, 8), "textcraft": (2, 4, 8), "search": (2, 3, 4), "vehicle": (2, 3, 4),
-                     "toolenv": (2, 3, 4)}
+                     "toolenv": (2, 3, 4), "sciworld": (6, 12, 20)}
 
 
 def rl_config(env: str, algo: str, variant: str = "real") -> ml_collections.ConfigDict:

@@ -1,6 +1,6 @@
 """An environment server: `python -m agents.serve --config configs/agents/serve.py:gridworld`.
 
-The variant names the environment (gridworld, textcraft, search). Every number the server and the environments
+The variant names the environment (gridworld, textcraft, search, sciworld). Every number the server and the environments
 use is here; the shared token is not (it comes from $AGENTS_ENV_TOKEN or `server.token_file`).
 """
 

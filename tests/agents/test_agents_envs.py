@@ -1,13 +1,14 @@
-"""The three text environments: deterministic tasks, oracles that always succeed, bad actions, partial progress,
-and the BM25 retriever and WordNet reader against hand-checked values."""
+"""The text environments (gridworld, textcraft, search, sciworld): deterministic tasks, oracles that always
+succeed, bad actions, partial progress, the laboratory's physics, and the BM25 retriever and WordNet reader against
+hand-checked values."""
 
 import math
 
 import pytest
 
-from agents.envs import (EnvProtocolError, Gridworld, TextCraft, WordNetSearch, gridworld_config, make_env,
-                         search_config, textcraft_config)
-from agents.envs import bm25, textcraft, wordnet
+from agents.envs import (EnvProtocolError, Gridworld, SciWorld, TextCraft, WordNetSearch, gridworld_config,
+                         make_env, sciworld_config, search_config, textcraft_config)
+from agents.envs import bm25, sciworld, textcraft, wordnet
 from agents.envs.gridworld import generate_task
 from agents.envs.search import normalize_answer
 
@@ -15,7 +16,7 @@ from agents.envs.search import normalize_answer
 @pytest.fixture(scope="module")
 def envs():
   return {"gridworld": Gridworld(gridworld_config()), "textcraft": TextCraft(textcraft_config()),
-          "search": WordNetSearch(search_config())}
+          "search": WordNetSearch(search_config()), "sciworld": SciWorld(sciworld_config())}
 
 
 def run_oracle(env, task_id):
@@ -28,7 +29,8 @@ def run_oracle(env, task_id):
   return result, progress
 
 
-@pytest.mark.parametrize("name,num_tasks", [("gridworld", 400), ("textcraft", 400), ("search", 200)])
+@pytest.mark.parametrize("name,num_tasks", [("gridworld", 400), ("textcraft", 400), ("search", 200),
+                                                    ("sciworld", 600)])
 def test_oracle_solves_every_task_with_monotone_progress(envs, name, num_tasks):
   env = envs[name]
   steps = []
@@ -40,7 +42,7 @@ def test_oracle_solves_every_task_with_monotone_progress(envs, name, num_tasks):
   assert max(steps) >= 2 * min(steps)  # the task set mixes short and long horizons
 
 
-@pytest.mark.parametrize("name", ["gridworld", "textcraft", "search"])
+@pytest.mark.parametrize("name", ["gridworld", "textcraft", "search", "sciworld"])
 def test_tasks_are_a_function_of_the_id(envs, name):
   env = envs[name]
   first = env.reset(11).observation
@@ -49,7 +51,7 @@ def test_tasks_are_a_function_of_the_id(envs, name):
   assert env.reset(12).observation != first
 
 
-@pytest.mark.parametrize("name", ["gridworld", "textcraft", "search"])
+@pytest.mark.parametrize("name", ["gridworld", "textcraft", "search", "sciworld"])
 @pytest.mark.parametrize("action", ["", "   ", "dance wildly", "go to", "craft 3 using", "search[", "\x00\n\t",
                                     "pick up purple unicorn", "get -1 oak log", "answer[]", "x" * 5000])
 def test_bad_actions_are_observations_not_crashes(envs, name, action):
@@ -183,3 +185,159 @@ def test_search_answers_that_normalise_to_nothing_never_score(envs):
   assert wrong.done and wrong.reward == 0.0 and not wrong.info["success"]
   result, _ = run_oracle(env, 15668)
   assert result.info["success"]
+
+
+def sciworld_task(env, **fields):
+  """The first task id whose task has these field values, and the env reset to it."""
+  task_id = next(t for t in range(500) if all(getattr(sciworld.generate_task(t, env.config), k) == v
+                                              for k, v in fields.items()))
+  env.reset(task_id)
+  return task_id
+
+
+def walk(env, room):
+  for step in sciworld.route(env.room, room):
+    assert not env.step(f"go to {step}").info["invalid"]
+
+
+def test_sciworld_routes_are_shortest_and_follow_doorways():
+  assert sciworld.route("bedroom", "workshop") == ["hallway", "workshop"]
+  for start in sciworld.ROOMS:
+    for end in sciworld.ROOMS:
+      path = sciworld.route(start, end)
+      assert all(b in sciworld.DOORWAYS[a] for a, b in zip([start] + path, path))
+  assert len(sciworld.route("bedroom", "outside")) == 3  # bedroom-hallway-(kitchen|greenhouse)-outside
+  # doorways are two-way
+  assert all(a in sciworld.DOORWAYS[b] for a in sciworld.ROOMS for b in sciworld.DOORWAYS[a])
+
+
+def test_sciworld_states_follow_real_melting_and_boiling_points(envs):
+  env = envs["sciworld"]
+  sciworld_task(env, kind="boil", substance="water")
+  for temperature, state in ((-0.5, "solid"), (0.0, "liquid"), (99.9, "liquid"), (100.0, "gas")):
+    env.temperature["water"] = temperature
+    assert env._state("water") == state
+  env.temperature["water"] = 20.0
+  walk(env, env.where["pot"])
+  env.step("pick up pot")
+  assert env.step("pick up water").info["invalid"]  # a substance travels in its container
+  walk(env, "kitchen")
+  env.step("put pot in stove")
+  assert env.temperature["water"] == 20.0  # the stove is off
+  result = env.step("activate stove")  # this tick: 20 + 40
+  assert env.temperature["water"] == 60.0 and not result.done and result.info["progress"] == 0.75
+  result = env.step("wait")  # 60 + 40 = 100: it boils
+  assert result.done and result.reward == 1.0 and "turns into steam" in result.observation
+
+
+def test_sciworld_lead_melts_in_the_furnace_not_on_the_stove(envs):
+  env = envs["sciworld"]
+  sciworld_task(env, kind="melt", substance="lead")
+  walk(env, env.where["crucible"])
+  env.step("pick up crucible")
+  walk(env, "kitchen")
+  env.step("put crucible in stove")
+  env.step("activate stove")
+  for _ in range(8):
+    assert not env.step("wait").done
+  assert env.temperature["lead"] == 250.0 and env._state("lead") == "solid"  # the stove tops out at 250 C < 327.5
+  env.step("pick up crucible")
+  walk(env, "workshop")
+  env.step("put crucible in furnace")
+  result = env.step("activate furnace")  # 250 + 150 = 400 > 327.5: it melts on that very tick
+  assert env.temperature["lead"] == 400.0 and env._state("lead") == "liquid"
+  assert result.done and result.reward == 1.0 and "turns into liquid lead" in result.observation
+
+
+def test_sciworld_invalid_actions_take_no_time(envs):
+  env = envs["sciworld"]
+  sciworld_task(env, kind="freeze")
+  walk(env, env.where["cup"])
+  env.step("pick up cup")
+  walk(env, "kitchen")
+  env.step("put cup in freezer")
+  before = env.temperature["water"]
+  assert before == 10.0  # the freezer is on from the start: 20 - 10
+  for action in ("pick up stove", "activate freezer", "go to bedroom", "use thermometer on water", "dance"):
+    assert env.step(action).info["invalid"]
+  assert env.temperature["water"] == before
+
+
+def test_sciworld_conductivity_uses_real_materials_and_a_wrong_box_fails(envs):
+  env = envs["sciworld"]
+  assert sciworld.CONDUCTORS["copper wire"] and sciworld.CONDUCTORS["graphite rod"]
+  assert not sciworld.CONDUCTORS["plastic fork"] and not sciworld.CONDUCTORS["rubber band"]
+  for subject, bulb in (("copper wire", "turns on"), ("plastic fork", "stays dark")):
+    task_id = sciworld_task(env, kind="conductivity", subject=subject)
+    walk(env, env.where[subject])
+    env.step(f"pick up {subject}")
+    walk(env, "workshop")
+    env.step(f"put {subject} in circuit tester")
+    result = env.step("activate circuit tester")
+    assert bulb in result.observation and result.info["progress"] == 2 / 3
+    env.step(f"pick up {subject}")
+    walk(env, env.task.box_room)
+    wrong = "green box" if sciworld.CONDUCTORS[subject] else "red box"
+    result = env.step(f"put {subject} in {wrong}")
+    assert result.done and result.reward == 0.0 and not result.info["success"] and "wrong box" in result.observation
+    assert env.step("look around").done  # the episode is over
+    result, _ = run_oracle(env, task_id)
+    assert result.reward == 1.0
+
+
+def test_sciworld_measuring_decides_the_box_and_a_wrong_focus_fails(envs):
+  env = envs["sciworld"]
+  task_id = sciworld_task(env, kind="measure")
+  substance = env.task.subject
+  walk(env, env.task.thermometer_room)
+  assert env.step(f"use thermometer on {substance}").info["invalid"]  # not carried yet
+  env.step("pick up thermometer")
+  walk(env, env._room_of(substance))
+  reading = env.step(f"use thermometer on {substance.lower()}").observation
+  temperature = env.temperature[substance]
+  assert reading == f"The thermometer reads {round(temperature)} degrees Celsius."
+  walk(env, env.task.box_room)
+  wrong = "green box" if temperature > env.task.threshold else "red box"
+  result = env.step(f"focus on {wrong}")
+  assert result.done and result.reward == 0.0 and "wrong box" in result.observation
+  result, _ = run_oracle(env, task_id)
+  assert result.reward == 1.0
+
+
+def test_sciworld_only_a_living_thing_may_go_in_the_red_box(envs):
+  env = envs["sciworld"]
+  sciworld_task(env, kind="living")
+  distractor = next(name for name, _ in env.task.placements if name in sciworld.NON_LIVING)
+  walk(env, env.where[distractor])
+  env.step(f"pick up {distractor}")
+  walk(env, env.task.box_room)
+  assert not env.step(f"put {distractor} in green box").done  # the green box is no answer here
+  env.step(f"pick up {distractor}")
+  result = env.step(f"put {distractor} in red box")
+  assert result.done and result.reward == 0.0 and "not a living thing" in result.observation
+
+
+def test_sciworld_oracle_finds_things_by_looking_not_from_hidden_placements(envs):
+  """The oracle gets the task without where things are, how warm they are or where the thermometer lies: it must
+  explore and read its instruments, and still solves every task."""
+  import dataclasses
+  env = envs["sciworld"]
+  explored = 0
+  for task_id in range(150):
+    result = env.reset(task_id)
+    blind = dataclasses.replace(env.task, placements=(), temperatures=(), thermometer_room="")
+    oracle = sciworld._ScriptOracle(blind)
+    while not result.done:
+      result = env.step(oracle.act(result.observation))
+    assert result.info["success"], (task_id, result.observation)
+    explored += len(oracle._views) > 2
+  assert explored > 50  # most tasks need rooms beyond the start and the next
+
+
+def test_sciworld_progress_counts_sub_goals_of_the_task(envs):
+  env = envs["sciworld"]
+  assert env.reset(sciworld_task(env, kind="freeze")).info["progress"] == 0.0  # the freezer is on, the cup is not in it
+  walk(env, env.where["cup"])
+  assert env.step("pick up cup").info["progress"] == 0.25
+  walk(env, "kitchen")
+  assert env.step("put cup in freezer").info["progress"] == 0.75  # in the device, and the device is on

@@ -30,7 +30,7 @@ def serve(pool, token=None, **server_overrides):
 @pytest.fixture(scope="module")
 def servers():
   running = {}
-  for name in ("gridworld", "textcraft", "search"):
+  for name in ("gridworld", "textcraft", "search", "sciworld"):
     running[name] = serve(make_pool(name, env_config(name), pool_config()))
   yield running
   for server in running.values():
@@ -48,7 +48,7 @@ def oracle_episode(client, name, task_id):
   return [r.to_json() for r in results], observation
 
 
-@pytest.mark.parametrize("name", ["gridworld", "textcraft", "search"])
+@pytest.mark.parametrize("name", ["gridworld", "textcraft", "search", "sciworld"])
 def test_in_process_and_http_give_identical_episodes(servers, name):
   local = LocalEnvClient(make_pool(name, env_config(name), pool_config()))
   with HttpEnvClient(servers[name].url, FAST_CLIENT) as remote:

@@ -268,7 +268,7 @@ def test_bad_configs_fail_before_anything_runs(override, message):
     train_lib.validate_config(config)
 
 
-@pytest.mark.parametrize("env", ["vehicle", "toolenv"])
+@pytest.mark.parametrize("env", ["vehicle", "toolenv", "sciworld"])
 def test_rl_configs_of_other_environments_train_end_to_end(tmp_path, env):
   """One GRPO step of a tiny from-scratch policy on each environment's quick config: the wiring (vocabulary
   from oracle episodes, whole-reply actions for JSON/tool-call environments, rewards, update) works."""
