@@ -88,8 +88,10 @@ STATE_TASKS = (("melt", "water", "bowl", -10.0, "stove"), ("melt", "gallium", "b
 CONDUCTORS = {"copper wire": True, "iron nail": True, "aluminium foil": True, "steel spoon": True,
               "brass key": True, "graphite rod": True, "plastic fork": False, "wooden spoon": False,
               "glass marble": False, "rubber band": False, "ceramic cup": False, "paper clip holder": False}
+# Fixed in place besides the devices: the circuit tester stands in the workshop, the two boxes where the task says.
+FIXTURES = ("circuit tester", "red box", "green box")
 # Things another thing can be put in.
-RECEPTACLES = frozenset(DEVICES) | {"circuit tester", "red box", "green box", "jar"} | {t[2] for t in STATE_TASKS}
+RECEPTACLES = frozenset(DEVICES) | frozenset(FIXTURES) | {"jar"} | {t[2] for t in STATE_TASKS}
 LIVING = ("snail", "earthworm", "beetle", "frog", "moth", "pea seed", "bean seed", "spider")
 NON_LIVING = ("rock", "toy car", "shovel", "plastic flower", "seashell", "pine cone", "clay pot", "tennis ball")
 AMBIENT = 20.0
@@ -227,8 +229,7 @@ class SciWorld(TextEnv):
     return observation, {"kind": task.kind, "subject": task.subject, "start": task.start}
 
   def _fixed(self, name: str) -> bool:
-    return name in DEVICES or name in ("circuit tester", "red box", "green box") or name in SUBSTANCES or \
-        name.startswith("unknown substance")
+    return name in DEVICES or name in FIXTURES or self._is_substance(name)
 
   def _is_substance(self, name: str) -> bool:
     return name in SUBSTANCES or name.startswith("unknown substance")
