@@ -27,12 +27,13 @@ from flax import nnx
 
 from agents.envs import make_env
 from core import config as config_lib
+from core import sharding as sharding_lib
 from core.config import section
 from core.llm import config as llm_config
 from core.llm import lora, sft, weights
 from core.llm.model import Llama
 from core.llm.tokenizer import Tokenizer
-from core.train import optim
+from core.train import loop, optim
 from core.train.state import create_train_state, make_train_step, model_from_state
 
 KINDS = ("pretrained", "scratch")
@@ -135,11 +136,15 @@ def warm_start(policy: Policy, config: ml_collections.ConfigDict) -> dict[str, f
                                 pad_id=policy.tokenizer.pad_id, seed=config.seed, shard_index=0, shard_count=1)
   tx = optim.make_optimizer(optim.optimizer_config(learning_rate=p.warm_start_learning_rate), p.warm_start_steps)
   graphdef, state = create_train_state(policy.model, tx, policy.trainable)
-  step = jax.jit(make_train_step(graphdef, sft.assistant_nll, tx, policy.trainable), donate_argnums=0)
+  # On the RL update's mesh: batch rows split over every device, the state laid out as the update's.
+  mesh = sharding_lib.mesh_from_config(config.mesh)
+  state_sharding = sharding_lib.state_sharding(mesh, state, config.mesh.fsdp_min_size)
+  step = loop.jit_on_mesh(make_train_step(graphdef, sft.assistant_nll, tx, policy.trainable), mesh, state_sharding)
+  state = jax.device_put(state, state_sharding)
   key = jax.random.key(config.seed)
   losses = []
   for i in range(p.warm_start_steps):
-    state, metrics = step(state, next(batches), jax.random.fold_in(key, i))
+    state, metrics = step(state, sharding_lib.shard_batch(next(batches), mesh), jax.random.fold_in(key, i))
     losses.append(float(metrics["loss"]))
   policy.model = model_from_state(graphdef, state)
   return {"warm_start_first_loss": losses[0], "warm_start_last_loss": losses[-1],

@@ -8,7 +8,9 @@ Each training step:
      of each are rolled out with the current policy (`agents.rollout`: one batched generation per turn);
   3. the reference policy (the frozen initial policy) scores the trajectories; PPO's critic gives values;
   4. advantages by the algorithm (`agents.algorithms`), then `algorithm.update_epochs` passes over
-     `algorithm.minibatches` minibatches of clipped-surrogate updates (and critic updates for PPO);
+     `algorithm.minibatches` minibatches of clipped-surrogate updates (and critic updates for PPO), on the
+     config's `mesh` (`core.sharding`): the policy, reference and critic states laid out as `core.train` lays
+     them out, the rows of every minibatch (and of step 3's scoring passes) split over all devices;
   5. metrics (success, score, turns, losses, where the time went) to metrics.jsonl / TensorBoard; trajectories
      to trajectories.jsonl; a checkpoint every `train.checkpoint_every` steps (policy, critic and optimizer
      states through `core.train.checkpoint`; the task draw and the sampling key derive from the step, so a
@@ -42,10 +44,11 @@ from agents.envs import ENVIRONMENTS, HttpEnvClient, LocalEnvClient, http_client
 from agents.schedule import ScalingInterSchedule
 from core import config as config_lib
 from core import entrypoint
+from core import sharding as sharding_lib
 from core.config import section
 from core.llm import weights
-from core.llm.model import forward, positions_from_mask
-from core.llm.scoring import logprobs_from_logits
+from core.llm.model import positions_from_mask
+from core.llm.scoring import jit_token_logprobs
 from core.llm.value import ValueModel
 from core.train import checkpoint as checkpoint_lib
 from core.train import loop, metrics as metrics_lib, optim
@@ -78,6 +81,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                    lambda m: (config.data.tasks_per_step * config.rollout.group_size) % m == 0,
                    f"must divide the rollouts per step (data.tasks_per_step x rollout.group_size = "
                    f"{config.data.tasks_per_step * config.rollout.group_size})")
+  _validate_mesh(config)
   for key in ("max_new_tokens", "max_context_tokens", "group_size", "env_workers"):
     config_lib.check_positive(config, f"rollout.{key}")
   # The update treats rollouts as samples of the policy itself: the PPO ratio's old log-probs are recomputed at
@@ -101,17 +105,27 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         "class offers one as `step_level_sampler(config)`, e.g. toolenv). Fix: --config.data.step_level=false")
 
 
+def _validate_mesh(config: ml_collections.ConfigDict) -> None:
+  """The update's rows are split over every device: each minibatch must divide evenly."""
+  sharding_lib.validate_mesh_config(config)
+  if jax.process_count() > 1:
+    raise config_lib.ConfigError(
+        f"agents.train runs in one process (its rollouts and environments live there), but {jax.process_count()} "
+        "processes were started. Fix: run one process; its mesh (config.mesh) spans all of that host's devices.")
+  rows = config.data.tasks_per_step * config.rollout.group_size // config.algorithm.minibatches
+  devices = jax.device_count()
+  config_lib.check(config, "algorithm.minibatches", lambda m: rows % devices == 0,
+                   f"leaves {rows} rollouts per minibatch, which the mesh's {devices} devices cannot split evenly "
+                   "(each update splits its minibatch's rows over every device)",
+                   f"make data.tasks_per_step x rollout.group_size / algorithm.minibatches a multiple of {devices}")
+  if config.policy.warm_start_steps:
+    warm_rows = min(config.policy.warm_start_batch_size, config.policy.warm_start_tasks)
+    config_lib.check(config, "policy.warm_start_batch_size", lambda b: warm_rows % devices == 0,
+                     f"gives warm-start batches of {warm_rows} episodes, which the mesh's {devices} devices cannot "
+                     "split evenly", f"make it (and policy.warm_start_tasks) a multiple of {devices}")
+
+
 # ---- the jitted pieces ------------------------------------------------------------------------------------
-
-def _token_logprobs(graphdef, state, tokens, attention_mask):
-  """log pi(tokens[t] | tokens[:t]) of a full model state, [B, T] (no logits leave the program)."""
-  mask = attention_mask.astype(bool)
-  logits, _ = forward(graphdef, state, tokens, positions_from_mask(mask), mask)
-  return logprobs_from_logits(logits, tokens)
-
-
-token_logprobs = jax.jit(_token_logprobs, static_argnums=0)
-
 
 def _critic_values(graphdef, params, model_state, tokens, attention_mask):
   return nnx.merge(graphdef, params, model_state)(tokens, attention_mask)
@@ -120,22 +134,24 @@ def _critic_values(graphdef, params, model_state, tokens, attention_mask):
 critic_values = jax.jit(_critic_values, static_argnums=0)
 
 
-def make_actor_step(graphdef, algo: ml_collections.ConfigDict, tx, trainable, horizon: int):
+def make_actor_step(graphdef, algo: ml_collections.ConfigDict, tx, trainable, horizon: int,
+                    mesh: jax.sharding.Mesh, state_sharding):
   def loss_fn(model, batch, rng):
     del rng
     mask = batch["attention_mask"].astype(bool)
     logits, _ = model(batch["tokens"], positions_from_mask(mask), mask)
     return algorithms.actor_loss(algo, logits, batch, horizon)
 
-  return jax.jit(make_train_step(graphdef, loss_fn, tx, trainable), donate_argnums=0)
+  return loop.jit_on_mesh(make_train_step(graphdef, loss_fn, tx, trainable), mesh, state_sharding)
 
 
-def make_critic_step(graphdef, algo: ml_collections.ConfigDict, tx, horizon: int):
+def make_critic_step(graphdef, algo: ml_collections.ConfigDict, tx, horizon: int, mesh: jax.sharding.Mesh,
+                     state_sharding):
   def loss_fn(model, batch, rng):
     del rng
     return algorithms.critic_loss(algo, model(batch["tokens"], batch["attention_mask"]), batch, horizon)
 
-  return jax.jit(make_train_step(graphdef, loss_fn, tx), donate_argnums=0)
+  return loop.jit_on_mesh(make_train_step(graphdef, loss_fn, tx), mesh, state_sharding)
 
 
 # ---- the run ----------------------------------------------------------------------------------------------
@@ -185,6 +201,7 @@ class Learner:
   full_graphdef: Any
   ref_state: Any
   actor_step: Any
+  mesh: jax.sharding.Mesh
   critic_graphdef: Any = None
   critic_state: TrainState | None = None
   critic_step: Any = None
@@ -231,12 +248,22 @@ def build_learner(config: ml_collections.ConfigDict, workdir: str) -> tuple[Lear
     critic_model = ValueModel(trunk, nnx.Rngs(config.seed + 1))
   graphdef, state = create_train_state(policy.model, tx, policy.trainable)
   horizon = algorithms.loss_horizon(config.algorithm, config.rollout.max_context_tokens)
-  learner = Learner(config, policy, graphdef, state, full_graphdef, ref_state,
-                    make_actor_step(graphdef, config.algorithm, tx, policy.trainable, horizon))
+  # Every state on the mesh as `core.train` lays one out (replicated under pure data parallelism, large
+  # weights split over `fsdp`); checkpoints restore into these layouts.
+  mesh = sharding_lib.mesh_from_config(config.mesh)
+  place = lambda tree: sharding_lib.state_sharding(mesh, tree, config.mesh.fsdp_min_size)  # noqa: E731
+  state_sharding = place(state)
+  learner = Learner(config, policy, graphdef, jax.device_put(state, state_sharding), full_graphdef,
+                    jax.device_put(ref_state, place(ref_state)),
+                    make_actor_step(graphdef, config.algorithm, tx, policy.trainable, horizon, mesh, state_sharding),
+                    mesh)
   if critic_model is not None:
     critic_tx = optim.make_optimizer(config.critic_optimizer, total_steps)
-    learner.critic_graphdef, learner.critic_state = create_train_state(critic_model, critic_tx)
-    learner.critic_step = make_critic_step(learner.critic_graphdef, config.algorithm, critic_tx, horizon)
+    learner.critic_graphdef, critic_state = create_train_state(critic_model, critic_tx)
+    critic_sharding = place(critic_state)
+    learner.critic_state = jax.device_put(critic_state, critic_sharding)
+    learner.critic_step = make_critic_step(learner.critic_graphdef, config.algorithm, critic_tx, horizon, mesh,
+                                           critic_sharding)
   return learner, info
 
 
@@ -247,14 +274,16 @@ def rollout_batch(learner: Learner, current: weights.Pretrained, trajectories,
   longest = max(len(t.tokens) for t in trajectories)
   batch = rollout_lib.to_batch(trajectories, learner.policy.tokenizer.pad_id,
                                sequence_bucket(longest))
-  tokens, attention = jnp.asarray(batch["tokens"]), jnp.asarray(batch["attention_mask"])
+  # The scoring passes split the rows over the mesh, as the update does.
+  rows = sharding_lib.shard_batch({k: batch[k] for k in ("tokens", "attention_mask")}, learner.mesh)
+  tokens, attention = rows["tokens"], rows["attention_mask"]
   mask = batch["loss_mask"].astype(bool)
-  batch["ref_logprobs"] = np.where(mask, np.asarray(token_logprobs(learner.full_graphdef, learner.ref_state,
-                                                                   tokens, attention)), 0.0)
+  batch["ref_logprobs"] = np.where(mask, np.asarray(jit_token_logprobs(learner.full_graphdef, learner.ref_state,
+                                                                       tokens, attention)), 0.0)
   # The update's ratio is against the policy's log-probs recomputed by the same program the update runs
   # (verl's "recompute old log-prob"): sampling-time numbers differ in float details (cache vs full pass).
-  batch["old_logprobs"] = np.where(mask, np.asarray(token_logprobs(current.graphdef, current.state, tokens,
-                                                                   attention)), 0.0)
+  batch["old_logprobs"] = np.where(mask, np.asarray(jit_token_logprobs(current.graphdef, current.state, tokens,
+                                                                       attention)), 0.0)
   if learner.critic_state is not None:
     batch["old_values"] = np.asarray(critic_values(learner.critic_graphdef, learner.critic_state.params,
                                                    learner.critic_state.model_state, tokens, attention))
@@ -283,10 +312,10 @@ def update(learner: Learner, batch: dict[str, np.ndarray], step: int) -> dict[st
     for m in range(algo.minibatches):
       idx = order[m * size:(m + 1) * size]
       key = jax.random.key(0)  # the losses draw no randomness
-      learner.state, metrics = learner.actor_step(learner.state, {k: batch[k][idx] for k in keys}, key)
+      minibatch = lambda names: sharding_lib.shard_batch({k: batch[k][idx] for k in names}, learner.mesh)  # noqa: E731
+      learner.state, metrics = learner.actor_step(learner.state, minibatch(keys), key)
       if learner.critic_state is not None:
-        learner.critic_state, critic_metrics = learner.critic_step(
-            learner.critic_state, {k: batch[k][idx] for k in critic_keys}, key)
+        learner.critic_state, critic_metrics = learner.critic_step(learner.critic_state, minibatch(critic_keys), key)
         # The critic's loss and gradient norm get their own names: the actor's keep theirs.
         metrics = {**metrics, **{k: v for k, v in critic_metrics.items() if k not in ("loss", "grad_norm")},
                    "critic_loss": critic_metrics["loss"], "critic_grad_norm": critic_metrics["grad_norm"]}

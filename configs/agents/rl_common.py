@@ -21,6 +21,7 @@ from agents.policy import policy_config
 from agents.rollout import rollout_config
 from agents.schedule import PAPER_SCHEDULES, schedule_config
 from agents.train import data_config
+from core.sharding import mesh_config
 from core.train.loop import train_config
 from core.train.optim import optimizer_config
 
@@ -44,6 +45,7 @@ def rl_config(env: str, algo: str, variant: str = "real") -> ml_collections.Conf
   config.algorithm = algorithm_config(algo)
   config.schedule = schedule_config(turn_limits=limits, steps_per_stage=stage_steps)
   config.export = export_config()  # `python -m agents.export`: which checkpoint, written where
+  config.mesh = mesh_config()  # the update's devices: rows split over all of them (data=-1), fsdp=N splits weights
   if variant == "real":
     config.policy = policy_config(kind="pretrained")
     config.rollout = rollout_config(max_new_tokens=128, max_context_tokens=4096, temperature=1.0, group_size=4)

@@ -58,6 +58,15 @@ def _host_scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
   return {k: float(np.asarray(v)) for k, v in jax.device_get(dict(metrics)).items()}
 
 
+def jit_on_mesh(step_fn: StepFn, mesh: jax.sharding.Mesh, state_sharding: Any) -> StepFn:
+  """`step_fn(state, batch, rng)` jitted over `mesh`: the state keeps `state_sharding` (its buffers donated), the
+  batch's leading axis is split over every device (place it with `core.sharding.shard_batch`), the key and the
+  metrics are replicated. For trainers that drive the step themselves rather than through `run_training`."""
+  replicated = sharding_lib.replicated(mesh)
+  return jax.jit(step_fn, in_shardings=(state_sharding, sharding_lib.batch_sharding(mesh), replicated),
+                 out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+
+
 def run_training(*, workdir: str, config: ml_collections.ConfigDict, state: TrainState, step_fn: StepFn,
                  batches: Iterator[Any], seed: int, mesh: jax.sharding.Mesh | None = None,
                  eval_fn: EvalFn | None = None, fsdp_min_size: int = 2**18,
@@ -81,14 +90,12 @@ def run_training(*, workdir: str, config: ml_collections.ConfigDict, state: Trai
   """
   mesh = mesh or sharding_lib.make_mesh()
   state_sharding = sharding_lib.state_sharding(mesh, state, fsdp_min_size, sharding_rules)
-  batch_sharding = sharding_lib.batch_sharding(mesh)
   replicated = sharding_lib.replicated(mesh)
 
   def keyed_step(state, batch, base_key):
     return step_fn(state, batch, jax.random.fold_in(base_key, state.step))
 
-  jitted_step = jax.jit(keyed_step, in_shardings=(state_sharding, batch_sharding, replicated),
-                        out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+  jitted_step = jit_on_mesh(keyed_step, mesh, state_sharding)
   base_key = jax.device_put(jax.random.key(seed), replicated)
 
   checkpointer = checkpoint_lib.Checkpointer(f"{workdir}/checkpoints", every=config.checkpoint_every,

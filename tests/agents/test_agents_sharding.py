@@ -1,0 +1,93 @@
+"""agents.train on a mesh: 4 fake CPU devices (data 2 x fsdp 2, every weight split) give the 1-device run's warm
+start, losses, rollouts and weights; a minibatch the devices cannot split is refused before anything
+runs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# PPO: the actor, the critic, the reference and both scoring passes all run on the mesh. Two minibatches of 16
+# rows: each update splits its rows over the 4 devices. fsdp_min_size=1 splits every weight that divides.
+SCRIPT = """
+import json, sys, tempfile
+import jax
+import numpy as np
+from agents import envs as envs_lib
+from agents import train as train_lib
+from configs.agents.rl_common import rl_config
+from core.train.metrics import read_metrics
+config = rl_config("gridworld", "ppo", "quick")
+config.env, config.env_config = "trivial", envs_lib.env_config("trivial")
+config.policy.update(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1,
+                     max_seq_len=64, vocab_tasks=1, warm_start_steps=2, warm_start_tasks=16,
+                     warm_start_batch_size=8)
+config.rollout.update(max_new_tokens=2, max_context_tokens=64, group_size=8, env_workers=1)
+config.schedule.update(turn_limits=(1,), steps_per_stage=1)
+config.data.update(train_tasks=100, tasks_per_step=4, eval_tasks=8, eval_every=3)
+config.algorithm.minibatches = 2
+config.optimizer.learning_rate = 3e-2
+config.train.update(num_steps=3, checkpoint_every=3)
+config.mesh.update(fsdp=int(sys.argv[1]), fsdp_min_size=1)
+workdir = tempfile.mkdtemp()
+train_lib.train(config, workdir)
+learner, _ = train_lib.build_learner(config, tempfile.mkdtemp())
+tree, _ = train_lib.checkpoint_lib.Checkpointer(workdir + "/checkpoints", every=1, keep=1).restore(
+    3, learner.checkpoint_tree())
+leaves = jax.tree.leaves(tree["policy"].params)
+split = sum(len(leaf.sharding.device_set) > 1 and not leaf.sharding.is_fully_replicated for leaf in leaves)
+rows = read_metrics(workdir, "train")
+print(json.dumps({"devices": jax.device_count(), "split_leaves": int(split),
+                  "warm_loss": read_metrics(workdir, "eval")[0]["warm_start_last_loss"],
+                  "eval_success": [r["success_rate"] for r in read_metrics(workdir, "eval")],
+                  "metrics": [{k: r[k] for k in ("loss", "critic_loss", "success_rate", "grad_norm")} for r in rows],
+                  "weights": [float(np.abs(np.asarray(leaf)).sum()) for leaf in leaves]}))
+"""
+
+
+def _run(devices: int, fsdp: int) -> dict:
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  out = subprocess.run([sys.executable, "-c", SCRIPT, str(fsdp)], capture_output=True, text=True, cwd=ROOT,
+                       env=env, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_four_devices_match_one():
+  # 4 devices as data 2 x fsdp 2: rows split over all four, weights over the fsdp pair (fsdp_min_size=1)
+  one, four = _run(1, 1), _run(4, 2)
+  assert (one["devices"], four["devices"]) == (1, 4)
+  assert one["split_leaves"] == 0 and four["split_leaves"] > 0
+  np.testing.assert_allclose(four["warm_loss"], one["warm_loss"], rtol=1e-4)
+  assert four["eval_success"] == one["eval_success"] and len(one["eval_success"]) == 2  # greedy, steps 0 and 3
+  assert [m["success_rate"] for m in four["metrics"]] == [m["success_rate"] for m in one["metrics"]]
+  # Sums split over devices add in another order; three steps at lr 3e-2 carry that ~1e-7 rounding to ~2e-4.
+  for key in ("loss", "critic_loss", "grad_norm"):
+    np.testing.assert_allclose([m[key] for m in four["metrics"]], [m[key] for m in one["metrics"]], rtol=1e-3,
+                               atol=1e-5)
+  np.testing.assert_allclose(four["weights"], one["weights"], rtol=1e-4)
+
+
+def test_a_minibatch_the_devices_cannot_split_is_refused():
+  script = """
+import jax
+from agents import train as train_lib
+from configs.agents.rl_common import rl_config
+from core.config import ConfigError
+config = rl_config("gridworld", "grpo", "quick")
+config.data.tasks_per_step, config.rollout.group_size, config.algorithm.minibatches = 3, 2, 2  # 3 rows each
+try:
+  train_lib.validate_config(config)
+except ConfigError as e:
+  print(e)
+"""
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env,
+                       timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "algorithm.minibatches" in out.stdout and "3 rollouts per minibatch" in out.stdout, out.stdout
+  assert "multiple of 2" in out.stdout, out.stdout
