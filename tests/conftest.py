@@ -10,6 +10,8 @@ absl.flags.FLAGS.mark_as_parsed()
 
 
 import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -33,6 +35,22 @@ def run_notebook(tmp_path, monkeypatch):
     return namespace
 
   return run
+
+
+def run_on_fake_devices(devices: int, argv: list[str], timeout: int = 300, pythonpath: tuple[str, ...] = ()) -> dict:
+  """Runs `python *argv` from the repository root in a fresh process that sees `devices` CPU devices (the device
+  count is fixed when JAX starts, hence the subprocess); returns the JSON object its last stdout line prints."""
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
+             PYTHONPATH=os.pathsep.join([ROOT, *pythonpath, os.environ.get("PYTHONPATH", "")]))
+  out = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def fake_devices():
+  """`fake_devices(devices, argv, timeout=300, pythonpath=())`: see `run_on_fake_devices`."""
+  return run_on_fake_devices
 
 
 # `make test` installs every optional peer first (torch, transformers, spyx, snnTorch, SmolLM2's weights), so there

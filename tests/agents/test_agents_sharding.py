@@ -2,14 +2,7 @@
 start, losses, rollouts and weights; a minibatch the devices cannot split is refused before anything
 runs."""
 
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # PPO: the actor, the critic, the reference and both scoring passes all run on the mesh. Two minibatches of 16
 # rows: each update splits its rows over the 4 devices. fsdp_min_size=1 splits every weight that divides.
@@ -49,17 +42,9 @@ print(json.dumps({"devices": jax.device_count(), "split_leaves": int(split),
 """
 
 
-def _run(devices: int, fsdp: int) -> dict:
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-  out = subprocess.run([sys.executable, "-c", SCRIPT, str(fsdp)], capture_output=True, text=True, cwd=ROOT,
-                       env=env, timeout=600)
-  assert out.returncode == 0, out.stderr[-3000:]
-  return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def test_four_devices_match_one():
+def test_four_devices_match_one(fake_devices):
   # 4 devices as data 2 x fsdp 2: rows split over all four, weights over the fsdp pair (fsdp_min_size=1)
-  one, four = _run(1, 1), _run(4, 2)
+  one, four = fake_devices(1, ["-c", SCRIPT, "1"], timeout=600), fake_devices(4, ["-c", SCRIPT, "2"], timeout=600)
   assert (one["devices"], four["devices"]) == (1, 4)
   assert one["split_leaves"] == 0 and four["split_leaves"] > 0
   np.testing.assert_allclose(four["warm_loss"], one["warm_loss"], rtol=1e-4)
@@ -72,9 +57,9 @@ def test_four_devices_match_one():
   np.testing.assert_allclose(four["weights"], one["weights"], rtol=1e-4)
 
 
-def test_a_minibatch_the_devices_cannot_split_is_refused():
+def test_a_minibatch_the_devices_cannot_split_is_refused(fake_devices):
   script = """
-import jax
+import json
 from agents import train as train_lib
 from configs.agents.rl_common import rl_config
 from core.config import ConfigError
@@ -82,12 +67,10 @@ config = rl_config("gridworld", "grpo", "quick")
 config.data.tasks_per_step, config.rollout.group_size, config.algorithm.minibatches = 3, 2, 2  # 3 rows each
 try:
   train_lib.validate_config(config)
+  print(json.dumps({"error": None}))
 except ConfigError as e:
-  print(e)
+  print(json.dumps({"error": str(e)}))
 """
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-  out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env,
-                       timeout=300)
-  assert out.returncode == 0, out.stderr[-3000:]
-  assert "algorithm.minibatches" in out.stdout and "3 rollouts per minibatch" in out.stdout, out.stdout
-  assert "multiple of 2" in out.stdout, out.stdout
+  error = fake_devices(2, ["-c", script])["error"]
+  assert "algorithm.minibatches" in error and "3 rollouts per minibatch" in error, error
+  assert "multiple of 2" in error, error

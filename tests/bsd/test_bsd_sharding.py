@@ -1,13 +1,6 @@
 """BSD's batch-wide ReCo loss under data parallelism: 8 fake CPU devices give the 1-device losses."""
 
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 SCRIPT = """
 import json, sys, tempfile
@@ -25,15 +18,7 @@ print(json.dumps({"devices": jax.device_count(),
 """
 
 
-def _run(devices: int, fsdp: int) -> dict:
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-  out = subprocess.run([sys.executable, "-c", SCRIPT, str(fsdp)], capture_output=True, text=True, cwd=ROOT,
-                       env=env, timeout=300)
-  assert out.returncode == 0, out.stderr[-3000:]
-  return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def test_eight_devices_match_one():
-  one, eight = _run(1, 1), _run(8, 2)
+def test_eight_devices_match_one(fake_devices):
+  one, eight = fake_devices(1, ["-c", SCRIPT, "1"]), fake_devices(8, ["-c", SCRIPT, "2"])
   assert one["devices"] == 1 and eight["devices"] == 8
   np.testing.assert_allclose(eight["losses"], one["losses"], rtol=1e-4)

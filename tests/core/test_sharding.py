@@ -1,9 +1,6 @@
 """The same training run on 1 device and on 8 fake CPU devices (data and fsdp axes) gives the same losses."""
 
-import json
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -15,20 +12,11 @@ from core import sharding
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def run_worker(devices: int, data: int, fsdp: int) -> dict:
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
-             PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  result = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "core", "sharding_worker.py"),
-                           str(data), str(fsdp)], capture_output=True, text=True, env=env, timeout=300,
-                          cwd=ROOT)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def test_eight_devices_match_one_device():
-  one = run_worker(1, 1, 1)
-  data_parallel = run_worker(8, 8, 1)
-  fsdp = run_worker(8, 2, 4)
+def test_eight_devices_match_one_device(fake_devices):
+  worker = os.path.join(ROOT, "tests", "core", "sharding_worker.py")
+  one = fake_devices(1, [worker, "1", "1"])
+  data_parallel = fake_devices(8, [worker, "8", "1"])
+  fsdp = fake_devices(8, [worker, "2", "4"])
   assert one["devices"] == 1 and data_parallel["devices"] == 8 and fsdp["devices"] == 8
   assert len(one["losses"]) == 8
   np.testing.assert_allclose(data_parallel["losses"], one["losses"], rtol=1e-5, atol=1e-6)

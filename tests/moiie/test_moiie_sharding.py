@@ -7,14 +7,7 @@ kernels run sharded (blocks data parallel, hybrid expert parallel; the reference
 exact). One subprocess with 8 devices; the reference runs on a mesh of its first device. The frozen encoder's
 cached features stand in for images, as in stage 2. All runs share the stage-2 optimizer of that config (Adam)."""
 
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 SCRIPT = r"""
 import json, sys, tempfile
@@ -134,17 +127,8 @@ print(json.dumps({"devices": jax.device_count(), "one": explicit("hybrid", shard
 """
 
 
-def _run(devices: int) -> dict:
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
-             PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, cwd=ROOT, env=env,
-                       timeout=300)
-  assert out.returncode == 0, out.stderr[-3000:]
-  return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def test_eight_devices_match_one():
-  eight = _run(8)
+def test_eight_devices_match_one(fake_devices):
+  eight = fake_devices(8, ["-c", SCRIPT])
   assert eight["devices"] == 8
   ref = eight["one"]
   assert len(ref["losses"]) == 3 and np.isfinite(ref["losses"]).all()

@@ -1,25 +1,16 @@
 """The decoder sharded over 8 fake CPU devices (data x fsdp mesh, core.sharding) computes what one device does:
 logits of a left-padded batch, the SFT loss and its gradients, and greedy generation with its log-probs."""
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 
 
 @pytest.fixture(scope="module")
-def results() -> dict:
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
-             PYTHONPATH=os.pathsep.join([ROOT, HERE, os.environ.get("PYTHONPATH", "")]))
-  result = subprocess.run([sys.executable, os.path.join(HERE, "llm_sharding_worker.py"), "8x1", "2x4"],
-                          capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return json.loads(result.stdout.strip().splitlines()[-1])
+def results(fake_devices) -> dict:
+  return fake_devices(8, [os.path.join(HERE, "llm_sharding_worker.py"), "8x1", "2x4"], timeout=600, pythonpath=(HERE,))
 
 
 @pytest.mark.parametrize("data,fsdp", [(8, 1), (2, 4)])
