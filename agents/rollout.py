@@ -68,6 +68,9 @@ def llm_policy(pretrained, config: ml_collections.ConfigDict) -> Policy:
   With `rollout.kv_cache_reuse` the policy also offers `session(num_rows)`: a `core.llm.session`
   `GenerationSession` whose rows keep their KV cache between turns, so a turn prefills only the tokens added
   since the last one (the environment's observation), not the whole dialogue again.
+
+  Weights laid out on a device mesh (the learner's `config.mesh`) take the trajectories' rows over the same
+  mesh: each device generates for its share of the rows (data-parallel rollout).
   """
   from core.llm.generate import GenerationConfig, generate
   from core.llm.session import GenerationSession
@@ -80,16 +83,18 @@ def llm_policy(pretrained, config: ml_collections.ConfigDict) -> Policy:
                          top_k=config.top_k, top_p=config.top_p, new_token_buckets=(config.max_new_tokens,),
                          prompt_buckets=ROLLOUT_PROMPT_BUCKETS)
   tokenizer = pretrained.tokenizer
+  placed = getattr(jax.tree.leaves(pretrained.state)[0], "sharding", None)
+  mesh = placed.mesh if isinstance(placed, jax.sharding.NamedSharding) else None
 
   def policy(prompts, budgets, rng):
     return generate(pretrained.graphdef, pretrained.state, pretrained.config, prompts, gen,
-                    stop_ids=tokenizer.stop_ids, pad_id=tokenizer.pad_id, max_new_tokens=budgets, rng=rng)
+                    stop_ids=tokenizer.stop_ids, pad_id=tokenizer.pad_id, max_new_tokens=budgets, rng=rng, mesh=mesh)
 
   def session(num_rows: int):
     if num_rows > gen.batch_buckets[-1]:  # more trajectories than one batch: plain generate runs them in chunks
       return None
     return GenerationSession(pretrained.graphdef, pretrained.state, pretrained.config, gen, num_rows,
-                             stop_ids=tokenizer.stop_ids, pad_id=tokenizer.pad_id).generate
+                             stop_ids=tokenizer.stop_ids, pad_id=tokenizer.pad_id, mesh=mesh).generate
 
   if config.get("kv_cache_reuse", True):
     policy.session = session

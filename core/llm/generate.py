@@ -7,6 +7,11 @@ so one decode step writes one cache slot for all rows; per-row RoPE positions an
 exact. Batch size, prompt length and the number of new tokens are rounded up to configured buckets, so the jitted
 program compiles once per bucket and is reused across calls. Rows stop at their own stop tokens or their own
 token budget; the loop ends when every row is done.
+
+Given a device `mesh` (`core.sharding`), the rows are split over all its devices (data-parallel generation: each
+device prefills and decodes its share of the rows, the weights as the caller laid them out); a row bucket that
+the device count does not divide runs replicated. Sampling keys are partitionable, so the output does not depend
+on the mesh.
 """
 
 from __future__ import annotations
@@ -29,6 +34,24 @@ from core.llm import weights
 
 class GenerationError(ValueError):
   """A prompt or a generation setting cannot be served as given."""
+
+
+def row_sharding(mesh: jax.sharding.Mesh | None, batch: int) -> jax.sharding.NamedSharding | None:
+  """The sharding that splits a batch of `batch` rows over every device of `mesh` (first axis over all mesh axes);
+  None without a mesh or when the device count does not divide the batch (the rows then run replicated)."""
+  if mesh is None or mesh.size == 1 or batch % mesh.size:
+    return None
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh.axis_names))
+
+
+def place_rows(rows: Any, sharding: jax.sharding.NamedSharding | None) -> Any:
+  """Host arrays whose first axis is the batch (a pytree of them) onto `row_sharding`'s devices; plain device
+  arrays when it is None."""
+  if sharding is None:
+    return jax.tree.map(jnp.asarray, rows)
+  # From the whole host array each process fills the shards of its own devices (also right on several hosts).
+  return jax.tree.map(lambda x: jax.make_array_from_callback(np.shape(x), sharding, lambda index: x[index]),
+                      jax.tree.map(np.asarray, rows))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,7 +219,7 @@ def prepare_prompts(prompts: Sequence[Sequence[int]], vocab_size: int, context: 
 def generate(graphdef: nnx.GraphDef, state: nnx.State, model_config: LlamaConfig,
              prompts: Sequence[Sequence[int]], gen: GenerationConfig, *, stop_ids: Sequence[Any] = (),
              pad_id: int = 0, max_new_tokens: Sequence[int] | None = None,
-             rng: jax.Array | None = None) -> GenerationOutput:
+             rng: jax.Array | None = None, mesh: jax.sharding.Mesh | None = None) -> GenerationOutput:
   """Generates continuations of token-id prompts.
 
   Args:
@@ -208,6 +231,7 @@ def generate(graphdef: nnx.GraphDef, state: nnx.State, model_config: LlamaConfig
     pad_id: filler after a row stops (never returned).
     max_new_tokens: optional per-row budgets (each <= gen.max_new_tokens).
     rng: PRNG key for sampling; default `jax.random.key(gen.seed)`.
+    mesh: optional device mesh; the rows of each batch are split over its devices (see the module docstring).
   """
   n = len(prompts)
   if n == 0:
@@ -230,13 +254,13 @@ def generate(graphdef: nnx.GraphDef, state: nnx.State, model_config: LlamaConfig
   for start in range(0, n, chunk):
     rng, key = jax.random.split(rng)
     out = _generate_chunk(graphdef, state, model_config, prompts[start:start + chunk],
-                          budgets[start:start + chunk], per_row_stops[start:start + chunk], pad_id, gen, key)
+                          budgets[start:start + chunk], per_row_stops[start:start + chunk], pad_id, gen, key, mesh)
     for part, dest in zip(out, (tokens, logprobs, reasons)):
       dest.extend(part)
   return GenerationOutput(tokens, logprobs, reasons)
 
 
-def _generate_chunk(graphdef, state, model_config, prompts, budgets, stops, pad_id, gen, rng):
+def _generate_chunk(graphdef, state, model_config, prompts, budgets, stops, pad_id, gen, rng, mesh=None):
   n = len(prompts)
   batch = bucket(n, gen.batch_buckets, "batch size")
   prompt_len = bucket(max(len(p) for p in prompts), gen.prompt_buckets, "prompt length")
@@ -253,8 +277,9 @@ def _generate_chunk(graphdef, state, model_config, prompts, budgets, stops, pad_
     stop_arr[i, :len(s)] = s
   mask[n:, -1] = True  # filler rows attend to one (pad) token so their softmax stays finite
   out_tokens, out_logprobs, _ = _generate_padded(
-      graphdef, state, jnp.asarray(tokens), jnp.asarray(mask), jnp.asarray(max_new), jnp.asarray(stop_arr),
-      jnp.int32(pad_id), rng, model_config=model_config, sampling=gen.sampling, num_new=num_new)
+      graphdef, state, *place_rows((tokens, mask, max_new, stop_arr), row_sharding(mesh, batch)), jnp.int32(pad_id),
+      rng,
+      model_config=model_config, sampling=gen.sampling, num_new=num_new)
   out_tokens, out_logprobs = np.asarray(out_tokens), np.asarray(out_logprobs)
   rows = [trim_at_stop(out_tokens[i], out_logprobs[i], budgets[i], stops[i]) for i in range(n)]
   return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]

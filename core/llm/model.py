@@ -45,10 +45,12 @@ class KVCache(NamedTuple):
   v: tuple[jax.Array, ...]
 
 
-def init_cache(config: LlamaConfig, batch: int, slots: int) -> KVCache:
+def init_cache(config: LlamaConfig, batch: int, slots: int, sharding: jax.sharding.Sharding | None = None) -> KVCache:
+  """Zero buffers [batch * Hkv, slots, Dh] per layer; `sharding` places them (e.g. rows over devices) as they are
+  made, so no device ever holds the whole cache."""
   shape = (batch * config.num_kv_heads, slots, config.head_size)
-  zeros = tuple(jnp.zeros(shape, config.dtype) for _ in range(config.num_layers))
-  return KVCache(k=zeros, v=tuple(jnp.zeros(shape, config.dtype) for _ in range(config.num_layers)))
+  zeros = lambda: tuple(jnp.zeros(shape, config.dtype, device=sharding) for _ in range(config.num_layers))  # noqa: E731
+  return KVCache(k=zeros(), v=zeros())
 
 
 class Linear(nnx.Module):

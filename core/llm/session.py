@@ -27,8 +27,8 @@ import numpy as np
 from flax import nnx
 
 from core.llm.config import LlamaConfig
-from core.llm.generate import (GenerationConfig, GenerationError, GenerationOutput, _decode, bucket,
-                               prepare_prompts, trim_at_stop)
+from core.llm.generate import (GenerationConfig, GenerationError, GenerationOutput, _decode, bucket, place_rows,
+                               prepare_prompts, row_sharding, trim_at_stop)
 from core.llm.model import KVCache, forward, init_cache
 from core.llm.sampling import SamplingParams
 
@@ -71,16 +71,20 @@ class GenerationSession:
     num_rows: rows of the session (at most the largest batch bucket).
     stop_ids: ids that end a row's turn (shared by all rows).
     pad_id: filler token.
+    mesh: optional device mesh: the rows and their caches are split over its devices when their count (the
+      row bucket) divides over them (`generate.row_sharding`).
   """
 
   def __init__(self, graphdef: nnx.GraphDef, state: nnx.State, model_config: LlamaConfig, gen: GenerationConfig,
-               num_rows: int, *, stop_ids: Sequence[int] = (), pad_id: int = 0):
+               num_rows: int, *, stop_ids: Sequence[int] = (), pad_id: int = 0,
+               mesh: jax.sharding.Mesh | None = None):
     if not 1 <= num_rows <= gen.batch_buckets[-1]:
       raise GenerationError(f"a session holds 1 to {gen.batch_buckets[-1]} rows (the largest batch bucket), got "
                             f"{num_rows}. Fix: use several sessions, or add a larger batch bucket.")
     self.graphdef, self.state, self.model_config, self.gen = graphdef, state, model_config, gen
     self.num_rows, self.pad_id = num_rows, pad_id
     self.batch = bucket(num_rows, gen.batch_buckets, "session rows")
+    self.row_sharding = row_sharding(mesh, self.batch)
     self.stop_ids = list(stop_ids)
     self.cached: list[list[int]] = [[] for _ in range(self.batch)]  # tokens whose keys/values are in the cache
     self.slots_of: list[list[int]] = [[] for _ in range(self.batch)]  # the slot of each cached token
@@ -121,10 +125,11 @@ class GenerationSession:
       max_new[r] = b
     lengths = np.asarray([len(c) for c in self.cached], np.int32)
     rng = jax.random.key(self.gen.seed) if rng is None else rng
+    valid, lengths, chunk, chunk_mask, max_new, stops = place_rows(
+        (self.valid, lengths, chunk, chunk_mask, max_new, stops), self.row_sharding)
     out_tokens, out_logprobs, self.cache = _continue(
-        self.graphdef, self.state, self.cache, jnp.asarray(self.valid), jnp.asarray(lengths),
-        jnp.int32(self.cursor), jnp.asarray(chunk), jnp.asarray(chunk_mask), jnp.asarray(max_new),
-        jnp.asarray(stops), jnp.int32(self.pad_id), rng, sampling=self.gen.sampling, num_new=num_new)
+        self.graphdef, self.state, self.cache, valid, lengths, jnp.int32(self.cursor), chunk, chunk_mask, max_new,
+        stops, jnp.int32(self.pad_id), rng, sampling=self.gen.sampling, num_new=num_new)
     out_tokens, out_logprobs = np.asarray(out_tokens), np.asarray(out_logprobs)
     self.prefilled_tokens += sum(len(x) for x in new)
 
@@ -167,12 +172,14 @@ class GenerationSession:
     kept = max((len(s) for s in self.slots_of), default=0)
     slots = 1 << max(6, int(np.ceil(np.log2(kept + block))))
     if self.cache is None or kept == 0:
-      self.cache = init_cache(self.model_config, self.batch, slots)
+      # Cache buffers are [B * Hkv, S, Dh], row-major over (row, head): split like the rows, each device holds
+      # its own rows' heads.
+      self.cache = init_cache(self.model_config, self.batch, slots, sharding=self.row_sharding)
     else:
       index = np.zeros((self.batch, kept), np.int32)
       for r, row_slots in enumerate(self.slots_of):
         index[r, :len(row_slots)] = row_slots
-      self.cache = _compact(self.cache, jnp.asarray(index), num_kv_heads=self.model_config.num_kv_heads,
+      self.cache = _compact(self.cache, place_rows(index, self.row_sharding), num_kv_heads=self.model_config.num_kv_heads,
                             slots=slots)
     self.valid = np.zeros((self.batch, slots), bool)
     for r, row_slots in enumerate(self.slots_of):

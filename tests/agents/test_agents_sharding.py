@@ -1,5 +1,5 @@
-"""agents.train on a mesh: 4 fake CPU devices (data 2 x fsdp 2, every weight split) give the 1-device run's warm
-start, losses, rollouts and weights; a minibatch the devices cannot split is refused before anything
+"""agents.train on a mesh: 4 fake CPU devices (data 2 x fsdp 2, every weight split; rollout rows split over all
+four) give the 1-device run's warm start, losses, rollouts and weights; a minibatch the devices cannot split is refused before anything
 runs."""
 
 import numpy as np
@@ -33,8 +33,13 @@ tree, _ = train_lib.checkpoint_lib.Checkpointer(workdir + "/checkpoints", every=
     3, learner.checkpoint_tree())
 leaves = jax.tree.leaves(tree["policy"].params)
 split = sum(len(leaf.sharding.device_set) > 1 and not leaf.sharding.is_fully_replicated for leaf in leaves)
+# a rollout's generation session on the learner's weights: its rows (and KV cache) split over the mesh
+generate = train_lib.rollout_lib.llm_policy(learner.current(), config.rollout).session(8)
+prompt = learner.policy.tokenizer.encode_chat([{"role": "user", "content": "say left"}])
+generate(list(range(8)), [prompt] * 8, [2] * 8, jax.random.key(0))
+cache_shards = len({str(s.index) for s in generate.__self__.cache.k[0].addressable_shards})
 rows = read_metrics(workdir, "train")
-print(json.dumps({"devices": jax.device_count(), "split_leaves": int(split),
+print(json.dumps({"devices": jax.device_count(), "split_leaves": int(split), "cache_shards": cache_shards,
                   "warm_loss": read_metrics(workdir, "eval")[0]["warm_start_last_loss"],
                   "eval_success": [r["success_rate"] for r in read_metrics(workdir, "eval")],
                   "metrics": [{k: r[k] for k in ("loss", "critic_loss", "success_rate", "grad_norm")} for r in rows],
@@ -47,6 +52,7 @@ def test_four_devices_match_one(fake_devices):
   one, four = fake_devices(1, ["-c", SCRIPT, "1"], timeout=600), fake_devices(4, ["-c", SCRIPT, "2"], timeout=600)
   assert (one["devices"], four["devices"]) == (1, 4)
   assert one["split_leaves"] == 0 and four["split_leaves"] > 0
+  assert one["cache_shards"] == 1 and four["cache_shards"] == 4  # rollout rows split over the devices
   np.testing.assert_allclose(four["warm_loss"], one["warm_loss"], rtol=1e-4)
   assert four["eval_success"] == one["eval_success"] and len(one["eval_success"]) == 2  # greedy, steps 0 and 3
   assert [m["success_rate"] for m in four["metrics"]] == [m["success_rate"] for m in one["metrics"]]

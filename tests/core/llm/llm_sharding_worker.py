@@ -15,6 +15,7 @@ from flax import nnx
 from core import sharding
 from core.llm import generate as G
 from core.llm import scoring
+from core.llm.session import GenerationSession
 from core.llm.model import forward, positions_from_mask
 from llm_fixtures import tiny_model
 
@@ -35,13 +36,33 @@ def main(meshes: list[tuple[int, int]]) -> None:
   gen = G.GenerationConfig(max_new_tokens=12)
   prompts = [list(tokens[i, i:]) for i in range(8)]
   ref_out = G.generate(graphdef, state, tiny_model().config, prompts, gen)
+  sampled = G.GenerationConfig(max_new_tokens=12, temperature=1.0)
+  ref_sampled = G.generate(graphdef, state, tiny_model().config, prompts, sampled, rng=jax.random.key(3))
+  ref_session = session_turns(graphdef, state, prompts, sampled, None)[0]
   results = {}
   for data, fsdp in meshes:
     mesh = sharding.make_mesh(data, fsdp)
     sharded_state = jax.device_put(state, sharding.state_sharding(mesh, state, fsdp_min_size=1024))
     results[f"{data}x{fsdp}"] = compare(graphdef, sharded_state, sharding.shard_batch(batch, mesh), prompts, gen,
                                         logits_fn, grad_fn, ref_logits, ref_loss, ref_grads, ref_out)
+    # Data-parallel generation: rows split over the mesh, sampled with the same key.
+    out = G.generate(graphdef, sharded_state, tiny_model().config, prompts, sampled, rng=jax.random.key(3), mesh=mesh)
+    turns, session = session_turns(graphdef, sharded_state, prompts, sampled, mesh)
+    results[f"{data}x{fsdp}"].update(
+        rows_sampled_equal=all(np.array_equal(a, b) for a, b in zip(out.tokens, ref_sampled.tokens)),
+        rows_logprob_diff=max(float(np.abs(a - b).max()) for a, b in zip(out.logprobs, ref_sampled.logprobs)),
+        session_equal=all(np.array_equal(a, b) for a, b in zip(turns, ref_session)),
+        session_cache_shards=len({str(s.index) for s in session.cache.k[0].addressable_shards}))
   print(json.dumps(results))
+
+
+def session_turns(graphdef, state, prompts, gen, mesh):
+  """Two turns of a `GenerationSession` over the 8 prompts (the second extends each row's dialogue)."""
+  session = GenerationSession(graphdef, state, tiny_model().config, gen, len(prompts), mesh=mesh)
+  first = session.generate(range(len(prompts)), prompts, rng=jax.random.key(4))
+  longer = [list(p) + list(t) + [7, 8, 9] for p, t in zip(prompts, first.tokens)]
+  second = session.generate(range(len(prompts)), longer, rng=jax.random.key(5))
+  return list(first.tokens) + list(second.tokens), session
 
 
 def compare(graphdef, sharded_state, sharded_batch, prompts, gen, logits_fn, grad_fn, ref_logits, ref_loss,

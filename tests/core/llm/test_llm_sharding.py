@@ -1,5 +1,6 @@
 """The decoder sharded over 8 fake CPU devices (data x fsdp mesh, core.sharding) computes what one device does:
-logits of a left-padded batch, the SFT loss and its gradients, and greedy generation with its log-probs."""
+logits of a left-padded batch, the SFT loss and its gradients, greedy generation with its log-probs, and
+data-parallel generation (rows split over the devices, `mesh=`) that samples what one device samples."""
 
 import os
 
@@ -27,3 +28,7 @@ def test_sharded_decoder_matches_one_device(results, data, fsdp):
   assert r["grad_diff"] <= 1e-4 * r["grad_scale"], r
   assert r["tokens_equal"], r
   assert r["logprob_diff"] <= 1e-4, r
+  # rows split over the 8 devices (`mesh=`): the same samples from the same key, plain and with a session
+  assert r["rows_sampled_equal"] and r["session_equal"], r
+  assert r["rows_logprob_diff"] <= 1e-4, r
+  assert r["session_cache_shards"] == 8, r
