@@ -72,7 +72,7 @@ def llm_policy(pretrained, config: ml_collections.ConfigDict) -> Policy:
   Weights laid out on a device mesh (the learner's `config.mesh`) take the trajectories' rows over the same
   mesh: each device generates for its share of the rows (data-parallel rollout).
   """
-  from core.llm.generate import GenerationConfig, generate
+  from core.llm.generate import GenerationConfig, generate, weights_mesh
   from core.llm.session import GenerationSession
 
   # One decode length: every turn's budget is at most max_new_tokens, and a longer bucket would only add cache
@@ -83,8 +83,7 @@ def llm_policy(pretrained, config: ml_collections.ConfigDict) -> Policy:
                          top_k=config.top_k, top_p=config.top_p, new_token_buckets=(config.max_new_tokens,),
                          prompt_buckets=ROLLOUT_PROMPT_BUCKETS)
   tokenizer = pretrained.tokenizer
-  placed = getattr(jax.tree.leaves(pretrained.state)[0], "sharding", None)
-  mesh = placed.mesh if isinstance(placed, jax.sharding.NamedSharding) else None
+  mesh = weights_mesh(pretrained.state)
 
   def policy(prompts, budgets, rng):
     return generate(pretrained.graphdef, pretrained.state, pretrained.config, prompts, gen,

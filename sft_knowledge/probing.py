@@ -41,7 +41,8 @@ def sft_record(fact: Fact, system: str, template: int) -> dict[str, Any]:
 def answer(pretrained, conversations: Sequence[Sequence[Mapping[str, str]]], *, max_new_tokens: int,
            temperature: float, top_p: float, seed: int, batch_size: int, prompt_buckets: Sequence[int],
            desc: str = "answering", progress: bool = True) -> list[str]:
-  """The model's reply to each conversation; one compiled program per prompt-length bucket."""
+  """The model's reply to each conversation; one compiled program per prompt-length bucket. Weights laid out on a
+  device mesh answer with the rows of each batch split over it."""
   gen = generate.GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
                                   prompt_buckets=tuple(prompt_buckets), batch_buckets=(batch_size,),
                                   new_token_buckets=(max_new_tokens,))
@@ -51,11 +52,12 @@ def answer(pretrained, conversations: Sequence[Sequence[Mapping[str, str]]], *, 
   order = np.argsort([len(p) for p in prompts], kind="stable")
   replies: list[str] = [""] * len(prompts)
   rng = jax.random.key(seed)
+  mesh = generate.weights_mesh(pretrained.state)
   for i, start in enumerate(tqdm.trange(0, len(prompts), batch_size, desc=desc, disable=not progress,
                                         dynamic_ncols=True)):
     rows = order[start:start + batch_size]
     out = generate.generate(pretrained.graphdef, pretrained.state, pretrained.config, [prompts[r] for r in rows],
-                            gen, stop_ids=tok.stop_ids, pad_id=tok.pad_id, rng=jax.random.fold_in(rng, i))
+                            gen, stop_ids=tok.stop_ids, pad_id=tok.pad_id, rng=jax.random.fold_in(rng, i), mesh=mesh)
     for r, ids in zip(rows, out.tokens):
       replies[r] = tok.decode(ids).strip()
   return replies

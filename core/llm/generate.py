@@ -44,6 +44,14 @@ def row_sharding(mesh: jax.sharding.Mesh | None, batch: int) -> jax.sharding.Nam
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh.axis_names))
 
 
+def weights_mesh(state: Any) -> jax.sharding.Mesh | None:
+  """The mesh a model state is laid out on (`core.sharding` placed it), or None for weights on one device: what
+  callers pass as `mesh=` to generate on the devices that hold the weights."""
+  leaves = jax.tree.leaves(state)
+  placed = getattr(leaves[0], "sharding", None) if leaves else None
+  return placed.mesh if isinstance(placed, jax.sharding.NamedSharding) else None
+
+
 def place_rows(rows: Any, sharding: jax.sharding.NamedSharding | None) -> Any:
   """Host arrays whose first axis is the batch (a pytree of them) onto `row_sharding`'s devices; plain device
   arrays when it is None."""

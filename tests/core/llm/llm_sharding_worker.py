@@ -52,7 +52,9 @@ def main(meshes: list[tuple[int, int]]) -> None:
         rows_sampled_equal=all(np.array_equal(a, b) for a, b in zip(out.tokens, ref_sampled.tokens)),
         rows_logprob_diff=max(float(np.abs(a - b).max()) for a, b in zip(out.logprobs, ref_sampled.logprobs)),
         session_equal=all(np.array_equal(a, b) for a, b in zip(turns, ref_session)),
-        session_cache_shards=len({str(s.index) for s in session.cache.k[0].addressable_shards}))
+        session_cache_shards=len({str(s.index) for s in session.cache.k[0].addressable_shards}),
+        weights_mesh_found=G.weights_mesh(sharded_state) == mesh and G.weights_mesh(state) is None,
+        odd_rows_replicated=G.row_sharding(mesh, 12) is None and G.row_sharding(mesh, 16) is not None)
   print(json.dumps(results))
 
 

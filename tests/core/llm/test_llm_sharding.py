@@ -32,3 +32,4 @@ def test_sharded_decoder_matches_one_device(results, data, fsdp):
   assert r["rows_sampled_equal"] and r["session_equal"], r
   assert r["rows_logprob_diff"] <= 1e-4, r
   assert r["session_cache_shards"] == 8, r
+  assert r["weights_mesh_found"] and r["odd_rows_replicated"], r
