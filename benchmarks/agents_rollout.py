@@ -85,7 +85,8 @@ def rl_step(learner, client, config, tasks, turns: int, key: jax.Array, step: in
     update_s = time.perf_counter() - start
   return {"rollout_s": rollout_s, "generation_s": stats.generation_s, "env_s": stats.env_s,
           "logprob_s": logprob_s, "update_s": update_s, "total_s": rollout_s + logprob_s + update_s,
-          "compiles": compiles.count, "tokens": stats.generated_tokens, "turns": stats.turns}
+          "compiles": compiles.count, "tokens": stats.generated_tokens, "turns": stats.turns,
+          "sequence_length": int(batch["tokens"].shape[1])}
 
 
 def main(argv=None) -> None:
@@ -104,11 +105,14 @@ def main(argv=None) -> None:
   parser.add_argument("--seed", type=int, default=0, help="sampling keys: fold_in(key(seed), first task of a call)")
   parser.add_argument("--workdir", default=None,
                       help="the learner's workdir (its warm-start cache); default: a fresh temporary directory")
+  parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                      help="a config override (repeatable), e.g. --override data.buckets_per_doubling=4")
   args = parser.parse_args(argv)
   workdir = args.workdir or tempfile.mkdtemp(prefix="agents_rollout_bench_")
   config = config_lib.load_config(f"configs/agents/{args.env}_grpo.py:{args.policy}", [
       "policy.warm_start_steps=0", "rollout.group_size=1", f"rollout.max_new_tokens={args.max_new_tokens}",
-      f"data.tasks_per_step={args.episodes}", "algorithm.name=reinforce_pp", "algorithm.kl_mode=reward"])
+      f"data.tasks_per_step={args.episodes}", "algorithm.name=reinforce_pp", "algorithm.kl_mode=reward",
+      *args.override])
   learner, _ = train_lib.build_learner(config, workdir)
   client = train_lib.make_client(config)
   tasks = list(range(args.episodes))
@@ -147,6 +151,7 @@ def main(argv=None) -> None:
        logprob_share=step["logprob_s"] / total, update_share=step["update_s"] / total,
        seconds={k: step[k] for k in ("rollout_s", "generation_s", "env_s", "logprob_s", "update_s")},
        compiles_during_timing=step["compiles"], tokens=step["tokens"], agent_turns=step["turns"],
+       sequence_length=step["sequence_length"], overrides=args.override,
        note="second of two identical-key RL steps; logprob = rollout_batch (reference + old-policy log-prob "
             "passes, host batching), update = advantages + the actor steps", **common)
 
