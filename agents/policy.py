@@ -22,7 +22,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from flax import nnx
 
 from agents.envs import make_env
@@ -129,8 +128,7 @@ def warm_start(policy: Policy, config: ml_collections.ConfigDict) -> dict[str, f
   records = [oracle_episode(env, p.warm_start_task_offset + i, p.warm_start_max_turns)
              for i in range(p.warm_start_tasks)]
   examples = [sft.tokenize_chat(policy.tokenizer, messages) for messages in records]
-  longest = max(len(ids) for ids, _ in examples)
-  buckets = sorted({b for b in (64, 128, 256, 512, 1024, 2048, 4096) if b < longest} | {_round_up(longest)})
+  buckets = sft.padded_lengths(max(len(ids) for ids, _ in examples), config.data.buckets_per_doubling)
   # shard_count=1: the warm-start step below is not sharded over processes, so each process takes whole batches.
   batches = sft.BucketedBatches(examples, buckets, min(p.warm_start_batch_size, len(examples)),
                                 pad_id=policy.tokenizer.pad_id, seed=config.seed, shard_index=0, shard_count=1)
@@ -149,7 +147,3 @@ def warm_start(policy: Policy, config: ml_collections.ConfigDict) -> dict[str, f
   policy.model = model_from_state(graphdef, state)
   return {"warm_start_first_loss": losses[0], "warm_start_last_loss": losses[-1],
           "warm_start_episodes": len(records)}
-
-
-def _round_up(n: int) -> int:
-  return int(2 ** np.ceil(np.log2(max(n, 2))))

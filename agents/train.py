@@ -46,7 +46,7 @@ from core import config as config_lib
 from core import entrypoint
 from core import sharding as sharding_lib
 from core.config import section
-from core.llm import weights
+from core.llm import sft, weights
 from core.llm.model import positions_from_mask
 from core.llm.scoring import jit_token_logprobs
 from core.llm.value import ValueModel
@@ -59,8 +59,9 @@ def data_config(**overrides: Any) -> ml_collections.ConfigDict:
   """Which tasks train and which evaluate: training ids [0, train_tasks), evaluation ids
   [eval_task_offset, eval_task_offset + eval_tasks) (disjoint, so evaluation is on unseen tasks); whether
   the training samples are whole trajectories or the environment's step-level samples (`step_level`); and how
-  finely update batches are padded (`buckets_per_doubling`, see `sequence_bucket`: 4 cut the RL time of a quick
-  gridworld run by a third against powers of two; results before 2026-11-28 were measured with 1)."""
+  finely the warm start's and the updates' batches are padded (`buckets_per_doubling`, see
+  `core.llm.sft.padded_lengths`: 4 cut the RL time of a quick gridworld run by a third against powers of two;
+  results before 2026-11-28 were measured with 1)."""
   return section("data", dict(train_tasks=10_000, tasks_per_step=8, eval_tasks=64, eval_task_offset=500_000,
                               eval_every=10, eval_turn_limit=0, trajectories_every=1, step_level=False,
                               buckets_per_doubling=4), overrides)
@@ -158,19 +159,6 @@ def make_critic_step(graphdef, algo: ml_collections.ConfigDict, tx, horizon: int
 
 
 # ---- the run ----------------------------------------------------------------------------------------------
-
-def sequence_bucket(length: int, per_doubling: int = 1) -> int:
-  """The padded length of an update batch: at least 64, on a grid of `per_doubling` steps between consecutive
-  powers of two (1: powers of two only). More steps pad less (the scoring passes and the update cost ~ the padded
-  length) but compile more programs."""
-  bucket = 64
-  while bucket < length:
-    bucket *= 2
-  if per_doubling > 1 and bucket > 64:
-    half, step = bucket // 2, max(1, bucket // 2 // per_doubling)
-    bucket = half + step * -(-(length - half) // step)
-  return bucket
-
 
 def training_tasks(config: ml_collections.ConfigDict, step: int) -> list[int]:
   """The tasks of training step `step`: a function of (seed, step) only, so a resumed run draws the same."""
@@ -280,7 +268,7 @@ def rollout_batch(learner: Learner, current: weights.Pretrained, trajectories,
   `current` is `learner.current()`, the policy that sampled `trajectories`."""
   longest = max(len(t.tokens) for t in trajectories)
   batch = rollout_lib.to_batch(trajectories, learner.policy.tokenizer.pad_id,
-                               sequence_bucket(longest, learner.config.data.buckets_per_doubling))
+                               sft.padded_length(longest, learner.config.data.buckets_per_doubling))
   # The scoring passes split the rows over the mesh, as the update does.
   rows = sharding_lib.shard_batch({k: batch[k] for k in ("tokens", "attention_mask")}, learner.mesh)
   tokens, attention = rows["tokens"], rows["attention_mask"]

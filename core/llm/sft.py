@@ -80,6 +80,24 @@ def tokenize_chat(tokenizer, messages: Sequence[Mapping[str, str]]) -> tuple[np.
   return ids, mask
 
 
+def padded_lengths(longest: int, per_doubling: int = 1, minimum: int = 64) -> tuple[int, ...]:
+  """Padded lengths from `minimum` up to the first that holds `longest`: the powers of two, each doubling above
+  `minimum` cut into `per_doubling` equal steps (4: ..., 256, 320, 384, 448, 512, 640, ...). Finer steps pad less
+  (attention and matmuls cost ~ the padded length) and compile more programs."""
+  if per_doubling < 1 or minimum < 1:
+    raise ValueError(f"length buckets need per_doubling >= 1 and minimum >= 1, got {per_doubling} and {minimum}.")
+  out, low = [minimum], minimum
+  while out[-1] < longest:
+    out.extend(b for b in sorted({low + low * i // per_doubling for i in range(1, per_doubling + 1)}) if b > low)
+    low *= 2
+  return tuple(b for i, b in enumerate(out) if i == 0 or out[i - 1] < longest)
+
+
+def padded_length(length: int, per_doubling: int = 1, minimum: int = 64) -> int:
+  """The smallest of `padded_lengths` that holds `length`."""
+  return padded_lengths(length, per_doubling, minimum)[-1]
+
+
 def _promote_starved(bucket_of: np.ndarray, buckets: Sequence[int], batch_size: int) -> np.ndarray:
   """Bucket of each example after moving the examples of buckets too small for one batch up to wider buckets
   (more padding, never truncation). If the widest bucket is still short, the next narrower bucket joins it."""

@@ -242,16 +242,6 @@ def test_value_model_reads_the_context_before_each_token():
   assert not np.allclose(critic(tokens.at[0, 1].set(9), jnp.ones_like(tokens))[0, 2:], base[0, 2:])
 
 
-def test_sequence_buckets_by_hand():
-  # powers of two from 64 (per_doubling=1); with 4 steps per doubling, (256, 512] is cut at 320, 384, 448, 512
-  assert [train_lib.sequence_bucket(n) for n in (1, 64, 65, 257, 330, 513)] == [64, 64, 128, 512, 512, 1024]
-  assert [train_lib.sequence_bucket(n, 4) for n in (1, 64, 65, 96, 257, 320, 321, 448, 449, 513)] == [
-      64, 64, 80, 96, 320, 320, 384, 448, 512, 640]
-  for n in range(1, 3000):  # never short, never more than a quarter of the lower power of two over the length
-    b = train_lib.sequence_bucket(n, 4)
-    assert n <= b and (b <= 64 or b - n < b / 5), (n, b)
-
-
 def test_word_level_tokenizer_round_trip_and_chat():
   tok = Tokenizer.word_level(["go to the red ball .", "turn left"])
   ids = tok.encode_chat([{"role": "user", "content": "turn left"}])

@@ -219,3 +219,19 @@ def test_finetune_command_line_smoke(tmp_path):
   results = json.loads((tmp_path / "results.json").read_text())
   assert results["heldout_loss_after"] < results["heldout_loss_before"]
   assert os.path.isfile(tmp_path / "export" / "config.json")
+
+
+def test_padded_lengths_by_hand():
+  # powers of two from 64 (per_doubling=1); with 4 steps per doubling, (256, 512] is cut at 320, 384, 448, 512
+  assert sft.padded_lengths(613) == (64, 128, 256, 512, 1024) and sft.padded_lengths(40) == (64,)
+  assert sft.padded_lengths(613, 4) == (64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640)
+  assert [sft.padded_length(n) for n in (1, 64, 65, 257, 330, 513)] == [64, 64, 128, 512, 512, 1024]
+  assert [sft.padded_length(n, 4) for n in (1, 64, 65, 96, 257, 320, 321, 448, 449, 513)] == [
+      64, 64, 80, 96, 320, 320, 384, 448, 512, 640]
+  for n in range(1, 3000):  # never short, never more than a quarter of the lower power of two over the length
+    b = sft.padded_length(n, 4)
+    assert n <= b and (b <= 64 or b - n < b / 5), (n, b)
+  assert sft.padded_lengths(200, 3) == (64, 85, 106, 128, 170, 213)  # steps rounded down, powers of two kept
+  assert sft.padded_lengths(5, 4, minimum=1) == (1, 2, 3, 4, 5)
+  with pytest.raises(ValueError, match="per_doubling"):
+    sft.padded_lengths(100, 0)
