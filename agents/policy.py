@@ -120,6 +120,11 @@ def build_policy(config: ml_collections.ConfigDict) -> Policy:
   return Policy(model, tokenizer, trainable)
 
 
+def warm_start_batch_size(config: ml_collections.ConfigDict) -> int:
+  """Episodes per warm-start batch: `policy.warm_start_batch_size`, at most the `warm_start_tasks` episodes."""
+  return min(config.policy.warm_start_batch_size, config.policy.warm_start_tasks)
+
+
 def warm_start(policy: Policy, config: ml_collections.ConfigDict) -> dict[str, float]:
   """Stage 0: `warm_start_steps` supervised steps on oracle episodes (assistant tokens only). Updates
   `policy.model` in place; returns the first and last batch losses."""
@@ -130,7 +135,7 @@ def warm_start(policy: Policy, config: ml_collections.ConfigDict) -> dict[str, f
   examples = [sft.tokenize_chat(policy.tokenizer, messages) for messages in records]
   buckets = sft.padded_lengths(max(len(ids) for ids, _ in examples), config.data.buckets_per_doubling)
   # shard_count=1: the warm-start step below is not sharded over processes, so each process takes whole batches.
-  batches = sft.BucketedBatches(examples, buckets, min(p.warm_start_batch_size, len(examples)),
+  batches = sft.BucketedBatches(examples, buckets, warm_start_batch_size(config),
                                 pad_id=policy.tokenizer.pad_id, seed=config.seed, shard_index=0, shard_count=1)
   tx = optim.make_optimizer(optim.optimizer_config(learning_rate=p.warm_start_learning_rate), p.warm_start_steps)
   graphdef, state = create_train_state(policy.model, tx, policy.trainable)

@@ -123,7 +123,7 @@ def _validate_mesh(config: ml_collections.ConfigDict) -> None:
                    "(each update splits its minibatch's rows over every device)",
                    f"make data.tasks_per_step x rollout.group_size / algorithm.minibatches a multiple of {devices}")
   if config.policy.warm_start_steps:
-    warm_rows = min(config.policy.warm_start_batch_size, config.policy.warm_start_tasks)
+    warm_rows = policy_lib.warm_start_batch_size(config)
     config_lib.check(config, "policy.warm_start_batch_size", lambda b: warm_rows % devices == 0,
                      f"gives warm-start batches of {warm_rows} episodes, which the mesh's {devices} devices cannot "
                      "split evenly", f"make it (and policy.warm_start_tasks) a multiple of {devices}")
@@ -302,15 +302,19 @@ def update(learner: Learner, batch: dict[str, np.ndarray], step: int) -> dict[st
   rng = np.random.default_rng([learner.config.seed, step, 1])
   sums: dict[str, float] = {}
   count = 0
+
+  def minibatch(names, idx):  # rows split over the mesh, as the step's in_shardings expect
+    return sharding_lib.shard_batch({k: batch[k][idx] for k in names}, learner.mesh)
+
   for epoch in range(algo.update_epochs):
     order = rng.permutation(rows) if algo.minibatches > 1 else np.arange(rows)
     for m in range(algo.minibatches):
       idx = order[m * size:(m + 1) * size]
       key = jax.random.key(0)  # the losses draw no randomness
-      minibatch = lambda names: sharding_lib.shard_batch({k: batch[k][idx] for k in names}, learner.mesh)  # noqa: E731
-      learner.state, metrics = learner.actor_step(learner.state, minibatch(keys), key)
+      learner.state, metrics = learner.actor_step(learner.state, minibatch(keys, idx), key)
       if learner.critic_state is not None:
-        learner.critic_state, critic_metrics = learner.critic_step(learner.critic_state, minibatch(critic_keys), key)
+        learner.critic_state, critic_metrics = learner.critic_step(learner.critic_state, minibatch(critic_keys, idx),
+                                                                   key)
         # The critic's loss and gradient norm get their own names: the actor's keep theirs.
         metrics = {**metrics, **{k: v for k, v in critic_metrics.items() if k not in ("loss", "grad_norm")},
                    "critic_loss": critic_metrics["loss"], "critic_grad_norm": critic_metrics["grad_norm"]}

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from core import sharding as sharding_lib
 from core.llm.config import LlamaConfig
 from core.llm.model import forward, init_cache, positions_from_mask
 from core.llm.sampling import SamplingParams, sample
@@ -37,11 +38,11 @@ class GenerationError(ValueError):
 
 
 def row_sharding(mesh: jax.sharding.Mesh | None, batch: int) -> jax.sharding.NamedSharding | None:
-  """The sharding that splits a batch of `batch` rows over every device of `mesh` (first axis over all mesh axes);
-  None without a mesh or when the device count does not divide the batch (the rows then run replicated)."""
+  """`core.sharding.batch_sharding(mesh)` (rows split over every device) for a batch of `batch` rows; None without
+  a mesh, on one device, or when the device count does not divide the batch (the rows then run replicated)."""
   if mesh is None or mesh.size == 1 or batch % mesh.size:
     return None
-  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh.axis_names))
+  return sharding_lib.batch_sharding(mesh)
 
 
 def weights_mesh(state: Any) -> jax.sharding.Mesh | None:
@@ -285,9 +286,8 @@ def _generate_chunk(graphdef, state, model_config, prompts, budgets, stops, pad_
     stop_arr[i, :len(s)] = s
   mask[n:, -1] = True  # filler rows attend to one (pad) token so their softmax stays finite
   out_tokens, out_logprobs, _ = _generate_padded(
-      graphdef, state, *place_rows((tokens, mask, max_new, stop_arr), row_sharding(mesh, batch)), jnp.int32(pad_id),
-      rng,
-      model_config=model_config, sampling=gen.sampling, num_new=num_new)
+      graphdef, state, *place_rows((tokens, mask, max_new, stop_arr), row_sharding(mesh, batch)),
+      jnp.int32(pad_id), rng, model_config=model_config, sampling=gen.sampling, num_new=num_new)
   out_tokens, out_logprobs = np.asarray(out_tokens), np.asarray(out_logprobs)
   rows = [trim_at_stop(out_tokens[i], out_logprobs[i], budgets[i], stops[i]) for i in range(n)]
   return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]

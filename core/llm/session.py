@@ -179,8 +179,8 @@ class GenerationSession:
       index = np.zeros((self.batch, kept), np.int32)
       for r, row_slots in enumerate(self.slots_of):
         index[r, :len(row_slots)] = row_slots
-      self.cache = _compact(self.cache, place_rows(index, self.row_sharding), num_kv_heads=self.model_config.num_kv_heads,
-                            slots=slots)
+      self.cache = _compact(self.cache, place_rows(index, self.row_sharding),
+                            num_kv_heads=self.model_config.num_kv_heads, slots=slots)
     self.valid = np.zeros((self.batch, slots), bool)
     for r, row_slots in enumerate(self.slots_of):
       self.valid[r, :len(row_slots)] = True

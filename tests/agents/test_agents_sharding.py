@@ -1,6 +1,6 @@
 """agents.train on a mesh: 4 fake CPU devices (data 2 x fsdp 2, every weight split; rollout rows split over all
-four) give the 1-device run's warm start, losses, rollouts and weights; a minibatch the devices cannot split is refused before anything
-runs."""
+four) give the 1-device run's warm start, losses, rollouts and weights; a minibatch the devices cannot split is
+refused before anything runs."""
 
 import numpy as np
 
