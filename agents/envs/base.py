@@ -59,6 +59,22 @@ class Oracle(Protocol):
     ...
 
 
+class PlanOracle:
+  """The oracle of a deterministic world: replays a plan made from the task alone, then repeats its last action."""
+
+  def __init__(self, plan: list[str]):
+    if not plan:
+      raise ValueError("PlanOracle needs a plan of at least one action.")
+    self._plan = list(plan)
+    self._next = 0
+
+  def act(self, observation: str) -> str:
+    del observation  # the world is deterministic, so the plan needs no feedback
+    action = self._plan[min(self._next, len(self._plan) - 1)]
+    self._next += 1
+    return action
+
+
 _SPACES = re.compile(r"\s+")
 
 

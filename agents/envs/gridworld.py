@@ -30,7 +30,7 @@ from typing import Any
 
 import ml_collections
 
-from agents.envs.base import InvalidAction, TextEnv
+from agents.envs.base import InvalidAction, PlanOracle, TextEnv
 from core.config import section
 
 COLORS = ("red", "green", "blue", "purple", "yellow", "grey")
@@ -154,18 +154,6 @@ def oracle_plan(task: Task) -> list[str]:
   return plan
 
 
-class _PlanOracle:
-  def __init__(self, plan: list[str]):
-    self._plan = list(plan)
-    self._next = 0
-
-  def act(self, observation: str) -> str:
-    del observation  # the world is deterministic, so the plan made from the task needs no feedback
-    action = self._plan[min(self._next, len(self._plan) - 1)]
-    self._next += 1
-    return action
-
-
 _OBJECT = re.compile(r"^(?:the |a )?(" + "|".join(COLORS) + r") (ball|box|key|door)$")
 
 
@@ -183,8 +171,8 @@ class Gridworld(TextEnv):
             "check available actions. Objects are balls, boxes, keys and doors. A locked door opens only while "
             "you carry the key of its color.")
 
-  def oracle(self, task_id: int) -> _PlanOracle:
-    return _PlanOracle(oracle_plan(generate_task(task_id, self.config)))
+  def oracle(self, task_id: int) -> PlanOracle:
+    return PlanOracle(oracle_plan(generate_task(task_id, self.config)))
 
   # -- state -----------------------------------------------------------------------------------------------------
   def _reset(self, task_id: int) -> tuple[str, dict[str, Any]]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import ml_collections
 
-from agents.envs.base import InvalidAction, TextEnv
+from agents.envs.base import InvalidAction, PlanOracle, TextEnv
 from core.config import section
 
 # item -> (how many one craft makes, {ingredient: count}). Items that appear only as ingredients are base
@@ -154,17 +154,6 @@ def oracle_plan(target: str) -> list[str]:
   return plan
 
 
-class _PlanOracle:
-  def __init__(self, plan: list[str]):
-    self._plan, self._next = plan, 0
-
-  def act(self, observation: str) -> str:
-    del observation  # crafting is deterministic: the plan from the goal alone is enough
-    action = self._plan[min(self._next, len(self._plan) - 1)]
-    self._next += 1
-    return action
-
-
 _GET = re.compile(r"^get (\d+) ([a-z ]+)$")
 _CRAFT = re.compile(r"^craft (\d+) ([a-z ]+?) using (.+)$")
 _INGREDIENT = re.compile(r"^(\d+) ([a-z ]+)$")
@@ -182,8 +171,8 @@ class TextCraft(TextEnv):
             "turn: 'get <count> <item>' for a base material, 'craft <count> <item> using <count> <item>, "
             "<count> <item>, ...' following a crafting command (any whole multiple of it), or 'inventory'.")
 
-  def oracle(self, task_id: int) -> _PlanOracle:
-    return _PlanOracle(oracle_plan(generate_task(task_id, self.config)[0]))
+  def oracle(self, task_id: int) -> PlanOracle:
+    return PlanOracle(oracle_plan(generate_task(task_id, self.config)[0]))
 
   def _reset(self, task_id: int) -> tuple[str, dict[str, Any]]:
     self.target, commands = generate_task(task_id, self.config)

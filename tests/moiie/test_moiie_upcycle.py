@@ -1,6 +1,9 @@
 """Upcycling parity, the decoder on input embeddings, the modality mask from image positions, and image-size
 errors (moiie/upcycle.py, moiie/lvlm.py)."""
 
+import dataclasses
+
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -84,3 +87,37 @@ def test_images_of_the_wrong_size_are_rejected():
     config = config_lib.load_config("configs/moiie/easyvqa_tiny.py", [override])
     with pytest.raises(config_lib.ConfigError, match=key):
       training.validate_config(config)
+
+
+@pytest.mark.parametrize("spec", [MoESpec(), MoESpec(n_vision_intra=0, n_inter=4, n_text_intra=0,
+                                                     per_modality_routers=False),
+                                  MoESpec(n_vision_intra=1, n_inter=0, n_text_intra=1, top_k=1)],
+                         ids=["moiie", "vanilla", "modality"])
+@pytest.mark.parametrize("path", ["sparse", "reference"])
+def test_upcycled_gradients_sum_to_the_dense_gradients(spec, path):
+  """Right after upcycling, a token's output is sum_i w_i FFN(x) with sum_i w_i = 1, so each expert's weight
+  gradient is the dense FFN's gradient from the tokens routed to it, weighted by w_i: the experts' gradients sum to
+  the dense one, every other parameter gets the dense gradient, and the task loss sends nothing to the routers
+  (only the aux loss does). This is the first stage-2 step of every variant starting where the dense run does."""
+  spec = dataclasses.replace(spec, path=path)
+  tokens, mask, positions, modality = _batch()
+  cotangent = jax.random.normal(jax.random.key(2), (2, 12, CFG.vocab_size)) * mask[..., None]
+
+  def task_loss(model):  # a fixed linear read-out of the logits on real tokens; the aux loss is left out
+    logits, _ = upcycle.decoder_forward(model, model.embed_tokens(tokens), positions, mask, modality, mask)
+    return jnp.sum(logits * cotangent)
+
+  dense = llm_model.Llama(CFG, nnx.Rngs(0))
+  want = nnx.to_pure_dict(nnx.state(jax.jit(nnx.grad(task_loss))(dense), nnx.Param))
+  moe = llm_model.Llama(CFG, nnx.Rngs(0))
+  layers = upcycle.upcycle(moe, spec, rngs=nnx.Rngs(1), router_init_std=1.0)
+  got = nnx.to_pure_dict(nnx.state(jax.jit(nnx.grad(task_loss))(moe), nnx.Param))
+
+  close = dict(rtol=1e-4, atol=1e-5)
+  for i in layers:
+    g_mlp, w_mlp = got["layers"][i].pop("mlp"), want["layers"][i].pop("mlp")
+    for name in ("gate", "up", "down"):
+      assert float(jnp.max(jnp.abs(g_mlp[name]))) > 0  # every expert is reached by some token in this batch
+      np.testing.assert_allclose(np.sum(g_mlp[name], axis=0), w_mlp[f"{name}_proj"]["kernel"], **close)
+    np.testing.assert_allclose(g_mlp["router"], 0.0, atol=1e-5)
+  chex.assert_trees_all_close(got, want, **close)
