@@ -193,19 +193,19 @@ def rollout(policy: Policy, tokenizer, client: EnvClient, task_ids: Sequence[int
   make_session = getattr(policy, "session", None)
   cached_policy = make_session(len(sessions)) if make_session is not None else None
   with concurrent.futures.ThreadPoolExecutor(config.env_workers, thread_name_prefix="rollout-env") as pool:
-    start = time.perf_counter()
-    first = list(pool.map(lambda s: s.start(), sessions))
-    stats.env_s += time.perf_counter() - start
-    for session, result in zip(sessions, first):
-      prompt = chat.prompt(result.observation)
-      trajectory = Trajectory(session.task_id, list(prompt), [0] * len(prompt), [0.0] * len(prompt), len(prompt),
-                              first_observation=result.observation)
-      if result.done:  # the environment failed before the first turn
-        trajectory.finish_reason, trajectory.error = "error", result.info.get("error", "ended at reset")
-      elif len(prompt) + 2 > config.max_context_tokens:
-        trajectory.finish_reason = "context"
-      trajectories.append(trajectory)
-    try:
+    try:  # from the first create on: whatever fails, every environment opened here is closed
+      start = time.perf_counter()
+      first = list(pool.map(lambda s: s.start(), sessions))
+      stats.env_s += time.perf_counter() - start
+      for session, result in zip(sessions, first):
+        prompt = chat.prompt(result.observation)
+        trajectory = Trajectory(session.task_id, list(prompt), [0] * len(prompt), [0.0] * len(prompt), len(prompt),
+                                first_observation=result.observation)
+        if result.done:  # the environment failed before the first turn
+          trajectory.finish_reason, trajectory.error = "error", result.info.get("error", "ended at reset")
+        elif len(prompt) + 2 > config.max_context_tokens:
+          trajectory.finish_reason = "context"
+        trajectories.append(trajectory)
       for _ in range(max_turns):
         live = [i for i, t in enumerate(trajectories) if not t.finished]
         if not live:

@@ -67,11 +67,17 @@ def data_config(**overrides: Any) -> ml_collections.ConfigDict:
                               buckets_per_doubling=4), overrides)
 
 
+def optimizer_updates(config: ml_collections.ConfigDict) -> int:
+  """Optimizer steps of the whole run: every RL step makes update_epochs x minibatches of them."""
+  return config.train.num_steps * config.algorithm.update_epochs * config.algorithm.minibatches
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
   policy_lib.validate_policy_config(config)
   algorithms.validate_algorithm_config(config)
-  optim.validate_optimizer_config(config)
-  optim.validate_optimizer_config(config, "critic_optimizer")
+  updates = optimizer_updates(config)  # the warm-up check, here rather than after the warm start has run
+  optim.validate_optimizer_config(config, num_steps=updates)
+  optim.validate_optimizer_config(config, "critic_optimizer", num_steps=updates)
   loop.validate_train_config(config)
   for key in ("train_tasks", "tasks_per_step", "eval_tasks", "trajectories_every", "buckets_per_doubling"):
     config_lib.check_positive(config, f"data.{key}")
@@ -183,7 +189,9 @@ def make_client(config: ml_collections.ConfigDict):
   """In-process pool, or the HTTP server at `config.env_url` (same interface)."""
   if config.env_url:
     return HttpEnvClient(config.env_url, http_client_config())
-  return LocalEnvClient(make_pool(config.env, config.env_config, pool_config(max_envs=4096)))
+  # Room for every environment a rollout opens at once (a training step's groups, or the evaluation tasks).
+  at_once = max(config.data.tasks_per_step * config.rollout.group_size, config.data.eval_tasks)
+  return LocalEnvClient(make_pool(config.env, config.env_config, pool_config(max_envs=max(4096, at_once))))
 
 
 @dataclasses.dataclass
@@ -232,7 +240,7 @@ def build_learner(config: ml_collections.ConfigDict, workdir: str) -> tuple[Lear
       restored, info = cache.restore(0, nnx.state(policy.model, nnx.Param))
       nnx.update(policy.model, restored)
     cache.close()
-  total_steps = config.train.num_steps * config.algorithm.update_epochs * config.algorithm.minibatches
+  total_steps = optimizer_updates(config)
   tx = optim.make_optimizer(config.optimizer, total_steps)
   full_graphdef, ref_state = nnx.split(policy.model)
   ref_state = jax.tree.map(jnp.copy, ref_state)  # training donates the policy's buffers; the reference stays

@@ -23,7 +23,6 @@ from core import data as data_lib
 IMAGE_DATASETS = ("fashion_mnist", "mnist", "digits")
 IMAGE_SHAPES = {"fashion_mnist": (28, 28, 1), "mnist": (28, 28, 1), "digits": (8, 8, 1)}  # [H, W, C] as loaded
 IMAGE_CLASSES = 10  # every image data set here has ten classes
-SEQUENCE_DATASETS = ("kjv",) + tuple(data_lib.TIME_SERIES)
 TRANSFORMS = ("diff", "none")
 
 

@@ -36,7 +36,7 @@ from flax import nnx
 from bsd import neurons
 
 ARCHS = ("mlp", "cnn", "rnn")
-ACTIVATIONS = ("lif", "relu", "tanh")
+ANN_ACTIVATIONS = ("relu", "tanh")  # of the equivalent ANN (BP-ANN); activation "lif" is the SNN
 
 
 class Feedback(nnx.Variable):

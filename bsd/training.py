@@ -48,7 +48,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                                  "--config.model.channels='(16, 32)'.")
   config_lib.check_positive(config, "model.code_dim")
   config_lib.check_positive(config, "model.init_scale")
-  config_lib.check_choice(config, "model.ann_activation", ("relu", "tanh"))
+  config_lib.check_choice(config, "model.ann_activation", networks.ANN_ACTIVATIONS)
   config_lib.check_choice(config, "codes.kind", codes_lib.CODE_KINDS)
   if config.codes.kind == "random":
     config_lib.check(config, "codes.rate", lambda v: 0 < v < 1, "must lie in (0, 1) (the fraction of code "

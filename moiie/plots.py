@@ -1,5 +1,6 @@
 """Router statistics of MoIIE (arXiv 2508.09779, sec. 4.4 / Fig. 4: expert load per modality): for each MoE
-variant and MoE layer, the fraction of vision and of text assignments that each expert receives on the test set."""
+variant and MoE layer, the assignments per vision and per text token that each expert receives on the test set
+(a layer's loads sum to top_k)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np  # noqa: E402
 
 
 def router_load(results: dict[str, dict[str, Any]], path: str) -> None:
-  """results[variant] holds `load_vision`/`load_text` [L_moe][E] (fractions of assignments, summing to top_k)."""
+  """results[variant] holds `load_vision`/`load_text` [L_moe][E] (assignments per routed token, summing to top_k)."""
   variants = [v for v, r in results.items() if r.get("load_vision")]
   if not variants:
     return

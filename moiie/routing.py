@@ -115,12 +115,14 @@ class MoESpec:
       raise ValueError("MoESpec has no experts: n_vision_intra + n_inter + n_text_intra = 0. Fix: give at least "
                        "one expert (e.g. n_inter=4 for a vanilla MoE).")
     reach = self.reachable_counts
+    if self.top_k < 1:
+      raise ValueError(f"MoESpec.top_k = {self.top_k}: every token needs at least one expert. Fix: top_k >= 1.")
     for m, name in ((VISION, "vision"), (TEXT, "text")):
-      if self.top_k < 1 or self.top_k > reach[m]:
+      if self.top_k > reach[m]:
         raise ValueError(
             f"top_k = {self.top_k} but a {name} token can reach only {reach[m]} expert(s) "
-            f"({name}-intra + inter). Fix: lower moe.top_k to at most {reach[m]}, or add "
-            f"{name}-intra/inter experts.")
+            f"({name}-intra + inter). Fix: " + (f"lower moe.top_k to at most {reach[m]}, or add " if reach[m] else
+                                                "add ") + f"{name}-intra/inter experts.")
     if self.path not in PATHS:
       raise ValueError(f"MoESpec.path = {self.path!r}; valid: {PATHS}.")
     if self.grouped_matmul not in GROUPED_MATMULS:
@@ -239,10 +241,10 @@ def validate_moe_config(config: ml_collections.ConfigDict, prefix: str = "moe") 
   reach_v = counts["n_vision_intra"] + counts["n_inter"]
   reach_t = counts["n_text_intra"] + counts["n_inter"]
   if counts["top_k"] > min(reach_v, reach_t):
+    lower = f"pass --config.{prefix}.top_k=<at most {min(reach_v, reach_t)}> or " if min(reach_v, reach_t) else ""
     raise config_lib.ConfigError(
         f"config.{prefix}.top_k = {counts['top_k']} but vision tokens reach {reach_v} and text tokens {reach_t} "
-        f"experts (intra + inter). Fix: pass --config.{prefix}.top_k=<at most {min(reach_v, reach_t)}> or add "
-        "experts.")
+        f"experts (intra + inter). Fix: {lower}add experts.")
 
 
 def check_modality_ids(modality: jax.Array) -> None:

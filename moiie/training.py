@@ -81,7 +81,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   sharding_lib.validate_mesh_config(config, "mesh")
   for stage in ("stage0", "stage1", "stage2"):
     train_lib.validate_train_config(config, f"{stage}.train")
-    train_lib.validate_optimizer_config(config, f"{stage}.optimizer")
+    train_lib.validate_optimizer_config(config, f"{stage}.optimizer", num_steps=config[stage].train.num_steps)
   if config.llm.source == "tiny":
     config_lib.check_positive(config, "llm.tiny.num_layers")
 
@@ -411,7 +411,7 @@ def evaluate(model: lvlm.LVLM, seq: vqa.Sequences, batch_size: int) -> dict[str,
     if lv is not None:
       loads_v.append(np.asarray(lv))
       loads_t.append(np.asarray(lt))
-      # Each batch's load is a fraction over its own routed tokens of that modality; the pooled fraction weights
+      # Each batch's load is per routed token of that modality in that batch; the pooled load weights
       # it by those counts (text lengths differ from batch to batch, so weighting by rows would be off).
       routed = np.asarray(batch["route_mask"]).astype(bool)
       image = np.asarray(batch["image_mask"]).astype(bool)
@@ -448,7 +448,7 @@ def standard_error_by_cluster(values: np.ndarray, cluster: np.ndarray) -> float:
 
 
 def _pooled_load(loads: list[np.ndarray], counts: list[int]) -> list[list[float]]:
-  """Per-expert assignment fraction over all batches' tokens from each batch's fraction [L, E] and token count."""
+  """Per-expert assignments per routed token over all batches, from each batch's load [L, E] and token count."""
   w = np.asarray(counts, np.float64)[:, None, None]
   return (np.sum(np.stack(loads) * w, 0) / max(w.sum(), 1.0)).tolist()
 

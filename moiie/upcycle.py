@@ -59,7 +59,8 @@ def decoder_forward(llama: llm_model.Llama, h: jax.Array, positions: jax.Array, 
   """Float32 logits [B, T, V] of input embeddings h [B, T, d], and the MoE aux terms.
 
   aux: `aux_loss` (mean over MoE layers of each layer's weighted loss; 0 without MoE layers), its parts, and
-  `load_vision`/`load_text` [L_moe, E] (fraction of each modality's assignments per expert and layer).
+  `load_vision`/`load_text` [L_moe, E] (each expert's assignments per routed token of that modality, per
+  layer: a row sums to top_k).
   """
   config = llama.config
   t = h.shape[1]

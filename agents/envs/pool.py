@@ -11,8 +11,9 @@ What it guarantees, and why:
   object is discarded and the next reset of the same id builds a fresh one. The timeout counts from when the step
   starts running, not from when it was queued. Python cannot kill a thread, so a hung step keeps its thread until
   it returns; a new worker takes that thread's place at once, so hung environments never leave healthy ones
-  waiting, and at most `max_hung_per_client` hung steps per client are carried at a time (later steps of that
-  client fail at once), so a client whose environments keep hanging cannot pile up threads without bound.
+  waiting, and at most `max_hung_per_client` hung steps per client and `max_hung` in all are carried at a time
+  (later steps of that client, or of every client, fail at once), so neither a client whose environments keep
+  hanging nor clients that keep changing their key can pile up threads without bound.
 * Closed environments are dropped at once; environments idle for `idle_timeout_s` (a client that died without
   closing) are reaped; `max_envs` bounds how many live at a time. Thousands of episodes leave nothing behind.
 * An action longer than `max_action_chars` is a bad action like any other (the environment's own invalid-action
@@ -49,7 +50,7 @@ _ENV_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 def pool_config(**overrides: Any) -> ml_collections.ConfigDict:
   """Limits of one environment pool (in-process or behind a server)."""
   return section("pool", dict(max_envs=4096, max_action_chars=4096, step_timeout_s=30.0, idle_timeout_s=900.0,
-                              workers=16, max_hung_per_client=16), overrides)
+                              workers=16, max_hung_per_client=16, max_hung=256), overrides)
 
 
 class EnvError(RuntimeError):
@@ -88,7 +89,8 @@ class EnvPool:
     self._by_create_key: dict[tuple[str, str], str] = {}  # (owner, create key) -> env id, live environments only
     self._lock = threading.Lock()
     # Steps run on worker threads only so that a hung one can be abandoned after its timeout.
-    self._runner = (_StepRunner(config.workers, config.step_timeout_s, config.max_hung_per_client)
+    self._runner = (_StepRunner(config.workers, config.step_timeout_s, config.max_hung_per_client,
+                                config.max_hung)
                     if config.step_timeout_s else None)
     # The workers end with the pool even if nobody calls shutdown (they hold the runner, never the pool).
     self._stop_workers = weakref.finalize(self, self._runner.shutdown) if self._runner else None
@@ -243,10 +245,12 @@ class _StepRunner:
   when a call starts. A call that overruns is abandoned together with its thread and a fresh thread takes its
   place, so the threads free for healthy environments never run out; the abandoned one ends when its call
   returns. A client with `max_hung_per_client` abandoned calls still running gets its next calls refused until
-  some return."""
+  some return; with `max_hung_total` of them across all clients (client keys cost nothing to make), every
+  client's calls are."""
 
-  def __init__(self, workers: int, timeout_s: float, max_hung_per_client: int):
+  def __init__(self, workers: int, timeout_s: float, max_hung_per_client: int, max_hung_total: int):
     self.workers, self.timeout_s, self.max_hung = workers, timeout_s, max_hung_per_client
+    self.max_hung_total = max_hung_total
     self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
     self._idle = threading.Semaphore(0)  # released by each worker that waits for a call
     self._threads = 0  # workers started and not abandoned
@@ -274,6 +278,9 @@ class _StepRunner:
       self._idle.release()
 
   def run(self, owner: str, call: Callable[[], StepResult]) -> StepResult:
+    if (total := sum(self._hung.values())) >= self.max_hung_total:
+      raise _Abandoned(f"was not run: {total} calls are still hung across all clients (the limit, pool.max_hung); "
+                       "fix the environment's hang, or raise the limit.")
     if self._hung[owner] >= self.max_hung:
       raise _Abandoned(f"was not run: {self._hung[owner]} earlier calls of this client are still hung (the limit, "
                        "pool.max_hung_per_client); fix the environment's hang, or raise the limit.")

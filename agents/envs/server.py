@@ -67,7 +67,7 @@ def read_token(config: ml_collections.ConfigDict) -> str | None:
   """The shared token: $AGENTS_ENV_TOKEN, else the first line of `config.token_file`, else None."""
   token = os.environ.get(TOKEN_ENV_VAR, "")
   if not token and config.token_file:
-    with open(config.token_file) as f:
+    with open(os.path.expanduser(config.token_file)) as f:  # as the config check reads it
       token = f.readline().strip()
   return token or None
 
@@ -113,6 +113,8 @@ def make_app(pool: EnvPool, config: ml_collections.ConfigDict, token: str | None
       data = json.loads(body or b"{}")
     except ValueError as e:
       raise ValueError(f"the body is not JSON ({e})") from None
+    except RecursionError:  # nesting deep enough to exhaust the parser's stack, still under the size cap
+      raise ValueError("the body's JSON is nested too deeply") from None
     if not isinstance(data, dict):
       raise ValueError("the body must be a JSON object")
     return data
@@ -245,7 +247,8 @@ def validate_serve_config(config: ml_collections.ConfigDict) -> None:
                    "must be a port number in 0..65535 (0: any free port)")
   # step_timeout_s = 0 would turn off hang protection: one hung environment would then hold its request forever.
   for key in ("server.max_body_bytes", "server.limit_concurrency", "pool.max_envs", "pool.max_action_chars",
-              "pool.workers", "pool.max_hung_per_client", "pool.step_timeout_s"):
+              "pool.workers", "pool.max_hung_per_client", "pool.max_hung",
+              "pool.step_timeout_s"):
     config_lib.check_positive(config, key)
   config_lib.check_positive(config, "pool.idle_timeout_s", allow_zero=True)
   config_lib.check_existing_path(config, "server.token_file")

@@ -55,6 +55,15 @@ def base() -> ml_collections.ConfigDict:
   return config
 
 
+def shorten(config: ml_collections.ConfigDict, name: str, num_steps: int) -> None:
+  """Cuts stage `name` to `num_steps`, its warm-up still a tenth of the stage (as every stage here has it, and
+  below the run's steps, which the config check requires); five log lines and one checkpoint at the end."""
+  config[name].train.num_steps = num_steps
+  config[name].optimizer.warmup_steps = num_steps // 10
+  config[name].train.log_every = max(num_steps // 5, 1)
+  config[name].train.checkpoint_every = num_steps
+
+
 def apply_variant(config: ml_collections.ConfigDict, variant: str, quick) -> ml_collections.ConfigDict:
   def choose(config, token):
     config.moe.variant = token

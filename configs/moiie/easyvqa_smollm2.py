@@ -18,9 +18,8 @@ def get_config(variant: str = "full"):
   config.stage2 = common.stage(600, 2e-5, 50)  # full fine-tuning of a pretrained LLM: a small learning rate
 
   def quick(c):
-    c.stage0.train.num_steps = 150
-    c.stage1.train.num_steps = 20
-    c.stage2.train.num_steps = 20
+    for stage, steps in (("stage0", 150), ("stage1", 20), ("stage2", 20)):
+      common.shorten(c, stage, steps)
     c.data.test_subset = 128
     common.quiet(c)
 

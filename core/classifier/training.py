@@ -37,7 +37,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   sharding_lib.validate_mesh_config(config)
   config_lib.check_divisible(config, "batch_size", jax.device_count(), "the number of devices")
   config_lib.check_divisible(config, "eval_batch_size", jax.device_count(), "the number of devices")
-  optim.validate_optimizer_config(config)
+  optim.validate_optimizer_config(config, num_steps=config.train.num_steps)
   loop.validate_train_config(config)
 
 

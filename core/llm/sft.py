@@ -48,7 +48,7 @@ def validate_sft_config(config: ml_collections.ConfigDict) -> None:
   config_lib.check(config, "sft.length_buckets", lambda b: len(b) > 0 and list(b) == sorted(b) and min(b) > 1,
                    "must be increasing lengths > 1")
   config_lib.check_divisible(config, "sft.batch_size", jax.device_count(), "the number of devices")
-  optim.validate_optimizer_config(config)
+  optim.validate_optimizer_config(config, num_steps=config.train.num_steps)
   loop.validate_train_config(config)
   sharding_lib.validate_mesh_config(config)
 

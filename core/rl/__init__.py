@@ -1,4 +1,4 @@
-"""Policy-gradient building blocks shared by the RL papers (agents/, guard/, sft_knowledge/): advantages
+"""Paper-independent policy-gradient building blocks (used by agents/, there for any RL paper): advantages
 (GAE at token or turn level, GRPO, RLOO, REINFORCE++), token-level losses (PPO clip, policy gradient, value,
 KL, entropy), loss aggregation, KL estimators. All pure and jitted, on [batch, time] grids with a mask of the
 model's own tokens."""

@@ -16,7 +16,7 @@ from agents.envs import (EnvPool, EnvProtocolError, EnvRequestError, EnvSession,
                          PoolFullError, TextEnv, UnknownEnvError, env_config, http_client_config, make_env,
                          make_pool, pool_config)
 from agents.envs.client import TOKEN_ENV_VAR
-from agents.envs.server import check_exposure, make_app, server_config, start_background, validate_serve_config
+from agents.envs.server import check_exposure, make_app, read_token, server_config, start_background, validate_serve_config
 from core import config as config_lib
 
 FAST_CLIENT = http_client_config(retries=1, backoff_s=0.01, timeout_s=5.0, connect_timeout_s=1.0)
@@ -102,6 +102,15 @@ def test_token_is_required_when_set_and_exposure_needs_one(monkeypatch):
     serve(pool, host="0.0.0.0")
 
 
+def test_the_token_file_is_read_where_the_config_check_looks(monkeypatch, tmp_path):
+  monkeypatch.delenv(TOKEN_ENV_VAR, raising=False)
+  monkeypatch.setenv("HOME", str(tmp_path))
+  (tmp_path / "env.token").write_text("from-the-file\n")
+  config = server_config(token_file="~/env.token")
+  config_lib.check_existing_path(config, "token_file")  # the check `validate_serve_config` makes
+  assert read_token(config) == "from-the-file"
+
+
 def test_size_limits_and_malformed_requests(servers):
   url = servers["gridworld"].url
   with httpx.Client(base_url=url, headers={"X-Client-Key": "k" * 24}) as http:
@@ -113,6 +122,8 @@ def test_size_limits_and_malformed_requests(servers):
     assert http.post("/step", content=chunks).status_code == 413
     assert http.post("/step", content=b"not json").status_code == 400
     assert http.post("/step", json=[1, 2]).status_code == 400
+    nested = http.post("/step", content=b"[" * 30000 + b"]" * 30000)  # under the cap, past the parser's stack
+    assert nested.status_code == 400 and "nested too deeply" in nested.json()["error"]
     assert http.post("/step", json={"env_idx": env_idx}).status_code == 400  # no action
     assert http.post("/reset", json={"env_idx": env_idx, "id": "3"}).status_code == 400
     assert http.post("/step", json={"env_idx": env_idx, "action": 5}).status_code == 400
@@ -283,6 +294,20 @@ def test_hung_steps_never_starve_healthy_environments():
     # The client now has max_hung_per_client hung steps: its next call is refused, another client's is not.
     assert "pool.max_hung_per_client" in EnvSession(client, 5).start().info["error"]
     assert elsewhere.step("fine").observation == "ok 1"
+  finally:
+    Fragile.release.set()
+  Fragile.release.clear()
+
+
+def test_hung_steps_are_capped_across_clients_too():
+  # a client that changes its key after each hung step gets past the per-client cap, not past the pool's
+  pool = EnvPool(Fragile, pool_config(step_timeout_s=0.5, workers=2, max_hung_per_client=2, max_hung=3))
+  try:
+    for i in range(3):
+      session = EnvSession(LocalEnvClient(pool), i)  # a new client key each time
+      session.start()
+      assert "did not finish" in session.step("hang").info["error"]
+    assert "pool.max_hung)" in EnvSession(LocalEnvClient(pool), 3).start().info["error"]
   finally:
     Fragile.release.set()
   Fragile.release.clear()

@@ -187,6 +187,20 @@ def test_an_environment_error_ends_only_its_trajectory(tokenizer):
   assert [len(t.turns) for t in trajectories] == [4, 1, 4] and policy.batch_sizes == [3, 2, 2, 2]
 
 
+def test_a_failure_before_the_first_turn_still_closes_every_environment(tokenizer):
+  class BrokenChat:  # the tokenizer fails on the first observation, after every environment was created
+    def __getattr__(self, name):
+      return getattr(tokenizer, name)
+
+    def encode_chat(self, messages):
+      raise RuntimeError("tokenizer fell over")
+  client = LocalEnvClient(make_pool("gridworld", env_config("gridworld"), pool_config()))
+  with pytest.raises(RuntimeError, match="tokenizer fell over"):
+    rollout_lib.rollout(Scripted(tokenizer, []), BrokenChat(), client, [0, 1, 2], rollout_lib.rollout_config(),
+                        max_turns=2, rng=jax.random.key(0))
+  assert client.pool.num_live == 0
+
+
 def test_tiny_llm_rollout_logprobs_match_a_scoring_pass(tokenizer):
   config = llm_config.tiny(vocab_size=len(SPECIALS) + 256, max_seq_len=4096)
   model = Llama(config, nnx.Rngs(0))

@@ -269,6 +269,16 @@ def test_bad_configs_fail_before_anything_runs(override, message):
     train_lib.validate_config(config)
 
 
+def test_a_warmup_longer_than_the_optimizer_steps_fails_before_the_warm_start():
+  config = rl_config("gridworld", "ppo", "quick")  # 30 RL steps x 1 epoch x 2 minibatches = 60 optimizer steps
+  config_lib.apply_overrides(config, ["algorithm.minibatches=2", "optimizer.schedule=warmup_cosine",
+                                      "optimizer.warmup_steps=60"])
+  with pytest.raises(config_lib.ConfigError, match=r"optimizer.warmup_steps .*below the run's 60 steps"):
+    train_lib.validate_config(config)
+  config_lib.apply_overrides(config, ["optimizer.warmup_steps=59"])
+  train_lib.validate_config(config)
+
+
 @pytest.mark.parametrize("env", ["vehicle", "toolenv", "sciworld"])
 def test_rl_configs_of_other_environments_train_end_to_end(tmp_path, env):
   """One GRPO step of a tiny from-scratch policy on each environment's quick config: the wiring (vocabulary
@@ -282,6 +292,15 @@ def test_rl_configs_of_other_environments_train_end_to_end(tmp_path, env):
   (row,) = read_metrics(str(tmp_path), "train")
   assert np.isfinite(row["loss"]) and row["turns_mean"] >= 1
   assert (env in ("vehicle", "toolenv")) == (config.rollout.action_format == "whole")
+
+
+def test_the_in_process_pool_holds_every_rollout_of_a_step_and_of_the_evaluation():
+  config = rl_config("gridworld", "grpo", "quick")
+  assert train_lib.make_client(config).pool.config.max_envs == 4096
+  config.data.tasks_per_step, config.rollout.group_size = 1024, 8  # 8192 environments live at once
+  assert train_lib.make_client(config).pool.config.max_envs == 8192
+  config.data.eval_tasks = 10_000
+  assert train_lib.make_client(config).pool.config.max_envs == 10_000
 
 
 def test_horizon_variants_differ_only_in_their_turn_limits():

@@ -142,6 +142,15 @@ def test_top_k_larger_than_reachable_is_a_build_error():
   bad = config_lib.load_config("configs/moiie/easyvqa_tiny.py", ["moe.variant=custom", "moe.n_inter=0", "moe.top_k=2"])
   with pytest.raises(config_lib.ConfigError, match="top_k"):
     routing.validate_moe_config(bad)
+  # each fix is one that can work: no "lower top_k" where nothing is reachable, no "lower" for top_k = 0
+  with pytest.raises(ValueError, match="top_k = 0: every token needs at least one expert"):
+    MoESpec(top_k=0)
+  with pytest.raises(ValueError, match=r"reach only 0 expert\(s\) \(vision-intra \+ inter\). Fix: add vision"):
+    MoESpec(n_vision_intra=0, n_inter=0, n_text_intra=2, top_k=1)
+  none = config_lib.load_config("configs/moiie/easyvqa_tiny.py", ["moe.variant=custom", "moe.n_inter=0",
+                                                                    "moe.n_vision_intra=0", "moe.top_k=1"])
+  with pytest.raises(config_lib.ConfigError, match=r"vision tokens reach 0 .* Fix: add experts"):
+    routing.validate_moe_config(none)
 
 
 def test_modality_ids_out_of_range_are_rejected():

@@ -24,6 +24,13 @@ def test_entrypoint_rejects_bad_config_before_compiling():
   assert training.moe_spec(config).num_experts == 4 and not training.moe_spec(config).per_modality_routers
   config, _ = entrypoint.load([*base, "--config.moe.variant=dense"], training.validate_config)
   assert training.moe_spec(config) is None
+  # a stage cut below its warm-up is refused here, not after the stages before it have trained
+  with pytest.raises(config_lib.ConfigError, match=r"stage2.optimizer.warmup_steps.*below the run's 20 steps"):
+    entrypoint.load([*base, "--config.stage2.train.num_steps=20"], training.validate_config)
+  for variant in ("quick", "full"):  # every shipped config passes its own check
+    for name in ("easyvqa_tiny", "easyvqa_smollm2"):
+      entrypoint.load(["--config", f"configs/moiie/{name}.py:{variant}", "--workdir", "/tmp/unused"],
+                      training.validate_config)
 
 
 def test_expert_parallel_config():
