@@ -13,10 +13,15 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def write_text_atomic(path: str, text: str) -> None:
-  """Writes `text` to `path` through a temporary file in the same folder and an `os.replace` (atomic on POSIX)."""
+  """Writes `text` to `path` through a temporary file in the same folder and an `os.replace` (atomic on POSIX).
+  The data reach the disk before the rename, so after a crash of the machine the file is not the new name over
+  empty blocks. One fixed temporary name: a write killed halfway leaves one stale file, which the next write
+  replaces (one writer per path: in a multi-host run only process 0 writes the logs)."""
   tmp = path + ".tmp"
   with open(tmp, "w", encoding="utf-8") as f:
     f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
   os.replace(tmp, path)
 
 

@@ -135,6 +135,10 @@ def _compile_rules(rules: Sequence[ShardingRule]) -> list[_Rule]:
     if isinstance(spec, str) or not isinstance(spec, (P, tuple, list)):
       raise TypeError(f"sharding rule #{i} ({matcher!r}) places leaves with {spec!r}; expected a PartitionSpec or "
                       "a tuple with one mesh axis (or None) per dimension. Fix: write P('fsdp') or ('fsdp', None).")
+    if any(entry is P.UNCONSTRAINED for entry in spec):
+      raise ValueError(f"sharding rule #{i} ({matcher!r}) places leaves with {spec!r}: P.UNCONSTRAINED leaves the "
+                       "choice to the compiler, which a stored parameter cannot. Fix: None to keep that dimension "
+                       "whole, or a mesh axis to split it.")
     compiled.append(_Rule(matcher, tuple(spec)))
   return compiled
 
@@ -148,7 +152,7 @@ def _rule_sharding(mesh: Mesh, rule: _Rule, path: str, shape: tuple[int, ...]) -
                      "this leaf.")
   used: set[str] = set()
   for dim, entry in enumerate(rule.spec):
-    if entry is None or entry is P.UNCONSTRAINED:
+    if entry is None:
       continue
     axes = (entry,) if isinstance(entry, str) else tuple(entry)
     for axis in axes:
@@ -177,10 +181,8 @@ def state_sharding(mesh: Mesh, tree: Any, fsdp_min_size: int = 2**18,
     A rule naming an axis the mesh lacks, or an axis whose size does not divide the dimension, raises a
     ValueError naming the leaf. Without rules the result is exactly the FSDP default.
   """
-  if not rules:
-    return jax.tree.map(lambda x: _leaf_sharding(mesh, np.shape(x), fsdp_min_size), tree)
-  compiled = _compile_rules(rules)
-  used, paths = set(), []
+  compiled = _compile_rules(rules or ())
+  used, paths, kept_whole = set(), [], []
 
   def leaf(key_path, x):
     path, shape = jax.tree_util.keystr(key_path), tuple(np.shape(x))
@@ -189,8 +191,18 @@ def state_sharding(mesh: Mesh, tree: Any, fsdp_min_size: int = 2**18,
       if rule.matches(path, shape):
         used.add(i)
         return _rule_sharding(mesh, rule, path, shape)
-    return _leaf_sharding(mesh, shape, fsdp_min_size)
+    sharding = _leaf_sharding(mesh, shape, fsdp_min_size)
+    big = int(np.prod(shape, dtype=np.int64)) >= fsdp_min_size
+    if mesh.shape["fsdp"] > 1 and big and sharding.is_fully_replicated:
+      kept_whole.append(f"{path} {shape}")
+    return sharding
   out = jax.tree_util.tree_map_with_path(leaf, tree)
+  if kept_whole:  # memory the user expected the FSDP default to split
+    more = f" and {len(kept_whole) - 3} more" if len(kept_whole) > 3 else ""
+    warnings.warn(f"{len(kept_whole)} leaf/leaves of at least fsdp_min_size = {fsdp_min_size} elements stay whole "
+                  f"on every device: no dimension divides by fsdp = {mesh.shape['fsdp']} "
+                  f"({'; '.join(kept_whole[:3])}{more}). Fix: a mesh.fsdp that divides one of their dimensions, or "
+                  "a sharding rule that places them.", stacklevel=2)
   for i, rule in enumerate(compiled):
     if i not in used:
       # Most often a pattern written for plain dicts: NNX state paths end in `.value` (e.g.

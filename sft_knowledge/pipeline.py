@@ -73,6 +73,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   config_lib.check(config, "grid.seeds", lambda v: len(v) > 0, "must list at least one seed")
   config_lib.check_positive(config, "grid.epochs")
   config_lib.check(config, "grid.warmup_fraction", lambda f: 0 <= f < 1, "must lie in [0, 1)")
+  config_lib.check(config, "optimizer.warmup_steps", lambda w: w == 0,
+                   "is set for each run from grid.warmup_fraction (a run's steps depend on its data size)",
+                   "pass --config.grid.warmup_fraction=<share of each run's steps> instead")
   config_lib.check(config, "eval.template", lambda t: 0 <= t < 8, "must be a template index in 0..7")
   config_lib.check_positive(config, "kl.max_facts")
   config_lib.check_positive(config, "kl.batch_size")

@@ -1,7 +1,7 @@
 """The quick slice for the main job (`sft_knowledge.report.quick_report`): minutes on 2 CPU cores.
 
 30 facts per relation (4 in-domain, 4 out-of-domain relations), 2 templates x (greedy + 1 sample) for mastery,
-levels 0 and 3 x sizes 8 and 16, one seed, 3 epochs, restoration of one run at 2 ratios with the controls.
+levels 0 and 3 x sizes 8 and 16, one seed, 3 epochs, restoration of one run at 3 ratios with the controls.
 """
 
 from configs.sft_knowledge import common
@@ -16,8 +16,8 @@ def get_config():
   c.data.test_per_relation = 4  # 8 relations x 4 = 32 test facts: one generation batch per evaluation
   c.data.mastery_templates = 2
   c.mastery.test_facts = False
-  # Level 4 holds only 7 pool facts here (after the facts whose answer sits in their question were dropped), too
-  # few for a run: the known end of the comparison is level 3 (14 facts: n=8 runs, n=16 is skipped as such).
+  # Level 4 holds only a handful of pool facts here (6 in the README's current run), too few for a run: the known
+  # end of the comparison is level 3 (16 facts in that run, so n=8 and n=16 both run; a smaller pool skips n=16).
   c.grid.levels = (0, 3)
   c.grid.sizes = (8, 16)
   c.grid.seeds = (0,)

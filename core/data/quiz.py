@@ -213,7 +213,7 @@ def _read_text(path: str) -> str:
 
 
 def _quiz_dir(quiz_dir: str | os.PathLike | None) -> str:
-  folder = QUIZ_DIR if quiz_dir is None else os.fspath(quiz_dir)
+  folder = QUIZ_DIR if quiz_dir is None else os.path.expanduser(os.fspath(quiz_dir))
   if not os.path.isfile(os.path.join(folder, "index")):
     fix = (f"Install it with: {errors.apt_install_hint('bsdgames')}" if quiz_dir is None
            else "Point quiz_dir at a folder holding an `index` and the quiz files it names")
@@ -269,9 +269,9 @@ def _records(folder: str, name: str) -> tuple[tuple[tuple[str, str], ...], ...]:
     raise ValueError(f"Unknown quiz {name!r}; the index in {folder} lists {sorted(index)}.")
   path = os.path.join(folder, name)
   if not os.path.isfile(path):
-    raise errors.DataSourceMissingError(
-        f"Quiz file {path} (listed in the index) is missing. "
-        f"Reinstall it with: sudo apt-get install --reinstall -y bsdgames")
+    fix = ("Reinstall it with: sudo apt-get install --reinstall -y bsdgames" if folder == QUIZ_DIR else
+           f"Put it in {folder}, or drop its line from that folder's index")
+    raise errors.DataSourceMissingError(f"Quiz file {path} (listed in the index) is missing. {fix}.")
   names = [field for field, _ in index[name]]
   records = []
   for line in join_continuations(_read_text(path)):

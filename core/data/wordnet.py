@@ -55,14 +55,15 @@ def definition_of(gloss: str) -> str:
 
 
 def wordnet_folder(wordnet_dir: str = "", pos: str = "n") -> str:
-  folder = wordnet_dir or DEFAULT_WORDNET_DIR
+  folder = os.path.expanduser(wordnet_dir) if wordnet_dir else DEFAULT_WORDNET_DIR
   for kind in ("data", "index"):
     path = os.path.join(folder, f"{kind}.{POS_FILES[pos]}")
     if not os.path.isfile(path):
       from core.data import errors
-      raise errors.DataSourceMissingError(
-          f"WordNet file {path} is missing. Install the database with: {errors.apt_install_hint('wordnet-base')} "
-          "(or pass the folder holding the data.* and index.* files).")
+      fix = (f"Point wordnet_dir at a folder holding WordNet 3.0's data.* and index.* files" if wordnet_dir else
+             f"Install the database with: {errors.apt_install_hint('wordnet-base')} (or pass the folder holding "
+             "the data.* and index.* files)")
+      raise errors.DataSourceMissingError(f"WordNet file {path} is missing. {fix}.")
   return os.path.abspath(folder)
 
 

@@ -198,9 +198,13 @@ def compiled_programs() -> int:
   return _generate_padded._cache_size()
 
 
+TRUNCATE_FIX = "shorten the prompt, lower max_new_tokens, or set truncate_prompt=True to keep only its last tokens"
+
+
 def prepare_prompts(prompts: Sequence[Sequence[int]], vocab_size: int, context: int, max_new: Sequence[int],
-                    truncate: bool) -> list[list[int]]:
-  """Validates token-id prompts against the vocabulary and context window (optionally left-truncating)."""
+                    truncate: bool, too_long_fix: str = TRUNCATE_FIX) -> list[list[int]]:
+  """Validates token-id prompts against the vocabulary and context window (optionally left-truncating);
+  `too_long_fix` is what the error for an over-long prompt tells the caller to do."""
   out = []
   for i, (prompt, budget) in enumerate(zip(prompts, max_new)):
     ids = np.asarray(prompt, np.int64).reshape(-1)  # vectorized checks: rollouts pass long histories every turn
@@ -218,8 +222,7 @@ def prepare_prompts(prompts: Sequence[Sequence[int]], vocab_size: int, context: 
     if len(prompt) > room:
       if not truncate or room < 1:
         raise GenerationError(f"prompt {i} has {len(prompt)} tokens; with {budget} new tokens it exceeds the context "
-                              f"window of {context}. Fix: shorten the prompt, lower max_new_tokens, or set "
-                              "truncate_prompt=True to keep only its last tokens.")
+                              f"window of {context}. Fix: {too_long_fix}.")
       prompt = prompt[-room:]
     out.append(prompt)
   return out

@@ -105,8 +105,10 @@ class GenerationSession:
     budgets = list(budgets) if budgets is not None else [self.gen.max_new_tokens] * n
     if len(budgets) != n or max(budgets) > self.gen.max_new_tokens:
       raise GenerationError(f"budgets must be {n} values <= gen.max_new_tokens ({self.gen.max_new_tokens}).")
+    # A row's prompt is its whole history, which its cache holds: cutting its start would invalidate the cache.
     prompts = prepare_prompts(prompts, self.model_config.vocab_size, self.model_config.max_seq_len, budgets,
-                              truncate=False)
+                              truncate=False, too_long_fix="end the conversation or shorten it (a session never "
+                              "truncates a history), or lower the budget")
     new = [self._reuse_prefix(r, p) for r, p in zip(rows, prompts)]
     width = bucket(max(len(x) for x in new), self.gen.prompt_buckets, "new-token chunk")
     num_new = bucket(max(budgets), self.gen.new_token_buckets, "max_new_tokens")

@@ -232,6 +232,14 @@ def config_from_hf(hf: dict[str, Any], **changes: Any) -> LlamaConfig:
                        f"{hf['max_position_embeddings']} positions), which core.llm does not implement. Fix: use a "
                        "model without it (Mistral-7B-v0.1 has one), or set sliding_window to null in a copy of "
                        "config.json if your prompts stay below the window.")
+  # Qwen2 has biases on q, k and v only (what `qkv_bias` models); Llama's `attention_bias` puts one on o_proj as
+  # well, and `mlp_bias` on the MLP: neither has a place here, so such a checkpoint is refused up front.
+  unsupported = [key for key in ("attention_bias", "mlp_bias") if model_type != "qwen2" and hf.get(key)]
+  if unsupported:
+    places = " and ".join({"attention_bias": "q/k/v/o_proj", "mlp_bias": "the MLP"}[k] for k in unsupported)
+    raise WeightsError(f"config.json sets {' and '.join(unsupported)} = true ({model_type}: biases on {places}), "
+                       "which core.llm's decoder does not have. Fix: use a checkpoint without them; a Qwen2 model's "
+                       "q/k/v biases are supported.")
   values = {ours: hf[theirs] for ours, theirs in _HF_CONFIG_KEYS.items()}
   num_heads = hf["num_attention_heads"]
   head_dim = hf.get("head_dim") or 0
@@ -241,7 +249,7 @@ def config_from_hf(hf: dict[str, Any], **changes: Any) -> LlamaConfig:
       rope_theta=float(hf.get("rope_theta") or (hf.get("rope_parameters") or {}).get("rope_theta") or 10000.0),
       rms_norm_eps=float(hf["rms_norm_eps"]),
       tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-      qkv_bias=bool(hf.get("attention_bias", model_type == "qwen2")),
+      qkv_bias=model_type == "qwen2",
       head_dim=0 if head_dim in (0, hf["hidden_size"] // num_heads) else head_dim,
   )
   values.update(_hf_rope_scaling(hf))

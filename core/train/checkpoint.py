@@ -57,7 +57,6 @@ class Checkpointer:
 
   def __init__(self, directory: str, *, every: int, keep: int):
     self.directory = os.path.abspath(directory)
-    self.every = every
     self._manager = ocp.CheckpointManager(
         self.directory,
         # handlers named up front so that a step's stored shapes can be read before restoring (`_mismatch`)

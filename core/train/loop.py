@@ -174,8 +174,6 @@ def run_training(*, workdir: str, config: ml_collections.ConfigDict, state: Trai
           writer.write(step, eval_fn(state), "eval")  # before the save: a kill between them redoes both
         if step % config.checkpoint_every == 0 or is_last:
           checkpointer.save(step, state, data_position(), force=is_last)
-    if pending is not None:
-      drain(pending)
   finally:
     bar.close()
     writer.close()

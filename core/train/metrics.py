@@ -1,7 +1,8 @@
 """Where training metrics go: the console, `metrics.jsonl`, and TensorBoard event files in the workdir.
 
 TensorBoard files are written with tensorboardX, which needs no TensorFlow. `metrics.jsonl` holds one JSON
-object per line: `{"step": int, "split": "train"|"eval"|..., <name>: float, ...}`.
+object per line: `{"step": int, "split": "train"|"eval"|..., <name>: float, ...}`. In a multi-host run only
+process 0 writes (the metrics are the same global values on every process, and the workdir is shared).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import os
 from typing import Any, Mapping
 
+import jax
 import numpy as np
 import tqdm
 
@@ -45,10 +47,13 @@ class MetricsWriter:
   def __init__(self, workdir: str, *, tensorboard: bool = True, console: bool = True,
                purge_after: int | None = None):
     """`purge_after`: drop the records (JSONL and TensorBoard) of steps after it, which a resumed run rewrites."""
-    os.makedirs(workdir, exist_ok=True)
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._console = console
     self._tb = None
+    self.enabled = jax.process_index() == 0  # other processes would write every record once more
+    if not self.enabled:
+      return
+    os.makedirs(workdir, exist_ok=True)
     if purge_after is not None:
       self.truncate_after(purge_after)
     if tensorboard:
@@ -58,9 +63,12 @@ class MetricsWriter:
 
   def truncate_after(self, step: int) -> None:
     """Drops records of steps after `step`: a resumed run rewrites them, so none appear twice."""
-    truncate_jsonl(self.path, step)
+    if self.enabled:
+      truncate_jsonl(self.path, step)
 
   def write(self, step: int, metrics: Mapping[str, Any], split: str = "train") -> None:
+    if not self.enabled:
+      return
     scalars = {k: float(np.asarray(v)) for k, v in metrics.items()}
     with open(self.path, "a") as f:
       f.write(json.dumps({"step": int(step), "split": split, **scalars}) + "\n")

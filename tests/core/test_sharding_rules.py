@@ -6,6 +6,7 @@ The rule logic reads only mesh axis names and sizes, so an abstract mesh of 2 x 
 real CPU device repeated (never used to place data) and the tests run in-process."""
 
 import re
+import warnings
 
 import jax
 import numpy as np
@@ -90,6 +91,20 @@ def test_malformed_rules(mesh):
     sharding.state_sharding(mesh, params(), rules=[(r"gate", "fsdp")])
   with pytest.raises(TypeError, match="expected a regex string"):
     sharding.state_sharding(mesh, params(), rules=[(3, P("fsdp"))])
+  with pytest.raises(ValueError, match=r"P.UNCONSTRAINED .* Fix: None to keep that dimension whole"):
+    sharding.state_sharding(mesh, params(), rules=[(r"gate", P(P.UNCONSTRAINED))])
+
+
+def test_a_large_leaf_the_default_cannot_split_warns(mesh):
+  tree = {"odd": np.zeros((33, 35), np.float32), "even": np.zeros((32, 36), np.float32),
+          "small": np.zeros((3, 5), np.float32)}
+  with pytest.warns(UserWarning, match=r"1 leaf/leaves .* fsdp = 4 \(\['odd'\] \(33, 35\)\)\. Fix"):
+    got = specs(sharding.state_sharding(mesh, tree, fsdp_min_size=1024))
+  assert got == {"odd": P(), "even": P(None, "fsdp"), "small": P()}  # the largest dimension that divides
+  # a rule that keeps the leaf whole says so on purpose: no warning
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    sharding.state_sharding(mesh, tree, fsdp_min_size=1024, rules=[(r"odd", P())])
 
 
 def test_a_rule_that_matches_no_leaf_warns_with_a_real_path(mesh):

@@ -234,6 +234,24 @@ def test_a_line_cut_short_by_a_kill_does_not_stop_the_resume(tmp_path):
   assert path.read_text() == '{"step": 4, "split": "train", "loss": 1.5}\n'
 
 
+def test_only_process_zero_writes_metrics(tmp_path, monkeypatch):
+  """In a multi-host run every process runs the loop on the shared workdir: one record per step, not one each."""
+  path = tmp_path / "metrics.jsonl"
+  path.write_text('{"step": 4, "split": "train", "loss": 1.5}\n{"step": 6, "split": "train", "loss": 1.25}\n')
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  other = metrics_lib.MetricsWriter(str(tmp_path / "fresh"), tensorboard=True, console=False)
+  other.write(1, {"loss": 2.0})
+  other.close()
+  assert not (tmp_path / "fresh").exists()
+  resumed = metrics_lib.MetricsWriter(str(tmp_path), tensorboard=False, console=False, purge_after=5)
+  resumed.write(6, {"loss": 1.0})
+  assert [r["step"] for r in read_metrics(str(tmp_path))] == [4, 6]  # not truncated and not appended to
+  monkeypatch.setattr(jax, "process_index", lambda: 0)
+  primary = metrics_lib.MetricsWriter(str(tmp_path), tensorboard=False, console=False, purge_after=5)
+  primary.write(6, {"loss": 1.0})
+  assert [(r["step"], r["loss"]) for r in read_metrics(str(tmp_path))] == [(4, 1.5), (6, 1.0)]
+
+
 def test_resuming_another_configs_checkpoint_names_the_workdir_and_the_fix(tmp_path):
   """orbax alone would suggest strict=False, which pads or cuts the stored weights to fit the new shapes."""
   config, graphdef, state, step = build(5)

@@ -82,6 +82,8 @@ def test_bad_config_fails_before_loading(tmp_path):
     entrypoint.load(["--config", CONFIG, "--config.grid.sizes=(4,)"], pipeline.validate_config)
   with pytest.raises(config_lib.ConfigError, match="restore.sizes"):
     entrypoint.load(["--config", CONFIG, "--config.restore.sizes=(999,)"], pipeline.validate_config)
+  with pytest.raises(config_lib.ConfigError, match=r"optimizer.warmup_steps.*Fix: pass --config.grid.warmup_fraction"):
+    entrypoint.load(["--config", CONFIG, "--config.optimizer.warmup_steps=3"], pipeline.validate_config)
 
 
 def test_evaluations_follow_the_seed_and_the_mastery(tmp_path, monkeypatch):

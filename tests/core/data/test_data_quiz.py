@@ -115,6 +115,13 @@ def test_quiz_from_own_folder_and_missing_package(tmp_path, monkeypatch):
   assert data.answer_matches(records[0]["moons"], "the moon")
   with pytest.raises(ValueError, match="Unknown quiz"):
     data.load_quiz("africa", quiz_dir=tmp_path)
+  partial = tmp_path / "partial"  # the user's own folder, a file missing: no reinstall of bsdgames would help
+  partial.mkdir()
+  (partial / "index").write_text("/x/comets:comet{s}:period{s}\n")
+  with pytest.raises(data.DataSourceMissingError, match=r"comets \(listed in the index\) is missing. Put it in"):
+    data.load_quiz("comets", quiz_dir=partial)
+  monkeypatch.setenv("HOME", str(tmp_path.parent))
+  assert data.load_quiz("planets", quiz_dir=f"~/{tmp_path.name}") == records  # "~" as the config check reads it
   monkeypatch.setattr(quiz, "QUIZ_DIR", str(tmp_path / "absent"))
   with pytest.raises(data.DataSourceMissingError, match="sudo apt-get install -y bsdgames"):
     data.load_quiz("africa")

@@ -26,6 +26,9 @@ def test_paris(smollm):
   gen = G.GenerationConfig(max_new_tokens=24)
   answer = G.chat(smollm, [[{"role": "user", "content": "What is the capital of France?"}]], gen)[0]
   assert "Paris" in answer, answer
+  # raw text, no chat format: the base continuation of a sentence
+  continuation = G.generate_text(smollm, ["The capital of France is"], G.GenerationConfig(max_new_tokens=3))[0]
+  assert continuation.strip().startswith("Paris"), continuation
 
 
 def test_greedy_decode_equals_full_recompute(tiny):

@@ -123,6 +123,17 @@ def test_sliding_window_attention_is_refused_not_ignored():
   weights.config_from_hf({**hf, "model_type": "qwen2", "use_sliding_window": False, "sliding_window": 4})
 
 
+def test_biases_the_decoder_has_no_place_for_are_refused():
+  hf = weights.config_to_hf(config_lib.tiny())
+  for keys, named in (({"attention_bias": True}, "attention_bias = true .*q/k/v/o_proj"),
+                      ({"mlp_bias": True}, r"mlp_bias = true \(llama: biases on the MLP\)")):
+    with pytest.raises(weights.WeightsError, match=named):
+      weights.config_from_hf({**hf, **keys})
+  assert not weights.config_from_hf(hf).qkv_bias
+  qwen = weights.config_to_hf(config_lib.tiny().replace(qkv_bias=True))
+  assert qwen["model_type"] == "qwen2" and weights.config_from_hf(qwen).qkv_bias
+
+
 def test_config_json_rope_scaling(tmp_path):
   hf = weights.config_to_hf(config_lib.llama31_8b())
   assert hf["rope_scaling"]["rope_type"] == "llama3"

@@ -69,3 +69,7 @@ def test_session_errors(model):
     session.generate([2], [[1, 2]])
   with pytest.raises(G.GenerationError, match="empty"):
     session.generate([0], [[]])
+  too_long = [1] * (config.max_seq_len - 2)
+  with pytest.raises(G.GenerationError, match="exceeds the context window") as error:
+    session.generate([0], [too_long], [4])
+  assert "a session never truncates" in str(error.value) and "truncate_prompt" not in str(error.value)
