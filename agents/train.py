@@ -191,7 +191,8 @@ def make_client(config: ml_collections.ConfigDict):
     return HttpEnvClient(config.env_url, http_client_config())
   # Room for every environment a rollout opens at once (a training step's groups, or the evaluation tasks).
   at_once = max(config.data.tasks_per_step * config.rollout.group_size, config.data.eval_tasks)
-  return LocalEnvClient(make_pool(config.env, config.env_config, pool_config(max_envs=max(4096, at_once))))
+  max_envs = max(pool_config().max_envs, at_once)  # never below the pool's own default
+  return LocalEnvClient(make_pool(config.env, config.env_config, pool_config(max_envs=max_envs)))
 
 
 @dataclasses.dataclass

@@ -119,10 +119,10 @@ class MoESpec:
       raise ValueError(f"MoESpec.top_k = {self.top_k}: every token needs at least one expert. Fix: top_k >= 1.")
     for m, name in ((VISION, "vision"), (TEXT, "text")):
       if self.top_k > reach[m]:
-        raise ValueError(
-            f"top_k = {self.top_k} but a {name} token can reach only {reach[m]} expert(s) "
-            f"({name}-intra + inter). Fix: " + (f"lower moe.top_k to at most {reach[m]}, or add " if reach[m] else
-                                                "add ") + f"{name}-intra/inter experts.")
+        add = f"add {name}-intra/inter experts"
+        fix = f"lower moe.top_k to at most {reach[m]}, or {add}" if reach[m] else add  # top_k cannot go below 1
+        raise ValueError(f"top_k = {self.top_k} but a {name} token can reach only {reach[m]} expert(s) "
+                         f"({name}-intra + inter). Fix: {fix}.")
     if self.path not in PATHS:
       raise ValueError(f"MoESpec.path = {self.path!r}; valid: {PATHS}.")
     if self.grouped_matmul not in GROUPED_MATMULS:

@@ -245,12 +245,12 @@ class _StepRunner:
   when a call starts. A call that overruns is abandoned together with its thread and a fresh thread takes its
   place, so the threads free for healthy environments never run out; the abandoned one ends when its call
   returns. A client with `max_hung_per_client` abandoned calls still running gets its next calls refused until
-  some return; with `max_hung_total` of them across all clients (client keys cost nothing to make), every
-  client's calls are."""
+  some return; with `max_hung` of them across all clients (client keys cost nothing to make), every client's
+  calls are."""
 
-  def __init__(self, workers: int, timeout_s: float, max_hung_per_client: int, max_hung_total: int):
-    self.workers, self.timeout_s, self.max_hung = workers, timeout_s, max_hung_per_client
-    self.max_hung_total = max_hung_total
+  def __init__(self, workers: int, timeout_s: float, max_hung_per_client: int, max_hung: int):
+    self.workers, self.timeout_s = workers, timeout_s
+    self.max_hung_per_client, self.max_hung = max_hung_per_client, max_hung
     self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
     self._idle = threading.Semaphore(0)  # released by each worker that waits for a call
     self._threads = 0  # workers started and not abandoned
@@ -278,11 +278,13 @@ class _StepRunner:
       self._idle.release()
 
   def run(self, owner: str, call: Callable[[], StepResult]) -> StepResult:
-    if (total := sum(self._hung.values())) >= self.max_hung_total:
+    with self._lock:  # workers delete owners from `_hung` as their calls return: never iterate it unlocked
+      total, mine = sum(self._hung.values()), self._hung[owner]
+    if total >= self.max_hung:
       raise _Abandoned(f"was not run: {total} calls are still hung across all clients (the limit, pool.max_hung); "
                        "fix the environment's hang, or raise the limit.")
-    if self._hung[owner] >= self.max_hung:
-      raise _Abandoned(f"was not run: {self._hung[owner]} earlier calls of this client are still hung (the limit, "
+    if mine >= self.max_hung_per_client:
+      raise _Abandoned(f"was not run: {mine} earlier calls of this client are still hung (the limit, "
                        "pool.max_hung_per_client); fix the environment's hang, or raise the limit.")
     job = _Job(owner, call)
     self._jobs.put(job)

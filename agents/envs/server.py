@@ -247,8 +247,7 @@ def validate_serve_config(config: ml_collections.ConfigDict) -> None:
                    "must be a port number in 0..65535 (0: any free port)")
   # step_timeout_s = 0 would turn off hang protection: one hung environment would then hold its request forever.
   for key in ("server.max_body_bytes", "server.limit_concurrency", "pool.max_envs", "pool.max_action_chars",
-              "pool.workers", "pool.max_hung_per_client", "pool.max_hung",
-              "pool.step_timeout_s"):
+              "pool.workers", "pool.max_hung_per_client", "pool.max_hung", "pool.step_timeout_s"):
     config_lib.check_positive(config, key)
   config_lib.check_positive(config, "pool.idle_timeout_s", allow_zero=True)
   config_lib.check_existing_path(config, "server.token_file")
