@@ -1,6 +1,6 @@
 """AgentGym-RL's key comparison (arXiv 2509.08755, sec. 5, fig. 5-6) at CPU scale: the same policy trained with
 a fixed short horizon, a fixed long horizon and the ScalingInter-RL schedule, evaluated greedily on held-out tasks
-at the long horizon over training.
+at the long horizon (or `data.eval_turn_limit` when set) over training.
 
     python -m agents.horizon --config configs/agents/gridworld_grpo.py:quick --workdir runs/agents/horizon
 
@@ -29,9 +29,16 @@ PAPER_SCALING_INTER = {"BabyAI": 96.7, "TextCraft": 91.0, "SciWorld": 57.0, "Dee
 PAPER_NAME = {"gridworld": "BabyAI", "textcraft": "TextCraft", "search": "Deep Search", "sciworld": "SciWorld"}
 
 
+def eval_turn_limit(config: ml_collections.ConfigDict) -> int:
+  """The one turn limit all three runs are evaluated at: `data.eval_turn_limit` when set, else the long horizon."""
+  return int(config.data.eval_turn_limit or config.schedule.turn_limits[-1])
+
+
 def horizon_variants(config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
   """The three runs: fixed short, fixed long, ScalingInter (the config's own schedule)."""
   limits = tuple(config.schedule.turn_limits)
+  # Fixed now, before the variants' schedules differ: each run's default would be its own longest limit.
+  evaluated_at = eval_turn_limit(config)
   variants = {}
   for name, turn_limits in (("fixed_short", (limits[0],)), ("fixed_long", (limits[-1],)),
                             ("scaling_inter", limits)):
@@ -39,7 +46,7 @@ def horizon_variants(config: ml_collections.ConfigDict) -> dict[str, ml_collecti
     variant.schedule.turn_limits = turn_limits
     if len(turn_limits) == 1 and not isinstance(variant.schedule.steps_per_stage, int):
       variant.schedule.steps_per_stage = ()  # one stage: no per-stage lengths (a list of them would not fit)
-    variant.data.eval_turn_limit = limits[-1]
+    variant.data.eval_turn_limit = evaluated_at
     variants[name] = variant
   return variants
 
@@ -65,7 +72,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                      "seconds": sum(float(r["generation_s"]) + float(r["env_s"]) + float(r["update_s"])
                                     for r in train_rows)}
   summary = {"env": config.env, "algorithm": config.algorithm.name, "steps": config.train.num_steps,
-             "eval_tasks": config.data.eval_tasks, "eval_turn_limit": int(config.schedule.turn_limits[-1]),
+             "eval_tasks": config.data.eval_tasks, "eval_turn_limit": eval_turn_limit(config),
              "schedule": {"turn_limits": list(config.schedule.turn_limits),
                           "steps_per_stage": config.schedule.steps_per_stage},
              "policy": f"{config.policy.kind} ({config.policy.num_layers} layers, d={config.policy.hidden_size})"

@@ -316,6 +316,10 @@ def test_horizon_variants_differ_only_in_their_turn_limits():
     flat["schedule"].pop("turn_limits"), base["schedule"].pop("turn_limits")
     flat["data"].pop("eval_turn_limit"), base["data"].pop("eval_turn_limit")
     assert flat == base
+  # A user's own evaluation horizon is kept, the same for all three runs (not replaced by the long limit).
+  config.data.eval_turn_limit = 6
+  assert {v.data.eval_turn_limit for v in horizon.horizon_variants(config).values()} == {6}
+  assert horizon.eval_turn_limit(config) == 6
   run = {"turn_limits": [2, 4, 8], "eval_success": [0.25, 0.5, 0.375]}
   assert horizon.best_and_final(run) == (0.5, 0.375)
   # Per-stage lengths are the schedule's; the one-stage fixed variants drop them (else the schedule rejects them).

@@ -129,3 +129,23 @@ def test_a_run_resumes_only_its_own_checkpoints(tiny_dir, tmp_path, monkeypatch)
     pipeline._train_one(config, str(tmp_path), entry, by_id, fingerprint)
     assert seen[-1] is resumed, fingerprint
     os.makedirs(os.path.join(train_dir, "checkpoints", "3"))  # killed after the last checkpoint, before cleanup
+
+
+def test_main_job_entry_clears_caches_of_other_code_before_any_run(tmp_path, monkeypatch):
+  """`quick_report` (the main job's entry) claims its folder with the cached stages named: a run killed before
+  any fine-tuning leaves data and mastery labels but no run folder, and they must not outlive a code change."""
+  from core import report as report_lib
+  from sft_knowledge import pipeline
+  from sft_knowledge import report as sft_report
+  seen = []
+  monkeypatch.setattr(sft_report, "report", lambda config, workdir: seen.append(sorted(os.listdir(workdir))) or [])
+  (tmp_path / "data").mkdir()
+  (tmp_path / "data" / "facts.json").write_text("{}")
+  (tmp_path / "mastery.json").write_text("{}")
+  (tmp_path / report_lib.FINGERPRINT_FILE).write_text("other-code\n")
+  assert sft_report.quick_report(str(tmp_path)) == []
+  assert seen == [[report_lib.FINGERPRINT_FILE]]  # both caches gone before the report ran
+  assert set(pipeline.CACHED_OUTPUTS) >= {"data", "mastery.json"}
+  (tmp_path / "mastery.json").write_text("{}")  # same code again: a killed report's caches are reused
+  sft_report.quick_report(str(tmp_path))
+  assert "mastery.json" in seen[-1]
