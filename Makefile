@@ -21,9 +21,10 @@ test: install-peers
 
 install: install-apt install-python
 
-# Real datasets that Debian ships (shared DATA.md); apt runs only when one is missing.
+# Real datasets that Debian ships (shared DATA.md); apt runs only when one is missing (removed-but-not-purged
+# counts as missing: `dpkg -s` would still find it).
 install-apt:
-	@missing="$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)"; \
+	@missing="$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done)"; \
 	if [ -n "$$missing" ]; then \
 	  echo "Installing Debian packages:" $$missing; \
 	  $(SUDO) apt-get update -q && \

@@ -42,13 +42,21 @@ def main(argv=None) -> int:
   parser.add_argument("--skip-foundation-check", action="store_true")
   args = parser.parse_args(argv)
   report.claim_workdir(args.workdir)  # never re-evaluates checkpoints that other code trained
+  for name in ("results.md", "results.json"):  # a table left by an earlier run must not pass for this one's
+    if os.path.exists(os.path.join(args.workdir, name)):
+      os.remove(os.path.join(args.workdir, name))
 
-  lines = []
+  lines, failed = [], []
   if not args.skip_foundation_check:
     start = time.perf_counter()
-    lines.append(f"Foundation check: {foundation_check(args.workdir)} ({time.perf_counter() - start:.0f} s)")
+    try:
+      lines.append(f"Foundation check: {foundation_check(args.workdir)} ({time.perf_counter() - start:.0f} s)")
+    except Exception:  # reported, and the papers' table still follows
+      traceback.print_exc()
+      failed.append("foundation check")
+      lines.append(f"Foundation check: FAILED after {time.perf_counter() - start:.0f} s (traceback above)")
 
-  rows, missing, failed = [], [], []
+  rows, missing = [], []
   for paper in args.papers:
     if importlib.util.find_spec(paper) is None or importlib.util.find_spec(f"{paper}.report") is None:
       missing.append(paper)

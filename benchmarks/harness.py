@@ -142,8 +142,11 @@ _STATIC: dict[str, Any] = {}
 
 
 def _thread_counts() -> dict[str, Any]:
+  # OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE too: some machines pin OpenBLAS to older kernels (e.g. Haswell on an
+  # AVX-512 CPU), which slows a numpy peer; a reader of the figure must see that.
   threads: dict[str, Any] = {name: os.environ.get(name) for name in
-                             ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+                             ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
+                              "OPENBLAS_L2_SIZE")}
   threads["python_threads"] = threading.active_count()
   try:
     threads["process_threads"] = len(os.listdir("/proc/self/task"))
@@ -219,6 +222,9 @@ def emit(benchmark: str, metric: str, ours: float, *, unit: str, peer: str | Non
       "higher_is_better": higher_is_better,
       "machine": machine_info(),
   }
+  clashes = sorted(set(extra) & set(record))
+  if clashes:
+    raise ValueError(f"emit(): extra fields {clashes} would overwrite the record's own; rename them.")
   record.update(extra)
   print(json.dumps(record), file=file or sys.stdout, flush=True)
   return record

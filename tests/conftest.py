@@ -65,6 +65,12 @@ def pytest_runtest_logreport(report):
     _skipped.append(f"{report.nodeid}: {reason}")
 
 
+def pytest_collectreport(report):
+  # A module-level skip (`pytest.importorskip` at import time) skips the whole file at collection, which the
+  # per-test hook above never sees.
+  pytest_runtest_logreport(report)
+
+
 def pytest_sessionfinish(session, exitstatus):
   if _skipped and os.environ.get("FAIL_ON_SKIP") == "1" and exitstatus == 0:
     session.exitstatus = 1

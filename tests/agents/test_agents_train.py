@@ -65,10 +65,16 @@ def test_resume_continues_exactly(tmp_path):
   for name in ("metrics.jsonl", "trajectories.jsonl"):
     (tmp_path / "resumed" / name).write_text(json.dumps({"step": 1, "split": "train", "loss": 9.0}) + "\n")
   train_lib.train(interrupted, str(tmp_path / "resumed"))
+  # A mark on a record from before the checkpoint: a real resume keeps it, a silent restart from step 0 (which
+  # the run's determinism would otherwise hide) rewrites the log without it.
+  log = tmp_path / "resumed" / "metrics.jsonl"
+  records = [json.loads(line) for line in log.read_text().splitlines()]
+  log.write_text("".join(json.dumps({**r, "mark": r["step"] == 1}) + "\n" for r in records))
   train_lib.train(config, str(tmp_path / "resumed"))
   straight = read_metrics(str(tmp_path / "straight"), "train")
   resumed = read_metrics(str(tmp_path / "resumed"), "train")
   assert [m["step"] for m in resumed] == [1, 2, 3, 4]
+  assert [m.get("mark") for m in resumed] == [True, False, None, None]  # steps 1-2 kept, 3-4 trained on resume
   for a, b in zip(straight, resumed):
     for key in ("success_rate", "loss", "grad_norm", "kl_ref"):
       assert a[key] == b[key], (key, a, b)

@@ -1,5 +1,7 @@
 """LIF dynamics on a hand-worked input, exact 0/1 spikes, and the surrogate gradients' values and shapes."""
 
+import math
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -48,11 +50,21 @@ def test_spikes_are_exactly_binary(reset, surrogate):
   assert set(np.unique(np.asarray(spikes)).tolist()) == {0.0, 1.0}
 
 
+# g at x = 0.1, by hand: sigmoid 4 s(0.4)(1 - s(0.4)); atan 1 / (1 + (0.1 pi)^2); SuperSpike 1 / (1 + 10 * 0.1)^2;
+# triangle 2 (1 - 2 * 0.1).
+_SIG = 1.0 / (1.0 + math.exp(-0.4))
+_AT_TENTH = {"sigmoid": 4.0 * _SIG * (1.0 - _SIG), "atan": 1.0 / (1.0 + (0.1 * math.pi) ** 2), "superspike": 0.25,
+             "triangle": 1.6}
+
+
 @pytest.mark.parametrize("kind,alpha,at_zero", [("sigmoid", 4.0, 1.0), ("atan", 2.0, 1.0),
                                                 ("superspike", 10.0, 1.0), ("triangle", 2.0, 2.0)])
 def test_surrogate_gradient_values(kind, alpha, at_zero):
-  """g(0): sigmoid alpha/4 = 1 at alpha 4, atan alpha/2 = 1 at alpha 2, SuperSpike 1, triangle alpha."""
+  """g(0): sigmoid alpha/4 = 1 at alpha 4, atan alpha/2 = 1 at alpha 2, SuperSpike 1, triangle alpha; and g(0.1)
+  against the formulas worked by hand (above), on both sides of the threshold."""
   spike = neurons.spike_function(kind, alpha)
+  for at in (0.1, -0.1):
+    np.testing.assert_allclose(jax.grad(spike)(jnp.float32(at)), _AT_TENTH[kind], rtol=1e-5)
   x = jnp.linspace(-3.0, 3.0, 601)
   grad = jax.grad(lambda z: jnp.sum(spike(z)))(x)
   chex.assert_shape(grad, x.shape)

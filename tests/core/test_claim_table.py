@@ -49,6 +49,25 @@ def test_runner_reports_a_failing_paper_and_goes_on(tmp_path, capsys, monkeypatc
   assert "FAILED" in (tmp_path / "results.md").read_text()
 
 
+
+def test_runner_reports_a_failing_foundation_check_and_leaves_no_stale_table(tmp_path, capsys, monkeypatch):
+  """A failing foundation check is a FAILED line and exit 1, not a crash before the table; a table an earlier run
+  wrote is removed at the start, so a run that dies leaves none that could pass for its own."""
+  import reproduce
+  (tmp_path / "results.md").write_text("| stale |\n")
+  (tmp_path / "results.json").write_text("[]\n")
+
+  def broken(workdir):
+    assert not (tmp_path / "results.md").exists() and not (tmp_path / "results.json").exists()
+    raise RuntimeError("no Fashion-MNIST")
+
+  monkeypatch.setattr(reproduce, "foundation_check", broken)
+  monkeypatch.setattr(reproduce.importlib.util, "find_spec", lambda name, *a: None)  # no paper packages
+  assert reproduce.main(["--workdir", str(tmp_path), "--papers", "guard"]) == 1
+  out = capsys.readouterr().out
+  assert "Foundation check: FAILED" in out and "FAILED: foundation check" in out
+  assert "stale" not in (tmp_path / "results.md").read_text()
+
 def test_source_fingerprint_follows_source_files_only(tmp_path):
   (tmp_path / "pkg").mkdir()
   (tmp_path / "pkg" / "model.py").write_text("x = 1\n")

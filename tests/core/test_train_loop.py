@@ -95,8 +95,15 @@ def test_resume_is_bit_identical(tmp_path):
   loop.run_training(workdir=str(tmp_path / "resumed"), config=config_a, state=state, step_fn=step,
                     batches=ArrayBatches(data, 8, seed=1), seed=3)
   config_b, graphdef, state, step = build(20)
-  with open(tmp_path / "resumed" / "metrics.jsonl", "a") as f:  # a line a killed run wrote past its checkpoint
-    f.write(json.dumps({"step": 11, "split": "train", "loss": 123.0}) + "\n")
+  log = tmp_path / "resumed" / "metrics.jsonl"
+  # A sentinel in a record from before the checkpoint: a real resume keeps it, a silent restart from step 0
+  # (which training's determinism would otherwise hide) rewrites the log without it.
+  lines = [json.loads(line) for line in log.read_text().splitlines()]
+  for record in lines:
+    if record["step"] == 5 and record["split"] == "train":
+      record["loss"] = 999.0
+  lines.append({"step": 11, "split": "train", "loss": 123.0})  # a line a killed run wrote past its checkpoint
+  log.write_text("".join(json.dumps(record) + "\n" for record in lines))
   resumed = loop.run_training(workdir=str(tmp_path / "resumed"), config=config_b, state=state, step_fn=step,
                               batches=ArrayBatches(data, 8, seed=1), seed=3)
 
@@ -105,6 +112,7 @@ def test_resume_is_bit_identical(tmp_path):
   chex.assert_trees_all_equal(jax.device_get(straight.opt_state), jax.device_get(resumed.opt_state))
   train_steps = [r["step"] for r in read_metrics(str(tmp_path / "resumed"), "train")]
   assert train_steps == [5, 10, 15, 20]  # the stale step-11 line is gone, nothing logged twice
+  assert read_metrics(str(tmp_path / "resumed"), "train")[0]["loss"] == 999.0  # resumed, not restarted
 
 
 def test_training_reduces_loss_and_writes_outputs(tmp_path):
@@ -169,7 +177,7 @@ def test_nan_gradient_under_a_finite_loss_is_never_checkpointed(tmp_path):
   assert Checkpointer(str(tmp_path / "checkpoints"), every=5, keep=2).all_steps() == [5]
 
 
-def test_killed_runs_leave_no_duplicate_records_and_lose_no_eval(tmp_path):
+def test_killed_runs_leave_no_duplicate_records_and_lose_no_eval(tmp_path, capsys):
   """A kill before the first checkpoint, and a kill inside the final step's eval; then the same command."""
   data = make_data()
   config, graphdef, state, step = build(10, checkpoint_every=6)
@@ -205,7 +213,9 @@ def test_killed_runs_leave_no_duplicate_records_and_lose_no_eval(tmp_path):
     run(tmp_path / "killed", kill_at(5))  # dies at step 6, before its first checkpoint
   with pytest.raises(Killed):
     run(tmp_path / "killed", ArrayBatches(data, 8, seed=1), kill_in_eval(10))  # dies in the final eval
+  capsys.readouterr()
   run(tmp_path / "killed", ArrayBatches(data, 8, seed=1))
+  assert "Resumed from step 6" in capsys.readouterr().out  # from the checkpoint, not a silent restart at 0
   straight, killed = (read_metrics(str(tmp_path / d)) for d in ("straight", "killed"))
   assert [(r["split"], r["step"]) for r in killed] == [(r["split"], r["step"]) for r in straight]
   assert [(r["split"], r["step"]) for r in straight] == [("train", 4), ("eval", 5), ("train", 6), ("train", 8),
@@ -221,7 +231,7 @@ def test_out_of_data_is_a_clear_error(tmp_path):
   with pytest.raises(RuntimeError, match="data iterator ran out at step 3 of 20"):
     loop.run_training(workdir=str(tmp_path), config=config, state=state, step_fn=step,
                       batches=iter([ArrayBatches(data, 8, 0).__next__() for _ in range(2)]), seed=0)
-  assert os.path.isdir(tmp_path)
+  assert os.listdir(tmp_path / "checkpoints") == []  # died before step 5's checkpoint: nothing half-written left
 
 
 def test_a_line_cut_short_by_a_kill_does_not_stop_the_resume(tmp_path):

@@ -171,9 +171,13 @@ def test_step_level_rl_end_to_end_and_resume(tmp_path):
 
   shutil.copytree(tmp_path / "straight", tmp_path / "killed")
   shutil.rmtree(tmp_path / "killed" / "checkpoints" / "2")
+  log = tmp_path / "killed" / "metrics.jsonl"  # a mark on step 1's record: only a real resume keeps it
+  log.write_text("".join(json.dumps({**r, "mark": r["step"] == 1}) + "\n"
+                         for r in map(json.loads, log.read_text().splitlines())))
   train_lib.train(config, str(tmp_path / "killed"))
   resumed = read_metrics(str(tmp_path / "killed"), "train")
   assert [r["step"] for r in resumed] == [1, 2]
+  assert [r.get("mark") for r in resumed] == [True, None]  # step 1 kept from the checkpoint, step 2 trained again
   for a, b in zip(rows, resumed):
     for key in ("score_mean", "episode_score_mean", "loss", "grad_norm", "kl_ref"):
       assert a[key] == b[key], (key, a, b)
