@@ -47,6 +47,23 @@ def run_on_fake_devices(devices: int, argv: list[str], timeout: int = 300, pytho
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def mark_logged_records(workdir, step: int) -> None:
+  """Rewrites `workdir`/metrics.jsonl with `"mark": record's step == step` on every record. A resumed run keeps the
+  records up to its checkpoint and a restarted one rewrites them all, so the marks tell a real resume from a silent
+  restart at step 0, which a deterministic run's metrics alone would hide."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  with open(path) as f:
+    records = [json.loads(line) for line in f]
+  with open(path, "w") as f:
+    f.writelines(json.dumps({**r, "mark": r["step"] == step}) + "\n" for r in records)
+
+
+@pytest.fixture(scope="session")
+def mark_metrics():
+  """`mark_metrics(workdir, step)`: see `mark_logged_records`."""
+  return mark_logged_records
+
+
 @pytest.fixture(scope="session")
 def fake_devices():
   """`fake_devices(devices, argv, timeout=300, pythonpath=())`: see `run_on_fake_devices`."""

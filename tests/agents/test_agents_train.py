@@ -52,7 +52,7 @@ def test_tiny_policy_improves_on_a_trivial_environment(tmp_path, algo):
   assert last > first + 0.3, success
 
 
-def test_resume_continues_exactly(tmp_path):
+def test_resume_continues_exactly(tmp_path, mark_metrics):
   """4 steps straight vs 2 steps, stop, then 2 more from the checkpoint: same metrics, same weights (and no rows
   left over from an earlier attempt)."""
   config = tiny_config("grpo", steps=4)
@@ -65,11 +65,7 @@ def test_resume_continues_exactly(tmp_path):
   for name in ("metrics.jsonl", "trajectories.jsonl"):
     (tmp_path / "resumed" / name).write_text(json.dumps({"step": 1, "split": "train", "loss": 9.0}) + "\n")
   train_lib.train(interrupted, str(tmp_path / "resumed"))
-  # A mark on a record from before the checkpoint: a real resume keeps it, a silent restart from step 0 (which
-  # the run's determinism would otherwise hide) rewrites the log without it.
-  log = tmp_path / "resumed" / "metrics.jsonl"
-  records = [json.loads(line) for line in log.read_text().splitlines()]
-  log.write_text("".join(json.dumps({**r, "mark": r["step"] == 1}) + "\n" for r in records))
+  mark_metrics(tmp_path / "resumed", step=1)  # only a real resume keeps the marks of steps 1-2
   train_lib.train(config, str(tmp_path / "resumed"))
   straight = read_metrics(str(tmp_path / "straight"), "train")
   resumed = read_metrics(str(tmp_path / "resumed"), "train")

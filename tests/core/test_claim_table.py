@@ -49,7 +49,6 @@ def test_runner_reports_a_failing_paper_and_goes_on(tmp_path, capsys, monkeypatc
   assert "FAILED" in (tmp_path / "results.md").read_text()
 
 
-
 def test_runner_reports_a_failing_foundation_check_and_leaves_no_stale_table(tmp_path, capsys, monkeypatch):
   """A failing foundation check is a FAILED line and exit 1, not a crash before the table; a table an earlier run
   wrote is removed at the start, so a run that dies leaves none that could pass for its own."""
@@ -67,6 +66,7 @@ def test_runner_reports_a_failing_foundation_check_and_leaves_no_stale_table(tmp
   out = capsys.readouterr().out
   assert "Foundation check: FAILED" in out and "FAILED: foundation check" in out
   assert "stale" not in (tmp_path / "results.md").read_text()
+
 
 def test_source_fingerprint_follows_source_files_only(tmp_path):
   (tmp_path / "pkg").mkdir()

@@ -84,7 +84,7 @@ def eval_fn_for(graphdef, data):
   return evaluate
 
 
-def test_resume_is_bit_identical(tmp_path):
+def test_resume_is_bit_identical(tmp_path, mark_metrics):
   data = make_data()
   config, graphdef, state, step = build(20)
   straight = loop.run_training(workdir=str(tmp_path / "straight"), config=config, state=state, step_fn=step,
@@ -95,24 +95,18 @@ def test_resume_is_bit_identical(tmp_path):
   loop.run_training(workdir=str(tmp_path / "resumed"), config=config_a, state=state, step_fn=step,
                     batches=ArrayBatches(data, 8, seed=1), seed=3)
   config_b, graphdef, state, step = build(20)
-  log = tmp_path / "resumed" / "metrics.jsonl"
-  # A sentinel in a record from before the checkpoint: a real resume keeps it, a silent restart from step 0
-  # (which training's determinism would otherwise hide) rewrites the log without it.
-  lines = [json.loads(line) for line in log.read_text().splitlines()]
-  for record in lines:
-    if record["step"] == 5 and record["split"] == "train":
-      record["loss"] = 999.0
-  lines.append({"step": 11, "split": "train", "loss": 123.0})  # a line a killed run wrote past its checkpoint
-  log.write_text("".join(json.dumps(record) + "\n" for record in lines))
+  mark_metrics(tmp_path / "resumed", step=5)  # only a real resume keeps the marks of steps 5 and 10
+  with open(tmp_path / "resumed" / "metrics.jsonl", "a") as f:  # a line a killed run wrote past its checkpoint
+    f.write(json.dumps({"step": 11, "split": "train", "loss": 123.0}) + "\n")
   resumed = loop.run_training(workdir=str(tmp_path / "resumed"), config=config_b, state=state, step_fn=step,
                               batches=ArrayBatches(data, 8, seed=1), seed=3)
 
   assert int(resumed.step) == int(straight.step) == 20
   chex.assert_trees_all_equal(jax.device_get(straight.params), jax.device_get(resumed.params))
   chex.assert_trees_all_equal(jax.device_get(straight.opt_state), jax.device_get(resumed.opt_state))
-  train_steps = [r["step"] for r in read_metrics(str(tmp_path / "resumed"), "train")]
-  assert train_steps == [5, 10, 15, 20]  # the stale step-11 line is gone, nothing logged twice
-  assert read_metrics(str(tmp_path / "resumed"), "train")[0]["loss"] == 999.0  # resumed, not restarted
+  train = read_metrics(str(tmp_path / "resumed"), "train")
+  assert [r["step"] for r in train] == [5, 10, 15, 20]  # the stale step-11 line is gone, nothing logged twice
+  assert [r.get("mark") for r in train] == [True, False, None, None]  # resumed at 10, not restarted at 0
 
 
 def test_training_reduces_loss_and_writes_outputs(tmp_path):

@@ -157,7 +157,7 @@ def test_group_rewards_loss_mask_and_grpo_per_prompt():
   assert np.all(np.asarray(adv)[batch["loss_mask"] == 0] == 0)
 
 
-def test_step_level_rl_end_to_end_and_resume(tmp_path):
+def test_step_level_rl_end_to_end_and_resume(tmp_path, mark_metrics):
   """Two step-level GRPO steps of a tiny from-scratch policy with LoRA adapters; the run killed after its first
   checkpoint (a copy without checkpoint 2) and rerun continues with the same metrics and samples."""
   config = step_config(**{"train.num_steps": 2, "train.checkpoint_every": 1, "policy.lora_rank": 4})
@@ -171,9 +171,7 @@ def test_step_level_rl_end_to_end_and_resume(tmp_path):
 
   shutil.copytree(tmp_path / "straight", tmp_path / "killed")
   shutil.rmtree(tmp_path / "killed" / "checkpoints" / "2")
-  log = tmp_path / "killed" / "metrics.jsonl"  # a mark on step 1's record: only a real resume keeps it
-  log.write_text("".join(json.dumps({**r, "mark": r["step"] == 1}) + "\n"
-                         for r in map(json.loads, log.read_text().splitlines())))
+  mark_metrics(tmp_path / "killed", step=1)  # only a real resume keeps step 1's mark
   train_lib.train(config, str(tmp_path / "killed"))
   resumed = read_metrics(str(tmp_path / "killed"), "train")
   assert [r["step"] for r in resumed] == [1, 2]
