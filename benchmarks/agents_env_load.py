@@ -9,10 +9,11 @@ For each environment: (1) one client stepping scripted-oracle episodes in-proces
 (2) `--clients` threads, each its own `HttpEnvClient`, running oracle episodes (create, reset, steps, close) on
 one server until `--steps` steps or `--time-limit` seconds. Each client of (1) first runs one untimed warm-up
 episode (connections, first-call costs). Reported: steps/s, errors (exceptions, error results, or an oracle
-episode that did not succeed: must be 0), the server's resident memory after a warm-up fifth of the steps (null if
-the time limit ended the load before that) and at the end (flat = no leak), the live environments left (must be
-0), and the CPU seconds the server process and this (client) process spent during the concurrent load: with both
-on the same 2 cores, they say who the bottleneck was.
+episode that did not succeed: must be 0; in (2) also any exception of a client thread outside its episodes,
+e.g. creating or closing its client; `first_error` is the first of them), the server's resident memory after a
+warm-up fifth of the steps (null if the time limit ended the load before that) and at the end (flat = no leak),
+the live environments left (must be 0), and the CPU seconds the server process and this (client) process spent
+during the concurrent load: with both on the same 2 cores, they say who the bottleneck was.
 Everything binds 127.0.0.1. Prints one JSON line per figure (benchmarks/harness.py).
 """
 
@@ -45,6 +46,7 @@ def start_server(env: str) -> tuple[subprocess.Popen, str]:
   line = process.stdout.readline()
   if not line.startswith("serving on "):
     process.kill()
+    process.wait()
     raise RuntimeError(f"the {env} server did not start: {line}{process.stdout.read()}")
   url = line.split()[-1]
   for _ in range(200):
@@ -53,6 +55,7 @@ def start_server(env: str) -> tuple[subprocess.Popen, str]:
       return process, url
     except httpx.TransportError:
       time.sleep(0.05)
+  stop_server(process)  # not left running: the caller's `finally` only covers a server that started
   raise RuntimeError(f"the {env} server at {url} does not answer")
 
 
@@ -94,25 +97,35 @@ def load_test(url: str, env_name: str, clients: int, max_steps: int, time_limit:
   deadline = time.monotonic() + time_limit
   next_task = iter(range(10**9))
 
+  def episodes(client):
+    while time.monotonic() < deadline:
+      with lock:
+        if state["steps"] >= max_steps:
+          return
+        task_id = next(next_task)
+      try:
+        n, ok, error = oracle_episode(client, env_name, task_id, oracles)
+      except Exception as e:  # counted, not raised: the figure is how many there were
+        n, ok, error = 0, False, f"task {task_id}: {type(e).__name__}: {e}"
+      if not ok and not error:
+        error = f"task {task_id}: the oracle episode did not succeed"
+      with lock:
+        state["first_error"] = state["first_error"] or error
+        state["steps"] += n
+        state["episodes"] += 1
+        state["errors"] += not ok
+        if state["rss_warm"] is None and state["steps"] >= max_steps // 5:
+          state["rss_warm"] = server.memory_info().rss
+
   def worker():
-    config = http_client_config(max_connections=1)
-    with HttpEnvClient(url, config) as client:
-      while time.monotonic() < deadline:
-        with lock:
-          if state["steps"] >= max_steps:
-            return
-          task_id = next(next_task)
-        try:
-          n, ok, error = oracle_episode(client, env_name, task_id, oracles)
-        except Exception as e:  # counted, not raised: the figure is how many there were
-          n, ok, error = 0, False, f"{type(e).__name__}: {e}"
-        with lock:
-          state["first_error"] = state["first_error"] or error
-          state["steps"] += n
-          state["episodes"] += 1
-          state["errors"] += not ok
-          if state["rss_warm"] is None and state["steps"] >= max_steps // 5:
-            state["rss_warm"] = server.memory_info().rss
+    try:
+      with HttpEnvClient(url, http_client_config(max_connections=1)) as client:
+        episodes(client)
+    except Exception as e:  # creating or closing the client, or the loop around the episodes
+      # a thread's exception would otherwise only reach stderr: an error the load's figures must show
+      with lock:
+        state["errors"] += 1
+        state["first_error"] = state["first_error"] or f"client: {type(e).__name__}: {e}"
 
   threads = [threading.Thread(target=worker) for _ in range(clients)]
   me = psutil.Process()
@@ -127,6 +140,18 @@ def load_test(url: str, env_name: str, clients: int, max_steps: int, time_limit:
   health = httpx.get(f"{url}/health").json()
   return {**state, "elapsed_s": elapsed, "rss_end": server.memory_info().rss, "live_after": health["live"],
           "server_cpu_s": server_cpu, "client_cpu_s": client_cpu}
+
+
+def stop_server(process: subprocess.Popen, timeout: float = 10.0) -> None:
+  """SIGTERM, then SIGKILL if the server has not exited within `timeout` seconds; reaped either way."""
+  process.terminate()
+  try:
+    process.wait(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    process.kill()
+    process.wait()
+  if process.stdout is not None:
+    process.stdout.close()
 
 
 def _mb(nbytes: int | None) -> float | None:
@@ -160,8 +185,7 @@ def main(argv=None) -> None:
            client_cpu_s=round(load["client_cpu_s"], 2), server_rss_warm_mb=_mb(load["rss_warm"]),
            server_rss_end_mb=_mb(load["rss_end"]), live_envs_after=load["live_after"])
     finally:
-      process.terminate()
-      process.wait(timeout=10)
+      stop_server(process)
 
 
 if __name__ == "__main__":

@@ -146,7 +146,8 @@ def _thread_counts() -> dict[str, Any]:
   # AVX-512 CPU), which slows a numpy peer; a reader of the figure must see that.
   threads: dict[str, Any] = {name: os.environ.get(name) for name in
                              ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
-                              "OPENBLAS_L2_SIZE")}
+                              "OPENBLAS_L2_SIZE", "PJRT_NPROC")}
+  threads["xla_cpu_threads"] = xla_cpu_threads()
   threads["python_threads"] = threading.active_count()
   try:
     threads["process_threads"] = len(os.listdir("/proc/self/task"))
@@ -158,12 +159,69 @@ def _thread_counts() -> dict[str, Any]:
   return threads
 
 
+XLA_CPU_POOL_THREAD = "tf_XLAEigen"  # the name XLA:CPU gives its intra-op (Eigen) pool's threads
+
+
+def xla_default_threads() -> int:
+  """The size XLA:CPU gives its intra-op thread pool when its backend starts: PJRT_NPROC (or NPROC) if set, else
+  the cores this process may run on (its CPU affinity, which `taskset` narrows)."""
+  for name in ("PJRT_NPROC", "NPROC"):
+    value = os.environ.get(name, "")
+    if value.strip().isdigit():
+      return max(1, int(value))
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # not Linux
+    return os.cpu_count() or 1
+
+
+def _xla_backend_started() -> bool | None:
+  try:
+    from jax._src import xla_bridge  # private: jax has no public "has a backend started?"
+    return bool(xla_bridge.backends_are_initialized())
+  except (ImportError, AttributeError):
+    return None
+
+
+def limit_xla_cpu_threads(threads: int) -> bool:
+  """Sizes XLA:CPU's intra-op pool to `threads`, so that it runs on as many threads as a peer it is compared with.
+
+  XLA reads PJRT_NPROC once, when the CPU backend starts (neither XLA_FLAGS nor jax.config sizes the pool in jax
+  0.10; `--xla_cpu_multi_thread_eigen=false` leaves it as it is). Returns whether the pool will have `threads`
+  threads: False when the backend already started with another size. Leaves the environment alone when
+  `threads` is the default size.
+  """
+  if threads == xla_default_threads():
+    return True
+  if _xla_backend_started() is not False:
+    return False
+  os.environ["PJRT_NPROC"] = str(threads)
+  return True
+
+
+def xla_cpu_threads() -> int | None:
+  """XLA:CPU's intra-op pool size as it is: this process's threads named tf_XLAEigen (None before the CPU backend
+  started, or without /proc's thread names). Observed rather than assumed, so a recorded figure is the real one."""
+  try:
+    tasks = os.listdir("/proc/self/task")
+  except OSError:
+    return None
+  count = 0
+  for task in tasks:
+    try:
+      with open(f"/proc/self/task/{task}/comm") as f:
+        count += f.read().strip() == XLA_CPU_POOL_THREAD
+    except OSError:  # the thread ended meanwhile
+      pass
+  return count or None
+
+
 def machine_info() -> dict[str, Any]:
   """The machine a figure was measured on, and its state when the figure was printed.
 
   Fixed (read once): CPU model, cores, avx512f/amx_tile flags, MemTotal, backend and devices, versions, the
   git commit and whether tracked files differ from it (None without git). Per call: load averages, timestamp,
-  XLA_FLAGS and thread counts.
+  XLA_FLAGS and thread counts (XLA:CPU's intra-op pool as observed: `xla_cpu_threads`).
   """
   if not _STATIC:
     _STATIC.update(_static_machine_info())

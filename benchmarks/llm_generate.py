@@ -5,11 +5,18 @@ Run by hand (about 25 minutes on 2 cores: the peers are re-timed next to every v
     python -m benchmarks.llm_generate [--config configs/llm/generate_bench.py[:quick]]
 
 For each storage variant of configs/llm/generate_bench.py it prints JSON lines (benchmarks/harness.py): decode
-tokens/s at batch 1 and 16, prefill tokens/s at batch 16, next to transformers `generate` (float32, torch threads
-as configured) measured in the same run, with the variant's max |logit - fp32 logit| over the prompt batch and the
+tokens/s at batch 1 and 16, prefill tokens/s at batch 16, next to transformers `generate` (float32) measured in
+the same run, with the variant's max |logit - fp32 logit| over the prompt batch and the
 share of greedy tokens equal to fp32's; at batch 1 also next to llama.cpp (llama-cpp-python, the same GGUF file
 as stored, its own quantized kernels) when it is installed; then the peak resident memory of 135M inference (one
 subprocess each).
+
+Every side runs on the same number of threads, `config.threads` (0 = the cores XLA:CPU would use: PJRT_NPROC if
+set, else this process's CPU affinity): torch.set_num_threads, llama.cpp's n_threads/n_threads_batch, and XLA:CPU's
+intra-op pool, sized through PJRT_NPROC before the CPU backend starts (XLA_FLAGS cannot size it in jax 0.10; if the
+backend already started, e.g. `run_benchmark` called after other JAX work, the pool keeps its size and the lines
+say so in `threads_note`). Each line records `ours_threads` (the XLA pool as observed: its tf_XLAEigen threads)
+and `peer_threads`.
 
 The peers are timed again right after each variant, and each line's ratio uses the peer figure from that same
 window (`peer_window`), so a change in the shared machine's load between variants does not enter a ratio.
@@ -43,7 +50,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from benchmarks import hf_generate_peer
-from benchmarks.harness import emit, time_fn
+from benchmarks.harness import emit, limit_xla_cpu_threads, time_fn, xla_cpu_threads, xla_default_threads
 from core.llm import generate as G
 from core.llm import weights
 from core.llm.model import forward, positions_from_mask
@@ -88,6 +95,26 @@ def peer_runner(hf_model, prompts, pad_id):
   return hf_generate_peer.runner(hf_model, [list(map(int, p)) for p in prompts], pad_id)
 
 
+def bench_threads(config) -> int:
+  """The thread count of every side: `config.threads`, or (0 or unset) the cores XLA:CPU would use by default."""
+  return int(config.get("threads", 0) or 0) or xla_default_threads()
+
+
+def thread_fields(threads: int, limited: bool) -> dict:
+  """`ours_threads` (XLA:CPU's pool as observed, once it started), `peer_threads`, and a `threads_note` when the
+  two may differ, for each emitted line."""
+  ours = xla_cpu_threads()
+  out = {"ours_threads": ours, "peer_threads": threads}
+  if not limited:
+    out["threads_note"] = (f"XLA:CPU's backend started before its pool could be sized to {threads} threads "
+                           "(PJRT_NPROC is read once, at backend start): ours ran on the pool it had")
+  elif ours is None:
+    out["threads_note"] = "XLA:CPU's pool size was not observable (no tf_XLAEigen threads in /proc/self/task)"
+  elif ours != threads:
+    out["threads_note"] = f"XLA:CPU's pool has {ours} threads, the peers {threads}"
+  return out
+
+
 def load_llamacpp(config):
   """llama.cpp on the GGUF file itself (None if llama-cpp-python is not installed or the source is a directory)."""
   try:
@@ -97,10 +124,10 @@ def load_llamacpp(config):
   path = config.source or weights.default_gguf_path()
   if os.path.isdir(path):
     return None, None
-  llm = llama_cpp.Llama(model_path=path, n_threads=config.threads, n_threads_batch=config.threads, n_ctx=512,
-                        n_batch=512, verbose=False)
-  return llm, f"llama.cpp (llama-cpp-python {llama_cpp.__version__}, {os.path.basename(path)}, " \
-              f"{config.threads} threads)"
+  threads = bench_threads(config)
+  llm = llama_cpp.Llama(model_path=path, n_threads=threads, n_threads_batch=threads, n_ctx=512, n_batch=512,
+                        verbose=False)
+  return llm, f"llama.cpp (llama-cpp-python {llama_cpp.__version__}, {os.path.basename(path)}, {threads} threads)"
 
 
 def llamacpp_runner(llm, prompts):
@@ -152,7 +179,7 @@ def _source_path(config) -> str:
 
 
 def load_peer(config):
-  return hf_generate_peer.load(_source_path(config), config.threads)
+  return hf_generate_peer.load(_source_path(config), bench_threads(config))
 
 
 def _tokenizer(config):
@@ -163,14 +190,15 @@ def _tokenizer(config):
 
 def memory_probe(config, name):
   """Loads one of our variants, generates at every batch size, prints VmHWM in MB after the imports (before
-  loading) and at the end, as JSON."""
+  loading) and at the end, and XLA:CPU's pool size, as JSON."""
+  limit_xla_cpu_threads(bench_threads(config))
   import_rss = peak_rss_mb()
   pre = load_variant(config, name)
   prompts = _prompts(pre.tokenizer, config.questions)
   run = ours_runner(pre, prompts, config)
   for batch in config.batch_sizes:
     run(batch, config.new_tokens)
-  print(json.dumps({"import_rss_mb": import_rss, "peak_rss_mb": peak_rss_mb()}))
+  print(json.dumps({"import_rss_mb": import_rss, "peak_rss_mb": peak_rss_mb(), "xla_threads": xla_cpu_threads()}))
 
 
 peak_rss_mb = hf_generate_peer.peak_rss_mb
@@ -191,7 +219,7 @@ def peer_probe_argv(config, prompts_file: str) -> list[str]:
   """The transformers probe's command line: a script that imports only torch and transformers."""
   return [sys.executable, os.path.abspath(hf_generate_peer.__file__), "--model", _source_path(config),
           "--prompts", prompts_file, "--batch-sizes", *map(str, config.batch_sizes),
-          "--new-tokens", str(config.new_tokens), "--threads", str(config.threads), "--pad-id", str(PEER_PAD_ID)]
+          "--new-tokens", str(config.new_tokens), "--threads", str(bench_threads(config)), "--pad-id", str(PEER_PAD_ID)]
 
 
 def _peer_probe_subprocess(config, prompts) -> dict:
@@ -214,6 +242,9 @@ def main(argv):
 
 def run_benchmark(config) -> None:
   """Every JSON line of the benchmark for `config` (configs/llm/generate_bench.py)."""
+  # before any JAX work of ours: XLA:CPU sizes its pool once, when its backend starts
+  threads = bench_threads(config)
+  limited = limit_xla_cpu_threads(threads)
   reference = load_variant(config, "fp32")
   prompts = _prompts(reference.tokenizer, config.questions)
   ref_logits = prompt_logits(reference, prompts)
@@ -241,7 +272,7 @@ def run_benchmark(config) -> None:
     extra = dict(variant=name, numerics=dict(config.numerics[name]), max_logit_diff_vs_fp32=logit_diff,
                  greedy_token_agreement_vs_fp32=agreement, compile_s=ours["compile_s"],
                  compiles_during_timing=ours["compiles_during_timing"], new_tokens=config.new_tokens,
-                 peer_window=window)
+                 peer_window=window, **thread_fields(threads, limited))
     for batch in config.batch_sizes:
       emit(BENCH, f"decode_tokens_per_s_batch{batch}", ours[f"decode_b{batch}"], unit="tokens/s", peer=peer_name,
            peer_value=peer.get(f"decode_b{batch}"), **extra)
@@ -261,7 +292,8 @@ def run_benchmark(config) -> None:
       emit(BENCH, "peak_rss_mb", probe["peak_rss_mb"], unit="MB", peer=peer_name,
            peer_value=peer_rss.get("peak_rss_mb"), higher_is_better=False, variant=name,
            batch_sizes=list(config.batch_sizes), import_rss_mb=probe["import_rss_mb"],
-           peer_import_rss_mb=peer_rss.get("import_rss_mb"),
+           peer_import_rss_mb=peer_rss.get("import_rss_mb"), ours_threads=probe.get("xla_threads"),
+           peer_threads=threads if config.peer else None,
            note="VmHWM of a fresh process; import_rss_mb: after its imports, before loading a model")
 
 

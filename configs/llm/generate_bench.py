@@ -38,7 +38,7 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
   config.questions = QUESTIONS  # chat-formatted; batch 1 uses the first
   config.batch_sizes = (1, 16)
   config.new_tokens = 64  # decode length; EOS is ignored on both sides so every row makes exactly this many
-  config.threads = 2  # torch threads; XLA:CPU uses the machine's cores (2 here)
+  config.threads = 0  # every side's threads (torch, llama.cpp, XLA:CPU); 0 = the cores XLA:CPU sees
   config.warmup = 2  # transformers' first generate calls run ~10x slower than steady state
   config.iters = 3
   config.variants = tuple(VARIANTS)

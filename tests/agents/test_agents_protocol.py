@@ -7,6 +7,7 @@ import gc
 import os
 import threading
 import time
+import types
 import weakref
 
 import httpx
@@ -215,15 +216,23 @@ def test_a_retried_step_is_answered_from_the_record_not_applied_twice(servers):
     assert http.post("/step", json={"env_idx": env_idx, "action": "turn left", "seq": 2}).json()["info"]["steps"] == 2
 
 
+# Timing margins wide enough for a loaded 2-core machine: a "hang" blocks for HANG_S (until its test releases it),
+# 60x the 0.5 s step timeout that must cut it short, and the HTTP client waits HANG_CLIENT's 20 s (40x) for the
+# server's timeout reply. A "slow" step takes SLOW_S, 0.75 s under its 1.25 s step timeout.
+HANG_S, SLOW_S = 30.0, 0.5
+HANG_CLIENT = http_client_config(retries=1, backoff_s=0.01, timeout_s=20.0, connect_timeout_s=5.0)
+
+
 class Fragile(TextEnv):
-  """Crashes on "crash", hangs on "hang" (until the test releases it), else counts steps."""
+  """Crashes on "crash", hangs on "hang" (up to HANG_S, until `release` is set), sleeps SLOW_S on "slow", else
+  counts steps. `release` and `hangs_ended` come from one test's `fragile` fixture: nothing is shared between
+  tests, so a hang one test leaves behind can be neither released nor counted by another."""
 
   name = "fragile"
-  release = threading.Event()
-  hangs_ended = 0
 
-  def __init__(self):
+  def __init__(self, release: threading.Event, hangs_ended: list):
     super().__init__(max_steps=100)
+    self.release, self.hangs_ended = release, hangs_ended
 
   def instructions(self):
     return ""
@@ -241,18 +250,46 @@ class Fragile(TextEnv):
     if action == "crash":
       raise RuntimeError("boom")
     if action == "hang":
-      self.release.wait(30)
-      Fragile.hangs_ended += 1
+      self.release.wait(HANG_S)
+      self.hangs_ended.append(action)
     if action == "slow":
-      time.sleep(0.6)
+      time.sleep(SLOW_S)
     return f"ok {self._steps}", False
 
 
+def within(seconds, call, *args):
+  """`call(*args)`, run on a daemon thread so that a call starved behind hung steps fails the test after `seconds`
+  instead of blocking the run for good."""
+  result = concurrent.futures.Future()
+
+  def target():
+    try:
+      result.set_result(call(*args))
+    except BaseException as e:  # noqa: BLE001  handed to the test
+      result.set_exception(e)
+
+  threading.Thread(target=target, daemon=True).start()
+  try:
+    return result.result(timeout=seconds)
+  except concurrent.futures.TimeoutError:
+    pytest.fail(f"{call} did not return within {seconds} s: starved behind the hung steps?")
+
+
+@pytest.fixture
+def fragile():
+  """This test's own Fragile family: `make` (the pool's factory), `release` (ends its hung steps) and `hangs_ended`.
+  Teardown sets `release`, so no hung handler thread outlives its test by more than a moment."""
+  family = types.SimpleNamespace(release=threading.Event(), hangs_ended=[])
+  family.make = lambda: Fragile(family.release, family.hangs_ended)
+  yield family
+  family.release.set()
+
+
 @pytest.mark.parametrize("over_http", [False, True])
-def test_a_crashed_or_hung_environment_ends_only_its_trajectory(over_http):
-  pool = EnvPool(Fragile, pool_config(step_timeout_s=1.0, workers=4))
+def test_a_crashed_or_hung_environment_ends_only_its_trajectory(over_http, fragile):
+  pool = EnvPool(fragile.make, pool_config(step_timeout_s=0.5, workers=4))
   server = serve(pool) if over_http else None
-  client = HttpEnvClient(server.url, FAST_CLIENT) if over_http else LocalEnvClient(pool)
+  client = HttpEnvClient(server.url, HANG_CLIENT) if over_http else LocalEnvClient(pool)
   try:
     crashing, hanging, healthy = EnvSession(client, 0), EnvSession(client, 1), EnvSession(client, 2)
     for session in (crashing, hanging, healthy):
@@ -261,9 +298,9 @@ def test_a_crashed_or_hung_environment_ends_only_its_trajectory(over_http):
     assert crashed.done and "RuntimeError: boom" in crashed.info["error"] and crashing.error
     start = time.monotonic()
     hung = hanging.step("hang")
-    assert hung.done and "did not finish within 1.0 s" in hung.info["error"]
-    assert time.monotonic() - start < 5
-    assert healthy.step("fine").observation == "ok 1"  # the others go on
+    assert hung.done and "did not finish within 0.5 s" in hung.info["error"]
+    assert time.monotonic() - start < HANG_S / 3 and not fragile.hangs_ended  # cut short, not waited out
+    assert within(HANG_S / 3, healthy.step, "fine").observation == "ok 1"  # the others go on
     assert crashing.step("fine").done  # a broken trajectory stays ended
     assert client.reset(crashing.env_idx, 5).observation == "task 5"  # a reset builds a fresh environment
     assert client.step(crashing.env_idx, "fine").observation == "ok 1"
@@ -271,58 +308,51 @@ def test_a_crashed_or_hung_environment_ends_only_its_trajectory(over_http):
       session.close()
     assert pool.num_live == 0 and pool.crashed == 2
   finally:
-    Fragile.release.set()
+    fragile.release.set()  # before the server stops: its handler thread is not left waiting
     client.shutdown()
     if server:
       server.stop()
-  Fragile.release.clear()
 
 
-def test_hung_steps_never_starve_healthy_environments():
-  Fragile.hangs_ended = 0
-  pool = EnvPool(Fragile, pool_config(step_timeout_s=1.0, workers=2, max_hung_per_client=3))
+def test_hung_steps_never_starve_healthy_environments(fragile):
+  pool = EnvPool(fragile.make, pool_config(step_timeout_s=0.5, workers=2, max_hung_per_client=3))
   client, other = LocalEnvClient(pool), LocalEnvClient(pool)
-  try:
-    hanging = [EnvSession(client, i) for i in range(3)]
-    healthy, elsewhere = EnvSession(client, 3), EnvSession(other, 4)
-    for session in hanging + [healthy, elsewhere]:
-      session.start()
-    for session in hanging[:2]:  # as many hung steps as workers
-      assert "did not finish within 1.0 s" in session.step("hang").info["error"]
-    assert healthy.step("fine").observation == "ok 1" and Fragile.hangs_ended == 0  # it did not wait for them
-    assert "did not finish" in hanging[2].step("hang").info["error"]
-    # The client now has max_hung_per_client hung steps: its next call is refused, another client's is not.
-    assert "pool.max_hung_per_client" in EnvSession(client, 5).start().info["error"]
-    assert elsewhere.step("fine").observation == "ok 1"
-  finally:
-    Fragile.release.set()
-  Fragile.release.clear()
+  hanging = [EnvSession(client, i) for i in range(3)]
+  healthy, elsewhere = EnvSession(client, 3), EnvSession(other, 4)
+  for session in hanging + [healthy, elsewhere]:
+    session.start()
+  for session in hanging[:2]:  # as many hung steps as workers
+    assert "did not finish within 0.5 s" in session.step("hang").info["error"]
+  # it did not wait for them
+  assert within(HANG_S / 3, healthy.step, "fine").observation == "ok 1" and not fragile.hangs_ended
+  assert "did not finish" in hanging[2].step("hang").info["error"]
+  # The client now has max_hung_per_client hung steps: its next call is refused, another client's is not.
+  assert "pool.max_hung_per_client" in EnvSession(client, 5).start().info["error"]
+  assert within(HANG_S / 3, elsewhere.step, "fine").observation == "ok 1" and not fragile.hangs_ended
 
 
-def test_hung_steps_are_capped_across_clients_too():
+def test_hung_steps_are_capped_across_clients_too(fragile):
   # a client that changes its key after each hung step gets past the per-client cap, not past the pool's
-  pool = EnvPool(Fragile, pool_config(step_timeout_s=0.5, workers=2, max_hung_per_client=2, max_hung=3))
-  try:
-    for i in range(3):
-      session = EnvSession(LocalEnvClient(pool), i)  # a new client key each time
-      session.start()
-      assert "did not finish" in session.step("hang").info["error"]
-    assert "pool.max_hung)" in EnvSession(LocalEnvClient(pool), 3).start().info["error"]
-  finally:
-    Fragile.release.set()
-  Fragile.release.clear()
+  pool = EnvPool(fragile.make, pool_config(step_timeout_s=0.5, workers=2, max_hung_per_client=2, max_hung=3))
+  for i in range(3):
+    session = EnvSession(LocalEnvClient(pool), i)  # a new client key each time
+    session.start()
+    assert "did not finish" in session.step("hang").info["error"]
+  assert "pool.max_hung)" in EnvSession(LocalEnvClient(pool), 3).start().info["error"]
+  assert not fragile.hangs_ended
 
 
-def test_the_step_timeout_counts_from_when_the_step_starts():
-  pool = EnvPool(Fragile, pool_config(step_timeout_s=1.0, workers=1))
+def test_the_step_timeout_counts_from_when_the_step_starts(fragile):
+  pool = EnvPool(fragile.make, pool_config(step_timeout_s=1.25, workers=1))
   client = LocalEnvClient(pool)
-  ids = [client.create() for _ in range(2)]
+  ids = [client.create() for _ in range(3)]
   for env_idx in ids:
     client.reset(env_idx, 0)
-  # One worker: the second 0.6 s step waits 0.6 s in the queue first, 1.2 s in all, yet runs for only 0.6 s.
-  with concurrent.futures.ThreadPoolExecutor(2) as threads:
+  # One worker, three 0.5 s steps at once: the last waits 1.0 s in the queue, 1.5 s in all (past the 1.25 s
+  # timeout, were it counted from the request), yet runs for only 0.5 s (0.75 s inside it).
+  with concurrent.futures.ThreadPoolExecutor(3) as threads:
     results = list(threads.map(lambda env_idx: client.step(env_idx, "slow"), ids))
-  assert [r.observation for r in results] == ["ok 1", "ok 1"] and pool.crashed == 0
+  assert [r.observation for r in results] == ["ok 1"] * 3 and pool.crashed == 0
 
 
 def test_serve_config_keeps_hang_protection_on():

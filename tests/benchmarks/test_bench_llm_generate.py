@@ -105,6 +105,50 @@ def test_peers_are_timed_again_after_every_variant(monkeypatch, capsys):
   assert all(r["ratio"] == 50.0 / r["peer_value"] for r in decode)
 
 
+def test_every_side_gets_the_configured_threads_and_lines_record_them(monkeypatch, capsys):
+  """config.threads reaches XLA (the pool limit), the peers and the probe's command line; 0 = the default pool."""
+  import types
+
+  import numpy as np
+
+  from benchmarks import harness
+  from benchmarks import llm_generate as lg
+  assert lg.bench_threads(ml_collections.ConfigDict(dict(threads=0))) == harness.xla_default_threads()
+  assert lg.bench_threads(ml_collections.ConfigDict(dict(threads=3))) == 3
+  bench = ml_collections.ConfigDict(dict(source="m.gguf", batch_sizes=(1,), new_tokens=2, threads=3))
+  argv = lg.peer_probe_argv(bench, "p.json")
+  assert argv[argv.index("--threads") + 1] == "3"
+
+  limits, peer_threads = [], []
+  monkeypatch.setattr(lg, "limit_xla_cpu_threads", lambda n: limits.append(n) or True)  # not this process's pool
+  monkeypatch.setattr(lg, "xla_cpu_threads", lambda: 3)
+  monkeypatch.setattr(lg.hf_generate_peer, "load", lambda path, threads: peer_threads.append(threads) or
+                      (object(), "fake transformers"))
+  fake_pre = types.SimpleNamespace(tokenizer=types.SimpleNamespace(encode_chat=lambda m: [1, 2, 3]))
+  run = lambda batch, n: types.SimpleNamespace(tokens=np.zeros((batch, n), np.int32))  # noqa: E731
+  monkeypatch.setattr(lg, "load_variant", lambda config, name: fake_pre)
+  monkeypatch.setattr(lg, "prompt_logits", lambda pre, prompts: np.zeros((3, 4)))
+  monkeypatch.setattr(lg, "ours_runner", lambda pre, prompts, config: run)
+  monkeypatch.setattr(lg, "peer_runner", lambda model, prompts, pad: run)
+  monkeypatch.setattr(lg, "measure", lambda run, config, prompts, batch_sizes=None: {
+      "decode_b1": 1.0, "prefill_b1": 1.0, "compile_s": 0.0, "compiles_during_timing": 0})
+  config = ml_collections.ConfigDict(dict(
+      questions=("q1",), batch_sizes=(1,), new_tokens=2, variants=("a",), numerics={"a": {}}, peer=True,
+      llamacpp=False, memory=False, threads=3, source="m.gguf"))
+  lg.run_benchmark(config)
+  assert limits == [3] and peer_threads == [3]
+  records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  assert records and all(r["ours_threads"] == r["peer_threads"] == 3 and "threads_note" not in r
+                         for r in records)
+  # a pool that could not be sized is said so on the line
+  monkeypatch.setattr(lg, "limit_xla_cpu_threads", lambda n: False)
+  monkeypatch.setattr(lg, "xla_cpu_threads", lambda: 2)
+  lg.run_benchmark(config)
+  records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  assert all(r["ours_threads"] == 2 and r["peer_threads"] == 3 and "started before" in r["threads_note"]
+             for r in records)
+
+
 def test_our_probe_does_not_import_the_peer():
   # our memory probe runs inside benchmarks.llm_generate: torch/transformers there would count in our figure
   check = ("import sys, benchmarks.llm_generate; "

@@ -33,10 +33,29 @@ def test_emit_prints_one_json_line_with_machine_and_ratio(capsys):
   capsys.readouterr()
 
 
-def test_matmul_benchmark_counts_flops():
+def test_matmul_benchmark_counts_flops(monkeypatch):
+  """GFLOP/s is 2 n^3 flops over the *median* time, for the n x n operands actually timed: a fixed fake timing
+  makes the arithmetic exact (a real one only shows the figure is positive)."""
+  import numpy as np
+
   from benchmarks import matmul_peak
-  gflops = matmul_peak.matmul_gflops(64, jnp.float32, iters=2)
-  assert gflops > 0
+  seen = []
+
+  def fake_time_fn(fn, *args, iters, **kw):
+    a, b = args
+    seen.append((tuple(a.shape), tuple(b.shape), np.dtype(a.dtype), iters))
+    np.testing.assert_allclose(np.asarray(fn(a, b), np.float32),
+                               np.asarray(a, np.float32) @ np.asarray(b, np.float32), rtol=2e-2, atol=2e-2)
+    # median != min != compile: a figure computed from the wrong field cannot come out equal
+    return harness.Timing(compile_s=7.0, median_s=0.25, min_s=0.125, iters=iters)
+
+  monkeypatch.setattr(matmul_peak, "time_fn", fake_time_fn)
+  n = 48
+  assert matmul_peak.matmul_gflops(n, jnp.float32, iters=3) == 2 * n**3 / 0.25 / 1e9
+  assert matmul_peak.matmul_gflops(n, jnp.bfloat16, iters=3) == 2 * n**3 / 0.25 / 1e9
+  assert matmul_peak.numpy_gflops(n, iters=4) == 2 * n**3 / 0.25 / 1e9
+  assert seen == [((n, n), (n, n), np.dtype(jnp.float32), 3), ((n, n), (n, n), np.dtype(jnp.bfloat16), 3),
+                  ((n, n), (n, n), np.dtype(np.float32), 4)]
 
 
 def test_time_fn_counts_compiles_during_the_timed_calls():

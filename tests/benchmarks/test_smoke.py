@@ -84,7 +84,12 @@ def test_matmul_peak_main(capsys):
   from benchmarks import matmul_peak
   matmul_peak.main(["--sizes", "16", "--iters", "1"])
   records = _lines(capsys, "matmul_peak")
-  assert [r["peer"] is not None for r in records] == [True, False]  # numpy has no bf16 matmul
+  # fp32 next to numpy as pinned, numpy unpinned (subprocess), torch; bf16 next to torch (numpy has none)
+  assert [r["metric"].split()[0] for r in records] == ["fp32", "fp32", "fp32", "bf16"]
+  assert all(r["peer"] for r in records)
+  assert "in this process" in records[0]["peer"] and "in a subprocess" in records[1]["peer"]
+  assert all(r["ours_threads"] >= 1 and "peer_threads" in r for r in records)
+  assert all(r["peer_threads"] == r["ours_threads"] for r in records[1:])
 
 
 def test_agents_env_load_main(capsys):
@@ -135,4 +140,5 @@ def test_agents_rollout_main_with_rl_step(capsys, tmp_path):
   assert step["metric"] == "rl_step_seconds" and step["higher_is_better"] is False and step["peer"] is None
   shares = ("generation_share", "env_share", "other_rollout_share", "logprob_share", "update_share")
   assert sum(step[k] for k in shares) == pytest.approx(1.0)
-  assert "compiles_during_timing" in step
+  # timed from the untimed step's start state: the same shapes, nothing compiled on the first try
+  assert step["compiles_during_timing"] == 0 and step["timed_attempts"] == 1

@@ -31,12 +31,13 @@ def _pair(seed=0, scale_first=1.0):
   return base, tuned
 
 
-def _numpy_reference(base, tuned, fraction, largest):
-  """Direct implementation: flatten every layer matrix in path order, stable argsort of the relative change."""
+def _numpy_reference(base, tuned, fraction, largest, score="relative"):
+  """Direct implementation: flatten every layer matrix in path order, stable argsort of the relative change
+  (score="relative") or of the absolute change |tuned - base| (score="magnitude")."""
   paths = restore.restorable_paths(tuned)
   get = lambda tree, p: tree[p[0]][p[1]][p[2]][p[3]][p[4]]
-  scores = np.concatenate([(np.abs(get(tuned, p) - get(base, p)) / (np.abs(get(base, p)) + 1e-8)).ravel()
-                           for p in paths])
+  denominator = (lambda p: np.abs(get(base, p)) + 1e-8) if score == "relative" else (lambda p: 1.0)
+  scores = np.concatenate([(np.abs(get(tuned, p) - get(base, p)) / denominator(p)).ravel() for p in paths])
   k = int(round(fraction * scores.size))
   order = np.argsort(-scores if largest else scores, kind="stable")[:k]
   flat_mask = np.zeros(scores.size, bool)
@@ -57,11 +58,12 @@ def test_restorable_paths_are_layer_matrices_only():
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.05, 0.3, 0.5, 1.0])
-@pytest.mark.parametrize("selection", ["top", "bottom"])
+@pytest.mark.parametrize("selection", ["top", "bottom", "magnitude"])
 def test_selection_equals_numpy(fraction, selection):
   base, tuned = _pair()
   restored, masks = restore.restore(base, tuned, fraction, selection)
-  expected = _numpy_reference(base, tuned, fraction, largest=selection == "top")
+  expected = _numpy_reference(base, tuned, fraction, largest=selection != "bottom",
+                              score="magnitude" if selection == "magnitude" else "relative")
   for path, mask in masks.items():
     np.testing.assert_array_equal(np.asarray(mask), expected[path], err_msg=str(path))
   total = sum(m.size for m in expected.values())
@@ -103,10 +105,31 @@ def test_ties_are_taken_in_flat_order():
 
 @pytest.mark.parametrize("selection", ["random", "magnitude"])
 def test_controls_select_exactly_k(selection):
+  """Both controls restore exactly k weights; "magnitude" takes the k largest |tuned - base| (a numpy ranking),
+  which on this pair is neither the relative-change ("top") selection nor a random one; "random" is reproducible
+  from its key, changes with it, and ignores the updates."""
   base, tuned = _pair()
   _, masks = restore.restore(base, tuned, 0.3, selection, rng=jax.random.key(3))
   total = sum(m.size for m in masks.values())
   assert sum(int(jnp.sum(m)) for m in masks.values()) == int(round(0.3 * total))
+  flat = lambda ms: np.concatenate([np.asarray(ms[p]).ravel() for p in restore.restorable_paths(base)])
+  by_magnitude = flat(_numpy_reference(base, tuned, 0.3, largest=True, score="magnitude"))
+  by_relative = flat(_numpy_reference(base, tuned, 0.3, largest=True))
+  assert not np.array_equal(by_magnitude, by_relative)  # the pair tells the two rankings apart
+  if selection == "magnitude":
+    np.testing.assert_array_equal(flat(masks), by_magnitude)
+    _, again = restore.restore(base, tuned, 0.3, selection, rng=jax.random.key(4))
+    np.testing.assert_array_equal(flat(again), by_magnitude)  # no randomness in it
+  else:
+    chosen = flat(masks)
+    assert not np.array_equal(chosen, by_magnitude) and not np.array_equal(chosen, by_relative)
+    np.testing.assert_array_equal(flat(restore.restore(base, tuned, 0.3, selection, rng=jax.random.key(3))[1]),
+                                  chosen)
+    assert not np.array_equal(flat(restore.restore(base, tuned, 0.3, selection, rng=jax.random.key(4))[1]), chosen)
+    # the same key picks the same weights whatever the updates were: the draw ignores them
+    _, other_pair = _pair(seed=1)
+    np.testing.assert_array_equal(flat(restore.restore(base, other_pair, 0.3, selection, rng=jax.random.key(3))[1]),
+                                  chosen)
 
 
 def test_full_and_zero_restoration_on_a_model():

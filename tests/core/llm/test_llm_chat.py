@@ -31,7 +31,17 @@ def test_chat_config_variants():
     weights.load_from_config(bad)
 
 
-def test_interactive_conversation(smollm):
+def test_interactive_conversation(smollm, monkeypatch):
+  """Each turn resends the whole dialogue: the second turn's prompt is, token for token, the ChatML of the first
+  question, the first reply and the second question, in that order (written out here by hand)."""
+  prompts = []
+  real_generate = generate.generate
+
+  def recording_generate(graphdef, state, config, batch, gen, **kw):
+    prompts.extend(list(p) for p in batch)
+    return real_generate(graphdef, state, config, batch, gen, **kw)
+
+  monkeypatch.setattr(generate, "generate", recording_generate)
   gen = generate.GenerationConfig(max_new_tokens=24, batch_buckets=(1,), prompt_buckets=(64, 128),
                                   new_token_buckets=(24,))
   chat = conversation.Conversation(smollm, gen)
@@ -40,8 +50,20 @@ def test_interactive_conversation(smollm):
   turns = conversation.run_interactive(chat, read=lambda prompt: next(inputs), write=written.append)
   assert turns == 1 and "Paris" in written[-1]
   assert [m["role"] for m in chat.messages] == ["user", "assistant"]
+  first = written[-1]
   second = chat.reply("And of Italy? Answer with the city name only.")
-  assert len(chat.messages) == 4 and second
+  assert [m["role"] for m in chat.messages] == ["user", "assistant"] * 2 and second
+  assert [m["content"] for m in chat.messages] == ["What is the capital of France?", first,
+                                                   "And of Italy? Answer with the city name only.", second]
+  tok = smollm.tokenizer
+  system = "" if tok.default_system is None else f"<|im_start|>system\n{tok.default_system}<|im_end|>\n"
+  turn_one = system + "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+  turn_two = (turn_one + f"{first}<|im_end|>\n"
+              "<|im_start|>user\nAnd of Italy? Answer with the city name only.<|im_end|>\n<|im_start|>assistant\n")
+  assert len(prompts) == 2
+  assert tok.decode(prompts[0], skip_special_tokens=False) == turn_one
+  assert tok.decode(prompts[1], skip_special_tokens=False) == turn_two
+  assert prompts[1] == tok.encode(turn_two)
 
 
 def test_each_turn_samples_with_a_fresh_key(monkeypatch):

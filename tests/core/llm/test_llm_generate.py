@@ -111,6 +111,36 @@ def test_sample_respects_top_k_and_top_p():
   assert abs(float(np.mean(np.asarray(tokens) == 0)) - 0.5) < 0.05
 
 
+def _frequencies_match(tokens, probs, z=5.0):
+  """Each token's frequency lies within z standard errors of its probability (a fixed key: deterministic)."""
+  tokens, probs = np.asarray(tokens), np.asarray(probs, np.float64)
+  freq = np.bincount(tokens, minlength=probs.size) / tokens.size
+  stderr = np.sqrt(probs * (1 - probs) / tokens.size)
+  assert np.all(np.abs(freq - probs) <= z * stderr + 1e-12), (freq, probs)
+
+
+def test_temperature_samples_softmax_of_scaled_logits_and_zero_is_argmax():
+  """Sampling at temperature T draws from softmax(logits / T) (with and without a top-k cut), and reports the
+  log-prob under the raw logits; T = 0 and T -> 0 give the argmax. The distributions at T = 0.5, 1 and 2 are
+  hundreds of standard errors apart at 40k draws, so a sampler that ignored or inverted T would fail."""
+  row = np.asarray([2.0, 1.0, 0.0, -1.0, 0.5], np.float32)
+  logits = jnp.asarray(np.tile(row, (40000, 1)))
+  for i, temperature in enumerate((0.5, 1.0, 2.0)):
+    tokens, logprobs = sample(logits, jax.random.key(10 + i), SamplingParams(temperature=temperature))
+    _frequencies_match(tokens, jax.nn.softmax(row / temperature))
+    np.testing.assert_allclose(logprobs, np.asarray(jax.nn.log_softmax(row))[np.asarray(tokens)], rtol=1e-5)
+  # top-k with a temperature: the k best logits, renormalised after scaling
+  tokens, _ = sample(logits, jax.random.key(20), SamplingParams(temperature=2.0, top_k=3))
+  _frequencies_match(tokens, np.concatenate([jax.nn.softmax(row[[0, 1, 4]] / 2.0), [0.0, 0.0]])[[0, 1, 3, 4, 2]])
+  # greedy: T = 0, and a tiny T over logits whose top two are >= 0.1 apart, both pick the row's argmax
+  rng = np.random.default_rng(0)
+  spread = jnp.asarray(np.stack([rng.permutation(50) * 0.1 for _ in range(64)]), jnp.float32)
+  for temperature in (0.0, 1e-3):
+    tokens, logprobs = sample(spread, jax.random.key(30), SamplingParams(temperature=temperature))
+    np.testing.assert_array_equal(tokens, np.argmax(np.asarray(spread), axis=-1))
+    np.testing.assert_allclose(logprobs, np.max(np.asarray(jax.nn.log_softmax(spread)), axis=-1), rtol=1e-5)
+
+
 def test_bad_prompts_are_clear_errors(tiny):
   config = tiny[0]
   with pytest.raises(G.GenerationError, match="prompt 1 is empty"):
