@@ -6,7 +6,8 @@ With x ~ pi and r = pi_ref(x) / pi(x), i.e. log r = ref_log_prob - log_prob:
   k2 = (log r)^2 / 2         biased, low variance, always >= 0;
   k3 = (r - 1) - log r       unbiased and always >= 0 (the "low-variance KL" that GRPO, Shao et al. 2024 eq. 4,
                              and AgentGym-RL's `low_var_kl` loss use).
-`clip` bounds the estimate as verl does for k3 (to +-10), because exp(log r) explodes for tokens the reference
+`clip` bounds the estimate as verl does for k3 (to +-10; here it bounds k1 and k2 too when given, which verl does
+not: pass no clip, `algorithm.kl_clip=0`, for verl's k1/k2), because exp(log r) explodes for tokens the reference
 finds very unlikely. Clipping the value is not enough for the gradient: past log r ~ 88.7, exp overflows to inf
 in float32, and the clip's zero gradient times inf is NaN. So k3 first clamps log r to +-LOG_RATIO_CLAMP (20,
 verl's `low_var_kl`), where exp is still finite; beyond it the estimate is constant (its gradient is 0).

@@ -17,7 +17,9 @@ Aggregation (`aggregate`), the modes of verl's `agg_loss`, over a mask of model 
   token-mean                 sum over all model tokens / their number (every token weighs the same);
   seq-mean-token-sum         per sequence, sum over its tokens; then mean over sequences;
   seq-mean-token-mean        per sequence, mean over its tokens; then mean over sequences (GRPO's 1/|o_i|);
-  seq-mean-token-sum-norm    per sequence, sum over tokens / a constant horizon (Dr. GRPO; default T).
+  seq-mean-token-sum-norm    per sequence, sum over tokens / a constant horizon (Dr. GRPO; default T), then the
+                             mean over sequences. verl's mode of this name sums over the sequences instead, a
+                             factor of B larger (the same direction; under Adam only clipping and eps see it).
 Sequence means run over rows with at least one model token. Masked positions never reach the value or the
 gradient: each function selects with `jnp.where` before arithmetic, so garbage at environment positions
 (including inf/NaN log-probs) cannot leak in.
