@@ -10,6 +10,8 @@ The four baselines of the paper's Table 2 are the same routing with other counts
   * vanilla MoE: one router, every expert shared (n_inter = E), top-2, load balance over all tokens;
   * modality MoE: hard split, one vision and one text expert, no shared pool (top-1: the only reachable expert);
   * MoIIE: 1 vision + 2 shared + 1 text expert, top-2 (the paper's figure shows 2 + 2 + 2; counts are config).
+Not a row of the paper: `modality_top2`, the modality MoE at MoIIE's activated and total parameters (2 vision +
+2 text experts, top-2), since the paper's modality row activates one expert per token where the others activate two.
 
 Auxiliary losses (sec. 3.3): the Mixtral/Switch load-balancing loss N * sum_e f_e P_e, computed separately over
 vision tokens and over text tokens (padding excluded), each weighted 0.001; f_e is the fraction of the group's
@@ -54,6 +56,9 @@ VARIANTS = {
                      balance_scope="modality"),
     "moiie": dict(n_vision_intra=1, n_inter=2, n_text_intra=1, top_k=2, per_modality_routers=True,
                   balance_scope="modality"),
+    # Not in the paper: the hard modality split at MoIIE's activated (2 experts) and total (4) expert parameters.
+    "modality_top2": dict(n_vision_intra=2, n_inter=0, n_text_intra=2, top_k=2, per_modality_routers=True,
+                          balance_scope="modality"),
 }
 
 

@@ -1,7 +1,8 @@
 """The full MoIIE config schema, shared by the experiment files in this folder.
 
 Variant string: comma-separated tokens among `quick` (the report's minutes-long scale) and a MoE variant
-(`dense`, `vanilla`, `modality`, `moiie`), e.g. `--config configs/moiie/easyvqa_tiny.py:quick,vanilla`.
+(`dense`, `vanilla`, `modality`, `moiie`, and `modality_top2`, not in the paper: the modality MoE at
+MoIIE's activated parameters), e.g. `--config configs/moiie/easyvqa_tiny.py:quick,vanilla`.
 `--config.moe.variant=...` does the same.
 """
 

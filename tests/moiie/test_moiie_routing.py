@@ -168,12 +168,16 @@ def test_modality_ids_out_of_range_are_rejected():
 
 
 def test_variants_build_from_config():
-  for variant in ("vanilla", "modality", "moiie"):
+  specs = {}
+  for variant in ("vanilla", "modality", "modality_top2", "moiie"):
     config = config_lib.load_config(f"configs/moiie/easyvqa_tiny.py:{variant}")
     moe = config.moe.copy_and_resolve_references()
     routing.apply_variant(moe)
-    spec = routing.spec_from_config(moe)
-    assert spec.num_experts in (2, 4)
+    specs[variant] = routing.spec_from_config(moe)
+  assert {v: (s.num_experts, s.top_k) for v, s in specs.items()} == {
+      "vanilla": (4, 2), "modality": (2, 1), "modality_top2": (4, 2), "moiie": (4, 2)}
+  # the equal-compute control keeps the hard split: no shared expert, a router per modality
+  assert (specs["modality_top2"].n_inter, specs["modality_top2"].per_modality_routers) == (0, True)
   with pytest.raises(config_lib.ConfigError, match="variant"):
     routing.validate_moe_config(config_lib.load_config("configs/moiie/easyvqa_tiny.py", ["moe.variant=mixtral"]))
   with pytest.raises(config_lib.ConfigError, match=r"moe.hybrid_vision_fraction = 1.5 .*\[0, 1\]"):

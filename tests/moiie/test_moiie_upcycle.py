@@ -45,8 +45,9 @@ def test_decoder_forward_on_embeddings_equals_core_forward():
 
 @pytest.mark.parametrize("spec", [MoESpec(), MoESpec(n_vision_intra=2, n_inter=2, n_text_intra=2, top_k=2),
                                   MoESpec(n_vision_intra=0, n_inter=4, n_text_intra=0, per_modality_routers=False),
-                                  MoESpec(n_vision_intra=1, n_inter=0, n_text_intra=1, top_k=1)],
-                         ids=["1+2+1", "2+2+2", "vanilla", "modality"])
+                                  MoESpec(n_vision_intra=1, n_inter=0, n_text_intra=1, top_k=1),
+                                  MoESpec(n_vision_intra=2, n_inter=0, n_text_intra=2, top_k=2)],
+                         ids=["1+2+1", "2+2+2", "vanilla", "modality", "modality_top2"])
 def test_upcycled_model_equals_dense_model(spec):
   model = llm_model.Llama(CFG, nnx.Rngs(0))
   tokens, mask, positions, modality = _batch()
