@@ -29,32 +29,7 @@ from benchmarks.harness import emit, time_fn, xla_cpu_threads, xla_default_threa
 
 # The environment's choices of OpenBLAS kernels and cache size; the thread count is not one of them.
 OPENBLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-
-# Run by `python -c` in a clean subprocess: numpy only (threadpoolctl if present, to name the kernels), timed as
-# `time_fn` times (first call apart, 2 warm-ups, median of the timed calls).
-_NUMPY_PROBE = r"""
-import json, os, statistics, sys, time
-import numpy as np
-n, iters = int(sys.argv[1]), int(sys.argv[2])
-rng = np.random.default_rng(0)
-a = rng.standard_normal((n, n), dtype=np.float32)
-b = rng.standard_normal((n, n), dtype=np.float32)
-for _ in range(3):
-  np.matmul(a, b)
-samples = []
-for _ in range(iters):
-  start = time.perf_counter()
-  np.matmul(a, b)
-  samples.append(time.perf_counter() - start)
-try:
-  import threadpoolctl
-  blas = [{k: info.get(k) for k in ("internal_api", "architecture", "num_threads", "version")}
-          for info in threadpoolctl.threadpool_info() if info.get("user_api") == "blas"]
-except ImportError:
-  blas = None
-print(json.dumps({"gflops": 2 * n**3 / statistics.median(samples) / 1e9, "blas": blas,
-                  "openblas_env": {k: v for k, v in os.environ.items() if k.startswith("OPENBLAS")}}))
-"""
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def matmul_gflops(n: int, dtype, iters: int = 10) -> float:
@@ -100,9 +75,11 @@ def unpinned_env(threads: int | None = None) -> dict[str, str]:
 def numpy_unpinned(n: int, iters: int = 10, threads: int | None = None) -> dict:
   """numpy fp32 matmul in a subprocess without OPENBLAS_PINS: {"gflops", "blas" (threadpoolctl's view of the
   kernels OpenBLAS picked, None without threadpoolctl), "openblas_env" (the OPENBLAS_* the subprocess saw)}."""
-  # A fresh process: OpenBLAS reads its pins once, when it loads, so this process's numpy cannot drop them.
-  result = subprocess.run([sys.executable, "-c", _NUMPY_PROBE, str(n), str(iters)], env=unpinned_env(threads),
-                          capture_output=True, text=True, timeout=600, check=True)
+  # A fresh process: OpenBLAS reads its pins once, when it loads, so this process's numpy cannot drop them. It
+  # runs this module's own numpy peer (`--numpy-probe`), so both numpy lines are timed and described alike.
+  result = subprocess.run([sys.executable, "-m", "benchmarks.matmul_peak", "--numpy-probe", str(n), str(iters)],
+                          env=unpinned_env(threads), cwd=REPO, capture_output=True, text=True, timeout=600,
+                          check=True)
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -154,7 +131,14 @@ def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048])
   parser.add_argument("--iters", type=int, default=10)
+  parser.add_argument("--numpy-probe", type=int, nargs=2, metavar=("N", "ITERS"),
+                      help="internal (numpy_unpinned's subprocess): print this process's numpy peer as JSON")
   args = parser.parse_args(argv)
+  if args.numpy_probe:
+    n, iters = args.numpy_probe
+    print(json.dumps({"gflops": numpy_gflops(n, iters), "blas": numpy_blas() or None,
+                      "openblas_env": {k: v for k, v in os.environ.items() if k.startswith("OPENBLAS")}}))
+    return
   for n in args.sizes:
     ours = matmul_gflops(n, jnp.float32, args.iters)
     # the pool XLA:CPU ran ours on; the peers get as many threads
