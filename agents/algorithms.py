@@ -126,8 +126,8 @@ def actor_loss(algo: ml_collections.ConfigDict, logits: jax.Array, batch: Mappin
   ref_logprobs, advantages): clipped surrogate - entropy_coef * entropy (+ kl_coef * KL when kl_mode = loss),
   each aggregated over model tokens only, so environment and prompt tokens get no gradient. `horizon`: see
   `loss_horizon` (only `seq-mean-token-sum-norm` uses it). The KL estimate is clipped to +-`kl_clip` (0: not
-  clipped), as verl does for k3 (verl leaves k1/k2 unclipped; here the clip applies to whichever estimator), since k3 = exp(log r) - 1 - log r explodes on a token the policy finds far less likely
-  than the reference does."""
+  clipped), as verl does for k3 (verl leaves k1/k2 unclipped; here the clip applies to whichever estimator), since
+  k3 = exp(log r) - 1 - log r explodes on a token the policy finds far less likely than the reference does."""
   from core.llm.scoring import logprobs_from_logits
 
   mask = batch["loss_mask"].astype(bool)

@@ -70,7 +70,8 @@ def scale(r: dict[str, Any]) -> str:
 def claim_rows(results: dict[str, dict[str, Any]]) -> list[ClaimRow]:
   measured = ", ".join(f"{v} {_pct(r['test']['accuracy'])}%" for v, r in results.items())
   rows = [ClaimRow(PAPER, "VQA accuracy, dense vs vanilla MoE vs modality MoE vs MoIIE (equal steps, upcycled from "
-                   "the same model; modality_top2, not in the paper: modality MoE at MoIIE's activated parameters)", PAPER_CLAIM, measured + " (easy-VQA exact match)", scale(results["dense"]))]
+                   "the same model; modality_top2, not in the paper: modality MoE at MoIIE's activated parameters)",
+                   PAPER_CLAIM, measured + " (easy-VQA exact match)", scale(results["dense"]))]
   if "moiie" in results and results["moiie"].get("load_vision"):
     r = results["moiie"]
     lv = [max(layer) for layer in r["load_vision"]]
