@@ -120,6 +120,22 @@ def build_policy(config: ml_collections.ConfigDict) -> Policy:
   return Policy(model, tokenizer, trainable)
 
 
+def check_actions_fit_the_reply_budget(records: list[list[dict[str, str]]], tokenizer: Tokenizer,
+                                       max_new_tokens: int) -> None:
+  """Fails when an oracle action of the warm-start episodes, with its end-of-turn token, is longer than the
+  rollout's reply budget: the rollout would cut exactly the actions the warm start teaches (a cut craft command or
+  search query is always invalid), capping success below what the policy learned."""
+  lengths = [len(tokenizer.encode(m["content"])) + 1 for messages in records for m in messages
+             if m["role"] == "assistant"]
+  too_long = sum(n > max_new_tokens for n in lengths)
+  if too_long:
+    raise config_lib.ConfigError(
+        f"{too_long} of the {len(lengths)} oracle actions in the warm-start episodes need more than "
+        f"rollout.max_new_tokens = {max_new_tokens} tokens (the longest: {max(lengths)}, with the end-of-turn "
+        f"token), so the rollout would cut actions the warm start teaches. Fix: "
+        f"--config.rollout.max_new_tokens={max(lengths)} (or more).")
+
+
 def warm_start_batch_size(config: ml_collections.ConfigDict) -> int:
   """Episodes per warm-start batch: `policy.warm_start_batch_size`, at most the `warm_start_tasks` episodes."""
   return min(config.policy.warm_start_batch_size, config.policy.warm_start_tasks)
@@ -132,6 +148,7 @@ def warm_start(policy: Policy, config: ml_collections.ConfigDict) -> dict[str, f
   env = make_env(config.env, config.env_config)
   records = [oracle_episode(env, p.warm_start_task_offset + i, p.warm_start_max_turns)
              for i in range(p.warm_start_tasks)]
+  check_actions_fit_the_reply_budget(records, policy.tokenizer, config.rollout.max_new_tokens)
   examples = [sft.tokenize_chat(policy.tokenizer, messages) for messages in records]
   buckets = sft.padded_lengths(max(len(ids) for ids, _ in examples), config.data.buckets_per_doubling)
   # shard_count=1: the warm-start step below is not sharded over processes, so each process takes whole batches.

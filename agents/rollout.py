@@ -160,12 +160,21 @@ class _Chat:
     if len(self.end_of_turn) != 1:
       raise ValueError("the tokenizer has no single <|im_end|> token: the rollout needs a ChatML tokenizer.")
 
+  # The environment's text is encoded with special-token strings read as plain text: an observation that echoes
+  # the agent's words (or a remote server's reply) could otherwise open or close a ChatML turn.
+  _SLOT = "\x00observation\x00"
+
   def prompt(self, observation: str) -> list[int]:
     messages = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else [])
-    return self.tokenizer.encode_chat(messages + [{"role": "user", "content": observation}])
+    before, after = self.tokenizer.format_chat(messages + [{"role": "user", "content": self._SLOT}]).split(self._SLOT)
+    return self._around(before, observation, after)
 
   def observation(self, observation: str) -> list[int]:
-    return self.tokenizer.encode(f"\n<|im_start|>user\n{observation}<|im_end|>\n<|im_start|>assistant\n")
+    return self._around("\n<|im_start|>user\n", observation, "<|im_end|>\n<|im_start|>assistant\n")
+
+  def _around(self, before: str, observation: str, after: str) -> list[int]:
+    encode = self.tokenizer.encode
+    return encode(before) + encode(observation, special_tokens=False) + encode(after)
 
 
 def rollout(policy: Policy, tokenizer, client: EnvClient, task_ids: Sequence[int],

@@ -188,11 +188,36 @@ def step_level_sampler(config: ml_collections.ConfigDict):
 def make_client(config: ml_collections.ConfigDict):
   """In-process pool, or the HTTP server at `config.env_url` (same interface)."""
   if config.env_url:
-    return HttpEnvClient(config.env_url, http_client_config())
+    client = HttpEnvClient(config.env_url, http_client_config())
+    check_server_matches(client.health(), config)
+    return client
   # Room for every environment a rollout opens at once (a training step's groups, or the evaluation tasks).
   at_once = max(config.data.tasks_per_step * config.rollout.group_size, config.data.eval_tasks)
   max_envs = max(pool_config().max_envs, at_once)  # never below the pool's own default
   return LocalEnvClient(make_pool(config.env, config.env_config, pool_config(max_envs=max_envs)))
+
+
+def check_server_matches(health: Mapping[str, Any], config: ml_collections.ConfigDict) -> None:
+  """Fails when the server at `config.env_url` runs another environment, or the same one with another config
+  section, than `config.env`/`config.env_config`: the warm start, the vocabulary and the oracles come from the
+  local config, so a mismatch would train on one world and roll out in another without a word."""
+  served = health.get("env")
+  if served != config.env:
+    raise config_lib.ConfigError(
+        f"the server at {config.env_url} runs environment {served!r}, not config.env = {config.env!r}. Fix: start "
+        f"`python -m agents.serve --config configs/agents/serve.py:{config.env}` there, or point "
+        f"--config.env_url at a {config.env} server.")
+  theirs = health.get("env_config")
+  if theirs is None:  # a server built without its config section (make_app's default): nothing to compare
+    return
+  ours = json.loads(json.dumps(config.env_config.to_dict()))
+  differ = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+  if differ:
+    flags = " ".join(f"--config.env_config.{k}={json.dumps(ours.get(k))}" for k in differ)
+    raise config_lib.ConfigError(
+        f"the {config.env} server at {config.env_url} has another env_config than this run: "
+        + ", ".join(f"{k} = {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in differ)
+        + f". Fix: start the server with the run's settings ({flags}).")
 
 
 @dataclasses.dataclass

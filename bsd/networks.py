@@ -10,7 +10,10 @@ task reconstructs the stimulus) is the decoder's output layer.
 Three layouts share this code (`model.arch`):
   mlp: dense levels.
   cnn: [max-pool] conv3x3 + BatchNorm levels, then dense levels; the backward blocks mirror them with
-       nearest-neighbour upsampling in place of pooling.
+       nearest-neighbour upsampling in place of pooling, after their conv (`backward_upsample="after"`: the conv
+       runs at the coarse size, 4x cheaper, and the level's target is constant over 2x2 blocks) or before it
+       (`"before"`: the upsampled spikes are convolved at the level's own size, and the dense block after the
+       last conv level maps straight to that level).
   rnn: dense levels whose hidden LIF layers are recurrent (`v_t = W s_{i,t} + R s_{i+1,t-1}`), run over the
        sequence's time axis (each sequence element is one SNN time step).
 
@@ -36,6 +39,7 @@ from flax import nnx
 from bsd import neurons
 
 ARCHS = ("mlp", "cnn", "rnn")
+BACKWARD_UPSAMPLE = ("after", "before")  # cnn: where the backward blocks upsample (see the module docstring)
 ANN_ACTIVATIONS = ("relu", "tanh")  # of the equivalent ANN (BP-ANN); activation "lif" is the SNN
 
 
@@ -95,19 +99,23 @@ def _upsample2(x):
 
 
 class Block(nnx.Module):
-  """One level-to-level map: [pool] -> dense or conv -> [reshape, upsample] -> [BatchNorm].
+  """One level-to-level map: [pool | upsample] -> dense or conv -> [reshape, upsample] -> [BatchNorm].
 
   Input [N, *in_shape], output [N, *out_shape]. A recurrent block also holds R [n, n] (used by the runner).
   """
 
   def __init__(self, kind: str, in_shape: Sequence[int], out_shape: Sequence[int], *, rngs: nnx.Rngs,
-               pool_in: bool = False, upsample_out: bool = False,
+               pool_in: bool = False, upsample_in: bool = False, upsample_out: bool = False,
                batch_norm: bool = False, kernel_size: int = 3, recurrent: bool = False, init_scale: float = 1.0,
                feedback: bool = False):
-    self.kind, self.pool_in, self.upsample_out = kind, pool_in, upsample_out
+    if pool_in and upsample_in:
+      raise ValueError("a block either pools or upsamples its input, not both")
+    self.kind, self.pool_in, self.upsample_in, self.upsample_out = kind, pool_in, upsample_in, upsample_out
     eff_in = list(in_shape)
     if pool_in:
       eff_in[0], eff_in[1] = eff_in[0] // 2, eff_in[1] // 2
+    if upsample_in:
+      eff_in[0], eff_in[1] = eff_in[0] * 2, eff_in[1] * 2
     pre_out = list(out_shape)
     if upsample_out:
       pre_out[0], pre_out[1] = pre_out[0] // 2, pre_out[1] // 2
@@ -144,6 +152,8 @@ class Block(nnx.Module):
     n = x.shape[0]
     if self.pool_in:
       x = _max_pool2(x)
+    if self.upsample_in:
+      x = _upsample2(x)
     use_fa = feedback_alignment and self.feedback is not None
     kernel = self.kernel[...]
     if self.kind == "dense":
@@ -179,8 +189,12 @@ def _check_even(h: int, w: int, level: int, in_shape) -> None:
 
 
 def make_layout(arch: str, in_shape: Sequence[int], *, hidden: Sequence[int] = (), channels: Sequence[int] = (),
-                top_dim: int, backward_top_dim: int, batch_norm: bool = False, kernel_size: int = 3) -> Layout:
+                top_dim: int, backward_top_dim: int, batch_norm: bool = False, kernel_size: int = 3,
+                backward_upsample: str = "after") -> Layout:
   """Levels and blocks of the MLP, CNN and RNN layouts (see the module docstring)."""
+  if backward_upsample not in BACKWARD_UPSAMPLE:
+    raise ValueError(f"backward_upsample = {backward_upsample!r}; valid: {BACKWARD_UPSAMPLE}")
+  before = backward_upsample == "before"
   in_shape = tuple(int(d) for d in in_shape)
   fwd, bwd, levels = [], [], [in_shape]
   if arch in ("mlp", "rnn"):
@@ -204,9 +218,11 @@ def make_layout(arch: str, in_shape: Sequence[int], *, hidden: Sequence[int] = (
       shape = (h, w, int(ch))
       fwd.append(dict(kind="conv", in_shape=prev, out_shape=shape, pool_in=pool, batch_norm=batch_norm,
                       kernel_size=kernel_size))
-      # Mirror of pool + conv: conv at the coarse size, then upsample (4x cheaper than the other order).
-      bwd.append(dict(kind="conv", in_shape=shape, out_shape=prev, upsample_out=pool,
-                      batch_norm=batch_norm and len(levels) > 1, kernel_size=kernel_size))
+      # Mirror of pool + conv: conv at the coarse size, then upsample ("after", 4x cheaper), or upsample, then
+      # conv at the fine size ("before").
+      bwd.append(dict(kind="conv", in_shape=shape, out_shape=prev, upsample_out=pool and not before,
+                      upsample_in=pool and before, batch_norm=batch_norm and len(levels) > 1,
+                      kernel_size=kernel_size))
       levels.append(shape)
       prev = shape
     dense_sizes = [int(d) for d in hidden] + [int(top_dim)]
@@ -217,9 +233,10 @@ def make_layout(arch: str, in_shape: Sequence[int], *, hidden: Sequence[int] = (
       hidden_out = k + 1 < len(dense_sizes)
       fwd.append(dict(kind="dense", in_shape=prev, out_shape=(size,), pool_in=first and len(prev) == 3,
                       batch_norm=batch_norm and hidden_out))
-      # The mirror of pool + flatten + dense is dense + reshape + upsample.
-      bwd.append(dict(kind="dense", in_shape=(size,), out_shape=prev, upsample_out=first and len(prev) == 3,
-                      batch_norm=batch_norm))
+      # The mirror of pool + flatten + dense is dense + reshape + upsample ("after"), or a dense map straight to
+      # the level's full size ("before").
+      bwd.append(dict(kind="dense", in_shape=(size,), out_shape=prev,
+                      upsample_out=first and len(prev) == 3 and not before, batch_norm=batch_norm))
       levels.append((size,))
       prev = (size,)
   else:

@@ -38,6 +38,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   config_lib.check_choice(config, "dataset", valid_data)
   data_lib.check_data_dir(config)
   arch = config_lib.check_choice(config, "model.arch", networks.ARCHS)
+  config_lib.check_choice(config, "model.backward_upsample", networks.BACKWARD_UPSAMPLE)
   sequence_task = task in ("next_char", "forecast")
   if sequence_task != (arch == "rnn"):
     need = "rnn" if sequence_task else "mlp or cnn"
@@ -93,7 +94,8 @@ def _check_buildable(config: ml_collections.ConfigDict) -> None:
       codes_lib.class_codes(config.codes.kind, classes, m.code_dim, rate=config.codes.rate, seed=config.codes.seed)
     networks.make_layout(m.arch, in_shape, hidden=m.hidden, channels=m.channels,
                          top_dim=1 if task == "forecast" else m.code_dim, backward_top_dim=m.code_dim,
-                         batch_norm=m.batch_norm, kernel_size=m.kernel_size)
+                         batch_norm=m.batch_norm, kernel_size=m.kernel_size,
+                         backward_upsample=m.backward_upsample)
     if task == "forecast":
       datasets.load_series(config)  # a small statsmodels series; its windows check sequence.length
   except config_lib.ConfigError:
@@ -116,7 +118,8 @@ def build_model(config: ml_collections.ConfigDict, data: datasets.TaskData) -> n
                                        seed=config.codes.seed)
   top_dim = 1 if task == "forecast" else m.code_dim
   layout = networks.make_layout(m.arch, in_shape, hidden=m.hidden, channels=m.channels, top_dim=top_dim,
-                                backward_top_dim=m.code_dim, batch_norm=m.batch_norm, kernel_size=m.kernel_size)
+                                backward_top_dim=m.code_dim, batch_norm=m.batch_norm, kernel_size=m.kernel_size,
+                                backward_upsample=m.backward_upsample)
   with_backward = method == "bsd" or task == "generate"
   reconstruct = task == "generate" or (method == "bsd" and m.reconstruct and task == "classify")
   return networks.BSDNet(layout, rngs=nnx.Rngs(config.seed), with_backward=with_backward, reconstruct=reconstruct,

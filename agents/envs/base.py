@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 import re
 from typing import Any, ClassVar, Protocol
 
@@ -49,7 +50,15 @@ class StepResult:
 
   @classmethod
   def from_json(cls, data: dict[str, Any]) -> "StepResult":
-    return cls(str(data["observation"]), float(data["reward"]), bool(data["done"]), dict(data.get("info") or {}))
+    """Raises ValueError for a reward that is not a finite number (JSON parsers accept NaN and Infinity, and one
+    such reward would make a whole group's advantages NaN) or a `done` that is not a boolean (`bool("false")` is
+    True)."""
+    reward, done = data["reward"], data["done"]
+    if isinstance(reward, bool) or not isinstance(reward, (int, float)) or not math.isfinite(reward):
+      raise ValueError(f"reward {reward!r} is not a finite number")
+    if not isinstance(done, bool):
+      raise ValueError(f"done {done!r} is not a boolean")
+    return cls(str(data["observation"]), float(reward), done, dict(data.get("info") or {}))
 
 
 class Oracle(Protocol):

@@ -180,6 +180,13 @@ class HttpEnvClient(EnvClient):
     self._seq.pop(env_idx, None)
     self._request("POST", "/close", json={"env_idx": env_idx}, missing_ok=True)
 
+  def health(self) -> dict[str, Any]:
+    """The server's `/health` reply: the environment's name and config section, and the pool's counters."""
+    reply = self._request("GET", "/health")
+    if not isinstance(reply, dict):
+      raise EnvRequestError(f"/health: the reply is not a JSON object: {str(reply)[:200]}")
+    return reply
+
 
 def _field(data: Any, key: str, path: str) -> Any:
   try:

@@ -96,9 +96,12 @@ class _TokenGuard:
 
 
 def make_app(pool: EnvPool, config: ml_collections.ConfigDict, token: str | None = None,
-             name: str = "env") -> Starlette:
-  """The Starlette app serving `pool`; with `token`, every request must present it."""
+             name: str = "env", env_config: ml_collections.ConfigDict | None = None) -> Starlette:
+  """The Starlette app serving `pool`; with `token`, every request must present it. `name` and `env_config`
+  (the environment's config section) are reported by `/health`, so that a trainer can check that the server runs
+  the environment its own config describes."""
   max_body = config.max_body_bytes
+  described = json.loads(json.dumps(env_config.to_dict())) if env_config is not None else None
 
   async def read_json(request: Request) -> dict[str, Any]:
     declared = request.headers.get("content-length")
@@ -166,7 +169,7 @@ def make_app(pool: EnvPool, config: ml_collections.ConfigDict, token: str | None
     return {"closed": True}
 
   async def health(request: Request) -> JSONResponse:
-    return JSONResponse({"env": name, "live": pool.num_live, "created": pool.created, "closed": pool.closed,
+    return JSONResponse({"env": name, "env_config": described, "live": pool.num_live, "created": pool.created, "closed": pool.closed,
                          "reaped": pool.reaped, "crashed": pool.crashed})
 
   app = Starlette(routes=[
@@ -261,4 +264,5 @@ def serve(config: ml_collections.ConfigDict) -> None:
   """Builds the pool of `config.env` and serves it until interrupted (the `python -m agents.serve` body)."""
   pool = make_pool(config.env, config.env_config, config.pool)
   token = read_token(config.server)
-  serve_forever(make_app(pool, config.server, token, name=config.env), config.server, token)
+  serve_forever(make_app(pool, config.server, token, name=config.env, env_config=config.env_config), config.server,
+                token)

@@ -31,6 +31,11 @@ PAPER_ENVIRONMENT = {"gridworld": "babyai", "textcraft": "textcraft", "search": 
 # The quick variant's turn limits (three stages like the paper's, for the smaller worlds of that variant).
 QUICK_TURN_LIMITS = {"gridworld": (2, 4, 8), "textcraft": (2, 4, 8), "search": (2, 3, 4), "vehicle": (2, 3, 4),
                      "toolenv": (2, 3, 4), "sciworld": (6, 12, 20)}
+# The quick variant's reply budget (word-level tokens): the longest oracle action of the 2,048 warm-start
+# episodes plus its end-of-turn token (5 / 18 / 55 / 8 / 94 / 125), rounded up to a multiple of 8;
+# `agents.policy.warm_start` refuses a budget that would cut one of them.
+QUICK_MAX_NEW_TOKENS = {"gridworld": 8, "textcraft": 24, "search": 56, "sciworld": 8, "vehicle": 96,
+                        "toolenv": 128}
 
 
 def rl_config(env: str, algo: str, variant: str = "real") -> ml_collections.ConfigDict:
@@ -63,7 +68,8 @@ def rl_config(env: str, algo: str, variant: str = "real") -> ml_collections.Conf
                                   num_heads=4, num_kv_heads=2, max_seq_len=2048, warm_start_steps=600,
                                   warm_start_tasks=2048, warm_start_max_turns=0,
                                   warm_start_learning_rate=1e-3)
-    config.rollout = rollout_config(max_new_tokens=8, max_context_tokens=2048, temperature=1.0, group_size=4)
+    config.rollout = rollout_config(max_new_tokens=QUICK_MAX_NEW_TOKENS[env], max_context_tokens=2048,
+                                    temperature=1.0, group_size=4)
     config.data = data_config(tasks_per_step=8, eval_tasks=64, eval_every=5)
     config.optimizer = optimizer_config(learning_rate=3e-4, weight_decay=0.0, grad_clip_norm=1.0)
     config.critic_optimizer = optimizer_config(learning_rate=1e-3, weight_decay=0.0, grad_clip_norm=1.0)

@@ -54,6 +54,7 @@ class Tokenizer:
                pad_token: str | None = None, chat_template: str | None = None,
                default_system: str | None = None):
     self.hf = hf_tokenizer
+    self._literal_hf = None  # `encode(..., special_tokens=False)`'s copy of `hf`, made on first use
     self.chat_template = chat_template
     self.default_system = default_system
     self.eos_token, self.bos_token, self.pad_token = eos_token, bos_token, pad_token
@@ -190,11 +191,25 @@ class Tokenizer:
 
   # -- text <-> ids -----------------------------------------------------------------------------------------
 
-  def encode(self, text: str) -> list[int]:
-    """Token ids of `text`; special-token strings in it (e.g. `<|im_start|>`) map to their single ids."""
+  def encode(self, text: str, *, special_tokens: bool = True) -> list[int]:
+    """Token ids of `text`. With `special_tokens` (the default) special-token strings in it (e.g. `<|im_start|>`)
+    map to their single ids; without, they are encoded as the plain characters they are. Untrusted text (an
+    environment's observation, a tool's output) enters a ChatML context that way, so that it cannot open or close
+    a turn."""
     if not isinstance(text, str):
       raise TypeError(f"encode expects a str, got {type(text).__name__}.")
-    return self.hf.encode(text, add_special_tokens=False).ids
+    return (self.hf if special_tokens else self._literal()).encode(text, add_special_tokens=False).ids
+
+  def _literal(self):
+    """A copy of the HF tokenizer that reads special-token strings as plain text (made once, on first use; a
+    copy rather than a flag toggled on `self.hf`, which environment threads may be using)."""
+    if self._literal_hf is None:
+      from tokenizers import Tokenizer as HFTokenizer
+
+      literal = HFTokenizer.from_str(self.hf.to_str())
+      literal.encode_special_tokens = True
+      self._literal_hf = literal
+    return self._literal_hf
 
   def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
     return [e.ids for e in self.hf.encode_batch(list(texts), add_special_tokens=False)]

@@ -23,16 +23,16 @@ from core import config as config_lib
 FAST_CLIENT = http_client_config(retries=1, backoff_s=0.01, timeout_s=5.0, connect_timeout_s=1.0)
 
 
-def serve(pool, token=None, **server_overrides):
+def serve(pool, token=None, name="env", env_cfg=None, **server_overrides):
   config = server_config(port=0, **server_overrides)
-  return start_background(make_app(pool, config, token), config, token)
+  return start_background(make_app(pool, config, token, name=name, env_config=env_cfg), config, token)
 
 
 @pytest.fixture(scope="module")
 def servers():
   running = {}
   for name in ("gridworld", "textcraft", "search", "sciworld"):
-    running[name] = serve(make_pool(name, env_config(name), pool_config()))
+    running[name] = serve(make_pool(name, env_config(name), pool_config()), name=name, env_cfg=env_config(name))
   yield running
   for server in running.values():
     server.stop()
@@ -172,6 +172,23 @@ def test_a_retried_create_returns_the_environment_it_made():
       assert client.reset(env_idx, 0).observation
 
 
+def test_a_trainer_refuses_a_server_of_another_environment_or_config(servers):
+  from configs.agents.rl_common import rl_config
+  from agents.train import check_server_matches
+
+  with HttpEnvClient(servers["gridworld"].url, FAST_CLIENT) as client:
+    health = client.health()
+  assert health["env"] == "gridworld" and health["env_config"]["max_rooms"] == env_config("gridworld").max_rooms
+  config = rl_config("gridworld", "grpo")
+  config.env_url = servers["gridworld"].url
+  check_server_matches(health, config)  # the same environment and config section: accepted
+  quick = rl_config("gridworld", "grpo", "quick")  # smaller worlds than the server's defaults
+  with pytest.raises(config_lib.ConfigError, match=r"max_rooms = 3 there, 2 here.*--config.env_config.max_rooms=2"):
+    check_server_matches(health, quick)
+  with pytest.raises(config_lib.ConfigError, match="runs environment 'gridworld', not config.env = 'textcraft'"):
+    check_server_matches(health, rl_config("textcraft", "grpo"))
+
+
 def test_unreadable_replies_end_only_that_trajectory():
   step_reply = {}
 
@@ -190,6 +207,14 @@ def test_unreadable_replies_end_only_that_trajectory():
   for reply, message in [(httpx.Response(200, content=b"<html>a proxy's page</html>"), "not JSON"),
                          (httpx.Response(200, json={"observation": "no reward"}), "not a step result"),
                          (httpx.Response(200, json=["a", "list"]), "not a step result"),
+                         (httpx.Response(200, content=b'{"observation": "x", "reward": NaN, "done": true}'),
+                          "not a finite number"),
+                         (httpx.Response(200, content=b'{"observation": "x", "reward": Infinity, "done": true}'),
+                          "not a finite number"),
+                         (httpx.Response(200, json={"observation": "x", "reward": "1", "done": True}),
+                          "not a finite number"),
+                         (httpx.Response(200, json={"observation": "x", "reward": 1, "done": "false"}),
+                          "not a boolean"),
                          (httpx.DecodingError("bad gzip"), "DecodingError"),
                          (httpx.TooManyRedirects("loop"), "TooManyRedirects")]:
     step_reply["now"] = reply

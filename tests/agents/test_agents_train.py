@@ -360,3 +360,27 @@ def test_export_writes_the_checkpointed_policy_of_any_run(tmp_path):
     logits[step] = run(weights.load_model(folder)[0])
     np.testing.assert_allclose(logits[step], expected, rtol=1e-5, atol=1e-5)
   assert float(jnp.abs(logits[-1] - logits[0]).max()) > 0  # two RL steps moved the policy
+
+
+def test_a_reply_budget_that_cuts_a_warm_start_action_is_refused():
+  from agents.policy import check_actions_fit_the_reply_budget
+
+  action = "craft 1 wooden pickaxe using 3 oak planks , 2 stick"  # 11 words and marks, 12 with the end of turn
+  tokenizer = Tokenizer.word_level([action])
+  records = [[{"role": "user", "content": "Goal: a wooden pickaxe."}, {"role": "assistant", "content": action}]]
+  check_actions_fit_the_reply_budget(records, tokenizer, 12)
+  with pytest.raises(config_lib.ConfigError, match=r"1 of the 1 oracle actions.*--config.rollout.max_new_tokens=12"):
+    check_actions_fit_the_reply_budget(records, tokenizer, 11)
+
+
+@pytest.mark.parametrize("env", ["gridworld", "textcraft", "search", "sciworld", "vehicle", "toolenv"])
+def test_quick_reply_budgets_fit_the_oracle_actions(env):
+  """The quick configs' `rollout.max_new_tokens` holds every oracle action (with its end-of-turn token) of the
+  first 200 warm-start episodes."""
+  from agents import policy as policy_lib
+
+  config = config_lib.load_config(f"configs/agents/{env}_grpo.py:quick", [])
+  policy = policy_lib.build_policy(config)
+  world = envs_lib.make_env(config.env, config.env_config)
+  records = [policy_lib.oracle_episode(world, config.policy.warm_start_task_offset + i) for i in range(200)]
+  policy_lib.check_actions_fit_the_reply_budget(records, policy.tokenizer, config.rollout.max_new_tokens)

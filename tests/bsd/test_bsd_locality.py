@@ -25,6 +25,8 @@ def _setup(arch, method="bsd"):
     overrides += ["model.hidden=(12, 10)"]
   else:
     overrides += ["model.arch=cnn", "model.channels=(3, 4)", "model.hidden=(6,)", "model.batch_norm=true"]
+    if arch == "cnn_before":  # the backward blocks upsample before their conv
+      overrides += ["model.backward_upsample=before"]
   config = config_lib.load_config(os.path.join(ROOT, "configs/bsd/digits_mlp.py"), overrides)
   rng = np.random.default_rng(0)
   images = rng.random((16, 8, 8, 1)).astype(np.float32)
@@ -58,7 +60,7 @@ def _grads_by_block(model, loss_of_model):
   return out
 
 
-@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+@pytest.mark.parametrize("arch", ["mlp", "cnn", "cnn_before"])
 def test_each_local_loss_reaches_only_its_own_blocks(arch):
   model, obj, batch = _setup(arch)
   levels = list(range(model.num_levels + 1))
@@ -161,6 +163,28 @@ def test_odd_level_sizes_in_the_cnn_layout_are_a_clear_error():
   networks.make_layout("cnn", (28, 28, 1), channels=(2, 3), top_dim=10, backward_top_dim=10)  # 28 -> 14 -> pool 7
 
 
+def test_the_backward_blocks_upsample_after_or_before_their_conv():
+  """"after": B_1 convolves level-2 spikes at 14x14 and repeats each value over a 2x2 block of level 1, and the
+  dense block writes 7x7 and repeats it; "before": the repeated spikes are convolved at 28x28 (so neighbouring
+  cells differ), and the dense block writes all 14x14 cells itself."""
+  spikes = (np.random.default_rng(0).random((2, 14, 14, 4)) < 0.5).astype(np.float32)
+  blocky = {}
+  for order in networks.BACKWARD_UPSAMPLE:
+    layout = networks.make_layout("cnn", (28, 28, 1), channels=(3, 4), hidden=(6,), top_dim=10, backward_top_dim=10,
+                                  backward_upsample=order)
+    net = networks.BSDNet(layout, rngs=nnx.Rngs(0), with_backward=True, reconstruct=False)
+    conv, dense = net.backward[0], net.backward[1]
+    assert conv.kernel.shape == (3, 3, 4, 3)
+    assert dense.kernel.shape == (6, 7 * 7 * 4 if order == "after" else 14 * 14 * 4)
+    v = np.asarray(conv(jnp.asarray(spikes), train=False))
+    assert v.shape == (2, 28, 28, 3)
+    blocky[order] = np.array_equal(v[:, 0::2, 0::2], v[:, 1::2, 1::2])
+  assert blocky == {"after": True, "before": False}
+  with pytest.raises(ValueError, match="backward_upsample = 'sideways'"):
+    networks.make_layout("cnn", (28, 28, 1), channels=(3, 4), top_dim=10, backward_top_dim=10,
+                         backward_upsample="sideways")
+
+
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
 def test_same_target_mask_comes_from_the_backward_voltages(arch):
   """Pairs are left out of the relaxed term exactly when their backward voltages are equal (a numpy row
@@ -179,3 +203,69 @@ def test_same_target_mask_comes_from_the_backward_voltages(arch):
   b = bwd.drives[1].mean(0)
   nudged = b.at[0].set(b[0] * (1 + 1e-5) + 1e-6)
   assert float(methods._negatives(jnp.stack([b[0], nudged[0]]))[0, 1]) == 1.0
+
+
+@pytest.mark.parametrize("task", ["next_char", "forecast"])
+def test_each_local_loss_of_the_recurrent_pair_reaches_only_its_own_blocks(task):
+  """The RNN: the top loss and each hidden level's per-step ReCo (with the recurrent input s_{t-1} and every
+  block input stop-gradiented) reach only the blocks producing that level, recurrent weights included."""
+  name = "kjv_rnn" if task == "next_char" else "co2_rnn"
+  vocab = datasets.kjv_vocab_size() if task == "next_char" else 0
+  code_dim = 2 * vocab if task == "next_char" else 16
+  config = config_lib.load_config(os.path.join(ROOT, f"configs/bsd/{name}.py"), [
+      "model.hidden=(6, 5)", f"model.code_dim={code_dim}", "sequence.burn_in=2"])
+  rng = np.random.default_rng(0)
+  if task == "next_char":
+    inputs = rng.integers(0, vocab, (4, 8)).astype(np.int32)
+    targets = rng.integers(0, vocab, (4, 8)).astype(np.int32)
+  else:
+    inputs, targets = rng.normal(size=(4, 8)).astype(np.float32), rng.normal(size=(4, 8)).astype(np.float32)
+  batch = {"input": jnp.asarray(inputs), "target": jnp.asarray(targets)}
+  data = datasets.TaskData(train=dict(batch), test=dict(batch), num_classes=vocab)
+  model = training.build_model(config, data)
+  obj = methods.make_objective(config)
+  num = model.num_levels
+  assert num == 3 and model.forward[0].recurrent is not None and model.forward[1].recurrent is not None
+
+  def stacked(m):
+    outputs, fwd = methods.sequence_outputs(obj, m, batch, vocab, train=True)
+    bwd = networks.backward_pass(m, methods.sequence_top(obj, m, batch["target"]), obj.spec, train=True,
+                                 static=False)
+    per_level = [methods._alignment(obj, fwd, bwd, [level], per_step=True, steps=slice(obj.burn_in, None))[0]
+                 for level in range(1, num)]
+    return jnp.stack([*per_level, methods.sequence_top_loss(obj, outputs, batch["target"])[0]])
+
+  grads = _grads_by_block(model, stacked)
+  for row, level in enumerate(range(1, num + 1)):
+    owners = _owner_blocks(model, level)
+    for block, leaves in grads.items():
+      rows = [g[row] for g in leaves]
+      if block in owners:
+        assert sum(float(np.abs(g).sum()) for g in rows) > 0, f"level {level}: its own block {block} got none"
+      else:
+        assert all(np.all(g == 0) for g in rows), f"level {level} leaked into {block}"
+
+
+def test_no_error_flows_back_through_time_in_the_recurrent_pair():
+  """v_t = W x_t + R s_{t-1} with s_{t-1} a stop-gradient: a ReCo loss on the last step only, whose input is 0,
+  gives W exactly zero gradient (with the error through s_{t-1}, W would learn from the earlier steps' inputs)."""
+  config = config_lib.load_config(os.path.join(ROOT, "configs/bsd/co2_rnn.py"), [
+      "model.hidden=(6,)", "model.code_dim=16", "model.batch_norm=false", "sequence.burn_in=0"])
+  rng = np.random.default_rng(0)
+  inputs = rng.normal(size=(4, 8)).astype(np.float32)
+  inputs[:, -1] = 0.0
+  batch = {"input": jnp.asarray(inputs), "target": jnp.asarray(rng.normal(size=(4, 8)).astype(np.float32))}
+  model = training.build_model(config, datasets.TaskData(train=dict(batch), test=dict(batch)))
+  obj = methods.make_objective(config)
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+  def last_step_reco(p):
+    m = nnx.merge(graphdef, p, rest, copy=True)
+    _, fwd = methods.sequence_outputs(obj, m, batch, 0, train=True)
+    bwd = networks.backward_pass(m, methods.sequence_top(obj, m, batch["target"]), obj.spec, train=True,
+                                 static=False)
+    return methods._alignment(obj, fwd, bwd, [1], per_step=True, steps=slice(7, 8))[0]
+
+  grads = jax.jit(jax.grad(last_step_reco))(params)
+  assert np.all(np.asarray(grads["forward"][0]["kernel"]) == 0)
+  assert np.abs(np.asarray(grads["forward"][0]["recurrent"])).sum() > 0  # R learns from s_{t-1} itself

@@ -63,6 +63,7 @@ def test_forecast_and_next_char_run(tmp_path):
 @pytest.mark.parametrize("overrides,message", [
     (["method=backprop"], "valid choices are 'bsd'"),
     (["model.arch=rnn"], "does not fit task 'classify'"),
+    (["model.backward_upsample=sideways"], "valid choices are 'after', 'before'"),
     (["neuron.surrogate=relu"], "config.neuron.surrogate"),
     (["model.code_dim=5"], r"block codes need code_dim >= number of classes \(5 < 10\)"),
     (["codes.kind=random", "codes.rate=1.0"], r"config.codes.rate = 1.0 is invalid"),
