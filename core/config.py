@@ -12,6 +12,7 @@ import ast
 import difflib
 import importlib.util
 import inspect
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -152,7 +153,8 @@ def _parse_like(current: Any, text: str, key: str) -> Any:
     except (ValueError, SyntaxError):
       if kind is not str:
         raise fail(f"a tuple literal such as {_example(kind)}") from None
-      value = (text,)  # a bare word for a tuple of strings: the shell has eaten the quotes
+      # Bare words for a tuple of strings (the shell has eaten the quotes): `fc`, `fc,sfc` or `(q_proj,v_proj)`.
+      value = tuple(w.strip() for w in text.strip().strip("()[]").split(",") if w.strip())
     if isinstance(value, (int, float, str)):
       value = (value,)
     if not isinstance(value, (tuple, list)):
@@ -212,10 +214,11 @@ def check(config: ml_collections.ConfigDict, key: str, predicate: Callable[[Any]
 
 def check_positive(config: ml_collections.ConfigDict, key: str, allow_zero: bool = False) -> Any:
   value = get_value(config, key)
-  ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+  ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        and (value >= 0 if allow_zero else value > 0))
   if not ok:
     bound = ">= 0" if allow_zero else "> 0"
-    raise _invalid(key, value, f"must be a number {bound}", f"pass --config.{key}=<number {bound}>")
+    raise _invalid(key, value, f"must be a finite number {bound}", f"pass --config.{key}=<number {bound}>")
   return value
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -21,6 +22,8 @@ from core import files
 # folders (a `build/lib` copy or a virtual environment must not change the fingerprint).
 _NOT_SOURCE = ("tests", "benchmarks", "notebooks", "runs", "build", "dist", "venv", "env")
 _DEPENDENCY_FILES = ("setup.cfg",)  # dependency bounds change what the code runs on
+# ... and so do the installed versions within those bounds (numerics move between jax releases).
+_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "numpy", "tokenizers", "torch")
 FINGERPRINT_FILE = "fingerprint.txt"
 
 
@@ -40,7 +43,8 @@ def markdown_table(rows: Sequence[ClaimRow]) -> str:
   lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
   for row in rows:
     cells = (row.paper, row.claim, row.paper_value, row.measured, row.scale)
-    lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    # A cell holds one line: a failure's multi-line message would otherwise break the table into extra rows.
+    lines.append("| " + " | ".join(" ".join(str(c).split("\n")).replace("|", "\\|") for c in cells) + " |")
   return "\n".join(lines)
 
 
@@ -50,7 +54,8 @@ def to_json(rows: Sequence[ClaimRow]) -> str:
 
 def source_fingerprint(root: str = files.REPO_ROOT) -> str:
   """A hash of every source file (.py, configs included) under `root`, and of setup.cfg, by relative path and
-  content. Hidden, egg-info and virtual-environment folders (those holding a pyvenv.cfg) are skipped."""
+  content, and of the installed versions of the numerical packages (`installed_versions`). Hidden, egg-info and
+  virtual-environment folders (those holding a pyvenv.cfg) are skipped."""
   digest = hashlib.sha256()
   for folder, dirs, names in os.walk(root):
     dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not d.endswith(".egg-info")
@@ -62,7 +67,19 @@ def source_fingerprint(root: str = files.REPO_ROOT) -> str:
       digest.update(os.path.relpath(path, root).encode() + b"\0")
       with open(path, "rb") as f:
         digest.update(hashlib.sha256(f.read()).digest())
+  digest.update(installed_versions().encode())
   return digest.hexdigest()[:16]
+
+
+def installed_versions(packages: Sequence[str] = _PACKAGES) -> str:
+  """`name==version` of each package the numbers depend on ("absent" when not installed), one per line."""
+  lines = []
+  for name in packages:
+    try:
+      lines.append(f"{name}=={importlib.metadata.version(name)}")
+    except importlib.metadata.PackageNotFoundError:
+      lines.append(f"{name} absent")
+  return "\n".join(lines)
 
 
 def _is_run_folder(path: str) -> bool:

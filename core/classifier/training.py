@@ -65,7 +65,13 @@ def classification_loss(model: nnx.Module, batch: dict[str, jax.Array], rng: jax
 
 def make_evaluator(graphdef: nnx.GraphDef, split_data: dict[str, np.ndarray], batch_size: int,
                    mesh: jax.sharding.Mesh):
-  """Exact accuracy and loss over a whole split: the last batch is padded and masked, not dropped."""
+  """Exact accuracy and loss over a whole split: the last batch is padded and masked, not dropped. `batch_size`
+  is the global eval batch: with several processes each one hands its own rows of every batch to the mesh."""
+  processes, process = jax.process_count(), jax.process_index()
+  if batch_size % processes:
+    raise ValueError(f"the eval batch size {batch_size} does not split over {processes} processes. Fix: a "
+                     f"multiple of {processes}.")
+  local = batch_size // processes
 
   @jax.jit
   def eval_batch(params, model_state, batch):
@@ -86,7 +92,7 @@ def make_evaluator(graphdef: nnx.GraphDef, split_data: dict[str, np.ndarray], ba
   def evaluate(state: TrainState) -> dict[str, float]:
     correct = loss_sum = 0.0
     for start in range(0, padded, batch_size):
-      window = slice(start, start + batch_size)
+      window = slice(start + process * local, start + (process + 1) * local)  # this process's rows
       batch = sharding_lib.shard_batch({"image": images[window], "label": labels[window],
                                         "mask": mask[window]}, mesh)
       out = eval_batch(state.params, state.model_state, batch)

@@ -105,7 +105,8 @@ def make_batches(source: Mapping[str, Any] | Any, batch_size: int, *, seed: int,
       is dropped) and every shard gets N // shard_count examples per epoch (the N % shard_count
       left over change with every epoch's shuffle), so all processes take the same number of steps;
       if False, shards cover all N examples (sizes differ by at most one) and the final batch may
-      be smaller.
+      be smaller, so processes may take different numbers of batches: for work each process does on
+      its own, not for a step that all processes run together (which would wait for the missing batch).
     shard_index, shard_count: this process's shard; default `jax.process_index()` and
       `jax.process_count()`.
     transform: applied to every batch (dict of numpy arrays in, dict of numpy arrays out), e.g.

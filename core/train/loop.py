@@ -5,8 +5,12 @@ What the loop guarantees:
     jitted step, and the data iterator's position is checkpointed beside the state; a run killed at any point
     and restarted with the same command ends with exactly the parameters of an uninterrupted run.
   * A NaN/Inf loss or gradient norm stops the run with `NonFiniteLossError` naming the step. A state is saved
-    only after the loss and gradient norm of every step up to it were checked finite (a finite loss alone does
-    not make the update finite), so the last checkpoint on disk is always a good one.
+    only after the loss and gradient norm of every step up to it were checked finite, and the state itself (a
+    finite gradient does not make the update finite), so the last checkpoint on disk is always a good one.
+  * A workdir whose checkpoint is past `num_steps` is an error, not a silent no-op.
+  * What a resume does not check: it restores into the state the current config built, comparing leaf paths and
+    shapes only, so a changed learning rate, schedule, seed, batch size or dataset (which leave those alone) is
+    taken as given, and the run continues under the new settings. Resume with the command that started the run.
   * Metrics match too: a resumed run first drops the records (and TensorBoard events) logged after its
     checkpoint, or all of them on a fresh start; training windows are logged at every checkpoint, so the window
     a resumed run starts is the one an uninterrupted run starts; a step is evaluated before it is saved, so no
@@ -21,6 +25,7 @@ import time
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
@@ -65,6 +70,14 @@ def jit_on_mesh(step_fn: StepFn, mesh: jax.sharding.Mesh, state_sharding: Any) -
   replicated = sharding_lib.replicated(mesh)
   return jax.jit(step_fn, in_shardings=(state_sharding, sharding_lib.batch_sharding(mesh), replicated),
                  out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+
+
+@jax.jit
+def _all_finite(state) -> jax.Array:
+  """True when every floating-point leaf of `state` is finite (keys, ints and bools are skipped)."""
+  checks = [jnp.isfinite(x).all() for x in jax.tree.leaves(state)
+            if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(checks)) if checks else jnp.array(True)
 
 
 def run_training(*, workdir: str, config: ml_collections.ConfigDict, state: TrainState, step_fn: StepFn,
@@ -130,7 +143,24 @@ def run_training(*, workdir: str, config: ml_collections.ConfigDict, state: Trai
           f"optimizer.learning_rate, set optimizer.grad_clip_norm, or check the batch at step {step}; rerunning "
           "the same command resumes from the last good checkpoint.")
 
+  def check_state_finite(step: int, state) -> None:
+    """Before a save: a finite loss and gradient norm do not make the update finite (adam's 0/0 at eps = 0,
+    an overflow in low precision), and a non-finite checkpoint would be where every resume starts."""
+    if not bool(_all_finite(state)):
+      last_good = checkpointer.latest_step()
+      where = (f"the last good checkpoint is step {last_good} in {checkpointer.directory}"
+               if last_good is not None else "no checkpoint was saved before it")
+      raise NonFiniteLossError(
+          f"the training state after step {step} holds NaN or Inf values although its loss and gradient norm "
+          f"were finite; it was not saved, and {where}. Fix: lower optimizer.learning_rate, raise optimizer.eps, "
+          "or train in float32; rerunning the same command resumes from the last good checkpoint.")
+
   num_steps = config.num_steps
+  if start_step > num_steps:
+    raise ValueError(
+        f"{checkpointer.directory} holds a checkpoint of step {start_step}, past this run's train.num_steps = "
+        f"{num_steps}: nothing would train, and the state returned would be that longer run's. Fix: pass "
+        f"--config.train.num_steps={start_step} or more to continue it, or use a fresh workdir.")
   bar = tqdm.tqdm(total=num_steps, initial=start_step, disable=not config.progress_bar, unit="step",
                   dynamic_ncols=True)
   window: list[dict[str, float]] = []
@@ -173,6 +203,7 @@ def run_training(*, workdir: str, config: ml_collections.ConfigDict, state: Trai
         if eval_fn is not None and (is_last or (config.eval_every and step % config.eval_every == 0)):
           writer.write(step, eval_fn(state), "eval")  # before the save: a kill between them redoes both
         if step % config.checkpoint_every == 0 or is_last:
+          check_state_finite(step, state)
           checkpointer.save(step, state, data_position(), force=is_last)
   finally:
     bar.close()

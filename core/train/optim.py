@@ -26,7 +26,9 @@ def optimizer_config(**overrides) -> ml_collections.ConfigDict:
   """A complete `optimizer` section; configs call this and override what they change.
 
   Every field is present so that `print(config)` shows all numbers that shape the update.
-  The values below are optax's documented defaults for each optimizer. Weight decay is adamw's decoupled decay
+  The values below are optax's documented defaults for each optimizer. Schedules follow optax's count
+  convention: update i (1-based) uses the schedule's value at i - 1, so a warmup's first update has learning rate
+  0 and a decay's last update is one step short of `end_learning_rate` (what every run here was trained with). Weight decay is adamw's decoupled decay
   (of every parameter, as optax's adamw without a mask): 1e-4 by default for adamw, 0 for the others, which have
   none (a non-zero value there is a config error, not silently ignored). `decay_vectors=False` leaves the
   parameters with fewer than 2 dimensions (biases, norm scales) undecayed, as MaxText and big_vision do; the
@@ -46,8 +48,10 @@ def validate_optimizer_config(config: ml_collections.ConfigDict, prefix: str = "
   config_lib.check_choice(config, f"{prefix}.name", OPTIMIZERS)
   config_lib.check_positive(config, f"{prefix}.learning_rate")
   config_lib.check_choice(config, f"{prefix}.schedule", SCHEDULES)
-  for key in ("warmup_steps", "weight_decay", "grad_clip_norm", "end_learning_rate", "eps"):
+  for key in ("warmup_steps", "weight_decay", "grad_clip_norm", "end_learning_rate"):
     config_lib.check_positive(config, f"{prefix}.{key}", allow_zero=True)
+  # adam(w) divides by sqrt(v) + eps: at eps = 0 a parameter whose gradient is exactly 0 gets 0/0 = NaN.
+  config_lib.check_positive(config, f"{prefix}.eps")
   for key in ("b1", "b2", "momentum"):
     config_lib.check(config, f"{prefix}.{key}", lambda v: 0 <= v < 1, "must lie in [0, 1)")
   name = config_lib.get_value(config, f"{prefix}.name")

@@ -50,6 +50,12 @@ def test_tiny_policy_improves_on_a_trivial_environment(tmp_path, algo):
   first, last = np.mean(success[:3]), np.mean(success[-3:])
   assert first < 0.5, success
   assert last > first + 0.3, success
+  # One minibatch and one epoch: the update's only actor step sees the policy that sampled, so its PPO ratio is 1
+  # to float error on every token and nothing is clipped (old log-probs recomputed by the update's own program).
+  assert config.algorithm.minibatches == 1 and config.algorithm.update_epochs == 1
+  rows = read_metrics(str(tmp_path), "train")
+  np.testing.assert_allclose([m["ratio_mean"] for m in rows], 1.0, atol=1e-5)
+  assert all(m["clip_frac"] == 0 for m in rows)
 
 
 def test_resume_continues_exactly(tmp_path, mark_metrics):

@@ -11,6 +11,9 @@ def test_markdown_table_escapes_and_orders_columns():
   assert table[0] == "| paper | claim | paper's number | measured here | scale used |"
   assert table[2] == "| BSD (2509.20284) | MNIST CNN acc | 99.44 | 98.9 | 5k subset \\| 2 epochs |"
   assert json.loads(report.to_json(rows))[0]["measured"] == "98.9"
+  failed = report.ClaimRow("BSD", "acc", "99.44", "FAILED: ValueError: bad size\nFix: smaller", "quick")
+  assert report.markdown_table([failed]).splitlines()[2] == (
+      "| BSD | acc | 99.44 | FAILED: ValueError: bad size Fix: smaller | quick |")  # one row, five cells
 
 
 def test_runner_lists_unimplemented_papers_and_rejects_unknown_names(tmp_path, capsys, monkeypatch):
@@ -85,6 +88,16 @@ def test_source_fingerprint_follows_source_files_only(tmp_path):
   assert report.source_fingerprint(str(tmp_path)) != first
   first = report.source_fingerprint(str(tmp_path))
   (tmp_path / "pkg" / "model.py").write_text("x = 2\n")
+  assert report.source_fingerprint(str(tmp_path)) != first
+
+
+def test_source_fingerprint_follows_the_installed_numerical_packages(tmp_path, monkeypatch):
+  (tmp_path / "model.py").write_text("x = 1\n")
+  first = report.source_fingerprint(str(tmp_path))
+  assert "jax==" in report.installed_versions() and "absent" in report.installed_versions(("no-such-pkg",))
+  real = report.importlib.metadata.version
+  monkeypatch.setattr(report.importlib.metadata, "version",
+                      lambda name: "0.0.1" if name == "optax" else real(name))  # another optax release
   assert report.source_fingerprint(str(tmp_path)) != first
 
 

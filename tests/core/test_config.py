@@ -58,6 +58,8 @@ def test_tuple_items_must_have_the_defaults_item_type(tmp_path):
   assert config.sizes == (8,) and config.names == ("x", "y") and config.empty == (1, "b")
   assert config.rates == (1.0, 0.25) and type(config.rates[0]) is float  # an int item is taken as a float
   assert config_lib.load_config(str(path), ["names=wide"]).names == ("wide",)  # the shell ate the quotes
+  for words in ("fc,sfc", "(fc, sfc)", "[fc,sfc]"):  # a comma-separated list, as the shell leaves it
+    assert config_lib.load_config(str(path), [f"names={words}"]).names == ("fc", "sfc")
   with pytest.raises(config_lib.ConfigError, match=r"cannot read 'fast' as a tuple literal such as \(0.5, 1.0\)"):
     config_lib.load_config(str(path), ["rates=fast"])
   for override, expected in (("sizes=(8, 1.5)", "a tuple of ints such as \\(1, 2\\)"),
@@ -145,8 +147,11 @@ def test_config_is_locked_after_loading(config_path):
 def test_invalid_values_name_key_and_valid_choices(config_path):
   config = config_lib.load_config(config_path, ["optimizer.learning_rate=-0.1"])
   with pytest.raises(config_lib.ConfigError, match=r"config.optimizer.learning_rate = -0.1 is invalid: "
-                                                   r"must be a number > 0"):
+                                                   r"must be a finite number > 0"):
     optim.validate_optimizer_config(config)
+  for text in ("inf", "1e400", "nan"):
+    with pytest.raises(config_lib.ConfigError, match=r"must be a finite number > 0"):
+      optim.validate_optimizer_config(config_lib.load_config(config_path, [f"optimizer.learning_rate={text}"]))
   config = config_lib.load_config(config_path, ["optimizer.name=adagrad"])
   with pytest.raises(config_lib.ConfigError, match=r"valid choices are 'sgd', 'momentum', 'adam', 'adamw'"):
     optim.validate_optimizer_config(config)

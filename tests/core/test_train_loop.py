@@ -7,6 +7,7 @@ import os
 import chex
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -169,6 +170,39 @@ def test_nan_gradient_under_a_finite_loss_is_never_checkpointed(tmp_path):
     loop.run_training(workdir=str(tmp_path), config=config, state=state, step_fn=step,
                       batches=PoisonAtTen(data, 8, seed=1), seed=0)
   assert Checkpointer(str(tmp_path / "checkpoints"), every=5, keep=2).all_steps() == [5]
+
+
+def test_a_non_finite_update_under_a_finite_loss_and_gradient_is_never_checkpointed(tmp_path):
+  """adam at eps = 0 turns the exactly-zero gradient of a parameter the loss does not use into 0/0 = NaN: loss and
+  gradient norm stay finite, so only the check of the state itself stops the save."""
+
+  class WithSpare(Regressor):
+    def __init__(self, rngs):
+      super().__init__(rngs)
+      self.spare = nnx.Param(jnp.ones((3,)))  # not used by the loss: its gradient is exactly 0
+
+  config, _, _, _ = build(10)
+  tx = optim.make_optimizer(optim.optimizer_config(name="adam", learning_rate=0.05, eps=0.0), 10)
+  graphdef, state = create_train_state(WithSpare(nnx.Rngs(0)), tx)
+  with pytest.raises(loop.NonFiniteLossError, match=r"state after step 5 holds NaN or Inf.*no checkpoint was saved"):
+    loop.run_training(workdir=str(tmp_path), config=config, state=state,
+                      step_fn=make_train_step(graphdef, mse_loss, tx), batches=ArrayBatches(make_data(), 8, seed=1),
+                      seed=0)
+  assert Checkpointer(str(tmp_path / "checkpoints"), every=5, keep=2).all_steps() == []
+  assert all(np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"]) for m in read_metrics(str(tmp_path), "train"))
+  with pytest.raises(Exception, match=r"optimizer.eps = 0.0 is invalid: must be a finite number > 0"):
+    optim.validate_optimizer_config(ml_collections.ConfigDict({"optimizer": optim.optimizer_config(eps=0.0)}))
+
+
+def test_a_checkpoint_past_num_steps_is_an_error_not_a_silent_no_op(tmp_path):
+  data = make_data()
+  config, graphdef, state, step = build(10)
+  loop.run_training(workdir=str(tmp_path), config=config, state=state, step_fn=step,
+                    batches=ArrayBatches(data, 8, seed=1), seed=0)
+  short, _, state, _ = build(5)
+  with pytest.raises(ValueError, match=r"checkpoint of step 10, past this run's train.num_steps = 5.*num_steps=10"):
+    loop.run_training(workdir=str(tmp_path), config=short, state=state, step_fn=step,
+                      batches=ArrayBatches(data, 8, seed=1), seed=0)
 
 
 def test_killed_runs_leave_no_duplicate_records_and_lose_no_eval(tmp_path, capsys):
