@@ -23,7 +23,7 @@ from core import files
 _NOT_SOURCE = ("tests", "benchmarks", "notebooks", "runs", "build", "dist", "venv", "env")
 _DEPENDENCY_FILES = ("setup.cfg",)  # dependency bounds change what the code runs on
 # ... and so do the installed versions within those bounds (numerics move between jax releases).
-_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "numpy", "tokenizers", "torch")
+_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "numpy", "tokenizers")
 FINGERPRINT_FILE = "fingerprint.txt"
 
 
