@@ -10,10 +10,10 @@ task reconstructs the stimulus) is the decoder's output layer.
 Three layouts share this code (`model.arch`):
   mlp: dense levels.
   cnn: [max-pool] conv3x3 + BatchNorm levels, then dense levels; the backward blocks mirror them with
-       nearest-neighbour upsampling in place of pooling, after their conv (`backward_upsample="after"`: the conv
-       runs at the coarse size, 4x cheaper, and the level's target is constant over 2x2 blocks) or before it
-       (`"before"`: the upsampled spikes are convolved at the level's own size, and the dense block after the
-       last conv level maps straight to that level).
+       nearest-neighbour upsampling in place of pooling, before their conv (`backward_upsample="before"`, the
+       default: the upsampled spikes are convolved at the level's own size, and the dense block after the last
+       conv level maps straight to that level) or after it (`"after"`: the conv runs at the coarse size, 4x
+       cheaper, and the level's target is constant over 2x2 blocks).
   rnn: dense levels whose hidden LIF layers are recurrent (`v_t = W s_{i,t} + R s_{i+1,t-1}`), run over the
        sequence's time axis (each sequence element is one SNN time step).
 
@@ -190,7 +190,7 @@ def _check_even(h: int, w: int, level: int, in_shape) -> None:
 
 def make_layout(arch: str, in_shape: Sequence[int], *, hidden: Sequence[int] = (), channels: Sequence[int] = (),
                 top_dim: int, backward_top_dim: int, batch_norm: bool = False, kernel_size: int = 3,
-                backward_upsample: str = "after") -> Layout:
+                backward_upsample: str = "before") -> Layout:
   """Levels and blocks of the MLP, CNN and RNN layouts (see the module docstring)."""
   if backward_upsample not in BACKWARD_UPSAMPLE:
     raise ValueError(f"backward_upsample = {backward_upsample!r}; valid: {BACKWARD_UPSAMPLE}")

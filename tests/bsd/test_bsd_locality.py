@@ -25,8 +25,8 @@ def _setup(arch, method="bsd"):
     overrides += ["model.hidden=(12, 10)"]
   else:
     overrides += ["model.arch=cnn", "model.channels=(3, 4)", "model.hidden=(6,)", "model.batch_norm=true"]
-    if arch == "cnn_before":  # the backward blocks upsample before their conv
-      overrides += ["model.backward_upsample=before"]
+    if arch == "cnn_after":  # the backward blocks upsample after their conv
+      overrides += ["model.backward_upsample=after"]
   config = config_lib.load_config(os.path.join(ROOT, "configs/bsd/digits_mlp.py"), overrides)
   rng = np.random.default_rng(0)
   images = rng.random((16, 8, 8, 1)).astype(np.float32)
@@ -60,7 +60,7 @@ def _grads_by_block(model, loss_of_model):
   return out
 
 
-@pytest.mark.parametrize("arch", ["mlp", "cnn", "cnn_before"])
+@pytest.mark.parametrize("arch", ["mlp", "cnn", "cnn_after"])
 def test_each_local_loss_reaches_only_its_own_blocks(arch):
   model, obj, batch = _setup(arch)
   levels = list(range(model.num_levels + 1))
