@@ -288,3 +288,55 @@ def test_rollout_with_kv_cache_reuse_keeps_exact_logprobs(tokenizer):
   mask = batch["loss_mask"].astype(bool)
   assert mask.sum() == stats.generated_tokens
   np.testing.assert_allclose(batch["logprobs"][mask], fresh[mask], atol=2e-4)
+
+
+class Countdown(TextEnv):
+  """Whatever the agent says, task k succeeds on step k + 1: trajectories end at different turns."""
+
+  name = "countdown"
+
+  def __init__(self):
+    super().__init__(max_steps=100)
+
+  def instructions(self):
+    return ""
+
+  def oracle(self, task_id):
+    raise NotImplementedError
+
+  def _reset(self, task_id):
+    self.length = task_id + 1
+    return f"count to {self.length}", {}
+
+  def _progress(self):
+    return 0.0
+
+  def _step(self, action):
+    return f"step {self._steps}", self._steps >= self.length
+
+
+def test_kv_cache_reuse_stays_exact_when_finished_trajectories_sit_out_later_turns(tokenizer):
+  """Tasks 0, 1, 2 end after 1, 2 and 3 turns: the second call leaves row 0 out and the third rows 0 and 1,
+  whose caches are kept but not extended; the sampled log-probs still equal a fresh scoring pass."""
+  config = llm_config.tiny(vocab_size=len(SPECIALS) + 256, max_seq_len=4096)
+  graphdef, state = nnx.split(Llama(config, nnx.Rngs(1)))
+
+  class Pretrained:
+    pass
+
+  pretrained = Pretrained()
+  pretrained.graphdef, pretrained.state, pretrained.config, pretrained.tokenizer = graphdef, state, config, tokenizer
+  rollout = rollout_lib.rollout_config(max_new_tokens=6, max_context_tokens=2048, temperature=1.0, group_size=1,
+                                       action_format="whole")
+  policy = rollout_lib.llm_policy(pretrained, rollout)
+  client = LocalEnvClient(EnvPool(Countdown, pool_config()))
+  trajectories, stats = rollout_lib.rollout(policy, tokenizer, client, [0, 1, 2], rollout, max_turns=5,
+                                            rng=jax.random.key(3))
+  assert [len(t.turns) for t in trajectories] == [1, 2, 3]
+  assert all(t.finish_reason == "done" for t in trajectories), [t.finish_reason for t in trajectories]
+  batch = rollout_lib.to_batch(trajectories, tokenizer.pad_id)
+  fresh = np.asarray(token_logprobs(graphdef, state, batch["tokens"], batch["attention_mask"]))
+  mask = batch["loss_mask"].astype(bool)
+  assert mask.sum() == stats.generated_tokens
+  np.testing.assert_allclose(batch["logprobs"][mask], fresh[mask], atol=2e-4)
+
