@@ -2,6 +2,7 @@
 real (tiny, random) core/llm model matching a fresh scoring pass."""
 
 import json
+import types
 
 import jax
 import numpy as np
@@ -30,6 +31,13 @@ def tokenizer():
   hf.decoder = decoders.ByteLevel()
   hf.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIALS])
   return Tokenizer(hf, eos_token="<|im_end|>")
+
+
+def tiny_pretrained(tokenizer, seed):
+  """A random tiny Llama over the byte tokenizer, shaped as `llm_policy` takes a loaded checkpoint."""
+  config = llm_config.tiny(vocab_size=len(SPECIALS) + 256, max_seq_len=4096)
+  graphdef, state = nnx.split(Llama(config, nnx.Rngs(seed)))
+  return types.SimpleNamespace(graphdef=graphdef, state=state, config=config, tokenizer=tokenizer)
 
 
 class Scripted:
@@ -165,10 +173,8 @@ def test_a_reply_ended_by_another_stop_token_still_closes_its_turn(tokenizer):
   assert text.count("<|im_end|>\n<|im_start|>user") == len(t.turns) - 1
 
 
-class Breaks(TextEnv):
-  """Task 1 crashes on its first step; the others count steps and never end."""
-
-  name = "breaks"
+class _TestEnv(TextEnv):
+  """What the test environments below share: no instructions, no oracle, no partial progress."""
 
   def __init__(self):
     super().__init__(max_steps=100)
@@ -179,12 +185,18 @@ class Breaks(TextEnv):
   def oracle(self, task_id):
     raise NotImplementedError
 
+  def _progress(self):
+    return 0.0
+
+
+class Breaks(_TestEnv):
+  """Task 1 crashes on its first step; the others count steps and never end."""
+
+  name = "breaks"
+
   def _reset(self, task_id):
     self.crash = task_id == 1
     return f"task {task_id}", {}
-
-  def _progress(self):
-    return 0.0
 
   def _step(self, action):
     if self.crash:
@@ -217,15 +229,8 @@ def test_a_failure_before_the_first_turn_still_closes_every_environment(tokenize
 
 
 def test_tiny_llm_rollout_logprobs_match_a_scoring_pass(tokenizer):
-  config = llm_config.tiny(vocab_size=len(SPECIALS) + 256, max_seq_len=4096)
-  model = Llama(config, nnx.Rngs(0))
-  graphdef, state = nnx.split(model)
-
-  class Pretrained:
-    pass
-
-  pretrained = Pretrained()
-  pretrained.graphdef, pretrained.state, pretrained.config, pretrained.tokenizer = graphdef, state, config, tokenizer
+  pretrained = tiny_pretrained(tokenizer, seed=0)
+  graphdef, state = pretrained.graphdef, pretrained.state
   rollout = rollout_lib.rollout_config(max_new_tokens=8, max_context_tokens=2048, temperature=1.0, group_size=2)
   calls = []
   inner = rollout_lib.llm_policy(pretrained, rollout)
@@ -252,14 +257,8 @@ def test_rollout_with_kv_cache_reuse_keeps_exact_logprobs(tokenizer):
   still equal a fresh scoring pass over the whole trajectories, and turns after the first prefill only the tokens
   added since the previous turn."""
   from core.llm import session as session_lib
-  config = llm_config.tiny(vocab_size=len(SPECIALS) + 256, max_seq_len=4096)
-  graphdef, state = nnx.split(Llama(config, nnx.Rngs(0)))
-
-  class Pretrained:
-    pass
-
-  pretrained = Pretrained()
-  pretrained.graphdef, pretrained.state, pretrained.config, pretrained.tokenizer = graphdef, state, config, tokenizer
+  pretrained = tiny_pretrained(tokenizer, seed=0)
+  graphdef, state = pretrained.graphdef, pretrained.state
   rollout = rollout_lib.rollout_config(max_new_tokens=8, max_context_tokens=2048, temperature=1.0, group_size=2)
   policy = rollout_lib.llm_policy(pretrained, rollout)
   assert hasattr(policy, "session")
@@ -290,26 +289,14 @@ def test_rollout_with_kv_cache_reuse_keeps_exact_logprobs(tokenizer):
   np.testing.assert_allclose(batch["logprobs"][mask], fresh[mask], atol=2e-4)
 
 
-class Countdown(TextEnv):
+class Countdown(_TestEnv):
   """Whatever the agent says, task k succeeds on step k + 1: trajectories end at different turns."""
 
   name = "countdown"
 
-  def __init__(self):
-    super().__init__(max_steps=100)
-
-  def instructions(self):
-    return ""
-
-  def oracle(self, task_id):
-    raise NotImplementedError
-
   def _reset(self, task_id):
     self.length = task_id + 1
     return f"count to {self.length}", {}
-
-  def _progress(self):
-    return 0.0
 
   def _step(self, action):
     return f"step {self._steps}", self._steps >= self.length
@@ -318,14 +305,8 @@ class Countdown(TextEnv):
 def test_kv_cache_reuse_stays_exact_when_finished_trajectories_sit_out_later_turns(tokenizer):
   """Tasks 0, 1, 2 end after 1, 2 and 3 turns: the second call leaves row 0 out and the third rows 0 and 1,
   whose caches are kept but not extended; the sampled log-probs still equal a fresh scoring pass."""
-  config = llm_config.tiny(vocab_size=len(SPECIALS) + 256, max_seq_len=4096)
-  graphdef, state = nnx.split(Llama(config, nnx.Rngs(1)))
-
-  class Pretrained:
-    pass
-
-  pretrained = Pretrained()
-  pretrained.graphdef, pretrained.state, pretrained.config, pretrained.tokenizer = graphdef, state, config, tokenizer
+  pretrained = tiny_pretrained(tokenizer, seed=1)
+  graphdef, state = pretrained.graphdef, pretrained.state
   rollout = rollout_lib.rollout_config(max_new_tokens=6, max_context_tokens=2048, temperature=1.0, group_size=1,
                                        action_format="whole")
   policy = rollout_lib.llm_policy(pretrained, rollout)
