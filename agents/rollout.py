@@ -167,7 +167,7 @@ class _Chat:
   def prompt(self, observation: str) -> list[int]:
     messages = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else [])
     before, after = self.tokenizer.format_chat(messages + [{"role": "user", "content": self._SLOT}]).split(self._SLOT)
-    return self._around(before, observation, after)
+    return self.tokenizer.start_ids + self._around(before, observation, after)
 
   def observation(self, observation: str) -> list[int]:
     return self._around("\n<|im_start|>user\n", observation, "<|im_end|>\n<|im_start|>assistant\n")

@@ -46,7 +46,9 @@ class LlamaConfig:
     rms_norm_eps: epsilon of RMSNorm (Zhang & Sennrich 2019).
     tie_embeddings: the LM head is the transposed token embedding.
     qkv_bias: q/k/v projections carry biases (Qwen2); Llama has none.
-    dtype: compute dtype of activations ('float32' or 'bfloat16'); logits are always float32.
+    dtype: compute dtype of activations ('float32' or 'bfloat16'); logits are always float32 arrays (a tied
+      head computes them in float32; an untied or quantized head at 'bfloat16' rounds them to bfloat16 first, as
+      transformers does).
     param_dtype: storage dtype of float weights ('float32' or 'bfloat16').
     weight_format: 'float' (param_dtype), 'int8' (per-output-channel symmetric), 'int8x2' (int8 plus an int8
       digit of its rounding residual: ~15-bit precision in 2 bytes) or 'int4' (per-group asymmetric, group

@@ -314,7 +314,7 @@ def generate_text(pretrained, prompts: Sequence[str], gen: GenerationConfig, *,
                   rng: jax.Array | None = None) -> list[str]:
   """Raw-text continuations (no chat format) of `prompts` with a `weights.Pretrained`."""
   tok = weights.text_tokenizer(pretrained)
-  out = generate(pretrained.graphdef, pretrained.state, pretrained.config, tok.encode_batch(prompts), gen,
+  out = generate(pretrained.graphdef, pretrained.state, pretrained.config, tok.encode_prompts(prompts), gen,
                  stop_ids=tok.stop_ids, pad_id=tok.pad_id, rng=rng)
   return [tok.decode(t) for t in out.tokens]
 

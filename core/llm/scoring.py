@@ -96,7 +96,7 @@ def score_continuations(pretrained, prompts: Sequence[str], continuations: Seque
                         length_buckets: Sequence[int]) -> np.ndarray:
   """Summed log p(continuation | prompt) for text pairs (multiple choice: one row per option), float32 [N]."""
   tok = weights.text_tokenizer(pretrained)
-  p_ids, c_ids = tok.encode_batch(prompts), tok.encode_batch(continuations)
+  p_ids, c_ids = tok.encode_prompts(prompts), tok.encode_batch(continuations)
   out = []
   for start in range(0, len(p_ids), batch_size):
     batch = continuation_batch(p_ids[start:start + batch_size], c_ids[start:start + batch_size], tok.pad_id,

@@ -92,11 +92,13 @@ class GenerationSession:
     self.valid = np.zeros((self.batch, 0), bool)  # [B, S] slots holding real cached tokens
     self.cursor = 0  # first unused slot (the same for every row)
     self.prefilled_tokens = 0  # tokens run through the model as prompt chunks (what caching saves)
+    self._rng = jax.random.key(gen.seed)  # split for each call made without a key: fresh noise every turn
 
   def generate(self, rows: Sequence[int], prompts: Sequence[Sequence[int]], budgets: Sequence[int] | None = None,
                rng: jax.Array | None = None) -> GenerationOutput:
     """Continues `rows` (distinct indices < num_rows) with their full token sequences `prompts`; returns the
-    new tokens and log-probs per requested row, as `generate.generate` does."""
+    new tokens and log-probs per requested row, as `generate.generate` does. Without `rng`, each call draws a
+    fresh key from the session's own stream (seeded by `gen.seed`), so sampled turns never repeat one noise."""
     n = len(rows)
     if n == 0:
       return GenerationOutput([], [], [])
@@ -126,7 +128,8 @@ class GenerationSession:
       chunk_mask[r, width - len(tokens):] = True
       max_new[r] = b
     lengths = np.asarray([len(c) for c in self.cached], np.int32)
-    rng = jax.random.key(self.gen.seed) if rng is None else rng
+    if rng is None:
+      self._rng, rng = jax.random.split(self._rng)
     valid, lengths, chunk, chunk_mask, max_new, stops = place_rows(
         (self.valid, lengths, chunk, chunk_mask, max_new, stops), self.row_sharding)
     out_tokens, out_logprobs, self.cache = _continue(

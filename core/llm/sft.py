@@ -59,7 +59,10 @@ def tokenize_chat(tokenizer, messages: Sequence[Mapping[str, str]]) -> tuple[np.
   """(token ids, loss mask) of one conversation in ChatML; mask = 1 on assistant content and its `<|im_end|>`.
 
   The whole text is tokenized at once (so tokens are exactly those of inference) and the mask is taken from
-  character offsets, not by tokenizing pieces separately, which could split words differently.
+  character offsets, not by tokenizing pieces separately, which could split words differently. One boundary
+  case: a reply that starts with whitespace shares its first token with the header's newline (byte-level BPE
+  merges "\n" + " " into one token); that token lies partly outside the reply, so it is not trained on, and the
+  reply is learned from its first non-space token on. Strip leading whitespace from replies to avoid it.
   """
   text = tokenizer.format_chat(list(messages), add_generation_prompt=False)
   spans, cursor = [], 0
@@ -71,10 +74,11 @@ def tokenize_chat(tokenizer, messages: Sequence[Mapping[str, str]]) -> tuple[np.
       spans.append((start, end))
     cursor = end
   encoding = tokenizer.hf.encode(text, add_special_tokens=False)
-  ids = np.asarray(encoding.ids, np.int32)
+  start = len(tokenizer.start_ids)  # the BOS token, where the model expects one (never trained on)
+  ids = np.asarray(tokenizer.start_ids + encoding.ids, np.int32)
   mask = np.zeros(len(ids), np.int32)
   for i, (a, b) in enumerate(encoding.offsets):
-    mask[i] = any(a >= s and b <= e and b > a for s, e in spans)
+    mask[start + i] = any(a >= s and b <= e and b > a for s, e in spans)
   if not mask.any():
     raise ValueError("a training conversation has no assistant message: nothing to learn. Fix: add one.")
   return ids, mask

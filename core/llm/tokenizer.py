@@ -52,7 +52,7 @@ class Tokenizer:
 
   def __init__(self, hf_tokenizer, *, eos_token: str | None, bos_token: str | None = None,
                pad_token: str | None = None, chat_template: str | None = None,
-               default_system: str | None = None):
+               default_system: str | None = None, add_bos: bool = False):
     self.hf = hf_tokenizer
     self._literal_hf = None  # `encode(..., special_tokens=False)`'s copy of `hf`, made on first use
     self.chat_template = chat_template
@@ -60,6 +60,10 @@ class Tokenizer:
     self.eos_token, self.bos_token, self.pad_token = eos_token, bos_token, pad_token
     self.eos_id = self._id(eos_token)
     self.bos_id = self._id(bos_token)
+    # Models trained with a beginning-of-sequence token before every text (Llama, Mistral) need it at the start of
+    # each prompt; SmolLM2 and Qwen have none. `encode` never adds it (it also encodes pieces of a sequence).
+    self.add_bos = bool(add_bos) and self.bos_id is not None
+    self.start_ids = [self.bos_id] if self.add_bos else []
     self.pad_id = self._id(pad_token) if pad_token else self.eos_id
     self.vocab_size = hf_tokenizer.get_vocab_size(with_added_tokens=True)
     # Generation stops at the end-of-turn marker as well as at end-of-text.
@@ -127,7 +131,8 @@ class Tokenizer:
     return cls(hf, eos_token=token_of("tokenizer.ggml.eos_token_id"),
                bos_token=token_of("tokenizer.ggml.bos_token_id"),
                pad_token=token_of("tokenizer.ggml.padding_token_id"), chat_template=template,
-               default_system=default_system_from_template(template))
+               default_system=default_system_from_template(template),
+               add_bos=bool(gguf_field(reader, "tokenizer.ggml.add_bos_token", False)))
 
   @classmethod
   def word_level(cls, texts: Iterable[str]) -> "Tokenizer":
@@ -166,7 +171,9 @@ class Tokenizer:
 
   @classmethod
   def from_file(cls, path: str | os.PathLike, *, eos_token: str | None = None, bos_token: str | None = None,
-                pad_token: str | None = None, chat_template: str | None = None) -> "Tokenizer":
+                pad_token: str | None = None, chat_template: str | None = None,
+                add_bos: bool | None = None) -> "Tokenizer":
+    """`add_bos` None: as the file's post-processor does (a Llama tokenizer.json prepends `<|begin_of_text|>`)."""
     from tokenizers import Tokenizer as HFTokenizer
 
     if not os.path.isfile(path):
@@ -177,8 +184,12 @@ class Tokenizer:
       raise TokenizerError(f"cannot parse {os.fspath(path)!r} as a tokenizers JSON file: {e}") from e
     if eos_token is None:
       eos_token = next((t for t in ("<|im_end|>", "<|endoftext|>", "</s>") if hf.token_to_id(t) is not None), None)
+    if add_bos is None:  # what the file's own post-processor does: adds a BOS before the text or not
+      bos_id = hf.token_to_id(bos_token) if bos_token else None
+      with_specials = hf.encode("a", add_special_tokens=True).ids
+      add_bos = bos_id is not None and with_specials[:1] == [bos_id] != hf.encode("a", add_special_tokens=False).ids[:1]
     return cls(hf, eos_token=eos_token, bos_token=bos_token, pad_token=pad_token, chat_template=chat_template,
-               default_system=default_system_from_template(chat_template))
+               default_system=default_system_from_template(chat_template), add_bos=add_bos)
 
   def save(self, directory: str | os.PathLike) -> None:
     directory = Path(directory)
@@ -186,7 +197,7 @@ class Tokenizer:
     self.hf.save(str(directory / "tokenizer.json"))
     config = {"eos_token": self.eos_token, "bos_token": self.bos_token, "pad_token": self.pad_token,
               "chat_template": self.chat_template, "tokenizer_class": "PreTrainedTokenizerFast",
-              "add_bos_token": False, "clean_up_tokenization_spaces": False}
+              "add_bos_token": self.add_bos, "clean_up_tokenization_spaces": False}
     (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
 
   # -- text <-> ids -----------------------------------------------------------------------------------------
@@ -241,12 +252,18 @@ class Tokenizer:
     return "".join(parts)
 
   def encode_chat(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
-    return self.encode(self.format_chat(messages, add_generation_prompt))
+    return self.start_ids + self.encode(self.format_chat(messages, add_generation_prompt))
+
+  def encode_prompts(self, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of whole prompts: `encode_batch`, after the BOS token where the model expects one."""
+    return [self.start_ids + ids for ids in self.encode_batch(texts)]
 
 
 def _special_tokens(config: dict[str, Any]) -> dict[str, Any]:
   def text(value):
     return value.get("content") if isinstance(value, dict) else value
 
+  add_bos = config.get("add_bos_token")
   return {"eos_token": text(config.get("eos_token")), "bos_token": text(config.get("bos_token")),
-          "pad_token": text(config.get("pad_token")), "chat_template": config.get("chat_template")}
+          "pad_token": text(config.get("pad_token")), "chat_template": config.get("chat_template"),
+          "add_bos": None if add_bos is None else bool(add_bos)}

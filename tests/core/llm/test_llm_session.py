@@ -1,6 +1,8 @@
 """GenerationSession (cross-call KV-cache reuse) gives what `generate` gives on the full sequences, turn after
 turn: with rows left out of a call, a row whose history was edited (prefix mismatch), and cache compaction."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from flax import nnx
@@ -73,3 +75,31 @@ def test_session_errors(model):
   with pytest.raises(G.GenerationError, match="exceeds the context window") as error:
     session.generate([0], [too_long], [4])
   assert "a session never truncates" in str(error.value) and "truncate_prompt" not in str(error.value)
+
+
+def test_calls_without_a_key_sample_with_fresh_noise(model, monkeypatch):
+  """Two sessions at temperature 1, fed identical histories: the same seed draws the same samples, and the
+  second call of either one gets another key than its first."""
+  from core.llm import session as session_lib
+
+  graphdef, state, config = model
+  sampled = dataclasses.replace(GEN, temperature=1.0)
+  keys = []
+  original = session_lib._continue
+
+  def recording(*args, **kwargs):
+    keys.append(np.asarray(session_lib.jax.random.key_data(args[11])))
+    return original(*args, **kwargs)
+
+  monkeypatch.setattr(session_lib, "_continue", recording)
+  outputs = []
+  for _ in range(2):
+    session = GenerationSession(graphdef, state, config, sampled, 1, stop_ids=[])
+    history, tokens = [11, 12, 13], []
+    for _ in range(2):
+      out = session.generate([0], [history])
+      history = history + [int(t) for t in out.tokens[0]] + [14]
+      tokens.append(list(out.tokens[0]))
+    outputs.append(tokens)
+  assert outputs[0] == outputs[1]  # reproducible from gen.seed
+  assert not np.array_equal(keys[0], keys[1]) and np.array_equal(keys[0], keys[2])

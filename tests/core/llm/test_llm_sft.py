@@ -56,6 +56,21 @@ def test_zero_init_lora_equals_base_and_merge_equals_adapters():
   chex.assert_trees_all_close(logits_of(merged, tokens), adapted, atol=1e-4, rtol=1e-4)
 
 
+def test_lora_layer_adds_alpha_over_rank_times_x_a_b_by_hand():
+  """The Hu et al. (2021) update: y = x W0 + (alpha / r) x A B, checked on one layer against numpy."""
+  from core.llm.model import Linear
+
+  model = tiny_model()
+  base = next(m for _, m in nnx.iter_graph(model) if isinstance(m, Linear))
+  layer = lora.LoRALinear(base, rank=2, alpha=6.0, rngs=nnx.Rngs(0))
+  rng = np.random.default_rng(0)
+  layer.lora_b[...] = jnp.asarray(rng.normal(size=layer.lora_b[...].shape), jnp.float32)
+  x = rng.normal(size=(3, layer.lora_a[...].shape[0])).astype(np.float32)
+  w0, a, b = (np.asarray(v, np.float64) for v in (base.kernel[...], layer.lora_a[...], layer.lora_b[...]))
+  np.testing.assert_allclose(np.asarray(layer(jnp.asarray(x))), x @ w0 + (6.0 / 2) * (x @ a @ b), rtol=1e-4,
+                             atol=1e-4)
+
+
 def test_lora_rejects_quantized_base_and_unknown_targets():
   with pytest.raises(ValueError, match="unknown LoRA target"):
     lora.add_lora(tiny_model(), rank=2, alpha=2.0, targets=("qkv",))

@@ -124,3 +124,29 @@ def test_a_non_chatml_template_is_refused_not_rewritten(smollm_tokenizer):
                      chat_template="{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>{% endfor %}")
   with pytest.raises(TokenizerError, match="not ChatML.*Fix"):
     llama3.format_chat([{"role": "user", "content": "Hi"}])
+
+
+def test_a_bos_model_gets_its_token_at_the_start_of_every_prompt_and_smollm2_none(smollm_tokenizer, tmp_path):
+  from tokenizers import processors
+
+  from core.llm import sft
+
+  plain = smollm_tokenizer
+  assert not plain.add_bos and plain.start_ids == []  # SmolLM2's GGUF: tokenizer.ggml.add_bos_token = false
+  bos = Tokenizer(plain.hf, eos_token="<|im_end|>", bos_token="<|endoftext|>", default_system=plain.default_system,
+                  add_bos=True)  # as a Llama model would
+  chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
+  assert bos.encode_chat(chat[:1]) == [0] + plain.encode_chat(chat[:1])
+  assert bos.encode_prompts(["Paris is", "Rome"]) == [[0] + ids for ids in plain.encode_batch(["Paris is", "Rome"])]
+  assert bos.encode("Paris") == plain.encode("Paris")  # pieces of a sequence never get it
+  ids, mask = sft.tokenize_chat(bos, chat)
+  plain_ids, plain_mask = sft.tokenize_chat(plain, chat)
+  assert list(ids) == [0] + list(plain_ids) and list(mask) == [0] + list(plain_mask)  # BOS: context, not a target
+  bos.save(tmp_path / "saved")
+  assert Tokenizer.from_directory(tmp_path / "saved").start_ids == [0]
+  # A tokenizer.json whose post-processor prepends the BOS (as Llama 3's does) and no add_bos_token setting:
+  hf = copy.deepcopy(plain.hf)
+  hf.post_processor = processors.TemplateProcessing(single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", 0)])
+  hf.save(str(tmp_path / "tokenizer.json"))
+  assert Tokenizer.from_file(tmp_path / "tokenizer.json", bos_token="<|endoftext|>").add_bos
+  assert not Tokenizer.from_file(tmp_path / "tokenizer.json").add_bos  # no BOS token named: nothing to add
