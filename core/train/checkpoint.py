@@ -95,8 +95,13 @@ class Checkpointer:
       restored = self._manager.restore(
           step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
     except (ValueError, KeyError, TypeError) as e:
-      # orbax's own message suggests `strict=False`, which would pad or cut the stored weights to fit.
-      raise self._mismatch_error(step, f"{type(e).__name__}: {str(e)[:300]}") from None
+      # orbax's own message suggests `strict=False`, which would pad or cut the stored weights to fit. The shapes
+      # were checked above, so a failure here can also be a damaged step folder.
+      raise CheckpointMismatchError(
+          f"the checkpoint at step {step} in {self.directory} could not be restored into this run's state "
+          f"({type(e).__name__}: {str(e)[:300]}): another config wrote it, or its files are damaged. Fix: use a new "
+          f"--workdir for a new config, rerun with the config that wrote it, or delete {self.directory}/{step} to "
+          f"resume from the step before it.") from None
     return restored.state, _decode_data_state(restored.data["position"])
 
   def _mismatch_error(self, step: int, detail: str) -> CheckpointMismatchError:
