@@ -256,8 +256,9 @@ def generate(graphdef: nnx.GraphDef, state: nnx.State, model_config: LlamaConfig
                           f"({gen.max_new_tokens}).")
   prompts = prepare_prompts(prompts, model_config.vocab_size, model_config.max_seq_len, budgets,
                             gen.truncate_prompt)
-  per_row_stops = [list(s) for s in stop_ids] if stop_ids and isinstance(stop_ids[0], (list, tuple)) else \
-      [list(stop_ids)] * n
+  # Per-row stop lists: a sequence of sequences (lists, tuples or arrays); else one list for every row.
+  per_row = stop_ids is not None and len(stop_ids) > 0 and np.ndim(stop_ids[0]) == 1
+  per_row_stops = [[int(i) for i in s] for s in stop_ids] if per_row else [[int(i) for i in stop_ids]] * n
   if len(per_row_stops) != n:
     raise GenerationError(f"stop_ids has {len(per_row_stops)} rows for {n} prompts.")
   rng = jax.random.key(gen.seed) if rng is None else rng

@@ -77,6 +77,10 @@ def test_per_row_stops_and_budgets(tiny):
   first = list(free.tokens[0]).index(stop)
   assert list(out.tokens[0]) == list(free.tokens[0][:first + 1]) and out.finish_reasons[0] == "stop"
   assert len(out.tokens[1]) == 8 and out.finish_reasons[1] == "length"
+  as_arrays = _gen(tiny, prompts, stop_ids=[np.array([stop]), np.array([], np.int64)], max_new_tokens=8)
+  assert [list(t) for t in as_arrays.tokens] == [list(t) for t in out.tokens]  # per-row lists given as arrays
+  shared = _gen(tiny, prompts, stop_ids=np.array([stop]), max_new_tokens=8)  # one flat array: every row
+  assert list(shared.tokens[0]) == list(out.tokens[0]) and shared.finish_reasons[0] == "stop"
   config, graphdef, state = tiny
   budgets = G.generate(graphdef, state, config, prompts, G.GenerationConfig(max_new_tokens=8, **GREEDY),
                        max_new_tokens=[3, 6])
