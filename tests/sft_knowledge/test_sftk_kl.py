@@ -102,6 +102,7 @@ class _Mod:
   def __init__(self, inner, vocab):
     self.inner, self.vocab, self.pad_id = inner, vocab, 0
     self.hf = self
+    self.start_ids = inner.start_ids  # SmolLM2: no BOS
 
   def format_chat(self, messages, add_generation_prompt=True):
     return self.inner.format_chat(messages, add_generation_prompt)
