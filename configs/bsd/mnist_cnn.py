@@ -20,6 +20,10 @@ def get_config(variant: str = "full"):
   def quick(c):
     c.model.channels = (8, 16)
     c.model.hidden = (64,)
+    # Chosen on 1,000 held-out training images (seeds 0/1/2, `--config.validation_size=1000`): validation 92.47
+    # with the backward blocks upsampling after their conv against 91.67 before it (bsd/README.md); the full-size
+    # variant keeps the default ("before", chosen on the Fashion-MNIST CNN).
+    c.model.backward_upsample = "after"
     common.quick_schedule(c, 150)
 
   return common.apply_variant(config, variant, quick)
