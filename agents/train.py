@@ -40,7 +40,8 @@ from flax import nnx
 from agents import algorithms
 from agents import policy as policy_lib
 from agents import rollout as rollout_lib
-from agents.envs import ENVIRONMENTS, HttpEnvClient, LocalEnvClient, http_client_config, make_pool, pool_config
+from agents.envs import (ENVIRONMENTS, HttpEnvClient, LocalEnvClient, env_config_json, http_client_config, make_pool,
+                         pool_config)
 from agents.schedule import ScalingInterSchedule
 from core import config as config_lib
 from core import entrypoint
@@ -210,7 +211,7 @@ def check_server_matches(health: Mapping[str, Any], config: ml_collections.Confi
   theirs = health.get("env_config")
   if theirs is None:  # a server built without its config section (make_app's default): nothing to compare
     return
-  ours = json.loads(json.dumps(config.env_config.to_dict()))
+  ours = env_config_json(config.env_config)
   differ = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
   if differ:
     flags = " ".join(f"--config.env_config.{k}={json.dumps(ours.get(k))}" for k in differ)

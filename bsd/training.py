@@ -92,16 +92,22 @@ def _check_buildable(config: ml_collections.ConfigDict) -> None:
       in_shape, classes = (1,), 0
     if task in ("classify", "next_char"):
       codes_lib.class_codes(config.codes.kind, classes, m.code_dim, rate=config.codes.rate, seed=config.codes.seed)
-    networks.make_layout(m.arch, in_shape, hidden=m.hidden, channels=m.channels,
-                         top_dim=1 if task == "forecast" else m.code_dim, backward_top_dim=m.code_dim,
-                         batch_norm=m.batch_norm, kernel_size=m.kernel_size,
-                         backward_upsample=m.backward_upsample)
+    _layout(config, in_shape)
     if task == "forecast":
       datasets.load_series(config)  # a small statsmodels series; its windows check sequence.length
   except config_lib.ConfigError:
     raise
   except ValueError as e:
     raise config_lib.ConfigError(str(e)) from None
+
+
+def _layout(config: ml_collections.ConfigDict, in_shape) -> networks.Layout:
+  """The level layout of `config.model` for inputs of `in_shape` (the top: one value when forecasting)."""
+  m = config.model
+  return networks.make_layout(m.arch, in_shape, hidden=m.hidden, channels=m.channels,
+                              top_dim=1 if config.task == "forecast" else m.code_dim, backward_top_dim=m.code_dim,
+                              batch_norm=m.batch_norm, kernel_size=m.kernel_size,
+                              backward_upsample=m.backward_upsample)
 
 
 def build_model(config: ml_collections.ConfigDict, data: datasets.TaskData) -> networks.BSDNet:
@@ -116,10 +122,7 @@ def build_model(config: ml_collections.ConfigDict, data: datasets.TaskData) -> n
   if task in ("classify", "next_char"):
     code_table = codes_lib.class_codes(config.codes.kind, data.num_classes, m.code_dim, rate=config.codes.rate,
                                        seed=config.codes.seed)
-  top_dim = 1 if task == "forecast" else m.code_dim
-  layout = networks.make_layout(m.arch, in_shape, hidden=m.hidden, channels=m.channels, top_dim=top_dim,
-                                backward_top_dim=m.code_dim, batch_norm=m.batch_norm, kernel_size=m.kernel_size,
-                                backward_upsample=m.backward_upsample)
+  layout = _layout(config, in_shape)
   with_backward = method == "bsd" or task == "generate"
   reconstruct = task == "generate" or (method == "bsd" and m.reconstruct and task == "classify")
   return networks.BSDNet(layout, rngs=nnx.Rngs(config.seed), with_backward=with_backward, reconstruct=reconstruct,

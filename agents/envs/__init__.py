@@ -5,6 +5,7 @@ HTTP (AgentGym-RL, arXiv 2509.08755). `make_env("gridworld", gridworld_config())
 from __future__ import annotations
 
 import importlib
+import json
 from typing import Any, Sequence
 
 import ml_collections
@@ -49,6 +50,12 @@ ENVIRONMENTS: dict[str, Sequence] = {
 def env_config(name: str, **overrides: Any) -> ml_collections.ConfigDict:
   """The default config section of environment `name`, with overrides."""
   return ENVIRONMENTS[_check(name)][1](**overrides)
+
+
+def env_config_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """An environment's config section as it crosses the wire (tuples become lists): what a server's `/health`
+  reports and what a trainer compares it with."""
+  return json.loads(json.dumps(config.to_dict()))
 
 
 def make_env(name: str, config: ml_collections.ConfigDict | None = None) -> TextEnv:

@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from agents.envs import ENVIRONMENTS, make_pool
+from agents.envs import ENVIRONMENTS, env_config_json, make_pool
 from agents.envs.base import EnvProtocolError
 from agents.envs.client import CLIENT_KEY_HEADER, CREATE_KEY_HEADER, TOKEN_ENV_VAR
 from agents.envs.pool import EnvPool, PoolFullError, UnknownEnvError
@@ -101,7 +101,7 @@ def make_app(pool: EnvPool, config: ml_collections.ConfigDict, token: str | None
   (the environment's config section) are reported by `/health`, so that a trainer can check that the server runs
   the environment its own config describes."""
   max_body = config.max_body_bytes
-  described = json.loads(json.dumps(env_config.to_dict())) if env_config is not None else None
+  described = env_config_json(env_config) if env_config is not None else None
 
   async def read_json(request: Request) -> dict[str, Any]:
     declared = request.headers.get("content-length")
@@ -169,8 +169,8 @@ def make_app(pool: EnvPool, config: ml_collections.ConfigDict, token: str | None
     return {"closed": True}
 
   async def health(request: Request) -> JSONResponse:
-    return JSONResponse({"env": name, "env_config": described, "live": pool.num_live, "created": pool.created, "closed": pool.closed,
-                         "reaped": pool.reaped, "crashed": pool.crashed})
+    return JSONResponse({"env": name, "env_config": described, "live": pool.num_live, "created": pool.created,
+                         "closed": pool.closed, "reaped": pool.reaped, "crashed": pool.crashed})
 
   app = Starlette(routes=[
       Route("/create", handler(create), methods=["POST"]),

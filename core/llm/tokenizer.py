@@ -186,8 +186,8 @@ class Tokenizer:
       eos_token = next((t for t in ("<|im_end|>", "<|endoftext|>", "</s>") if hf.token_to_id(t) is not None), None)
     if add_bos is None:  # what the file's own post-processor does: adds a BOS before the text or not
       bos_id = hf.token_to_id(bos_token) if bos_token else None
-      with_specials = hf.encode("a", add_special_tokens=True).ids
-      add_bos = bos_id is not None and with_specials[:1] == [bos_id] != hf.encode("a", add_special_tokens=False).ids[:1]
+      added, plain = (hf.encode("a", add_special_tokens=flag).ids[:1] for flag in (True, False))
+      add_bos = bos_id is not None and added == [bos_id] and plain != [bos_id]
     return cls(hf, eos_token=eos_token, bos_token=bos_token, pad_token=pad_token, chat_template=chat_template,
                default_system=default_system_from_template(chat_template), add_bos=add_bos)
 

@@ -131,14 +131,17 @@ def run_training(*, workdir: str, config: ml_collections.ConfigDict, state: Trai
   def data_position():
     return batches.get_state() if hasattr(batches, "get_state") else None
 
+  def last_good() -> str:
+    """Where a NaN stop leaves the run: the newest checkpoint, which every step up to it passed."""
+    step = checkpointer.latest_step()
+    return (f"the last good checkpoint is step {step} in {checkpointer.directory}" if step is not None
+            else "no checkpoint was saved before it")
+
   def check_finite(step: int, scalars: Mapping[str, float]) -> None:
     bad = [k for k in ("loss", "grad_norm") if k in scalars and not np.isfinite(scalars[k])]
     if bad:
-      last_good = checkpointer.latest_step()
-      where = (f"the last good checkpoint is step {last_good} in {checkpointer.directory}"
-               if last_good is not None else "no checkpoint was saved before it")
       raise NonFiniteLossError(
-          f"{' and '.join(f'{k} is {scalars[k]}' for k in bad)} at step {step}; training stopped and {where}. "
+          f"{' and '.join(f'{k} is {scalars[k]}' for k in bad)} at step {step}; training stopped and {last_good()}. "
           "Fix: lower "
           f"optimizer.learning_rate, set optimizer.grad_clip_norm, or check the batch at step {step}; rerunning "
           "the same command resumes from the last good checkpoint.")
@@ -147,12 +150,9 @@ def run_training(*, workdir: str, config: ml_collections.ConfigDict, state: Trai
     """Before a save: a finite loss and gradient norm do not make the update finite (adam's 0/0 at eps = 0,
     an overflow in low precision), and a non-finite checkpoint would be where every resume starts."""
     if not bool(_all_finite(state)):
-      last_good = checkpointer.latest_step()
-      where = (f"the last good checkpoint is step {last_good} in {checkpointer.directory}"
-               if last_good is not None else "no checkpoint was saved before it")
       raise NonFiniteLossError(
           f"the training state after step {step} holds NaN or Inf values although its loss and gradient norm "
-          f"were finite; it was not saved, and {where}. Fix: lower optimizer.learning_rate, raise optimizer.eps, "
+          f"were finite; it was not saved, and {last_good()}. Fix: lower optimizer.learning_rate, raise optimizer.eps, "
           "or train in float32; rerunning the same command resumes from the last good checkpoint.")
 
   num_steps = config.num_steps
