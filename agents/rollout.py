@@ -160,21 +160,15 @@ class _Chat:
     if len(self.end_of_turn) != 1:
       raise ValueError("the tokenizer has no single <|im_end|> token: the rollout needs a ChatML tokenizer.")
 
-  # The environment's text is encoded with special-token strings read as plain text: an observation that echoes
-  # the agent's words (or a remote server's reply) could otherwise open or close a ChatML turn.
-  _SLOT = "\x00observation\x00"
-
+  # `encode_chat` reads special-token strings in the environment's text as plain characters: an observation that
+  # echoes the agent's words (or a remote server's reply) cannot open or close a ChatML turn.
   def prompt(self, observation: str) -> list[int]:
     messages = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else [])
-    before, after = self.tokenizer.format_chat(messages + [{"role": "user", "content": self._SLOT}]).split(self._SLOT)
-    return self.tokenizer.start_ids + self._around(before, observation, after)
+    return self.tokenizer.encode_chat(messages + [{"role": "user", "content": observation}])
 
   def observation(self, observation: str) -> list[int]:
-    return self._around("\n<|im_start|>user\n", observation, "<|im_end|>\n<|im_start|>assistant\n")
-
-  def _around(self, before: str, observation: str, after: str) -> list[int]:
-    encode = self.tokenizer.encode
-    return encode(before) + encode(observation, special_tokens=False) + encode(after)
+    """The next user turn after the agent's reply, which ended with its generated `<|im_end|>`."""
+    return self.tokenizer.encode_chat([{"role": "user", "content": observation}], continues=True)
 
 
 def rollout(policy: Policy, tokenizer, client: EnvClient, task_ids: Sequence[int],

@@ -58,30 +58,28 @@ def validate_sft_config(config: ml_collections.ConfigDict) -> None:
 def tokenize_chat(tokenizer, messages: Sequence[Mapping[str, str]]) -> tuple[np.ndarray, np.ndarray]:
   """(token ids, loss mask) of one conversation in ChatML; mask = 1 on assistant content and its `<|im_end|>`.
 
-  The whole text is tokenized at once (so tokens are exactly those of inference) and the mask is taken from
-  character offsets, not by tokenizing pieces separately, which could split words differently. One boundary
-  case: a reply that starts with whitespace shares its first token with the header's newline (byte-level BPE
-  merges "\n" + " " into one token); that token lies partly outside the reply, so it is not trained on, and the
-  reply is learned from its first non-space token on. Strip leading whitespace from replies to avoid it.
+  The ids are exactly `tokenizer.encode_chat(messages, add_generation_prompt=False)`, those of inference, and the
+  mask is taken from character offsets within each message's "{role}\n{content}" piece, not by tokenizing the
+  content apart from its header, which could split words differently. One boundary case: a reply that starts
+  with whitespace shares its first token with the header's newline (byte-level BPE merges "\n" + " " into one
+  token); that token lies partly outside the reply, so it is not trained on, and the reply is learned from its
+  first non-space token on. Strip leading whitespace from replies to avoid it.
   """
-  text = tokenizer.format_chat(list(messages), add_generation_prompt=False)
-  spans, cursor = [], 0
-  for message in messages:
-    header = f"<|im_start|>{message['role']}\n"
-    start = text.index(header + message["content"] + "<|im_end|>", cursor) + len(header)
-    end = start + len(message["content"]) + len("<|im_end|>")
-    if message["role"] == "assistant":
-      spans.append((start, end))
-    cursor = end
-  encoding = tokenizer.hf.encode(text, add_special_tokens=False)
-  start = len(tokenizer.start_ids)  # the BOS token, where the model expects one (never trained on)
-  ids = np.asarray(tokenizer.start_ids + encoding.ids, np.int32)
-  mask = np.zeros(len(ids), np.int32)
-  for i, (a, b) in enumerate(encoding.offsets):
-    mask[start + i] = any(a >= s and b <= e and b > a for s, e in spans)
-  if not mask.any():
+  ids, mask = list(tokenizer.start_ids), [0] * len(tokenizer.start_ids)  # a BOS token is never trained on
+  reply_ended = False  # the special token after an assistant piece is its <|im_end|>, which is trained on
+  for piece in tokenizer.chat_pieces(list(messages), add_generation_prompt=False):
+    piece_ids, offsets = tokenizer.encode_with_offsets(piece.text, special_tokens=piece.special)
+    if piece.special:
+      mask += [int(reply_ended)] * len(piece_ids)
+      reply_ended = False
+    else:
+      trained = piece.role == "assistant"
+      mask += [int(trained and a >= piece.content_start and b > a) for a, b in offsets]
+      reply_ended = trained
+    ids += piece_ids
+  if not any(mask):
     raise ValueError("a training conversation has no assistant message: nothing to learn. Fix: add one.")
-  return ids, mask
+  return np.asarray(ids, np.int32), np.asarray(mask, np.int32)
 
 
 def padded_lengths(longest: int, per_doubling: int = 1, minimum: int = 64) -> tuple[int, ...]:

@@ -7,11 +7,14 @@ special tokens so that `<|im_start|>` etc. encode to one id and are skipped on d
 
 Chat format (ChatML): each message is `<|im_start|>{role}\n{content}<|im_end|>\n`; a generation prompt appends
 `<|im_start|>assistant\n`. SmolLM2's GGUF template inserts a default system message when the conversation does
-not start with one; `default_system` carries it (read from the GGUF template).
+not start with one; `default_system` carries it (read from the GGUF template). Message content is text: only the
+template's own `<|im_start|>`/`<|im_end|>` are encoded as special ids (`encode_chat`), so that untrusted content
+(an environment's observation, a tool's output) cannot open or close a turn.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -45,6 +48,16 @@ def default_system_from_template(template: str | None) -> str | None:
     if match:
       return match.group(1)
   return None
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatPiece:
+  """A piece of ChatML text: one of the template's own tokens (`special`: `<|im_start|>` or `<|im_end|>`, encoded
+  as its single id) or the text between them (encoded with special-token strings read as plain characters)."""
+  text: str
+  special: bool = False
+  role: str | None = None  # set on a message's "{role}\n{content}" piece
+  content_start: int = 0  # where the content starts in `text`
 
 
 class Tokenizer:
@@ -230,9 +243,13 @@ class Tokenizer:
 
   # -- chat ---------------------------------------------------------------------------------------------------
 
-  def format_chat(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> str:
-    """ChatML text of `messages` ([{'role': ..., 'content': ...}]), with the default system prompt when the
-    conversation has no system message and the template defines one."""
+  def chat_pieces(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True, *,
+                  continues: bool = False) -> list[ChatPiece]:
+    """The ChatML text of `messages` ([{'role': ..., 'content': ...}]) as pieces: the template's own
+    `<|im_start|>`/`<|im_end|>` tokens and the text between them. The default system prompt comes first when the
+    conversation has no system message and the template defines one. With `continues`, the messages continue a
+    dialogue whose last turn ended with `<|im_end|>` (one the model generated): no default system prompt, and the
+    newline that follows that `<|im_end|>` comes first."""
     if not messages:
       raise TokenizerError("a chat needs at least one message, e.g. [{'role': 'user', 'content': 'Hi'}].")
     if self.chat_template and "<|im_start|>" not in self.chat_template:
@@ -240,19 +257,50 @@ class Tokenizer:
       raise TokenizerError("this tokenizer's chat template is not ChatML (no <|im_start|>), and only ChatML is "
                            "written here. Fix: use a ChatML model (SmolLM2, Qwen2) or format the prompt yourself "
                            "and call encode().")
-    parts = []
     for i, m in enumerate(messages):
       if not isinstance(m, dict) or "role" not in m or "content" not in m:
         raise TokenizerError(f"chat message {i} is {m!r}; each message is a dict with 'role' and 'content'.")
-      if i == 0 and m["role"] != "system" and self.default_system is not None:
-        parts.append(f"<|im_start|>system\n{self.default_system}<|im_end|>\n")
-      parts.append(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n")
+      if not isinstance(m["role"], str) or not isinstance(m["content"], str):
+        raise TokenizerError(f"chat message {i} has role {type(m['role']).__name__} and content "
+                             f"{type(m['content']).__name__}; both must be str.")
+    if not continues and messages[0]["role"] != "system" and self.default_system is not None:
+      messages = [{"role": "system", "content": self.default_system}, *messages]
+    start, end = ChatPiece("<|im_start|>", special=True), ChatPiece("<|im_end|>", special=True)
+    pieces = [ChatPiece("\n")] if continues else []
+    for m in messages:
+      body = ChatPiece(f"{m['role']}\n{m['content']}", role=m["role"], content_start=len(m["role"]) + 1)
+      pieces += [start, body, end, ChatPiece("\n")]
     if add_generation_prompt:
-      parts.append("<|im_start|>assistant\n")
-    return "".join(parts)
+      pieces += [start, ChatPiece("assistant\n")]
+    return pieces
 
-  def encode_chat(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
-    return self.start_ids + self.encode(self.format_chat(messages, add_generation_prompt))
+  def format_chat(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> str:
+    """ChatML text of `messages` (see `chat_pieces`)."""
+    return "".join(piece.text for piece in self.chat_pieces(messages, add_generation_prompt))
+
+  def encode_chat(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True, *,
+                  continues: bool = False) -> list[int]:
+    """Token ids of the ChatML `messages` (`chat_pieces`), after the BOS token where the model expects one
+    (unless `continues`).
+
+    Only the template's own `<|im_start|>`/`<|im_end|>` become special ids: special-token strings inside a
+    role or content are encoded as the characters they are, so that a message (an environment's observation, a
+    tool's output, a user's text) cannot open or close a turn. Elsewhere the ids equal those of encoding the
+    whole `format_chat` text at once, since the tokenizer splits its input at special tokens anyway. (Hugging
+    Face's `apply_chat_template(tokenize=True)` reads special-token strings in content as special tokens; the
+    two agree on every content without them.)"""
+    ids = [] if continues else list(self.start_ids)
+    for piece in self.chat_pieces(messages, add_generation_prompt, continues=continues):
+      ids += self.encode(piece.text, special_tokens=piece.special)
+    return ids
+
+  def encode_with_offsets(self, text: str, *, special_tokens: bool = True) -> tuple[list[int],
+                                                                                    list[tuple[int, int]]]:
+    """`encode(text)` and each token's (start, end) character span in `text`."""
+    if not isinstance(text, str):
+      raise TypeError(f"encode_with_offsets expects a str, got {type(text).__name__}.")
+    encoding = (self.hf if special_tokens else self._literal()).encode(text, add_special_tokens=False)
+    return encoding.ids, [tuple(o) for o in encoding.offsets]
 
   def encode_prompts(self, texts: Sequence[str]) -> list[list[int]]:
     """Token ids of whole prompts: `encode_batch`, after the BOS token where the model expects one."""

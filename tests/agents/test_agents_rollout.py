@@ -219,7 +219,7 @@ def test_a_failure_before_the_first_turn_still_closes_every_environment(tokenize
     def __getattr__(self, name):
       return getattr(tokenizer, name)
 
-    def format_chat(self, messages):
+    def encode_chat(self, messages, *args, **kwargs):
       raise RuntimeError("tokenizer fell over")
   client = LocalEnvClient(make_pool("gridworld", env_config("gridworld"), pool_config()))
   with pytest.raises(RuntimeError, match="tokenizer fell over"):

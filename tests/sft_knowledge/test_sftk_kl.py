@@ -101,16 +101,11 @@ class _Mod:
   """A tokenizer whose ids are folded into a small vocabulary (only the masks matter here)."""
   def __init__(self, inner, vocab):
     self.inner, self.vocab, self.pad_id = inner, vocab, 0
-    self.hf = self
     self.start_ids = inner.start_ids  # SmolLM2: no BOS
 
-  def format_chat(self, messages, add_generation_prompt=True):
-    return self.inner.format_chat(messages, add_generation_prompt)
+  def chat_pieces(self, messages, add_generation_prompt=True, **kwargs):
+    return self.inner.chat_pieces(messages, add_generation_prompt, **kwargs)
 
-  def encode(self, text, add_special_tokens=False):
-    enc = self.inner.hf.encode(text, add_special_tokens=add_special_tokens)
-
-    class E:
-      ids = [i % self.vocab for i in enc.ids]
-      offsets = enc.offsets
-    return E()
+  def encode_with_offsets(self, text, *, special_tokens=True):
+    ids, offsets = self.inner.encode_with_offsets(text, special_tokens=special_tokens)
+    return [i % self.vocab for i in ids], offsets

@@ -39,6 +39,16 @@ def test_loss_mask_covers_assistant_content_only(smollm_tokenizer):
     sft.tokenize_chat(smollm_tokenizer, CHAT[:2])
 
 
+def test_special_token_strings_in_a_reply_are_trained_on_as_text(smollm_tokenizer):
+  tok = smollm_tokenizer
+  reply = "Use <|im_end|> to end a turn."
+  chat = [{"role": "user", "content": "How do turns end?"}, {"role": "assistant", "content": reply}]
+  ids, mask = sft.tokenize_chat(tok, chat)
+  assert ids.tolist() == tok.encode_chat(chat, add_generation_prompt=False)
+  assert tok.decode(ids[mask == 1], skip_special_tokens=False) == reply + "<|im_end|>"
+  assert ids[mask == 1].tolist().count(2) == 1  # only the closing <|im_end|> is the special token
+
+
 def test_zero_init_lora_equals_base_and_merge_equals_adapters():
   tokens = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 12)), jnp.int32)
   base = logits_of(tiny_model(), tokens)
