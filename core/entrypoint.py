@@ -12,11 +12,18 @@ An entrypoint module is a few lines:
 type the key already holds), loads and locks the config, runs `validate(config)` so that bad keys, types and
 values fail before any compilation, and then calls `main(config, workdir)`. Config errors print one line
 naming the key, what is valid, and the fix, and exit with status 2 (no traceback: nothing went wrong in code).
+
+Every run with a workdir appends its command line and resolved config to `workdir/commands.jsonl` (what produced
+the files there), and says on stderr which keys changed since the same verb last ran there: a training run that
+resumes from a checkpoint continues under the new settings, so a changed learning rate should not pass unseen.
 """
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
+import shlex
 import sys
 from typing import Any, Callable, Sequence
 
@@ -88,7 +95,58 @@ def run(main: Callable[[ml_collections.ConfigDict, str], Any],
     raise SystemExit(2) from None
   if workdir:
     os.makedirs(workdir, exist_ok=True)
+    changes = record_command(config, workdir, prog, sys.argv[1:] if argv is None else argv)
+    if changes:
+      shown = "; ".join(changes[:8]) + (f"; and {len(changes) - 8} more" if len(changes) > 8 else "")
+      print(f"note: {prog} last ran in {workdir} with another config ({shown}). A run that resumes from a "
+            f"checkpoint there continues under the new settings; use a new --workdir to start afresh. Every run's "
+            f"config is in {os.path.join(workdir, COMMANDS_FILE)}.", file=sys.stderr)
   return main(config, workdir)
+
+
+COMMANDS_FILE = "commands.jsonl"
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(tree, dict):
+    return {k: v for key, value in tree.items() for k, v in _flat(value, f"{prefix}{key}.").items()} or {
+        prefix[:-1]: {}}
+  return {prefix[:-1]: tree}
+
+
+def record_command(config: ml_collections.ConfigDict, workdir: str, prog: str, argv: Sequence[str]) -> list[str]:
+  """Appends this run (time, command line, resolved config) to `workdir/commands.jsonl` and returns the config
+  keys that differ from the last run of `prog` there, as "key: old -> new" (empty on a first run). Only the
+  first process of a multi-process run writes."""
+  import jax  # here, not at import time: the entrypoint parses and validates configs without JAX
+
+  if jax.process_index() != 0:
+    return []
+  values = json.loads(json.dumps(config.to_dict(), default=repr))  # tuples as lists, as they read back
+  path = os.path.join(workdir, COMMANDS_FILE)
+  previous = None
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        try:
+          record = json.loads(line)
+        except json.JSONDecodeError:
+          continue  # a line cut by a kill mid-write; the records before and after it still count
+        if isinstance(record, dict) and record.get("prog") == prog:
+          previous = record.get("config")
+  record = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "prog": prog,
+            "command": shlex.join(["python", "-m", prog, *argv]), "config": values}
+  with open(path, "a") as f:
+    f.write(json.dumps(record) + "\n")
+  if not isinstance(previous, dict):
+    return []
+  old, new = _flat(previous), _flat(values)
+
+  def shown(flat: dict[str, Any], key: str) -> str:
+    text = json.dumps(flat[key]) if key in flat else "(absent)"
+    return text if len(text) <= 60 else text[:57] + "..."
+  return [f"{key}: {shown(old, key)} -> {shown(new, key)}" for key in sorted(set(old) | set(new))
+          if key not in old or key not in new or old[key] != new[key]]
 
 
 def _module_name() -> str:

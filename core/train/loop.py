@@ -11,6 +11,8 @@ What the loop guarantees:
   * What a resume does not check: it restores into the state the current config built, comparing leaf paths and
     shapes only, so a changed learning rate, schedule, seed, batch size or dataset (which leave those alone) is
     taken as given, and the run continues under the new settings. Resume with the command that started the run.
+    (The entrypoints record every run's config in `workdir/commands.jsonl` and name on stderr the keys that
+    changed since the last run there: `core.entrypoint.record_command`.)
   * Metrics match too: a resumed run first drops the records (and TensorBoard events) logged after its
     checkpoint, or all of them on a fresh start; training windows are logged at every checkpoint, so the window
     a resumed run starts is the one an uninterrupted run starts; a step is evaluated before it is saved, so no

@@ -1,5 +1,6 @@
 """Config loading, overrides and validation errors: each names the key, what is valid, and the fix."""
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -228,3 +229,26 @@ def test_repository_config_paths_work_from_any_directory(tmp_path, monkeypatch):
   assert config_lib.load_config("configs/bsd/digits_mlp.py:quick").task == "classify"
   with pytest.raises(config_lib.ConfigError, match="does not exist"):
     config_lib.load_config("configs/bsd/no_such_experiment.py")
+
+
+def test_every_run_records_its_config_and_a_changed_config_is_named(config_path, tmp_path, capsys, monkeypatch):
+  monkeypatch.setenv("ENTRYPOINT_PROG", "paper.train")
+  workdir = str(tmp_path / "run")
+  seen = []
+
+  def run(*overrides):
+    entrypoint.run(lambda config, w: seen.append(config.batch_size),
+                   argv=["--config", config_path, *overrides, "--workdir", workdir])
+    return capsys.readouterr().err
+
+  assert run() == ""  # a first run has nothing to compare with
+  note = run("--config.batch_size=32", "--config.optimizer.learning_rate=0.01")
+  assert "batch_size: 8 -> 32" in note and "optimizer.learning_rate: 0.1 -> 0.01" in note
+  assert "seed" not in note and "continues under the new settings" in note
+  assert run("--config.batch_size=32", "--config.optimizer.learning_rate=0.01") == ""  # same as the last run
+  monkeypatch.setenv("ENTRYPOINT_PROG", "paper.evaluate")
+  assert run() == ""  # another verb's runs are not compared with train's
+  records = [json.loads(line) for line in open(f"{workdir}/{entrypoint.COMMANDS_FILE}")]
+  assert [r["prog"] for r in records] == ["paper.train"] * 3 + ["paper.evaluate"]
+  assert records[1]["config"]["batch_size"] == 32 and records[1]["config"]["layers"] == [4, 4]
+  assert "--config.batch_size=32" in records[1]["command"] and seen == [8, 32, 32, 8]
