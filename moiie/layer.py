@@ -19,7 +19,11 @@ from moiie.routing import MoESpec
 def moe_ffn(params: dict, x: jax.Array, modality: jax.Array, valid: jax.Array, spec: MoESpec
             ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """x [..., D] with modality/valid [...] -> (y [..., D], aux). params: router [R, D, E], gate/up [E, D, F],
-  down [E, F, D]."""
+  down [E, F, D].
+
+  Modality ids must be 0 (text) or 1 (vision). Traced ids are not checked here: an out-of-range id would take the
+  text router with the vision reach mask and count in neither load-balancing group. `MoIIELayer` checks concrete
+  ids; `moiie.lvlm.modality_ids(image_mask)` builds valid ones."""
   lead = x.shape[:-1]
   chex.assert_shape([modality, valid], lead)
   xt = x.reshape(-1, x.shape[-1])

@@ -241,6 +241,20 @@ def validate_moe_config(config: ml_collections.ConfigDict, prefix: str = "moe") 
   every = config_lib.get_value(config, f"{prefix}.every")
   config_lib.check(config, f"{prefix}.offset", lambda o: 0 <= o < every, f"must lie in [0, every={every})")
   moe = config_lib.get_value(config, prefix)
+  owned = VARIANTS[variant] or {}
+  if owned:
+    # A named variant writes these keys over the section. Values that are the defaults or some named variant's
+    # (a config file's `:vanilla` writes vanilla's, and a later --config.moe.variant flips the variant) are its
+    # to overwrite; any other value was set by hand and would be dropped without a word.
+    current = {key: moe[key] for key in owned}
+    known = [{key: moe_config()[key] for key in owned}] + [dict(v) for v in VARIANTS.values() if v]
+    if current not in known:
+      changed = ", ".join(f"{key} = {moe[key]!r}" for key, value in owned.items() if moe[key] != value)
+      raise config_lib.ConfigError(
+          f"config.{prefix} sets {changed}, but config.{prefix}.variant = {variant!r} writes its own "
+          f"{', '.join(f'{key} = {value!r}' for key, value in owned.items() if moe[key] != value)}, which would "
+          f"be used. Fix: pass --config.{prefix}.variant=custom to train with the {prefix} section as written, "
+          f"or leave those keys alone.")
   counts = dict(moe)
   counts.update(VARIANTS[variant] or {})
   reach_v = counts["n_vision_intra"] + counts["n_inter"]

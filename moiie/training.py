@@ -250,23 +250,24 @@ def _train_once(model, stage_dir, trainable, loss_fn, source, stage_cfg, mesh_cf
                 transform=None, *, settings: str) -> str:
   """Trains `model` in `stage_dir` unless that stage's final variables are already there (a finished stage is
   never trained again, also when another run's stages are reused); loads them into `model` either way.
-  `settings` (`stage_settings`) is written beside `final.npz`; a finished stage whose recorded settings differ is
-  an error, never silently reused (files from before the record existed are reused with a note)."""
+  `settings` (`stage_settings`) is written into `stage_dir` before the stage trains; a finished stage, or one
+  whose checkpoints a rerun would resume, with other recorded settings is an error, never silently reused (files
+  from before the record existed are reused with a note)."""
   final = os.path.join(stage_dir, "final.npz")
   record = os.path.join(stage_dir, "settings.txt")
-  if os.path.exists(final):
-    recorded = files.read_marker(record)
-    if recorded is not None:
-      if recorded != settings:
-        raise ValueError(f"{stage_dir} holds a stage trained with other settings ({recorded}, now {settings}: "
-                         "seed, model, data or that stage's training changed). Fix: use another --workdir (or "
-                         "another reuse_stages_from), or delete that folder to train the stage again.")
-    else:
-      print(f"{stage_dir}: reusing final.npz, which records no settings (trained before they were recorded).")
+  started = os.path.exists(final) or os.path.isdir(os.path.join(stage_dir, "checkpoints"))
+  recorded = files.read_marker(record) if started else None
+  if recorded is not None and recorded != settings:
+    raise ValueError(f"{stage_dir} holds a stage trained or begun with other settings ({recorded}, now {settings}: "
+                     "seed, model, data or that stage's training changed). Fix: use another --workdir (or "
+                     "another reuse_stages_from), or delete that folder to train the stage again.")
+  if started and recorded is None:
+    print(f"{stage_dir}: reusing {'final.npz' if os.path.exists(final) else 'its checkpoints'}, which record no "
+          "settings (written before they were recorded).")
   if not os.path.exists(final):
+    files.write_text_atomic(record, settings + "\n")  # before training: a killed stage's checkpoints are checked
     batches = pipeline.make_batches(source, batch_size, seed=seed, transform=transform)
     save_model(train_stage(model, trainable, loss_fn, batches, stage_cfg, mesh_cfg, seed, stage_dir), final)
-    files.write_text_atomic(record, settings + "\n")
   load_model(model, final)
   return final
 
@@ -352,6 +353,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   metrics = evaluate(model, test_seq, d.eval_batch_size)
   results = {
       "variant": config.moe.variant, "llm": config.llm.source,
+      "moe_spec": None if spec is None else dataclasses.asdict(spec),  # what the variant resolved to
       "vit_test": vit_metrics, "stage1_test": _summary(stage1_metrics), "test": _summary(metrics),
       "load_vision": metrics.get("load_vision"), "load_text": metrics.get("load_text"),
       "moe_layers": moe_layers, "activated_ffn_params_per_token": activated_ffn_params(model.llm, spec),

@@ -17,14 +17,15 @@ def test_tiny_lvlm_overfits_a_few_examples():
   rng = np.random.default_rng(0)
   n, seq, n_img, vocab = 8, 10, 4, 16
   images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-  tokens = rng.integers(2, vocab, (n, seq)).astype(np.int32)
+  tokens = np.tile(rng.integers(2, vocab, (1, seq)), (n, 1)).astype(np.int32)  # one prompt for every row
   image_mask = np.zeros((n, seq), bool)
   image_mask[:, 1:1 + n_img] = True
   attention = np.ones((n, seq), bool)
   attention[:, -1] = False  # one padding slot per row
   loss_mask = np.zeros((n, seq), bool)
-  loss_mask[:, 6:8] = True  # two answer tokens per row, which depend on the image only through the image tokens
-  tokens[:, 7:9] = rng.integers(2, vocab, (n, 2))
+  loss_mask[:, 6:8] = True  # two answer tokens per row: the text before them is the same in every row, so only
+  tokens[:, 7] = rng.permutation(np.arange(2, vocab))[:n]  # the image tells the rows apart (distinct first
+  tokens[:, 8] = rng.integers(2, vocab, n)  # answer tokens)
   targets = np.concatenate([tokens[:, 1:], np.zeros((n, 1), np.int32)], 1)
   batch = {"image": images, "tokens": tokens, "image_mask": image_mask, "attention_mask": attention,
            "targets": targets, "loss_mask": loss_mask}
@@ -33,7 +34,7 @@ def test_tiny_lvlm_overfits_a_few_examples():
   vit = lvlm.ViT(32, 8, 16, 1, 2, 32, 3, 8, rngs=rngs)
   llm = llm_model.Llama(llm_config.tiny(num_layers=2, hidden_size=32, intermediate_size=64, vocab_size=vocab,
                                         num_heads=2, num_kv_heads=1), rngs)
-  model = lvlm.LVLM(vit, lvlm.Projector(16, 32, rngs), llm, image_pool=1)
+  model = lvlm.LVLM(vit, lvlm.Projector(16, 32, rngs), llm, image_pool=2)  # a 4x4 patch grid pooled to 4 tokens
   upcycle.upcycle(model.llm, MoESpec(block_size=8), rngs=rngs)
   trainable = training._trainable_all_but_vit()  # stage 2's filter
   tx = optax.adam(1e-2)
@@ -51,5 +52,8 @@ def test_tiny_lvlm_overfits_a_few_examples():
   assert float(metrics["answer_nll"]) < 0.05
   assert float(metrics["aux_loss"]) > 0  # the MoE layers were in the graph
   trained = train_lib.model_from_state(graphdef, state)
+  # the answers come through the image path: with the images given to other rows, they are lost
+  shuffled = dict(batch, image=np.roll(images, 1, axis=0))
+  assert float(training.lvlm_loss(trained, shuffled, None)[1]["exact_match"]) < 0.5
   for a, b in zip(vit_before, jax.tree.leaves(nnx.state(trained.vit))):  # the frozen encoder did not move
     np.testing.assert_array_equal(a, b)

@@ -123,7 +123,7 @@ def test_z_loss_hand_computation():
   np.testing.assert_allclose(aux["aux_loss"], 0.5 * np.mean(lse ** 2), rtol=1e-5)
 
 
-def test_capacity_drops_second_choices_first():
+def test_capacity_keeps_the_first_tokens_in_queue_order():
   spec = MoESpec(n_vision_intra=0, n_inter=2, n_text_intra=0, top_k=1, capacity_factor=1.0,
                  per_modality_routers=False)
   x = jnp.ones((4, 2))
@@ -180,6 +180,18 @@ def test_variants_build_from_config():
   assert (specs["modality_top2"].n_inter, specs["modality_top2"].per_modality_routers) == (0, True)
   with pytest.raises(config_lib.ConfigError, match="variant"):
     routing.validate_moe_config(config_lib.load_config("configs/moiie/easyvqa_tiny.py", ["moe.variant=mixtral"]))
+  # a count set beside a named variant would be overwritten by it: an error naming both values and the fix
+  for overrides, message in [(["moe.top_k=1"], r"sets top_k = 1, but config.moe.variant = 'moiie' writes its own "
+                                               r"top_k = 2.*--config.moe.variant=custom"),
+                             (["moe.n_inter=6"], r"n_inter = 6.*n_inter = 2"),
+                             ([":vanilla", "moe.balance_scope=modality"], r"balance_scope = 'modality'")]:
+    spec = "configs/moiie/easyvqa_tiny.py" + (overrides.pop(0) if overrides[0].startswith(":") else "")
+    with pytest.raises(config_lib.ConfigError, match=message):
+      routing.validate_moe_config(config_lib.load_config(spec, overrides))
+  # ... but another variant's counts (a `:vanilla` config whose variant is flipped) and custom counts are fine
+  routing.validate_moe_config(config_lib.load_config("configs/moiie/easyvqa_tiny.py:vanilla", ["moe.variant=moiie"]))
+  routing.validate_moe_config(config_lib.load_config("configs/moiie/easyvqa_tiny.py",
+                                                     ["moe.variant=custom", "moe.n_inter=6", "moe.top_k=3"]))
   with pytest.raises(config_lib.ConfigError, match=r"moe.hybrid_vision_fraction = 1.5 .*\[0, 1\]"):
     routing.validate_moe_config(config_lib.load_config("configs/moiie/easyvqa_tiny.py",
                                                        ["moe.hybrid_vision_fraction=1.5"]))

@@ -151,7 +151,11 @@ def test_a_finished_stage_trained_with_other_settings_is_not_reused(tmp_path):
   training.train_stage = never_trained
   try:
     training._train_once(*args, settings=training.stage_settings(base, "stage0"))  # same settings: reused
-    with pytest.raises(ValueError, match="trained with other settings.*Fix: use another --workdir"):
+    with pytest.raises(ValueError, match="trained or begun with other settings.*Fix: use another --workdir"):
+      training._train_once(*args, settings=training.stage_settings(other_seed, "stage0"))
+    (stage_dir / "final.npz").unlink()  # a stage killed mid-training: its checkpoints would be resumed
+    (stage_dir / "checkpoints").mkdir()
+    with pytest.raises(ValueError, match="trained or begun with other settings"):
       training._train_once(*args, settings=training.stage_settings(other_seed, "stage0"))
   finally:
     training.train_stage = original
