@@ -69,6 +69,11 @@ def validate_algorithm_config(config: ml_collections.ConfigDict) -> None:
     config_lib.check(config, "algorithm.kl_mode", lambda m: kl_mode(config.algorithm) != "reward",
                      f"{config.algorithm.name} scores whole trajectories, so its KL goes in the loss",
                      "pass --config.algorithm.kl_mode=loss")
+  if kl_mode(config.algorithm) == "loss" and config.algorithm.kl_coef > 0:
+    # Differentiated as a loss, k1 = log pi - log pi_ref has expected gradient E_pi[grad log pi] = 0.
+    config_lib.check(config, "algorithm.kl_estimator", lambda e: e != "k1",
+                     "must not be k1 when the KL is a loss: k1's expected gradient is 0, so it would only add "
+                     "noise", "pass --config.algorithm.kl_estimator=k3 (the paper's) or k2")
 
 
 def kl_mode(algo: ml_collections.ConfigDict) -> str:
@@ -84,7 +89,8 @@ def advantages(algo: ml_collections.ConfigDict, batch: Mapping[str, jax.Array], 
   """[B, T] advantages on model tokens (0 elsewhere) and, for PPO, the critic's [B, T] return targets.
   `max_turns` (the largest turn limit) is needed by turn-level GAE only.
 
-  `batch` holds `loss_mask`, `scores` [B], `logprobs` (the sampling policy's) and `ref_logprobs` [B, T].
+  `batch` holds `loss_mask`, `scores` [B], `old_logprobs` (the sampling policy's, recomputed by a full forward
+  pass) and `ref_logprobs` [B, T].
   Rollouts of one task are consecutive (`rollout` lays them out so).
   """
   mask = batch["loss_mask"].astype(bool)
@@ -92,7 +98,7 @@ def advantages(algo: ml_collections.ConfigDict, batch: Mapping[str, jax.Array], 
   valid = mask.any(axis=-1)
   rewards = rl.outcome_token_rewards(scores, mask)
   if kl_mode(algo) == "reward":
-    rewards = rewards - algo.kl_coef * rl.kl_loss(batch["logprobs"], batch["ref_logprobs"], mask, "k1")
+    rewards = rewards - algo.kl_coef * kl_reward_penalty(batch)
   if algo.name == "grpo":
     return rl.sequence_to_tokens(rl.grpo_advantages(scores, group_size, valid=valid), mask), None
   if algo.name == "rloo":
@@ -111,6 +117,12 @@ def advantages(algo: ml_collections.ConfigDict, batch: Mapping[str, jax.Array], 
   if algo.whiten_gae:
     adv = rl.whiten(adv, mask)
   return jnp.where(mask, adv, 0.0), returns
+
+
+def kl_reward_penalty(batch: Mapping[str, jax.Array]) -> jax.Array:
+  """REINFORCE++'s per-token KL penalty (before its coefficient): k1 = log pi_old - log pi_ref on model tokens,
+  with the same recomputed log-probs as the PPO ratio (not the sampler's KV-cache numbers)."""
+  return rl.kl_loss(batch["old_logprobs"], batch["ref_logprobs"], batch["loss_mask"].astype(bool), "k1")
 
 
 def loss_horizon(algo: ml_collections.ConfigDict, max_context_tokens: int) -> int:

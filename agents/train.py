@@ -96,7 +96,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for key in ("max_new_tokens", "max_context_tokens", "group_size", "env_workers"):
     config_lib.check_positive(config, f"rollout.{key}")
   # The update treats rollouts as samples of the policy itself: the PPO ratio's old log-probs are recomputed at
-  # temperature 1 over the whole vocabulary, and kl_mode=reward uses the sampler's log-probs as pi's. A tempered
+  # temperature 1 over the whole vocabulary, and kl_mode=reward's k1 penalty uses those as pi's. A tempered
   # or truncated sampler draws from another distribution, which those terms do not account for.
   untempered = "the update's PPO ratio and KL terms take the samples as drawn from the policy's own distribution"
   config_lib.check(config, "rollout.temperature", lambda t: t == 1.0, f"must be 1.0 for training: {untempered}",
@@ -310,8 +310,9 @@ def rollout_batch(learner: Learner, current: weights.Pretrained, trajectories,
   mask = batch["loss_mask"].astype(bool)
   batch["ref_logprobs"] = np.where(mask, np.asarray(jit_token_logprobs(learner.full_graphdef, learner.ref_state,
                                                                        tokens, attention)), 0.0)
-  # The update's ratio is against the policy's log-probs recomputed by the same program the update runs
-  # (verl's "recompute old log-prob"): sampling-time numbers differ in float details (cache vs full pass).
+  # The update's ratio is against the policy's log-probs recomputed by a full forward pass of the same model
+  # function the update differentiates (verl's "recompute old log-prob"; a separate jitted scoring program, so
+  # equal to the update's to float error): sampling-time numbers differ more (KV cache vs full pass).
   batch["old_logprobs"] = np.where(mask, np.asarray(jit_token_logprobs(current.graphdef, current.state, tokens,
                                                                        attention)), 0.0)
   if learner.critic_state is not None:
@@ -359,6 +360,12 @@ def update(learner: Learner, batch: dict[str, np.ndarray], step: int) -> dict[st
   out = {k: v / count for k, v in sums.items()}
   mask = batch["loss_mask"].astype(bool)
   out["advantage_abs_mean"] = float(np.abs(batch["advantages"][mask]).mean()) if mask.any() else 0.0
+  if algorithms.kl_mode(algo) == "reward" and mask.any():
+    # the KL that REINFORCE++ penalises (k1 per model token, before its coefficient); `kl_ref` is the configured
+    # estimator's value under the updated policy, logged for every algorithm
+    penalty = np.asarray(algorithms.kl_reward_penalty({k: jnp.asarray(batch[k]) for k in
+                                                       ("old_logprobs", "ref_logprobs", "loss_mask")}))
+    out["kl_reward_mean"] = float(penalty[mask].mean())
   return out
 
 

@@ -103,7 +103,8 @@ class StepLevelSampler:
       kinds.append(kind)
       tokens, mask, logprobs = list(ids) + new, [0] * len(ids) + [1] * len(new), \
           [0.0] * len(ids) + [float(x) for x in out.logprobs[row]]
-      if out.finish_reasons[row] != "stop":  # close the turn for the chat format; not a model token
+      if new[-1:] != end_of_turn:  # close the turn for the chat format (a reply cut by the budget, or ended by
+        # another stop token such as <|endoftext|>); not a model token
         tokens += end_of_turn
         mask.append(0)
         logprobs.append(0.0)

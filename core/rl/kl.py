@@ -6,6 +6,9 @@ With x ~ pi and r = pi_ref(x) / pi(x), i.e. log r = ref_log_prob - log_prob:
   k2 = (log r)^2 / 2         biased, low variance, always >= 0;
   k3 = (r - 1) - log r       unbiased and always >= 0 (the "low-variance KL" that GRPO, Shao et al. 2024 eq. 4,
                              and AgentGym-RL's `low_var_kl` loss use).
+As losses (differentiated through log_prob, the samples held fixed) they pull in different directions: the
+expected gradient of k1 is 0 (E_pi[grad log pi] = 0: it only adds noise), that of k2 is grad KL(pi || pi_ref), and
+that of k3 is grad KL(pi_ref || pi), the reverse KL, which is what GRPO's and verl's k3 loss optimise.
 `clip` bounds the estimate as verl does for k3 (to +-10; here it bounds k1 and k2 too when given, which verl does
 not: pass no clip, `algorithm.kl_clip=0`, for verl's k1/k2), because exp(log r) explodes for tokens the reference
 finds very unlikely. Clipping the value is not enough for the gradient: past log r ~ 88.7, exp overflows to inf

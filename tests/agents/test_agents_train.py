@@ -51,21 +51,26 @@ def test_tiny_policy_improves_on_a_trivial_environment(tmp_path, algo):
   assert first < 0.5, success
   assert last > first + 0.3, success
   # One minibatch and one epoch: the update's only actor step sees the policy that sampled, so its PPO ratio is 1
-  # to float error on every token and nothing is clipped (old log-probs recomputed by the update's own program).
+  # to float error on every token and nothing is clipped (old log-probs recomputed by a full forward pass).
   assert config.algorithm.minibatches == 1 and config.algorithm.update_epochs == 1
   rows = read_metrics(str(tmp_path), "train")
   np.testing.assert_allclose([m["ratio_mean"] for m in rows], 1.0, atol=1e-5)
   assert all(m["clip_frac"] == 0 for m in rows)
 
 
-def test_resume_continues_exactly(tmp_path, mark_metrics):
-  """4 steps straight vs 2 steps, stop, then 2 more from the checkpoint: same metrics, same weights (and no rows
-  left over from an earlier attempt)."""
-  config = tiny_config("grpo", steps=4)
-  config.train.checkpoint_every = 2
+@pytest.mark.parametrize("algo", ["grpo", "ppo"])
+def test_resume_continues_exactly(tmp_path, mark_metrics, algo):
+  """4 steps straight vs 2 steps, stop, then 2 more from the checkpoint: same metrics, same trajectories (and no
+  rows left over from an earlier attempt). PPO with 2 minibatches: the critic and the minibatch order resume too."""
+  def configured(steps):
+    config = tiny_config(algo, steps=steps)
+    config.train.checkpoint_every = 2
+    if algo == "ppo":
+      config.algorithm.minibatches = 2
+    return config
+  config = configured(4)
   train_lib.train(config, str(tmp_path / "straight"))
-  interrupted = tiny_config("grpo", steps=2)
-  interrupted.train.checkpoint_every = 2
+  interrupted = configured(2)
   # Leftovers of an attempt that died before its first checkpoint: the fresh start drops them.
   (tmp_path / "resumed").mkdir()
   for name in ("metrics.jsonl", "trajectories.jsonl"):
@@ -77,11 +82,15 @@ def test_resume_continues_exactly(tmp_path, mark_metrics):
   resumed = read_metrics(str(tmp_path / "resumed"), "train")
   assert [m["step"] for m in resumed] == [1, 2, 3, 4]
   assert [m.get("mark") for m in resumed] == [True, False, None, None]  # steps 1-2 kept, 3-4 trained on resume
+  timing = {"mark", "steps_per_sec"} | {k for k in straight[0] if k.endswith(("_s", "_seconds", "_per_sec",
+                                                                             "_per_min", "_share"))}
   for a, b in zip(straight, resumed):
-    for key in ("success_rate", "loss", "grad_norm", "kl_ref"):
+    assert set(a) - timing == set(b) - timing
+    for key in set(a) - timing:
       assert a[key] == b[key], (key, a, b)
   lines = [json.loads(l) for l in open(tmp_path / "resumed" / "trajectories.jsonl")]
   assert [l["step"] for l in lines] == [s for s in (1, 2, 3, 4) for _ in range(32)]
+  assert lines == [json.loads(l) for l in open(tmp_path / "straight" / "trajectories.jsonl")]  # what the agent did
 
 
 def test_actor_loss_has_no_gradient_through_environment_tokens():
@@ -149,6 +158,14 @@ def test_kl_mode_auto_follows_the_algorithm_name_after_an_override():
   config.algorithm.name, config.algorithm.kl_mode = "grpo", "reward"
   with pytest.raises(ValueError, match="kl_mode"):
     algorithms.validate_algorithm_config(config)
+  # k1 as a loss has expected gradient 0: refused; in the reward (REINFORCE++) or with no KL it is fine
+  config.algorithm.kl_mode, config.algorithm.kl_estimator = "loss", "k1"
+  with pytest.raises(ValueError, match="kl_estimator = 'k1'.*expected gradient is 0.*kl_estimator=k3"):
+    algorithms.validate_algorithm_config(config)
+  config.algorithm.kl_coef = 0.0
+  algorithms.validate_algorithm_config(config)
+  config.algorithm.name, config.algorithm.kl_mode, config.algorithm.kl_coef = "reinforce_pp", "auto", 0.001
+  algorithms.validate_algorithm_config(config)
 
 
 def test_reinforce_pp_kl_in_reward_by_hand():
@@ -158,7 +175,8 @@ def test_reinforce_pp_kl_in_reward_by_hand():
   mask = jnp.array([[0, 1, 1], [0, 1, 0]])
   logprobs = jnp.array([[0.0, -1.0, -2.0], [0.0, -0.5, 0.0]])
   ref_logprobs = jnp.array([[0.0, -1.5, -1.0], [0.0, -0.5, 0.0]])
-  batch = {"loss_mask": mask, "scores": jnp.array([1.0, 0.0]), "logprobs": logprobs, "ref_logprobs": ref_logprobs}
+  batch = {"loss_mask": mask, "scores": jnp.array([1.0, 0.0]), "old_logprobs": logprobs, "ref_logprobs": ref_logprobs,
+           "logprobs": jnp.full_like(logprobs, 7.0)}  # the sampler's numbers: not the ones the penalty uses
   adv, _ = algorithms.advantages(algo, batch, group_size=2)
   # k1 = logp - ref: row 0 [0.5, -1.0] -> rewards [-0.25, 1 + 0.5]; returns-to-go [1.25, 1.5]; row 1 [0].
   returns = np.array([1.25, 1.5, 0.0])
@@ -171,7 +189,7 @@ def test_group_baselines_leave_out_rollouts_without_model_tokens():
   algo = lambda name: rl_config("gridworld", name, "quick").algorithm  # noqa: E731
   mask = jnp.array([[1, 1], [1, 0], [1, 1], [0, 0]])
   batch = {"loss_mask": mask, "scores": jnp.array([1.0, 1.0, 1.0, 0.0]),
-           "logprobs": jnp.zeros((4, 2)), "ref_logprobs": jnp.zeros((4, 2))}
+           "old_logprobs": jnp.zeros((4, 2)), "ref_logprobs": jnp.zeros((4, 2))}
   for name in ("grpo", "rloo"):
     adv, _ = algorithms.advantages(algo(name), batch, group_size=4)
     chex.assert_trees_all_close(adv, jnp.zeros((4, 2)))  # the three valid rollouts all succeeded
@@ -198,7 +216,7 @@ def test_advantages_per_algorithm_by_hand():
   algo = lambda name: rl_config("gridworld", name, "quick").algorithm  # noqa: E731
   mask = jnp.array([[0, 1, 1, 0], [0, 1, 0, 0], [0, 1, 1, 1], [0, 0, 1, 0]])
   batch = {"loss_mask": mask, "scores": jnp.array([1.0, 0.0, 1.0, 1.0]),
-           "logprobs": jnp.zeros((4, 4)), "ref_logprobs": jnp.zeros((4, 4))}
+           "old_logprobs": jnp.zeros((4, 4)), "ref_logprobs": jnp.zeros((4, 4))}
   grpo, _ = algorithms.advantages(algo("grpo"), batch, group_size=2)
   std = np.std([1.0, 0.0], ddof=1)
   chex.assert_trees_all_close(grpo[0], jnp.array([0, 0.5 / (std + 1e-6), 0.5 / (std + 1e-6), 0]), atol=1e-5)
@@ -219,13 +237,38 @@ def test_advantages_per_algorithm_by_hand():
   chex.assert_trees_all_close(returns_ppo, jnp.where(mask > 0, batch["scores"][:, None], 0.0), atol=1e-6)
 
 
+def test_ppo_token_gae_steps_over_model_tokens_only():
+  """gamma 0.9, lambda 0.8, a different value at every token: GAE's steps are the model tokens, and the environment
+  tokens between two turns are no step (checked against a loop over each row's model tokens)."""
+  algo = rl_config("gridworld", "ppo", "quick").algorithm
+  algo.gamma, algo.lam, algo.whiten_gae = 0.9, 0.8, False
+  mask = np.array([[0, 1, 1, 0, 0, 1, 1, 0], [0, 0, 1, 0, 1, 1, 0, 0]])
+  values = np.array([[9, .1, .3, 9, 9, .5, .2, 9], [9, 9, .4, 9, .7, .6, 9, 9]], np.float32)  # 9: not a step
+  scores = np.array([1.0, 0.5], np.float32)
+  zeros = jnp.zeros(mask.shape)
+  batch = {"loss_mask": jnp.asarray(mask), "scores": jnp.asarray(scores), "old_logprobs": zeros, "ref_logprobs": zeros}
+  adv, returns = algorithms.advantages(algo, batch, group_size=1, values=jnp.asarray(values))
+  expected_adv, expected_returns = np.zeros(mask.shape), np.zeros(mask.shape)
+  for row in range(2):
+    steps = np.flatnonzero(mask[row])
+    following = 0.0
+    for j in reversed(range(len(steps))):
+      value = values[row, steps[j]]
+      next_value = values[row, steps[j + 1]] if j + 1 < len(steps) else 0.0
+      reward = scores[row] if j == len(steps) - 1 else 0.0
+      following = reward + 0.9 * next_value - value + 0.9 * 0.8 * following
+      expected_adv[row, steps[j]], expected_returns[row, steps[j]] = following, following + value
+  chex.assert_trees_all_close(adv, jnp.asarray(expected_adv, jnp.float32), atol=1e-6)
+  chex.assert_trees_all_close(returns * mask, jnp.asarray(expected_returns, jnp.float32), atol=1e-6)
+
+
 def test_ppo_turn_level_gae_by_hand():
   """gae_level = turn: each turn is one step whose value is the critic's at its first token."""
   algo = rl_config("gridworld", "ppo", "quick").algorithm
   algo.gae_level, algo.whiten_gae = "turn", False
   mask = jnp.array([[1, 1, 0, 1, 1]])
   values = jnp.array([[0.1, 9.0, 9.0, 0.4, 9.0]])  # 9 = a token that is not the first of its turn
-  batch = {"loss_mask": mask, "scores": jnp.array([1.0]), "logprobs": jnp.zeros((1, 5)),
+  batch = {"loss_mask": mask, "scores": jnp.array([1.0]), "old_logprobs": jnp.zeros((1, 5)),
            "ref_logprobs": jnp.zeros((1, 5))}
   adv, returns = algorithms.advantages(algo, batch, group_size=1, values=values, max_turns=2)
   # gamma = lambda = 1: turn 1 A = 1 - 0.4; turn 0 A = 0.4 - 0.1 + 0.6 = 1 - 0.1; both returns 1.

@@ -130,7 +130,10 @@ def test_group_advantages_count_only_valid_rollouts():
   chex.assert_trees_all_close(adv, jnp.array(expected), atol=1e-6)
   rloo = rl.rloo_advantages(scores, group_size=4, valid=valid)
   chex.assert_trees_all_close(rloo, jnp.array([1 - 0.5, 0 - 1.0, 1 - 0.5, 0, 0, 0, 0, 0]), atol=1e-6)
-  chex.assert_trees_all_close(rl.grpo_advantages(scores, 4, valid=jnp.ones(8, bool)), rl.grpo_advantages(scores, 4))
+  # the scores of rollouts that do not count move nothing
+  other = scores.at[jnp.array([3, 5, 6, 7])].set(jnp.array([7.0, -3.0, 4.0, 9.0]))
+  chex.assert_trees_all_close(rl.grpo_advantages(other, 4, valid=valid), adv)
+  chex.assert_trees_all_close(rl.rloo_advantages(other, 4, valid=valid), rloo)
   with pytest.raises(ValueError, match="group_size must be >= 2"):
     rl.rloo_advantages(scores, group_size=0)
 
