@@ -1,6 +1,7 @@
 """The timing harness: compile time apart, the right number of calls, JSON lines with machine and ratio."""
 
 import json
+import time
 
 import jax.numpy as jnp
 import pytest
@@ -11,13 +12,14 @@ from benchmarks import harness
 def test_time_fn_counts_calls_and_separates_compile():
   calls = []
 
-  def fn(x):
+  def fn(x):  # the first call stands for a compilation: slow once, then fast
     calls.append(1)
+    time.sleep(0.2 if len(calls) == 1 else 0.01)
     return x
 
   timing = harness.time_fn(fn, 1, warmup=3, iters=5, block=lambda x: x)
   assert len(calls) == 1 + 3 + 5
-  assert timing.iters == 5 and 0 <= timing.min_s <= timing.median_s and timing.compile_s >= 0
+  assert timing.iters == 5 and 0.01 <= timing.min_s <= timing.median_s < 0.15 <= 0.2 <= timing.compile_s
   with pytest.raises(ValueError, match="iters must be >= 1"):
     harness.time_fn(fn, 1, iters=0)
 

@@ -108,10 +108,24 @@ def test_bp_snn_is_not_local():
 
 
 def test_dfa_updates_hidden_layers_without_backprop():
+  """DFA on the classifier: hidden level i+1 learns from its own fixed projection dfa[i] of the output error only,
+  so silencing dfa[i] zeroes the gradient of the block producing that level and leaves every other block's as it
+  was (with backprop the levels' gradients would depend on each other)."""
   model, obj, batch = _setup("mlp", method="dfa")
-  grads = _grads_by_block(model, lambda m: methods.classify_loss(obj, m, batch, jax.random.key(0))[0])
-  for block in [("forward", i) for i in range(model.num_levels)]:
-    assert sum(float(np.abs(g).sum()) for g in grads[block]) > 0, block
+  loss = lambda m: methods.classify_loss(obj, m, batch, jax.random.key(0))[0]  # noqa: E731
+  base = _grads_by_block(model, loss)
+  assert len(model.dfa) == model.num_levels - 1  # every hidden level, not the output block
+  for i in range(len(model.dfa)):
+    saved = model.dfa[i][...]
+    model.dfa[i][...] = jnp.zeros_like(saved)
+    silenced = _grads_by_block(model, loss)
+    model.dfa[i][...] = saved
+    for block in base:
+      if block == ("forward", i):  # the block producing hidden level i + 1: no error reaches it any more
+        assert any(np.any(g) for g in base[block]) and not any(np.any(g) for g in silenced[block]), block
+      else:
+        for a, b in zip(base[block], silenced[block]):
+          np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])

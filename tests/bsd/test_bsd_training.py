@@ -37,26 +37,32 @@ def test_baselines_train_on_the_same_pipeline(method, tmp_path):
   assert results["test_accuracy"] > 0.6, results
 
 
-def test_generation_writes_reconstructions_and_frechet(tmp_path):
-  config = _config("mnist_autoencoder.py:quick", "train_subset=512", "test_subset=100", "train.num_steps=20",
-                   "optimizer.warmup_steps=2", "train.checkpoint_every=20", "eval.frechet_classifier_steps=30", "model.hidden=(64,)",
-                   "model.code_dim=16", "neuron.time_steps=2")
+def test_generation_learns_and_writes_reconstructions_and_frechet(tmp_path):
+  config = _config("mnist_autoencoder.py:quick", "train_subset=512", "test_subset=100", "train.num_steps=100",
+                   "optimizer.warmup_steps=5", "train.checkpoint_every=100", "eval.frechet_classifier_steps=30",
+                   "model.hidden=(64,)", "model.code_dim=16", "neuron.time_steps=2")
   results = training.train_and_evaluate(config, str(tmp_path))
-  assert 0 < results["test_recon_mse"] < 0.5
-  assert results["test_frechet_classifier"] >= 0
+  # An all-0.5 output scores ~0.2 and the untrained decoder 0.23 (Frechet 241, one step, 2026-11-29); 100 steps
+  # reached 0.10 (Frechet 85).
+  assert 0 < results["test_recon_mse"] < 0.15, results
+  assert 1 < results["test_frechet_classifier"] < 150, results
   assert (tmp_path / "reconstructions.png").exists()
 
 
-def test_forecast_and_next_char_run(tmp_path):
+def test_forecast_learns_and_next_char_runs(tmp_path):
   forecast = training.train_and_evaluate(
-      _config("co2_rnn.py:quick", "train.num_steps=20", "optimizer.warmup_steps=2", "train.checkpoint_every=20", "sequence.length=16",
-              "sequence.burn_in=4", "model.hidden=(16,)", "eval.plots=false"), str(tmp_path / "co2"))
-  assert forecast["test_mse"] > 0 and forecast["num_test"] > 400
+      _config("co2_rnn.py:quick", "train.num_steps=40", "optimizer.warmup_steps=2", "train.checkpoint_every=40",
+              "sequence.length=16", "sequence.burn_in=4", "model.hidden=(16,)", "eval.plots=false"), str(tmp_path / "co2"))
+  assert forecast["num_test"] > 400
+  # below the train-mean predictor's MSE: it learned something about the series (1.114 vs 1.131, 2026-11-29)
+  assert 0 < forecast["test_mse"] < forecast["test_mse_train_mean"], forecast
+  # Next-character prediction at this size (16 neurons, 10 steps) learns too little to assert on; its learning is
+  # the report's KJV row (128 neurons, 300 steps). Here: the pipeline, the vocabulary and the plot.
   chars = training.train_and_evaluate(
       _config("kjv_rnn.py:quick", "train.num_steps=10", "optimizer.warmup_steps=1", "train.checkpoint_every=10", "sequence.length=16",
               "sequence.burn_in=2", "model.hidden=(16,)", "train_subset=2000", "test_subset=50"),
       str(tmp_path / "kjv"))
-  assert chars["vocab_size"] == 63 and 0 <= chars["test_accuracy"] <= 1
+  assert chars["vocab_size"] == 63 and 0 < chars["test_bits_per_char"] < 10
   assert (tmp_path / "kjv" / "spike_raster.png").exists()
 
 

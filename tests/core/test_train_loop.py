@@ -13,6 +13,7 @@ import optax
 import pytest
 from flax import nnx
 
+from core.config import ConfigError
 from core.train import loop, optim
 from core.train.checkpoint import CheckpointMismatchError, Checkpointer
 from core.train import metrics as metrics_lib
@@ -190,7 +191,7 @@ def test_a_non_finite_update_under_a_finite_loss_and_gradient_is_never_checkpoin
                       seed=0)
   assert Checkpointer(str(tmp_path / "checkpoints"), every=5, keep=2).all_steps() == []
   assert all(np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"]) for m in read_metrics(str(tmp_path), "train"))
-  with pytest.raises(Exception, match=r"optimizer.eps = 0.0 is invalid: must be a finite number > 0"):
+  with pytest.raises(ConfigError, match=r"optimizer.eps = 0.0 is invalid: must be a finite number > 0"):
     optim.validate_optimizer_config(ml_collections.ConfigDict({"optimizer": optim.optimizer_config(eps=0.0)}))
 
 

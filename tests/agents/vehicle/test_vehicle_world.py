@@ -8,7 +8,7 @@ import pytest
 
 from agents.vehicle import tasks
 from agents.vehicle.catalog import load_schema
-from agents.vehicle.schema import coerce
+from agents.vehicle.schema import bounds, coerce
 from agents.vehicle.world import (ArgumentError, RequirementError, UnknownApiError, VehicleWorld, WorldError, diff,
                                   net_changes)
 
@@ -107,8 +107,11 @@ def _expected_ok(world, before, api, args, path, expr) -> bool:
     if expr[0] == "next":
       return value != old
     delta = -args[expr[1][2:-1]] if expr[1].startswith("-") else args[expr[1][1:-1]]
-    low, high = SCHEMA.leaves[path].prop.low, SCHEMA.leaves[path].prop.high
-    return (value - old) * delta > 0 or value in (low, high) or world.temperature_unit != "celsius"
+    low, high = bounds(SCHEMA.leaves[path].prop, world.temperature_unit)  # in the unit the value is stored in
+    if (delta > 0 and old >= high) or (delta < 0 and old <= low):  # already at the bound it moves towards
+      return value == old
+    # moves the declared way, and no further than its bound
+    return (value - old) * delta > 0 and low <= value <= high and (abs(value - (old + delta)) < 1e-9 or value in (low, high))
   return value == expr
 
 

@@ -70,8 +70,10 @@ def test_bf16_compute_close_to_fp32():
   a = _full(*nnx.split(f32), tokens)
   b = _full(*nnx.split(bf16), tokens)
   assert b.dtype == jnp.float32
-  # bf16 keeps 8 mantissa bits: through 2 layers in bf16 logits stay well within their own spread.
-  assert float(jnp.max(jnp.abs(a - b))) < 0.5 * float(jnp.std(a))
+  assert {p.dtype for p in jax.tree.leaves(nnx.state(bf16, nnx.Param))} == {jnp.dtype(jnp.bfloat16)}
+  # bf16 keeps 8 mantissa bits: through 2 layers the logits move, but well within their own spread.
+  difference = float(jnp.max(jnp.abs(a - b)))
+  assert 0 < difference < 0.15 * float(jnp.std(a)), (difference, float(jnp.std(a)))
   assert float(jnp.mean(jnp.argmax(a, -1) == jnp.argmax(b, -1))) >= 0.75
 
 
