@@ -265,6 +265,7 @@ def _train_once(model, stage_dir, trainable, loss_fn, source, stage_cfg, mesh_cf
     print(f"{stage_dir}: reusing {'final.npz' if os.path.exists(final) else 'its checkpoints'}, which record no "
           "settings (written before they were recorded).")
   if not os.path.exists(final):
+    os.makedirs(stage_dir, exist_ok=True)
     files.write_text_atomic(record, settings + "\n")  # before training: a killed stage's checkpoints are checked
     batches = pipeline.make_batches(source, batch_size, seed=seed, transform=transform)
     save_model(train_stage(model, trainable, loss_fn, batches, stage_cfg, mesh_cfg, seed, stage_dir), final)

@@ -75,14 +75,16 @@ def test_the_pretrained_vit_is_what_the_lvlm_runs(tmp_path):
 @pytest.mark.slow
 def test_stages_run_end_to_end(tmp_path):
   overrides = ["data.train_subset=256", "data.test_subset=64", "data.eval_batch_size=64",
-               "stage0.train.num_steps=3", "stage1.train.num_steps=3", "stage2.train.num_steps=3"]
+               *[f"stage{i}.{key}=3" for i in range(3) for key in ("train.num_steps", "train.checkpoint_every")],
+               *[f"stage{i}.optimizer.warmup_steps=1" for i in range(3)]]
   config = config_lib.load_config("configs/moiie/easyvqa_tiny.py:quick,moiie", overrides)
   results = training.train_and_evaluate(config, str(tmp_path / "moiie"))
   assert results["moe_layers"] == [1, 3]
   assert 0.0 <= results["test"]["accuracy"] <= 1.0
   assert os.path.exists(tmp_path / "moiie" / "router_load.png")
   with open(tmp_path / "moiie" / "results.json") as f:
-    assert json.load(f)["variant"] == "moiie"
+    recorded = json.load(f)
+  assert recorded["variant"] == "moiie" and recorded["moe_spec"]["n_inter"] == 2 and recorded["moe_spec"]["top_k"] == 2
   # the frozen encoder of stages 1 and 2 is the stage-0 ViT (stage 1's file holds the model it trained)
   vit_file, stage1_file = (np.load(tmp_path / "moiie" / s / "final.npz") for s in ("stage0", "stage1"))
   for name in vit_file.files:
@@ -157,5 +159,14 @@ def test_a_finished_stage_trained_with_other_settings_is_not_reused(tmp_path):
     (stage_dir / "checkpoints").mkdir()
     with pytest.raises(ValueError, match="trained or begun with other settings"):
       training._train_once(*args, settings=training.stage_settings(other_seed, "stage0"))
+    # a fresh stage folder: its settings are recorded before it trains, the folder made for them
+    fresh = tmp_path / "runs" / "stage0"
+    recorded = []
+    training.train_stage = lambda model, *a, **k: recorded.append((fresh / "settings.txt").read_text()) or model
+    source = {"image": np.zeros((16, 64, 64, 3), np.uint8), "shape": np.zeros(16, np.int32),
+              "color": np.zeros(16, np.int32)}
+    training._train_once(vit, str(fresh), nnx.Param, training.vit_loss, source, *args[5:],
+                         settings=training.stage_settings(base, "stage0"))
+    assert recorded == [training.stage_settings(base, "stage0") + "\n"] and (fresh / "final.npz").exists()
   finally:
     training.train_stage = original
