@@ -82,14 +82,16 @@ class VehicleEnv(TextEnv):
     try:
       actions = interfaces.parse_action(raw, self.interface, self.config.max_actions_per_step)
     except InvalidAction as e:
-      self._tokens += metrics.count_tokens(str(e))
-      if self._turn_steps >= self.config.max_steps_per_turn:
-        return self._end_turn(f"Invalid action: {e}\nThe step budget of this turn is used up.")
-      raise
+      return self._invalid_step(e)
     lines: list[str] = []
     ended = False
-    for a in actions:
-      text, ended = self._act(a)
+    for i, a in enumerate(actions):
+      try:
+        text, ended = self._act(a)
+      except InvalidAction as e:
+        if i == 0:  # nothing of this step took effect: an invalid step, as a parse error is
+          return self._invalid_step(e)
+        text, ended = f"Invalid action: {e}", False  # the actions before it took effect: report them all
       lines.append(text)
       if ended:
         break
@@ -100,6 +102,13 @@ class VehicleEnv(TextEnv):
     if self._turn_steps >= self.config.max_steps_per_turn:
       return self._end_turn(observation + "\nThe step budget of this turn is used up.")
     return observation, False
+
+  def _invalid_step(self, error: InvalidAction):
+    """A step none of whose actions took effect: it still spends the turn's step budget."""
+    self._tokens += metrics.count_tokens(str(error))
+    if self._turn_steps >= self.config.max_steps_per_turn:
+      return self._end_turn(f"Invalid action: {error}\nThe step budget of this turn is used up.")
+    raise error
 
   def step(self, action: str):
     self._raw_action = action
@@ -119,7 +128,8 @@ class VehicleEnv(TextEnv):
   def _end_turn(self, observation: str) -> tuple[str, bool]:
     gold_before = self.task.state_before(self.turn)
     gold_after = self.task.state_after(self.turn)
-    m = metrics.turn_metrics(gold_before, gold_after, self._turn_before, self.world.state)
+    m = metrics.turn_metrics(gold_before, gold_after, self._turn_before, self.world.state,
+                             self.task.turns[self.turn].relative)
     self.turn_results.append({**m.to_json(), "tokens": self._tokens, "steps": self._turn_steps, "status": "done"})
     self.turn += 1
     if self.turn < len(self.task.turns):
@@ -138,7 +148,7 @@ class VehicleEnv(TextEnv):
     if self.turn < len(self.task.turns) and len(self.turn_results) == self.turn:
       if self._turn_steps:
         m = metrics.turn_metrics(self.task.state_before(self.turn), self.task.state_after(self.turn),
-                                 self._turn_before, self.world.state)
+                                 self._turn_before, self.world.state, self.task.turns[self.turn].relative)
         status = "cut"
       else:  # the turn had just begun: the agent never acted in it
         m = metrics.unreached_turn(self.task.state_before(self.turn), self.task.state_after(self.turn))

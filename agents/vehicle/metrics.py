@@ -2,18 +2,19 @@
 turn with the agent's state before/after it (they differ in later turns when an earlier one went wrong):
 
 * should-change S = properties whose gold value changes in the turn, should-stay U = all others;
-* change accuracy = share of S that the agent changed correctly: changed to the gold value, or, for a numeric
-  property, moved in the gold direction (the paper's extra rule, so "a bit warmer" accepts any warmer value, and a
-  later turn that starts from another value after an earlier mistake is judged by its move); 1 when S is empty;
+* each property of S has a target from the agent's own start: the gold value for a request that sets it ("set the
+  volume to 50", "turn the AC on"), or start + move, clamped to the property's bounds, for a request that changes
+  it by an amount ("turn the volume up by 10"; `Turn.relative`). From the gold start both are the gold value;
+* change accuracy = share of S that the agent got right: reached the target, or, for a numeric property, moved
+  towards it (the paper's extra rule, so "a bit warmer" accepts any warmer value; from the gold start "towards the
+  target" is the gold direction); 1 when S is empty;
 * F1-positive over S: TP = properties of S the agent changed at all, FP = properties of U it changed,
   precision TP/(TP+FP), recall TP/|S|;
 * F1-negative over U: TN = properties of U left unchanged, FN = properties of S left unchanged,
   precision TN/(TN+FN), recall TN/|U|;
-* success (this codebase's turn success; the paper reports the three rates above): every property of S changed to
-  its exact target and none of U changed. The requests name exact targets ("set the volume to 50", "turn the
-  volume up by 10"), so the direction rule does not count here: the target is the gold value, or, where the
-  agent's turn started from another value than the gold start (an earlier turn went wrong), the gold value or the
-  gold move (`new - old == gold_after - gold_before`, what a relative request does from there);
+* success (this codebase's turn success; the paper reports the three rates above): every property of S at its
+  exact target and none of U changed (a property an earlier mistake already left at its target may stay; it still
+  counts in FN, since F1 is about changes);
 * an unreached turn (the episode's step budget ran out or the environment failed before the turn began) is
   scored as a turn in which nothing changed and never succeeds (`unreached_turn`);
 * tokens: what the turn cost (counted by the caller).
@@ -75,29 +76,33 @@ def _f1(precision: float, recall: float) -> float:
 
 
 def turn_metrics(gold_before: Mapping[str, Any], gold_after: Mapping[str, Any], pred_before: Mapping[str, Any],
-                 pred_after: Mapping[str, Any]) -> TurnMetrics:
-  """Metrics of one turn over flat states (`path -> value`, the same paths in all four)."""
+                 pred_after: Mapping[str, Any],
+                 relative: Mapping[str, tuple[float, float, float]] | None = None) -> TurnMetrics:
+  """Metrics of one turn over flat states (`path -> value`, the same paths in all four). `relative`: {path:
+  (move, low, high)} of the properties requested to change by an amount (`Turn.relative`); others are set."""
+  relative = relative or {}
   should = [p for p in gold_before if gold_before[p] != gold_after[p]]
   stay = [p for p in gold_before if gold_before[p] == gold_after[p]]
   tp = fn = correct = exact = 0
   differences = []
   for p in should:
     old, new = pred_before[p], pred_after[p]
+    numeric = _numeric(old) and _numeric(new) and _numeric(gold_after[p])
+    target = gold_after[p]
+    if p in relative and numeric:  # "by an amount": from the agent's own start
+      move, low, high = relative[p]
+      target = min(max(old + move, low), high)
+    hit = _same(new, target) if numeric else new == target
+    moved = numeric and new != old and _trend(old, new) == _trend(old, target)
     if old == new:
       fn += 1
-      differences.append(f"{p}: should change to {gold_after[p]!r} but did not change")
-      continue
-    tp += 1
-    hit = new == gold_after[p]
-    numeric = _numeric(gold_before[p]) and _numeric(gold_after[p]) and _numeric(old) and _numeric(new)
-    if not hit and numeric and old != gold_before[p]:  # from another start: the gold move (a relative request)
-      hit = _same(new - old, gold_after[p] - gold_before[p])
-    moved = numeric and _trend(gold_before[p], gold_after[p]) == _trend(old, new)
-    if hit or moved:
-      correct += 1
+    else:
+      tp += 1
+    correct += hit or moved
     exact += hit
     if not hit:
-      differences.append(f"{p}: should be {gold_after[p]!r}, is {new!r}" + (" (moved the right way)" if moved else ""))
+      differences.append(f"{p}: should change to {target!r} but did not change" if old == new else
+                         f"{p}: should be {target!r}, is {new!r}" + (" (moved the right way)" if moved else ""))
   tn = fp = 0
   for p in stay:
     if pred_before[p] == pred_after[p]:

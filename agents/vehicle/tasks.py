@@ -51,6 +51,9 @@ class Turn:
   patch: dict[str, Any]  # the oracle's SFC patch (path -> value)
   patch_modules: list[str]  # modules the SFC oracle selects
   api_modules: list[str]  # modules whose APIs the gold calls use (FC+SFC oracle selection)
+  # path -> (move, low, high) for each property the user asked to change *by* an amount ("up by 10"), with the
+  # bounds it stops at: from another start than the gold one, such a request's target is start + move, clamped
+  relative: dict[str, tuple[float, float, float]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -217,6 +220,24 @@ def _split_apis(schema: Schema, split: str) -> dict[str, list[Api]]:
   return out
 
 
+def relative_requests(schema: Schema, world: VehicleWorld, said: list[Call], changes: dict[str, Any]
+                      ) -> dict[str, tuple[float, float, float]]:
+  """{path: (move, low, high)} of the properties that the user's requests change by an amount (an API write
+  `("add", "{arg}")` or `("add", "-{arg}")`), among those the turn changed; bounds in the unit `world` stores."""
+  out = {}
+  for call in said:
+    for template, expr in schema.apis[call.name].writes:
+      if not (isinstance(expr, tuple) and expr[0] == "add"):
+        continue
+      amount = expr[1]
+      move = -call.arguments[amount[2:-1]] if amount.startswith("-") else call.arguments[amount[1:-1]]
+      for path in world._expand_path(template, call.arguments):
+        if path in changes:
+          low, high = bounds(schema.leaves[path].prop, world.temperature_unit)
+          out[path] = (float(move), float(low), float(high))
+  return out
+
+
 def _make_turn(rng: random.Random, world: VehicleWorld, schema: Schema, split: str, num_intents: int,
                config: ml_collections.ConfigDict) -> Turn:
   by_module = _split_apis(schema, split)
@@ -256,7 +277,8 @@ def _make_turn(rng: random.Random, world: VehicleWorld, schema: Schema, split: s
     api_modules = sorted({schema.apis[c.name].module for c in calls} - {"environment"})
     if len(api_modules) > config.max_modules:
       continue
-    return Turn(_join(phrases, rng), calls, said, changes, patch, patch_modules, api_modules)
+    return Turn(_join(phrases, rng), calls, said, changes, patch, patch_modules, api_modules,
+                relative_requests(schema, trial, said, changes))
   raise GenerationError(f"no feasible turn found for split {split!r} after 60 tries.")
 
 

@@ -2,6 +2,7 @@
 oracle's 100, the random floor, the agents' protocol (in-process and HTTP), and the OpenAI-compatible client
 against a local fake endpoint (the `fake_chat_endpoint` fixture of tests/agents/conftest.py)."""
 
+import json
 import pytest
 
 from agents.envs import EnvSession, LocalEnvClient, make_pool, pool_config
@@ -235,3 +236,40 @@ def test_http_policy_is_closed_and_reads_null_usage(monkeypatch, fake_chat_endpo
                       lambda messages: EndpointReply("Done.", {"prompt_tokens": None, "completion_tokens": 3}))
   reply = policy.act([{"role": "user", "content": "hi there"}])
   assert reply.completion_tokens == 3 and reply.prompt_tokens > 0
+
+
+def test_turns_record_their_by_an_amount_requests_consistently_with_the_gold_states():
+  """`Turn.relative` (the targets of requests like "up by 10" from another start): for every such property, the
+  gold start plus the recorded move, within the recorded bounds, is the gold value after the turn."""
+  seen = 0
+  for task_id in range(200):
+    task = tasks.make_task(task_id)
+    for t, turn in enumerate(task.turns):
+      before, after = task.state_before(t), task.state_after(t)
+      for path, (move, low, high) in turn.relative.items():
+        seen += 1
+        assert move != 0 and low < high and path in turn.changes
+        assert min(max(before[path] + move, low), high) == pytest.approx(after[path]), (task_id, t, path)
+  assert seen > 20  # a fifth or so of the numeric writes are relative
+
+
+def test_an_invalid_action_after_valid_ones_reports_them_all_and_spends_the_step_budget():
+  """Review finding: [set the volume, list the APIs of a module that does not exist] changed the volume but
+  answered only "Invalid action", and a turn of such steps never ran out of its step budget."""
+  env = VehicleEnv(vehicle_config(interface="fc", max_steps_per_turn=2))
+  env.reset(1)
+  before = env.world.state["environment.volume"]
+  volume = 77 if before != 77 else 76
+  step = json.dumps([{"name": "environment_set_volume", "arguments": {"volume": volume}},
+                     {"name": "list_apis", "arguments": {"module": "bogus"}}])
+  result = env.step(step)
+  assert env.world.state["environment.volume"] == volume and "environment_set_volume" in result.observation
+  assert "Invalid action" in result.observation and not result.info["invalid"] and env.turn == 0
+  result = env.step(step)
+  assert "step budget of this turn is used up" in result.observation and (env.turn == 1 or result.done)
+  # a step whose first action is invalid is an invalid step (nothing took effect), and spends the budget too
+  env.reset(1)
+  bad = json.dumps({"name": "list_apis", "arguments": {"module": "bogus"}})
+  assert env.step(bad).info["invalid"] and env.turn == 0
+  result = env.step(bad)
+  assert "step budget of this turn is used up" in result.observation and (env.turn == 1 or result.done)

@@ -35,34 +35,47 @@ def test_f1_positive_and_negative_count_missed_and_unwanted_changes():
 
 
 def test_predicted_before_state_is_the_agents_own():
-  """In a later turn the agent starts from its own state: a change is judged from there. Change accuracy keeps
-  the paper's direction rule; turn success wants the exact target: the gold value or the gold move."""
-  gold_before, gold_after = BEFORE, {**BEFORE, "vol": 50}  # "set the volume to 50" (or "up by 10")
+  """In a later turn the agent starts from its own state; a request that changes a property by an amount has its
+  target there: start + move, within the property's bounds. Change accuracy counts a move towards the target."""
+  gold_before, gold_after = BEFORE, {**BEFORE, "vol": 50}  # "turn the volume up by 10"
+  up_by_10 = {"vol": (10.0, 0.0, 100.0)}
   pred_before = {**BEFORE, "vol": 30}  # an earlier turn left the volume at 30
-  m = turn_metrics(gold_before, gold_after, pred_before, {**pred_before, "vol": 35})
-  assert m.change_accuracy == 1.0 and not m.success  # louder, but neither 50 nor 30 + 10
-  for target in (50, 40):  # the gold value, or the gold move from the agent's start
-    m = turn_metrics(gold_before, gold_after, pred_before, {**pred_before, "vol": target})
-    assert m.change_accuracy == 1.0 and m.success and m.differences == []
+  m = turn_metrics(gold_before, gold_after, pred_before, {**pred_before, "vol": 35}, up_by_10)
+  assert m.change_accuracy == 1.0 and not m.success  # louder, but not 30 + 10
+  m = turn_metrics(gold_before, gold_after, pred_before, {**pred_before, "vol": 40}, up_by_10)
+  assert m.change_accuracy == 1.0 and m.success and m.differences == []
+  m = turn_metrics(gold_before, gold_after, pred_before, {**pred_before, "vol": 50}, up_by_10)  # the gold value
+  assert m.change_accuracy == 1.0 and not m.success and "should be 40.0, is 50" in m.differences[0]
+  # review finding: "dim by 5" from 20 (gold 40 -> 35); raising it to the gold value 35 is wrong, 15 is right
+  dim_by_5 = {"vol": (-5.0, 0.0, 100.0)}
+  gold_dim = {**BEFORE, "vol": 35}
+  assert not turn_metrics(BEFORE, gold_dim, {**BEFORE, "vol": 20}, {**BEFORE, "vol": 35}, dim_by_5).success
+  assert turn_metrics(BEFORE, gold_dim, {**BEFORE, "vol": 20}, {**BEFORE, "vol": 15}, dim_by_5).success
+  # at the bound the move stops: from 97, "up by 10" ends at 100; from 100, staying there is right
+  assert turn_metrics(gold_before, gold_after, {**BEFORE, "vol": 97}, {**BEFORE, "vol": 100}, up_by_10).success
+  stayed = turn_metrics(gold_before, gold_after, {**BEFORE, "vol": 100}, {**BEFORE, "vol": 100}, up_by_10)
+  assert stayed.success and stayed.false_negative == 1  # right, though it changed nothing (F1 counts changes)
 
 
-def test_the_exact_gold_value_is_correct_from_any_start():
-  """Review finding: gold 40 -> 50, the agent starts at 60 after an earlier mistake; setting exactly 50 scored 0
-  ("should be 50, is 50") and setting 80 scored 1."""
+def test_a_set_request_has_the_gold_value_as_target_from_any_start():
+  """Gold 40 -> 50 by "set the volume to 50"; the agent starts at 60 after an earlier mistake: 50 is right, and
+  the gold move (+10, to 70) is not. Change accuracy counts a move towards 50."""
   gold_before, gold_after = {"vol": 40, "x": 1}, {"vol": 50, "x": 1}
   pred_before = {"vol": 60, "x": 1}
   m = turn_metrics(gold_before, gold_after, pred_before, {"vol": 50, "x": 1})
   assert (m.change_accuracy, m.success, m.differences) == (1.0, True, [])
-  m = turn_metrics(gold_before, gold_after, pred_before, {"vol": 80, "x": 1})  # louder: the paper's rule only
-  assert m.change_accuracy == 1.0 and not m.success and "should be 50, is 80" in m.differences[0]
-  m = turn_metrics(gold_before, gold_after, pred_before, {"vol": 55, "x": 1})  # quieter, not 50
-  assert m.change_accuracy == 0.0 and not m.success
+  m = turn_metrics(gold_before, gold_after, pred_before, {"vol": 70, "x": 1})  # the gold move, away from 50
+  assert m.change_accuracy == 0.0 and not m.success and "should be 50, is 70" in m.differences[0]
+  m = turn_metrics(gold_before, gold_after, pred_before, {"vol": 55, "x": 1})  # towards 50, not there
+  assert m.change_accuracy == 1.0 and not m.success and "(moved the right way)" in m.differences[0]
   m = turn_metrics(gold_before, gold_after, gold_before, {"vol": 100, "x": 1})  # same start, 100 for "set to 50"
-  assert m.change_accuracy == 1.0 and not m.success
+  assert m.change_accuracy == 1.0 and not m.success  # the paper's direction rule
   m = turn_metrics(gold_before, gold_after, pred_before, pred_before)  # left at 60: not changed
   assert m.change_accuracy == 0.0 and m.false_negative == 1 and not m.success
-  m = turn_metrics({"t": 21.5}, {"t": 22.0}, {"t": 20.1}, {"t": 20.6})  # a float move: compared with tolerance
-  assert m.success
+  already = turn_metrics(gold_before, gold_after, {"vol": 50, "x": 1}, {"vol": 50, "x": 1})  # already at 50
+  assert already.success and already.change_accuracy == 1.0
+  m = turn_metrics({"t": 21.5}, {"t": 22.0}, {"t": 20.1}, {"t": 20.6}, {"t": (0.5, 16.0, 30.0)})
+  assert m.success  # a float move: compared with tolerance
 
 
 def test_an_unreached_turn_scores_as_nothing_changed_and_never_succeeds():
