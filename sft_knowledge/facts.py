@@ -73,11 +73,19 @@ def _occurs(alias: str, text: str) -> bool:
     return re.search(rf"(?<![\w.,]){alias}(?![\w]|[.,]\d)", text) is not None
   if len(alias) > 2:
     norm = normalize(alias)
-    return bool(norm) and f" {norm} " in f" {normalize(text)} "
+    if not norm:
+      return False
+    # A whole-word match, not right after a negation: "not certain" and "non-functional" restate the antonym
+    # questions "the opposite of uncertain / nonfunctional", they do not answer them.
+    words = f" {normalize(text)} "
+    return any(not re.search(r"(^| )(not|non|un)$", words[:m.start()].rstrip())
+               for m in re.finditer(f"(?= {re.escape(norm)} )", words))
   # One or two characters: element symbols "He", "In", "As", "I", "No", postal codes "IN", "ME", "OR", "US", antonyms
   # "on", "no" are also common words. Matched as written, and a letter alias must end a phrase ("... is I.", not
   # "I think", "I'm") and not start a sentence ("No, ...", "He is ..."), unless it is the whole reply.
-  if text.strip(" .!?\"'*").lower() == alias.lower():  # the whole reply ("On.", "**Na**")
+  whole = text.strip(" .!?\"'*")
+  # the whole reply ("On.", "**Na**"); a symbol or code with capitals as written ("No." is not Nobelium's "No")
+  if (whole == alias) if any(c.isupper() for c in alias) else (whole.lower() == alias.lower()):
     return True
   for match in re.finditer(rf"(?<!\w){re.escape(alias)}(?!\w)", text):
     if not alias.isalpha():

@@ -67,7 +67,14 @@ def test_render_rejects_a_missing_template():
     ("Hydrogen has atomic number 2, not 1.5.", ("1",), "", False),
     ("Its atomic number is 103.", ("103",), "", True),
     ("Its atomic mass is 103.5.", ("103",), "", False),
-    ("On.", ("on",), "", True),  # a bare reply in any case
+    ("On.", ("on",), "", True),  # a bare reply in any case ...
+    ("ok", ("OK",), "", False),  # ... unless the alias has capitals: a symbol or code as written
+    ("no.", ("No",), "", False),
+    ("OK.", ("OK",), "", True),
+    # A negated restatement of an antonym question does not answer it
+    ("The opposite of uncertain is not certain.", ("certain",), "What is the opposite of uncertain?", False),
+    ("It is non-functional.", ("functional",), "What is the opposite of nonfunctional?", False),
+    ("The opposite of uncertain is certain.", ("certain",), "What is the opposite of uncertain?", True),
     ('The chemical symbol of sodium is "Na".', ("Na",), "", True),  # quoted or bold, then punctuation
     ("The chemical symbol of sodium is **Na**.", ("Na",), "", True),
     # The question is checked by the same rule: "as" in it is not the symbol "As".

@@ -88,8 +88,8 @@ def test_mean_token_kl_on_chats(smollm_tokenizer_or_skip, models):
   tok = smollm_tokenizer_or_skip
   chats = [[{"role": "system", "content": "Answer."}, {"role": "user", "content": "Capital of France?"},
             {"role": "assistant", "content": "Paris"}]]
-  _, mask = sft.tokenize_chat(tok, chats[0])
-  assert mask.sum() == len(tok.encode("Paris")) + 1  # answer tokens + <|im_end|>
+  ids, mask = sft.tokenize_chat(tok, chats[0])
+  assert tok.decode(ids[mask == 1], skip_special_tokens=False) == "Paris<|im_end|>"  # answer tokens + <|im_end|>
   # the tiny model has a 256-token vocabulary: SmolLM2 ids are folded into it (only the masks matter here)
   same = kl.mean_token_kl(graphdef, state_a, state_a, _Mod(tok, 256), chats, batch_size=2, length_buckets=(64,))
   assert same["answer_kl"] == pytest.approx(0.0, abs=1e-6) and same["answer_tokens"] == mask.sum()

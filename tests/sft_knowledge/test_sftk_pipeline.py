@@ -70,6 +70,9 @@ def test_pipeline_end_to_end_and_resume(tiny_dir, tmp_path, monkeypatch):
     raise AssertionError("a cached stage recomputed")
   monkeypatch.setattr(pipeline.sft, "finetune", fail)
   monkeypatch.setattr(pipeline.probing, "answer", fail)
+  monkeypatch.setattr(pipeline.kl_lib, "mean_token_kl", fail)
+  for name in ("restore", "dare"):
+    monkeypatch.setattr(pipeline.restore, name, fail)
   again = pipeline.run_all(config, workdir)
   assert again["evaluate"]["L0_n8_s0"]["test_id_accuracy"] == results["evaluate"]["L0_n8_s0"]["test_id_accuracy"]
 
