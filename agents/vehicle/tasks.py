@@ -272,7 +272,10 @@ def _make_turn(rng: random.Random, world: VehicleWorld, schema: Schema, split: s
       continue
     changes = {p: v for p, (_, v) in diff(before, trial.state).items()}
     patch, patch_modules = _oracle_patch(schema, before, trial.state, calls)
-    if patch is None or len(patch_modules) > config.max_modules:
+    if patch is None:  # a catalog inconsistency (FC reaches a state SFC cannot), never a task to skip quietly
+      raise GenerationError(f"no SFC patch reproduces the gold state of the calls {[c.name for c in calls]} "
+                            f"({sorted(changes)}): the catalog's APIs and its patch rules disagree.")
+    if len(patch_modules) > config.max_modules:
       continue
     api_modules = sorted({schema.apis[c.name].module for c in calls} - {"environment"})
     if len(api_modules) > config.max_modules:
@@ -429,7 +432,7 @@ def _satisfying_value(world: VehicleWorld, api: Api, expr: Any, cond: Cond, args
 def _oracle_patch(schema: Schema, before: dict[str, Any], after: dict[str, Any], calls: list[Call]
                   ) -> tuple[dict[str, Any] | None, list[str]]:
   """The gold values of the leaves the gold calls write directly; falls back to every changed writable leaf;
-  None if neither reaches the gold state (a catalog inconsistency between FC and SFC, counted in tests)."""
+  None if neither reaches the gold state (a catalog inconsistency between FC and SFC: generation stops on it)."""
   direct = [p for call in calls for p in direct_paths(schema, call)]
   changed = diff(before, after)
   candidates = [

@@ -273,3 +273,16 @@ def test_an_invalid_action_after_valid_ones_reports_them_all_and_spends_the_step
   assert env.step(bad).info["invalid"] and env.turn == 0
   result = env.step(bad)
   assert "step budget of this turn is used up" in result.observation and (env.turn == 1 or result.done)
+
+
+def test_a_turn_the_sfc_patch_cannot_reproduce_stops_generation(monkeypatch):
+  """If the patch rules could not write a property that an API can (here: the volume), generation fails loudly
+  instead of quietly dropping every turn that touches it (which only pinned task statistics would notice)."""
+  original = tasks.VehicleWorld.apply_patch
+
+  def without_volume(self, patch, **kwargs):
+    return original(self, {k: v for k, v in patch.items() if k != "environment.volume"}, **kwargs)
+  monkeypatch.setattr(tasks.VehicleWorld, "apply_patch", without_volume)
+  with pytest.raises(tasks.GenerationError, match="environment.volume"):
+    for task_id in range(400):
+      tasks._build_task(task_id, tasks.tasks_config())
