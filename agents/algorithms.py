@@ -44,7 +44,10 @@ KL_MODES = ("auto", "loss", "reward", "none")
 def algorithm_config(name: str = "grpo", **overrides: Any) -> ml_collections.ConfigDict:
   """The `algorithm` section. `kl_mode` "auto": the reward for REINFORCE++, a loss otherwise (`kl_mode`)."""
   return section("algorithm", dict(
-      name=name, clip_eps=0.2, entropy_coef=0.001, kl_coef=0.001, kl_estimator="k3", kl_clip=10.0,
+      name=name, clip_eps=0.2,
+      clip_eps_high=0.0,  # > 0: DAPO's clip-higher, the ratio's upper bound 1 + clip_eps_high (0: 1 + clip_eps)
+      dual_clip=0.0,  # > 1: dual-clip PPO's bound -c A on negative-advantage tokens (verl's clip_ratio_c); 0: off
+      entropy_coef=0.001, kl_coef=0.001, kl_estimator="k3", kl_clip=10.0,
       kl_mode="auto", loss_aggregation="token-mean", loss_horizon=0,
       gamma=1.0, lam=1.0, value_clip=0.5, update_epochs=1, minibatches=1, whiten_gae=True, gae_level="token"),
       overrides)
@@ -58,8 +61,12 @@ def validate_algorithm_config(config: ml_collections.ConfigDict) -> None:
   config_lib.check_choice(config, "algorithm.gae_level", GAE_LEVELS)
   for key in ("algorithm.clip_eps", "algorithm.update_epochs", "algorithm.minibatches", "algorithm.value_clip"):
     config_lib.check_positive(config, key)
-  for key in ("algorithm.entropy_coef", "algorithm.kl_coef", "algorithm.kl_clip", "algorithm.loss_horizon"):
+  for key in ("algorithm.entropy_coef", "algorithm.kl_coef", "algorithm.kl_clip", "algorithm.loss_horizon",
+              "algorithm.clip_eps_high"):
     config_lib.check_positive(config, key, allow_zero=True)
+  config_lib.check(config, "algorithm.dual_clip", lambda c: c == 0 or c > 1,
+                   "must be 0 (off) or > 1 (e.g. 3, verl's clip_ratio_c): a bound at or below 1 would cut the loss "
+                   "of negative-advantage tokens below the unclipped surrogate")
   for key in ("algorithm.gamma", "algorithm.lam"):
     config_lib.check(config, key, lambda v: 0.0 <= v <= 1.0, "must lie in [0, 1]")
   if config.algorithm.name in ("grpo", "rloo"):
@@ -145,7 +152,8 @@ def actor_loss(algo: ml_collections.ConfigDict, logits: jax.Array, batch: Mappin
   mask = batch["loss_mask"].astype(bool)
   logprobs = logprobs_from_logits(logits, batch["tokens"])
   surrogate, diagnostics = rl.ppo_clip_loss(logprobs, batch["old_logprobs"], batch["advantages"], mask,
-                                            algo.clip_eps)
+                                            algo.clip_eps, float(algo.clip_eps_high) or None,
+                                            float(algo.dual_clip) or None)
   # Entropy of the distribution each model token was drawn from (the logits one position earlier).
   entropy = jnp.pad(rl.entropy_from_logits(logits[:, :-1]), ((0, 0), (1, 0)))
   pg_loss = rl.aggregate(surrogate, mask, algo.loss_aggregation, horizon)

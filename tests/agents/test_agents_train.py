@@ -433,3 +433,30 @@ def test_quick_reply_budgets_fit_the_oracle_actions(env):
   world = envs_lib.make_env(config.env, config.env_config)
   records = [policy_lib.oracle_episode(world, config.policy.warm_start_task_offset + i) for i in range(200)]
   policy_lib.check_actions_fit_the_reply_budget(records, policy.tokenizer, config.rollout.max_new_tokens)
+
+
+def test_clip_higher_and_dual_clip_reach_the_actor_loss_by_hand():
+  """`algorithm.clip_eps_high` (DAPO) and `algorithm.dual_clip` (verl's clip_ratio_c) change the surrogate as
+  written: ratio e^0.25 = 1.284 with A = +1 is cut at 1.2 by default and at 1.28 with clip-higher 0.28; ratio
+  e^2 = 7.39 with A = -1 costs 7.39 unclipped and 3 under dual clip 3."""
+  algo = rl_config("gridworld", "ppo", "quick").algorithm
+  logits = jax.random.normal(jax.random.key(0), (1, 4, 6))
+  tokens = jnp.array([[0, 2, 5, 1]])
+  from core.llm.scoring import logprobs_from_logits
+  logprobs = logprobs_from_logits(logits, tokens)
+  mask = jnp.array([[0, 1, 1, 0]])
+
+  def pg_loss(log_ratio, advantage, **settings):
+    config = algo.copy_and_resolve_references()
+    config.update(settings)
+    batch = {"tokens": tokens, "loss_mask": mask, "old_logprobs": logprobs - log_ratio, "ref_logprobs": logprobs,
+             "advantages": jnp.where(mask > 0, advantage, 0.0)}
+    return float(algorithms.actor_loss(config, logits, batch)[1]["pg_loss"])
+  assert pg_loss(0.25, 1.0) == pytest.approx(-1.2, rel=1e-5)
+  assert pg_loss(0.25, 1.0, clip_eps_high=0.28) == pytest.approx(-1.28, rel=1e-5)
+  assert pg_loss(2.0, -1.0) == pytest.approx(float(np.exp(2.0)), rel=1e-5)
+  assert pg_loss(2.0, -1.0, dual_clip=3.0) == pytest.approx(3.0, rel=1e-5)
+  config = rl_config("gridworld", "ppo", "quick")
+  config.algorithm.dual_clip = 0.5
+  with pytest.raises(ValueError, match="dual_clip = 0.5 is invalid"):
+    algorithms.validate_algorithm_config(config)
