@@ -608,7 +608,7 @@ MODULES = [
             {".service_reminder": "{enabled}"}, say="{enabled|turn on|turn off} service reminders"),
           A("diagnostics_set_report_frequency", "How often to send a health report.",
             {"frequency": ".report_frequency"}, {".report_frequency": "{frequency}"},
-            say="send me a vehicle health report {frequency}"),
+            say="set the vehicle health report schedule to {frequency}"),
       ]),
 
     M("fridge", "Car fridge between the front seats.", "car_control",
