@@ -291,7 +291,8 @@ def _snntorch_runner(hidden, time_steps: int, batch: int, threads: int, rewrite:
 
 
 def _block(x):
-  return jax.block_until_ready(x) if isinstance(x, jax.Array) else x
+  # any result: a dict or tuple of arrays must be waited for too, or its timing would be dispatch only
+  return jax.block_until_ready(x)
 
 
 def time_interleaved(runners: dict[str, Callable], batch: int, iters: int, rounds: int, warmup: int = 3

@@ -156,3 +156,24 @@ def test_our_probe_does_not_import_the_peer():
   result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=REPO, timeout=120)
   assert result.returncode == 0, result.stderr
   assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_measure_turns_the_two_timings_into_decode_and_prefill_rates():
+  """`measure` on a fake generator whose call costs a + b * n seconds (a = 30 ms prefill, b = 10 ms per new
+  token): decode B (N - 1) / (t_N - t_1) = B / b tokens/s, prefill = the prompts' tokens / t_1."""
+  import time
+
+  from benchmarks import llm_generate
+  calls = []
+
+  def run(batch, n):
+    calls.append((batch, n))
+    time.sleep(0.03 + 0.01 * n)
+    return n
+
+  config = ml_collections.ConfigDict({"new_tokens": 9, "batch_sizes": (2,), "warmup": 0, "iters": 3})
+  prompts = [[1] * 12, [2] * 12]
+  out = llm_generate.measure(run, config, prompts)
+  assert out["decode_b2"] == pytest.approx(2 / 0.01, rel=0.3)  # 200 tokens/s, with the sleeps' jitter
+  assert out["prefill_b2"] == pytest.approx(24 / 0.04, rel=0.3)
+  assert calls.count((2, 9)) == 1 + 3 and calls.count((2, 1)) == 1 + 3  # compile call + timed calls, each length

@@ -24,6 +24,25 @@ def test_time_fn_counts_calls_and_separates_compile():
     harness.time_fn(fn, 1, iters=0)
 
 
+def test_time_fn_waits_for_every_call_it_times():
+  """Every JAX figure rests on this: each call's result goes through `block` (by default
+  `jax.block_until_ready`) before the clock stops, else an asynchronous call times its dispatch only."""
+  blocked, results = [], []
+
+  def fn(x):
+    results.append(object())
+    return results[-1]
+
+  def block(value):
+    blocked.append(value)
+    time.sleep(0.02)  # a result that takes this long to be ready
+    return value
+
+  timing = harness.time_fn(fn, 1, warmup=2, iters=3, block=block)
+  assert blocked == results and len(results) == 1 + 2 + 3  # each call's own result, waited for
+  assert timing.min_s >= 0.02
+
+
 def test_emit_prints_one_json_line_with_machine_and_ratio(capsys):
   record = harness.emit("bench", "speed", 30.0, unit="tokens/s", peer="them", peer_value=12.0, batch=16)
   line = capsys.readouterr().out.strip()
