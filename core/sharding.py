@@ -50,9 +50,11 @@ def validate_mesh_config(config: ml_collections.ConfigDict, prefix: str = "mesh"
   fsdp = config_lib.check_positive(config, f"{prefix}.fsdp")
   data = config_lib.get_value(config, f"{prefix}.data")
   if n % fsdp:
+    more = (f" or run on {fsdp} devices or a multiple (on a CPU, to try the layout: "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={fsdp} before the command)") if fsdp > n else ""
     raise config_lib.ConfigError(
         f"config.{prefix}.fsdp = {fsdp} does not divide the {n} devices. Fix: pass "
-        f"--config.{prefix}.fsdp=<a divisor of {n}>.")
+        f"--config.{prefix}.fsdp=<a divisor of {n}>{more}.")
   if data != -1 and data * fsdp != n:
     raise config_lib.ConfigError(
         f"config.{prefix}.data * config.{prefix}.fsdp = {data} * {fsdp} != {n} devices. Fix: pass "
