@@ -27,6 +27,7 @@ same trajectories, so the same padded shapes and no compile. Should one happen a
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 
@@ -69,6 +70,12 @@ def run_rollouts(learner, client, config, task_ids, batch: int, turns: int, reus
     seconds = time.perf_counter() - start
   return {"seconds": seconds, "tokens": tokens, "turns": agent_turns, "trajectories": trajectories,
           "compiles": compiles.count}
+
+
+def at_median(runs: list[dict]) -> dict:
+  """The run whose time is the median of `runs` (with an odd number of runs, the median itself)."""
+  median = statistics.median(r["seconds"] for r in runs)
+  return min(runs, key=lambda r: abs(r["seconds"] - median))
 
 
 def rl_step(learner, client, config, tasks, turns: int, key: jax.Array, step: int) -> dict:
@@ -125,6 +132,8 @@ def main(argv=None) -> None:
   parser.add_argument("--peer-episodes", type=int, default=0,
                       help="episodes of the batch-1 peer (0 = --episodes); fewer keeps a slow policy's run short, "
                            "episodes/min stays comparable")
+  parser.add_argument("--rounds", type=int, default=3,
+                      help="timed rounds, batch-1 and batched alternating; the figures are the medians over rounds")
   parser.add_argument("--skip-rl-step", action="store_true", help="do not time one whole RL step")
   parser.add_argument("--no-cache-rows", action="store_true", help="skip the pair without KV-cache reuse")
   parser.add_argument("--seed", type=int, default=0, help="sampling keys: fold_in(key(seed), first task of a call)")
@@ -149,13 +158,20 @@ def main(argv=None) -> None:
     peer_tasks = tasks[:args.peer_episodes or args.episodes]
     # the same tasks: every bucket compiled
     run_rollouts(learner, client, config, peer_tasks, 1, args.turns, reuse, args.seed)
-    peer = run_rollouts(learner, client, config, peer_tasks, 1, args.turns, reuse, args.seed)
-    ours = run_rollouts(learner, client, config, tasks, args.episodes, args.turns, reuse, args.seed)
+    # Alternating rounds (peer, ours, peer, ours, ...): a load change on the shared machine hits both sides, and
+    # the median over rounds is reported with every round's time.
+    peers, ours_runs = [], []
+    for _ in range(args.rounds):
+      peers.append(run_rollouts(learner, client, config, peer_tasks, 1, args.turns, reuse, args.seed))
+      ours_runs.append(run_rollouts(learner, client, config, tasks, args.episodes, args.turns, reuse, args.seed))
+    peer, ours = at_median(peers), at_median(ours_runs)
     how = "kv cache kept across turns" if reuse else "no cache reuse: every turn re-prefills the dialogue"
     work = dict(kv_cache_reuse=reuse, peer_episodes=len(peer_tasks), tokens_ours=ours["tokens"],
                 tokens_peer=peer["tokens"], turns_ours=ours["turns"], turns_peer=peer["turns"],
-                seconds_ours=ours["seconds"], seconds_peer=peer["seconds"], compiles_during_timing=ours["compiles"],
-                peer_compiles_during_timing=peer["compiles"], **common)
+                seconds_ours=ours["seconds"], seconds_peer=peer["seconds"], rounds=args.rounds,
+                seconds_ours_rounds=[r["seconds"] for r in ours_runs], seconds_peer_rounds=[r["seconds"] for r in peers],
+                compiles_during_timing=sum(r["compiles"] for r in ours_runs),
+                peer_compiles_during_timing=sum(r["compiles"] for r in peers), **common)
     emit(BENCH, f"episodes_per_min_batch{args.episodes}_vs_batch1", 60 * args.episodes / ours["seconds"],
          unit="episodes/min", peer=f"batch-1 rollout (same policy, tasks, {how})",
          peer_value=60 * len(peer_tasks) / peer["seconds"], **work)

@@ -120,6 +120,8 @@ def _check_rollout_rates(rates: list[dict]) -> None:
   for r in rates:
     assert {"tokens_ours", "tokens_peer", "turns_ours", "turns_peer", "compiles_during_timing"} <= set(r)
     assert r["turns_ours"] == r["turns_peer"] == 2  # 2 episodes x 1 turn on each side
+    assert len(r["seconds_ours_rounds"]) == len(r["seconds_peer_rounds"]) == r["rounds"]
+    assert r["seconds_ours"] == sorted(r["seconds_ours_rounds"])[r["rounds"] // 2]  # the median round
 
 
 def test_agents_rollout_main(capsys, tmp_path):
