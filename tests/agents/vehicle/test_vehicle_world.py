@@ -62,6 +62,7 @@ def _prepared(name: str):
   """A world in which `name` can run and changes something, and the call (prerequisites already made)."""
   api = SCHEMA.apis[name]
   rng = random.Random(name)
+  fallback = None
   for _ in range(60):
     world = tasks.initial_world(rng, SCHEMA, tasks.tasks_config())
     if name == "phone_answer":  # an incoming call is not something a user can cause
@@ -85,8 +86,24 @@ def _prepared(name: str):
         continue
     for call in result[1][:-1]:
       world.call(call.name, call.arguments)
+    if _at_a_bound(world, api, intent):  # keep looking for a state where the move's direction can be seen
+      fallback = fallback or (world, intent)
+      continue
     return world, intent
+  if fallback:
+    return fallback
   pytest.fail(f"no state found in which {name} changes anything")
+
+
+def _at_a_bound(world, api, intent) -> bool:
+  """Whether a property that `intent` changes by an amount starts at one of its bounds."""
+  for template, expr in api.writes:
+    if isinstance(expr, tuple) and expr[0] == "add":
+      for path in world._expand_path(template, intent.arguments):
+        low, high = bounds(SCHEMA.leaves[path].prop, world.temperature_unit)
+        if world.state[path] in (low, high):
+          return True
+  return False
 
 
 def _expected_ok(world, before, api, args, path, expr) -> bool:
