@@ -325,8 +325,8 @@ def update(learner: Learner, batch: dict[str, np.ndarray], step: int) -> dict[st
   """Advantages, then update_epochs x minibatches actor (and critic) steps. Returns mean metrics."""
   algo = learner.config.algorithm
   values = jnp.asarray(batch["old_values"]) if "old_values" in batch else None
-  adv, returns = algorithms.advantages(algo, {k: jnp.asarray(v) for k, v in batch.items()},
-                                       learner.config.rollout.group_size, values,
+  on_device = {k: jnp.asarray(v) for k, v in batch.items()}  # the advantages' inputs (and the logged KL penalty's)
+  adv, returns = algorithms.advantages(algo, on_device, learner.config.rollout.group_size, values,
                                        max(learner.config.schedule.turn_limits))
   batch["advantages"] = np.asarray(adv)
   if returns is not None:
@@ -363,8 +363,7 @@ def update(learner: Learner, batch: dict[str, np.ndarray], step: int) -> dict[st
   if algorithms.kl_mode(algo) == "reward" and mask.any():
     # the KL that REINFORCE++ penalises (k1 per model token, before its coefficient); `kl_ref` is the configured
     # estimator's value under the updated policy, logged for every algorithm
-    penalty = np.asarray(algorithms.kl_reward_penalty({k: jnp.asarray(batch[k]) for k in
-                                                       ("old_logprobs", "ref_logprobs", "loss_mask")}))
+    penalty = np.asarray(algorithms.kl_reward_penalty(on_device))
     out["kl_reward_mean"] = float(penalty[mask].mean())
   return out
 

@@ -169,7 +169,8 @@ def main(argv=None) -> None:
     work = dict(kv_cache_reuse=reuse, peer_episodes=len(peer_tasks), tokens_ours=ours["tokens"],
                 tokens_peer=peer["tokens"], turns_ours=ours["turns"], turns_peer=peer["turns"],
                 seconds_ours=ours["seconds"], seconds_peer=peer["seconds"], rounds=args.rounds,
-                seconds_ours_rounds=[r["seconds"] for r in ours_runs], seconds_peer_rounds=[r["seconds"] for r in peers],
+                seconds_ours_rounds=[r["seconds"] for r in ours_runs],
+                seconds_peer_rounds=[r["seconds"] for r in peers],
                 compiles_during_timing=sum(r["compiles"] for r in ours_runs),
                 peer_compiles_during_timing=sum(r["compiles"] for r in peers), **common)
     emit(BENCH, f"episodes_per_min_batch{args.episodes}_vs_batch1", 60 * args.episodes / ours["seconds"],

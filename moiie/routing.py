@@ -249,12 +249,13 @@ def validate_moe_config(config: ml_collections.ConfigDict, prefix: str = "moe") 
     current = {key: moe[key] for key in owned}
     known = [{key: moe_config()[key] for key in owned}] + [dict(v) for v in VARIANTS.values() if v]
     if current not in known:
-      changed = ", ".join(f"{key} = {moe[key]!r}" for key, value in owned.items() if moe[key] != value)
+      differing = [key for key, value in owned.items() if moe[key] != value]
       raise config_lib.ConfigError(
-          f"config.{prefix} sets {changed}, but config.{prefix}.variant = {variant!r} writes its own "
-          f"{', '.join(f'{key} = {value!r}' for key, value in owned.items() if moe[key] != value)}, which would "
-          f"be used. Fix: pass --config.{prefix}.variant=custom to train with the {prefix} section as written, "
-          f"or leave those keys alone.")
+          f"config.{prefix} sets {', '.join(f'{key} = {moe[key]!r}' for key in differing)}, but "
+          f"config.{prefix}.variant = {variant!r} writes its own "
+          f"{', '.join(f'{key} = {owned[key]!r}' for key in differing)}, which would be used. Fix: pass "
+          f"--config.{prefix}.variant=custom to train with the {prefix} section as written, or leave those keys "
+          "alone.")
   counts = dict(moe)
   counts.update(VARIANTS[variant] or {})
   reach_v = counts["n_vision_intra"] + counts["n_inter"]

@@ -59,6 +59,8 @@ def normalize(text: str) -> str:
   return " ".join(_ARTICLES.sub(" ", text).split())
 
 
+# A word that negates the one after it, at the end of the normalised text before a match.
+_NEGATED = re.compile(r"(^| )(not|non|un)$")
 # A short answer "ends a phrase" when only closing marks follow it: a quote or bold marker (`"Na"`, `**Na**`), then
 # punctuation, the end of the line, or a parenthesis ("Na (sodium)").
 _PHRASE_END = re.compile(r"""["'*\u201d\u2019]*(?:[.,;:!?)]|\s*\(|\s*$)""")
@@ -78,7 +80,7 @@ def _occurs(alias: str, text: str) -> bool:
     # A whole-word match, not right after a negation: "not certain" and "non-functional" restate the antonym
     # questions "the opposite of uncertain / nonfunctional", they do not answer them.
     words = f" {normalize(text)} "
-    return any(not re.search(r"(^| )(not|non|un)$", words[:m.start()].rstrip())
+    return any(not _NEGATED.search(words[:m.start()].rstrip())
                for m in re.finditer(f"(?= {re.escape(norm)} )", words))
   # One or two characters: element symbols "He", "In", "As", "I", "No", postal codes "IN", "ME", "OR", "US", antonyms
   # "on", "no" are also common words. Matched as written, and a letter alias must end a phrase ("... is I.", not

@@ -1,10 +1,11 @@
 """Asking the model: CBQA prompts, batched answers, knowledge mastery and its five levels, CBQA accuracy.
 
 Mastery (arXiv 2409.15825 sec. 3.2, used by 2509.16596 sec. 2.2): the pre-trained model answers every question
-template of a fact (zero-shot in every shipped config: `few_shot=0`; few-shot prompts as an option), once greedily and `samples` times by sampling; the fact's mastery is the
-fraction of those answers that are correct, and facts are binned into 5 levels by it (0 = never answered correctly,
-4 = answered correctly nearly always). CBQA accuracy after fine-tuning (2509.16596 sec. 3) asks each test fact once,
-zero-shot, with the fine-tuning template and format, and judges the greedy answer with `facts.is_correct`.
+template of a fact (zero-shot in every shipped config: `few_shot=0`; few-shot prompts as an option), once
+greedily and `samples` times by sampling; the fact's mastery is the fraction of those answers that are correct,
+and facts are binned into 5 levels by it (0 = never answered correctly, 4 = answered correctly nearly always).
+CBQA accuracy after fine-tuning (2509.16596 sec. 3) asks each test fact once, zero-shot, with the fine-tuning
+template and format, and judges the greedy answer with `facts.is_correct`.
 """
 
 from __future__ import annotations

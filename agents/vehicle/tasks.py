@@ -229,10 +229,9 @@ def relative_requests(schema: Schema, world: VehicleWorld, said: list[Call], cha
     for template, expr in schema.apis[call.name].writes:
       if not (isinstance(expr, tuple) and expr[0] == "add"):
         continue
-      amount = expr[1]
-      move = -call.arguments[amount[2:-1]] if amount.startswith("-") else call.arguments[amount[1:-1]]
       for path in world._expand_path(template, call.arguments):
         if path in changes:
+          move = world._evaluate(expr[1], call.arguments, path, None)  # "{arg}" or "-{arg}": no transaction
           low, high = bounds(schema.leaves[path].prop, world.temperature_unit)
           out[path] = (float(move), float(low), float(high))
   return out

@@ -220,9 +220,12 @@ class Tokenizer:
     map to their single ids; without, they are encoded as the plain characters they are. Untrusted text (an
     environment's observation, a tool's output) enters a ChatML context that way, so that it cannot open or close
     a turn."""
+    return self._encoding(text, special_tokens, "encode").ids
+
+  def _encoding(self, text: str, special_tokens: bool, caller: str):
     if not isinstance(text, str):
-      raise TypeError(f"encode expects a str, got {type(text).__name__}.")
-    return (self.hf if special_tokens else self._literal()).encode(text, add_special_tokens=False).ids
+      raise TypeError(f"{caller} expects a str, got {type(text).__name__}.")
+    return (self.hf if special_tokens else self._literal()).encode(text, add_special_tokens=False)
 
   def _literal(self):
     """A copy of the HF tokenizer that reads special-token strings as plain text (made once, on first use; a
@@ -297,9 +300,7 @@ class Tokenizer:
   def encode_with_offsets(self, text: str, *, special_tokens: bool = True) -> tuple[list[int],
                                                                                     list[tuple[int, int]]]:
     """`encode(text)` and each token's (start, end) character span in `text`."""
-    if not isinstance(text, str):
-      raise TypeError(f"encode_with_offsets expects a str, got {type(text).__name__}.")
-    encoding = (self.hf if special_tokens else self._literal()).encode(text, add_special_tokens=False)
+    encoding = self._encoding(text, special_tokens, "encode_with_offsets")
     return encoding.ids, [tuple(o) for o in encoding.offsets]
 
   def encode_prompts(self, texts: Sequence[str]) -> list[list[int]]:

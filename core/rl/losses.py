@@ -12,7 +12,8 @@
 * Clipped value loss of PPO implementations: 0.5 max((V - R)^2, (clip(V, V_old - c, V_old + c) - R)^2).
 * KL loss: a per-token estimator of KL(pi || pi_ref) (kl.py) added to the loss with its coefficient (GRPO eq. 3;
   AgentGym-RL: low-variance k3, coefficient 0.001). Its value estimates KL(pi || pi_ref); its gradient, for k3,
-  is that of KL(pi_ref || pi) (k2's is that of KL(pi || pi_ref); k1's is 0 in expectation; see kl.py). Entropy bonus: minus the coefficient times the entropy.
+  is that of KL(pi_ref || pi) (k2's is that of KL(pi || pi_ref); k1's is 0 in expectation; see kl.py).
+  Entropy bonus: minus the coefficient times the entropy.
 
 Aggregation (`aggregate`), the modes of verl's `agg_loss`, over a mask of model tokens:
   token-mean                 sum over all model tokens / their number (every token weighs the same);

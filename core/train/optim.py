@@ -30,8 +30,8 @@ def optimizer_config(**overrides) -> ml_collections.ConfigDict:
   convention: update i (1-based) uses the schedule's value at i - 1, so a warmup's first update has learning rate
   0 and a decay's last update is one step short of `end_learning_rate` (what every run here was trained with).
   Weight decay is adamw's decoupled decay (of every parameter, as optax's adamw without a mask): 1e-4 by default
-  for adamw, 0 for the others, which have none (a non-zero value there is a config error, not silently ignored). `decay_vectors=False` leaves the
-  parameters with fewer than 2 dimensions (biases, norm scales) undecayed, as MaxText and big_vision do; the
+  for adamw, 0 for the others, which have none (a non-zero value there is a config error, not silently ignored).
+  `decay_vectors=False` leaves the parameters with fewer than 2 dimensions (biases, norm scales) undecayed, as MaxText and big_vision do; the
   default True keeps optax's unmasked adamw, which every experiment here was run with.
   """
   name = overrides.get("name", "adamw")

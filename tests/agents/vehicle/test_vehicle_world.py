@@ -123,12 +123,13 @@ def _expected_ok(world, before, api, args, path, expr) -> bool:
       return value == (not old)
     if expr[0] == "next":
       return value != old
-    delta = -args[expr[1][2:-1]] if expr[1].startswith("-") else args[expr[1][1:-1]]
+    delta = world._evaluate(expr[1], args, path, None)  # "{arg}" or "-{arg}"
     low, high = bounds(SCHEMA.leaves[path].prop, world.temperature_unit)  # in the unit the value is stored in
     if (delta > 0 and old >= high) or (delta < 0 and old <= low):  # already at the bound it moves towards
       return value == old
     # moves the declared way, and no further than its bound
-    return (value - old) * delta > 0 and low <= value <= high and (abs(value - (old + delta)) < 1e-9 or value in (low, high))
+    return ((value - old) * delta > 0 and low <= value <= high
+            and (abs(value - (old + delta)) < 1e-9 or value in (low, high)))
   return value == expr
 
 
