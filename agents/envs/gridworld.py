@@ -109,7 +109,12 @@ def _draw_task(rng: random.Random, config: ml_collections.ConfigDict) -> Task:
     keep_free |= {(x - 1, y), (x + 1, y)}  # both sides of a door stay walkable
 
   def free_cell(room: int) -> tuple[int, int]:
-    while True:
+    x0 = _wall_x(room, size)
+    if all((x0 + dx, y) in objects or (x0 + dx, y) in keep_free or (x0 + dx, y) == agent
+           for dx in range(1, size + 1) for y in range(1, size + 1)):
+      raise RuntimeError(f"room {room} has no free cell left: the config {dict(config)} packs more objects "
+                         "into its rooms than they hold. Fix: raise room_size or lower num_distractors.")
+    while True:  # terminates: a free cell exists (the check above draws nothing, so tasks stay as they were)
       cell = (_wall_x(room, size) + rng.randint(1, size), rng.randint(1, size))
       if cell not in objects and cell not in keep_free and cell != agent:
         return cell
@@ -343,7 +348,8 @@ class Gridworld(TextEnv):
       message = self._open((self.doors[front].color, "door"))
     else:
       raise InvalidAction(f"unknown command {action[:80]!r}. Say 'check available actions' to list them.")
-    self._rooms_entered |= self._room_of(self.agent)
+    if self.agent not in self.doors:  # in a doorway the agent has not yet entered the room beyond
+      self._rooms_entered |= self._room_of(self.agent)
     return f"{message}\n{self._describe()}", self._achieved()
 
   def _achieved(self) -> bool:

@@ -10,10 +10,12 @@ What it guarantees, and why:
   ends that episode: the caller gets a terminal result with `info["error"]` and the run goes on. The environment
   object is discarded and the next reset of the same id builds a fresh one. The timeout counts from when the step
   starts running, not from when it was queued. Python cannot kill a thread, so a hung step keeps its thread until
-  it returns; a new worker takes that thread's place at once, so hung environments never leave healthy ones
-  waiting, and at most `max_hung_per_client` hung steps per client and `max_hung` in all are carried at a time
-  (later steps of that client, or of every client, fail at once), so neither a client whose environments keep
-  hanging nor clients that keep changing their key can pile up threads without bound.
+  it returns; a new worker takes that thread's place as soon as the step is given up, so healthy environments
+  wait on hung ones only while `workers` steps hang at once, and then for at most `step_timeout_s`. Once a client
+  has `max_hung_per_client` hung steps, or all clients `max_hung`, later steps of that client (or of every
+  client) fail at once, checked both when a step is submitted and when it starts; steps already running when the
+  cap is reached can still hang, so at most `workers - 1` more are carried. Neither a client whose environments
+  keep hanging nor clients that keep changing their key can pile up threads without bound.
 * Closed environments are dropped at once; environments idle for `idle_timeout_s` (a client that died without
   closing) are reaped; `max_envs` bounds how many live at a time. Thousands of episodes leave nothing behind.
 * An action longer than `max_action_chars` is a bad action like any other (the environment's own invalid-action
@@ -158,6 +160,11 @@ class EnvPool:
     with slot.lock:
       if seq is not None and seq == slot.last_seq and slot.last_result is not None:
         return slot.last_result  # a retried request: the step already happened
+      if seq is not None and slot.last_seq is not None and seq < slot.last_seq:
+        # a copy of an earlier attempt that arrived late, after the client moved on: stepping again would apply
+        # that action twice
+        raise EnvProtocolError(f"step {seq} arrives after step {slot.last_seq} of this environment: a late copy "
+                               "of a retried request, not applied.")
       if slot.error is not None:
         result = StepResult(f"Environment error: {slot.error}", 0.0, True, {"error": slot.error})
       elif slot.env is None:
@@ -243,10 +250,10 @@ class _Job:
 class _StepRunner:
   """Up to `workers` daemon threads (started as needed) running environment calls, with a timeout counted from
   when a call starts. A call that overruns is abandoned together with its thread and a fresh thread takes its
-  place, so the threads free for healthy environments never run out; the abandoned one ends when its call
-  returns. A client with `max_hung_per_client` abandoned calls still running gets its next calls refused until
-  some return; with `max_hung` of them across all clients (client keys cost nothing to make), every client's
-  calls are."""
+  place, so the threads free for healthy environments never run out for longer than one timeout; the abandoned
+  one ends when its call returns. A client with `max_hung_per_client` abandoned calls still running gets its next
+  calls refused until some return; with `max_hung` of them across all clients (client keys cost nothing to make),
+  every client's calls are."""
 
   def __init__(self, workers: int, timeout_s: float, max_hung_per_client: int, max_hung: int):
     self.workers, self.timeout_s = workers, timeout_s
@@ -260,13 +267,31 @@ class _StepRunner:
   def _spawn(self) -> None:
     threading.Thread(target=self._work, daemon=True, name="env-step").start()
 
+  def _refusal(self, owner: str) -> str | None:
+    """Why a call of `owner` may not start now (the caller holds `_lock`), or None."""
+    total, mine = sum(self._hung.values()), self._hung[owner]
+    if total >= self.max_hung:
+      return (f"was not run: {total} calls are still hung across all clients (the limit, pool.max_hung); fix the "
+              "environment's hang, or raise the limit.")
+    if mine >= self.max_hung_per_client:
+      return (f"was not run: {mine} earlier calls of this client are still hung (the limit, "
+              "pool.max_hung_per_client); fix the environment's hang, or raise the limit.")
+    return None
+
   def _work(self) -> None:
     while (job := self._jobs.get()) is not None:
-      job.started = time.monotonic()
-      try:
-        job.result = job.call()
-      except BaseException as e:  # handed to the caller, as concurrent.futures does
-        job.error = e
+      # Checked again as the call starts: calls queued together all passed the check in `run` before any of them
+      # hung, and without this they would all run and could all hang, past the caps.
+      with self._lock:
+        refusal = self._refusal(job.owner)
+      if refusal is not None:
+        job.error = _Abandoned(refusal)
+      else:
+        job.started = time.monotonic()
+        try:
+          job.result = job.call()
+        except BaseException as e:  # handed to the caller, as concurrent.futures does
+          job.error = e
       with self._lock:
         job.done.set()
         if job.abandoned:
@@ -279,13 +304,9 @@ class _StepRunner:
 
   def run(self, owner: str, call: Callable[[], StepResult]) -> StepResult:
     with self._lock:  # workers delete owners from `_hung` as their calls return: never iterate it unlocked
-      total, mine = sum(self._hung.values()), self._hung[owner]
-    if total >= self.max_hung:
-      raise _Abandoned(f"was not run: {total} calls are still hung across all clients (the limit, pool.max_hung); "
-                       "fix the environment's hang, or raise the limit.")
-    if mine >= self.max_hung_per_client:
-      raise _Abandoned(f"was not run: {mine} earlier calls of this client are still hung (the limit, "
-                       "pool.max_hung_per_client); fix the environment's hang, or raise the limit.")
+      refusal = self._refusal(owner)
+    if refusal is not None:
+      raise _Abandoned(refusal)
     job = _Job(owner, call)
     self._jobs.put(job)
     if not self._idle.acquire(blocking=False):

@@ -85,10 +85,13 @@ def _question(definition: str, hops: int) -> str:
           f"Which word names the thing you reach?")
 
 
+_MAX_DRAWS = 100_000  # a typical task takes a handful; past this, `max_hops` asks for chains the corpus lacks
+
+
 def generate_task(task_id: int, corpus: Corpus, config: ml_collections.ConfigDict) -> SearchTask:
   rng = random.Random(f"search-{task_id}")
   hops = rng.randint(1, config.max_hops)
-  while True:
+  for _ in range(_MAX_DRAWS):
     start = rng.choice(corpus.candidates)
     chain = [start]
     while len(chain) < hops:
@@ -105,6 +108,9 @@ def generate_task(task_id: int, corpus: Corpus, config: ml_collections.ConfigDic
     if not answers:
       continue  # e.g. the letter "a" ("A", "a"): nothing left to compare an answer with
     return SearchTask(_question(corpus.synsets[start].definition, hops), tuple(chain), answers)
+  raise ValueError(f"search task {task_id}: no {hops}-hop question found in {_MAX_DRAWS} draws: the corpus has too "
+                   f"few chains of {hops - 1} single-parent 'kind of' links (WordNet 3.0's longest has 18). Fix: "
+                   f"lower search.max_hops (now {config.max_hops}).")
 
 
 def _document(corpus: Corpus, i: int) -> str:

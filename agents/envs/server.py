@@ -25,6 +25,7 @@ import socket
 import threading
 from typing import Any, Callable
 
+import anyio
 import anyio.to_thread
 import ml_collections
 import uvicorn
@@ -102,6 +103,10 @@ def make_app(pool: EnvPool, config: ml_collections.ConfigDict, token: str | None
   the environment its own config describes."""
   max_body = config.max_body_bytes
   described = env_config_json(env_config) if env_config is not None else None
+  # A handler thread waits out its environment call, hung ones included; on anyio's shared default limiter (40
+  # threads) 40 hung steps would hold every route of every client, so the server gets a limiter as wide as the
+  # requests it admits. Made on the first request: a limiter belongs to the running event loop.
+  limiter: list[anyio.CapacityLimiter] = []
 
   async def read_json(request: Request) -> dict[str, Any]:
     declared = request.headers.get("content-length")
@@ -129,7 +134,9 @@ def make_app(pool: EnvPool, config: ml_collections.ConfigDict, token: str | None
     async def endpoint(request: Request) -> JSONResponse:
       try:
         data = await read_json(request) if with_body else dict(request.query_params)
-        result = await anyio.to_thread.run_sync(work, request, data)
+        if not limiter:
+          limiter.append(anyio.CapacityLimiter(config.limit_concurrency))
+        result = await anyio.to_thread.run_sync(work, request, data, limiter=limiter[0])
       except _BodyTooLarge:
         return JSONResponse({"error": f"request body over {max_body} bytes"}, status_code=413)
       except UnknownEnvError as e:

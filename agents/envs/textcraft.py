@@ -154,9 +154,9 @@ def oracle_plan(target: str) -> list[str]:
   return plan
 
 
-_GET = re.compile(r"^get (\d+) ([a-z ]+)$")
-_CRAFT = re.compile(r"^craft (\d+) ([a-z ]+?) using (.+)$")
-_INGREDIENT = re.compile(r"^(\d+) ([a-z ]+)$")
+_GET = re.compile(r"^get (\d{1,6}) ([a-z ]+)$")
+_CRAFT = re.compile(r"^craft (\d{1,6}) ([a-z ]+?) using (.+)$")
+_INGREDIENT = re.compile(r"^(\d{1,6}) ([a-z ]+)$")
 
 
 class TextCraft(TextEnv):

@@ -239,7 +239,38 @@ def test_a_retried_step_is_answered_from_the_record_not_applied_twice(servers):
     again = http.post("/step", json={"env_idx": env_idx, "action": "turn left", "seq": 1}).json()
     assert first == again and first["info"]["steps"] == 1
     assert http.post("/step", json={"env_idx": env_idx, "action": "turn left", "seq": 2}).json()["info"]["steps"] == 2
+    # a late copy of the first attempt, arriving after the client moved on, is refused, not applied a third time
+    late = http.post("/step", json={"env_idx": env_idx, "action": "turn left", "seq": 1})
+    assert late.status_code == 409 and "late copy" in late.json()["error"]
+    assert http.post("/step", json={"env_idx": env_idx, "action": "turn left", "seq": 3}).json()["info"]["steps"] == 3
 
+
+
+def test_the_client_resends_a_step_whose_reply_was_lost_with_the_same_number(servers):
+  """The server applies the first attempt, its reply is lost on the way back, and the client retries: the retry
+  must carry the same sequence number, so that it is answered from the record instead of stepping again."""
+  sent = []
+
+  class LoseFirstStepReply(httpx.HTTPTransport):
+    def handle_request(self, request):
+      response = super().handle_request(request)
+      if request.url.path == "/step":
+        sent.append(request.read())
+        if len(sent) == 1:
+          response.read()
+          response.close()
+          raise httpx.ReadTimeout("reply lost", request=request)
+      return response
+
+  client = HttpEnvClient(servers["gridworld"].url, FAST_CLIENT)
+  client._http = httpx.Client(base_url=servers["gridworld"].url, headers=client._http.headers,
+                              transport=LoseFirstStepReply())
+  env_idx = client.create()
+  client.reset(env_idx, 0)
+  assert client.step(env_idx, "turn left").info["steps"] == 1
+  assert len(sent) == 2 and sent[0] == sent[1]
+  assert client.step(env_idx, "turn left").info["steps"] == 2
+  client.close(env_idx)
 
 # Timing margins wide enough for a loaded 2-core machine: a "hang" blocks for HANG_S (until its test releases it),
 # 60x the 0.5 s step timeout that must cut it short, and the HTTP client waits HANG_CLIENT's 20 s (40x) for the
@@ -365,6 +396,47 @@ def test_hung_steps_are_capped_across_clients_too(fragile):
     assert "did not finish" in session.step("hang").info["error"]
   assert "pool.max_hung)" in EnvSession(LocalEnvClient(pool), 3).start().info["error"]
   assert not fragile.hangs_ended
+
+
+def test_hung_steps_sent_together_stay_within_the_caps(fragile):
+  """Twelve hanging steps of one client at once all pass the cap check on submission (none has hung yet); the
+  check as each starts stops all but the first rounds: at most `max_hung_per_client + workers - 1` hang."""
+  workers, cap = 2, 2
+  pool = EnvPool(fragile.make, pool_config(step_timeout_s=0.5, workers=workers, max_hung_per_client=cap, max_hung=50))
+  client = LocalEnvClient(pool)
+  ids = [client.create() for _ in range(12)]
+  for env_idx in ids:
+    client.reset(env_idx, 0)
+  with concurrent.futures.ThreadPoolExecutor(12) as threads:
+    errors = [r.info["error"] for r in threads.map(lambda env_idx: client.step(env_idx, "hang"), ids)]
+  hung = sum("did not finish" in e for e in errors)
+  assert cap <= hung <= cap + workers - 1, errors
+  assert sum("pool.max_hung_per_client" in e for e in errors) == 12 - hung
+  assert not fragile.hangs_ended
+
+
+def test_hung_steps_do_not_hold_up_other_routes_of_the_server(fragile):
+  """More hung steps in flight than anyio's default thread limiter admits (40): the server's own limiter keeps
+  `/create` and healthy steps of other clients answering at once."""
+  pool = EnvPool(fragile.make, pool_config(step_timeout_s=HANG_S, workers=64, max_hung_per_client=100))
+  with serve(pool) as server:
+    clients = [HttpEnvClient(server.url, HANG_CLIENT) for _ in range(44)]
+    ids = [c.create() for c in clients]
+    for c, env_idx in zip(clients, ids):
+      c.reset(env_idx, 0)
+    threads = concurrent.futures.ThreadPoolExecutor(42)
+    try:
+      for c, env_idx in zip(clients[:42], ids[:42]):
+        threads.submit(c.step, env_idx, "hang")
+      deadline = time.monotonic() + 10
+      while pool._runner._threads < 42 and time.monotonic() < deadline:  # every hang has reached the pool
+        time.sleep(0.05)
+      assert within(HANG_S / 3, clients[42].create)
+      assert within(HANG_S / 3, clients[43].step, ids[43], "fine").observation == "ok 1"
+      assert not fragile.hangs_ended
+    finally:
+      fragile.release.set()
+      threads.shutdown(wait=True)
 
 
 def test_the_step_timeout_counts_from_when_the_step_starts(fragile):
