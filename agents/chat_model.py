@@ -21,13 +21,21 @@ class ChatModel:
     self._generate = generate
     self.pretrained = weights.load_pretrained(config.source or None)
     self.gen = generate.GenerationConfig.from_dict(dict(config.generation))
+    self._rng = None  # made on the first sampled reply, from the generation seed
 
   @property
   def tokenizer(self):
     return self.pretrained.tokenizer
 
   def reply(self, messages: Sequence[Mapping[str, str]]) -> str:
-    return self._generate.chat(self.pretrained, [list(messages)], self.gen)[0]
+    rng = None
+    if self.gen.temperature > 0:
+      # A fresh key per reply: `generate` without one draws from the seed's key, the same noise every turn.
+      import jax
+      if self._rng is None:
+        self._rng = jax.random.key(self.gen.seed)
+      self._rng, rng = jax.random.split(self._rng)
+    return self._generate.chat(self.pretrained, [list(messages)], self.gen, rng=rng)[0]
 
 
 def http_policy_config(**overrides: Any) -> ml_collections.ConfigDict:

@@ -3,9 +3,9 @@
 Routes: `POST /create` -> `{"env_idx"}` (an `Idempotency-Key` header makes a retried create return the same id);
 `POST /reset {"env_idx", "id"}` (id = task id) and `POST /step {"env_idx", "action", "seq"?}` -> `{"observation",
 "reward", "done", "info"}`; `GET /observation?env_idx=` -> `{"observation"}`; `POST /close {"env_idx"}`;
-`GET /health`. Errors are JSON `{"error": ...}` with 400 (malformed
-request), 401 (token), 404 (no such environment for this client), 409 (protocol: step before reset), 413 (body
-too large), 503 (pool full).
+`GET /health`. Errors are JSON `{"error": ...}` with 400 (malformed request), 401 (token), 404 (no such
+environment for this client), 409 (protocol: step before reset, a late copy of an earlier step), 413 (body too
+large), 503 (pool full).
 
 Safety: the server binds 127.0.0.1 unless told otherwise, and refuses to bind anything else without a shared
 token, checked in constant time on every request (`Authorization: Bearer <token>`). Bodies are capped at

@@ -20,6 +20,8 @@ import dataclasses
 import importlib.util
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -240,6 +242,10 @@ def config_from_hf(hf: dict[str, Any], **changes: Any) -> LlamaConfig:
     raise WeightsError(f"config.json sets {' and '.join(unsupported)} = true ({model_type}: biases on {places}), "
                        "which core.llm's decoder does not have. Fix: use a checkpoint without them; a Qwen2 model's "
                        "q/k/v biases are supported.")
+  activation = hf.get("hidden_act", "silu")
+  if activation not in ("silu", "swish"):
+    raise WeightsError(f"config.json sets hidden_act = {activation!r}; core.llm's MLP is SwiGLU (SiLU gate), so the "
+                       "logits would differ silently. Fix: use a Llama-family checkpoint with hidden_act 'silu'.")
   values = {ours: hf[theirs] for ours, theirs in _HF_CONFIG_KEYS.items()}
   num_heads = hf["num_attention_heads"]
   head_dim = hf.get("head_dim") or 0
@@ -312,6 +318,10 @@ def config_to_hf(config: LlamaConfig, torch_dtype: str = "float32") -> dict[str,
 
 
 def _safetensors_files(directory: Path) -> list[Path]:
+  # A single file wins over an index, as in transformers' from_pretrained, so both load the same weights.
+  single = directory / "model.safetensors"
+  if single.is_file():
+    return [single]
   index = directory / "model.safetensors.index.json"
   if index.is_file():
     try:
@@ -323,9 +333,6 @@ def _safetensors_files(directory: Path) -> list[Path]:
     if absent:
       raise WeightsError(f"{index} names shard files that are missing: {absent}. Fix: copy every shard.")
     return files
-  single = directory / "model.safetensors"
-  if single.is_file():
-    return [single]
   found = sorted(directory.glob("*.safetensors"))
   if not found:
     raise WeightsError(f"no model.safetensors, model.safetensors.index.json or *.safetensors in {directory}.")
@@ -473,7 +480,13 @@ def to_tensors(model: Llama) -> dict[str, np.ndarray]:
 def save_pretrained(model: Llama, directory: str | os.PathLike, tokenizer=None, dtype: str = "float32",
                     max_shard_bytes: int = 2 ** 62) -> list[str]:
   """Writes `config.json`, `model.safetensors` (or shards plus `model.safetensors.index.json` when the weights
-  exceed `max_shard_bytes`) and, given a tokenizer, `tokenizer.json`. Returns the files written."""
+  exceed `max_shard_bytes`) and, given a tokenizer, `tokenizer.json`. Returns the files written.
+
+  Into a folder that already holds an export (a copy of a base model's folder, an earlier export), the earlier
+  weight files are removed first: a stale index or shard set left beside the new weights would be loaded instead
+  of them. Every file is written in a scratch folder beside the target and moved in when complete, `config.json`
+  last, so a killed export leaves no half-written file, and at worst a folder without weights (an error on load),
+  never old weights under a new name."""
   from safetensors.numpy import save_file
 
   directory = Path(directory)
@@ -489,26 +502,34 @@ def save_pretrained(model: Llama, directory: str | os.PathLike, tokenizer=None, 
     shards[-1][name] = array
     size += array.nbytes
   hf_config = config_to_hf(model.config, dtype)  # before any file: a config that cannot be exported leaves none
-  written = []
-  if len(shards) == 1:
-    save_file(shards[0], str(directory / "model.safetensors"), metadata={"format": "pt"})
-    written.append(str(directory / "model.safetensors"))
-  else:
-    weight_map = {}
-    for i, shard in enumerate(shards):
-      fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-      save_file(shard, str(directory / fname), metadata={"format": "pt"})
-      weight_map.update({name: fname for name in shard})
-      written.append(str(directory / fname))
-    index = {"metadata": {"total_size": sum(a.nbytes for a in tensors.values())}, "weight_map": weight_map}
-    (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
-    written.append(str(directory / "model.safetensors.index.json"))
-  (directory / "config.json").write_text(json.dumps(hf_config, indent=2))
-  written.append(str(directory / "config.json"))
-  if tokenizer is not None:
-    tokenizer.save(directory)
-    written.extend(str(directory / f) for f in ("tokenizer.json", "tokenizer_config.json"))
-  return written
+  scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=directory))
+  try:
+    names = []
+    if len(shards) == 1:
+      save_file(shards[0], str(scratch / "model.safetensors"), metadata={"format": "pt"})
+      names.append("model.safetensors")
+    else:
+      weight_map = {}
+      for i, shard in enumerate(shards):
+        fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(scratch / fname), metadata={"format": "pt"})
+        weight_map.update({name: fname for name in shard})
+        names.append(fname)
+      index = {"metadata": {"total_size": sum(a.nbytes for a in tensors.values())}, "weight_map": weight_map}
+      (scratch / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+      names.append("model.safetensors.index.json")
+    if tokenizer is not None:
+      tokenizer.save(scratch)
+      names.extend(("tokenizer.json", "tokenizer_config.json"))
+    (scratch / "config.json").write_text(json.dumps(hf_config, indent=2))
+    names.append("config.json")
+    for stale in [*directory.glob("model*.safetensors"), directory / "model.safetensors.index.json"]:
+      stale.unlink(missing_ok=True)
+    for name in names:  # config.json last: until it moves in, the folder's config is not this export's
+      os.replace(scratch / name, directory / name)
+  finally:
+    shutil.rmtree(scratch, ignore_errors=True)
+  return [str(directory / name) for name in names]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -321,3 +321,26 @@ def test_kv_cache_reuse_stays_exact_when_finished_trajectories_sit_out_later_tur
   assert mask.sum() == stats.generated_tokens
   np.testing.assert_allclose(batch["logprobs"][mask], fresh[mask], atol=2e-4)
 
+
+
+def test_a_sampling_chat_model_draws_fresh_noise_for_each_reply(tokenizer):
+  """`ChatModel.reply` (the vehicle and toolenv model policy) with temperature > 0: the same dialogue asked twice
+  gets two samples, not the seed's one draw each time; greedy replies stay the same; a model made anew repeats
+  its first model's sequence of replies (seeded)."""
+  from agents.chat_model import ChatModel
+  from core.llm import generate
+
+  def model(temperature):
+    chat_model = ChatModel.__new__(ChatModel)  # the weights from a tiny random model instead of a checkpoint
+    chat_model._generate, chat_model._rng = generate, None
+    chat_model.pretrained = tiny_pretrained(tokenizer, 0)
+    chat_model.gen = generate.GenerationConfig(max_new_tokens=12, temperature=temperature, seed=3)
+    return chat_model
+
+  messages = [{"role": "user", "content": "Turn on the lights."}]
+  sampled = model(1.0)
+  replies = [sampled.reply(messages) for _ in range(3)]
+  assert len(set(replies)) == 3, replies
+  assert [model(1.0).reply(messages)] == replies[:1]
+  greedy = model(0.0)
+  assert greedy.reply(messages) == greedy.reply(messages)

@@ -77,6 +77,26 @@ def test_bf16_compute_close_to_fp32():
   assert float(jnp.mean(jnp.argmax(a, -1) == jnp.argmax(b, -1))) >= 0.75
 
 
+
+def test_bf16_stored_weights_get_the_gradients_of_their_float32_values():
+  """Weights stored in bfloat16 and cast up for float32 compute train: their gradient is the float32 gradient at
+  the same values, rounded to bfloat16 (the cast's fast bit-pattern path once passed none: all zeros)."""
+  bf16 = tiny_model(param_dtype="bfloat16")
+  graphdef, state = nnx.split(bf16)
+  f32_graphdef, _ = nnx.split(tiny_model())
+  as_f32 = jax.tree.map(lambda x: x.astype(jnp.float32) if x.dtype == jnp.bfloat16 else x, state)
+  tokens = jnp.arange(8, dtype=jnp.int32)[None]
+
+  def loss(graphdef, state):
+    return jnp.sum(jax.nn.log_softmax(_full(graphdef, state, tokens))[0, :-1, 1:8])
+
+  ours = jax.grad(loss, argnums=1)(graphdef, state)
+  reference = jax.grad(loss, argnums=1)(f32_graphdef, as_f32)
+  for g, r in zip(jax.tree.leaves(ours), jax.tree.leaves(reference)):
+    assert g.dtype == jnp.bfloat16 and float(jnp.max(jnp.abs(r))) > 0
+    np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(r.astype(jnp.bfloat16), np.float32),
+                               rtol=1e-2, atol=1e-6 * float(jnp.max(jnp.abs(r))))
+
 def test_qkv_bias_and_tied_variant_runs():
   model = tiny_model(qkv_bias=True, tie_embeddings=True)
   assert model.lm_head is None and model.layers[0].self_attn.q_proj.bias is not None

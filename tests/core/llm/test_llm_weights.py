@@ -36,6 +36,28 @@ def test_tiny_safetensors_roundtrip(tmp_path, max_shard_bytes):
   np.testing.assert_array_equal(_logits(loaded, TOKENS), _logits(model, TOKENS))
 
 
+@pytest.mark.parametrize("earlier_shard_bytes,later_shard_bytes", [(100_000, 2 ** 40), (2 ** 40, 100_000)])
+def test_export_over_an_earlier_export_loads_the_new_weights(tmp_path, earlier_shard_bytes, later_shard_bytes):
+  """An earlier export's weight files (an index and its shards, or a single file) are removed, not left to be
+  loaded in place of the new weights; the export's scratch folder does not stay behind."""
+  earlier, later = tiny_model(seed=1), tiny_model(seed=2)
+  weights.save_pretrained(earlier, tmp_path, max_shard_bytes=earlier_shard_bytes)
+  files = weights.save_pretrained(later, tmp_path, max_shard_bytes=later_shard_bytes)
+  assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f.rsplit("/", 1)[-1] for f in files)
+  loaded, _ = weights.load_model(tmp_path)
+  np.testing.assert_array_equal(_logits(loaded, TOKENS), _logits(later, TOKENS))
+  assert not np.array_equal(_logits(earlier, TOKENS), _logits(later, TOKENS))
+
+
+def test_a_non_silu_activation_is_refused(tmp_path):
+  weights.save_pretrained(tiny_model(), tmp_path)
+  hf = json.loads((tmp_path / "config.json").read_text())
+  hf["hidden_act"] = "gelu_pytorch_tanh"
+  (tmp_path / "config.json").write_text(json.dumps(hf))
+  with pytest.raises(weights.WeightsError, match=r"hidden_act = 'gelu_pytorch_tanh'.*Fix"):
+    weights.load_model(tmp_path)
+
+
 def test_transformers5_config_keeps_the_rope_base(tmp_path):
   """transformers 5 writes the RoPE base inside "rope_parameters" with no top-level rope_theta."""
   model = tiny_model(rope_theta=100000.0)
