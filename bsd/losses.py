@@ -25,9 +25,15 @@ def cosine_matrix(a: jax.Array, b: jax.Array, eps: float = 1e-8) -> jax.Array:
   """C[k, j] = cos(a_k, b_j) for batches a [B, ...] and b [B', ...] (trailing axes flattened)."""
   a = a.reshape(a.shape[0], -1)
   b = b.reshape(b.shape[0], -1)
-  a = a * jax.lax.rsqrt(jnp.sum(a * a, axis=-1, keepdims=True) + eps)
-  b = b * jax.lax.rsqrt(jnp.sum(b * b, axis=-1, keepdims=True) + eps)
-  return a @ b.T
+  return _unit_rows(a, eps) @ _unit_rows(b, eps).T
+
+
+def _unit_rows(x: jax.Array, eps: float) -> jax.Array:
+  """x / |x| per row; an all-zero row (a sample whose layer is silent at every unit) stays zero with a zero
+  gradient: through x * rsqrt(|x|^2 + eps) its gradient would be 1/sqrt(eps) = 1e4 times the others' (it swamped
+  the autoencoder's first steps, where the decoder's zero-bias top level sees silent latents)."""
+  squared = jnp.sum(x * x, axis=-1, keepdims=True)
+  return jnp.where(squared > 0, x * jax.lax.rsqrt(squared + eps), 0.0)
 
 
 def reco_loss(a: jax.Array, b: jax.Array, lam: float = 0.6, *, negatives: jax.Array | None = None,

@@ -44,6 +44,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     need = "rnn" if sequence_task else "mlp or cnn"
     raise config_lib.ConfigError(f"config.model.arch = {arch!r} does not fit task {task!r}: it needs {need}. "
                                  f"Fix: pass --config.model.arch={need.split()[0]}.")
+  if task == "generate" and method == "bsd" and arch == "mlp" and not config.model.hidden:
+    # The latent's alignment loop keeps its gradient through the decoder's top level (level L-1); with no hidden
+    # layer that level is the reconstruction itself, and the pixel error would train the encoder by backprop.
+    raise config_lib.ConfigError("config.model.hidden is empty for the BSD autoencoder: with no level between the "
+                                 "latent and the reconstruction, it would train end to end by backprop, not by "
+                                 "BSD. Fix: give it a hidden layer, e.g. --config.model.hidden='(256,)'.")
   if arch == "cnn" and not config.model.channels:
     raise config_lib.ConfigError("config.model.channels is empty for arch 'cnn'. Fix: e.g. "
                                  "--config.model.channels='(16, 32)'.")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bsd import datasets, methods, networks, training
+from bsd import datasets, losses, methods, networks, training
 from core import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -283,3 +283,38 @@ def test_no_error_flows_back_through_time_in_the_recurrent_pair():
   grads = jax.jit(jax.grad(last_step_reco))(params)
   assert np.all(np.asarray(grads["forward"][0]["kernel"]) == 0)
   assert np.abs(np.asarray(grads["forward"][0]["recurrent"])).sum() > 0  # R learns from s_{t-1} itself
+
+
+def test_the_autoencoder_losses_reach_only_their_own_blocks_and_the_latent_loop():
+  """Generation: the reconstruction loss reaches only the decoder's bottom block B_0; hidden level l's alignment
+  reaches F_{l-1} and B_l; the latent level L-1 also reaches F_{L-1} through B_{L-1} (the documented two-block
+  loop: the backward pathway is driven by the latent spikes). Nothing else, and every owner gets a gradient."""
+  config = config_lib.load_config(os.path.join(ROOT, "configs/bsd/mnist_autoencoder.py"),
+                                  ["model.hidden=(12, 10)", "model.code_dim=8", "neuron.time_steps=3"])
+  rng = np.random.default_rng(0)
+  images = (rng.random((16, 28, 28, 1)) * 255).astype(np.uint8)
+  labels = np.arange(16, dtype=np.int32) % 10
+  data = datasets.TaskData(train={"image": images, "label": labels}, test={"image": images, "label": labels},
+                           num_classes=10)
+  model, obj = training.build_model(config, data), methods.make_objective(config)
+  x = methods.to_float(jnp.asarray(images))
+  top = model.num_levels - 1  # the latent level: the decoder's input
+
+  def stacked(m):
+    recon, fwd, bwd = methods.generate_outputs(obj, m, jnp.asarray(images), train=True)
+    out = [losses.reconstruction_loss(recon, x)]
+    out += [methods._alignment(obj, fwd, bwd, [level], per_step=obj.reco_time == "per_step")[0]
+            for level in range(1, top + 1)]
+    return jnp.stack(out)
+
+  grads = _grads_by_block(model, stacked)
+  owners = {0: {("backward", 0)}}
+  owners.update({level: {("forward", level - 1), ("backward", level)} for level in range(1, top + 1)})
+  owners[top].add(("forward", top))
+  for level, own in owners.items():
+    for block, leaves in grads.items():
+      total = sum(float(np.abs(g[level]).sum()) for g in leaves)
+      if block in own:
+        assert total > 0, f"level {level}: its own block {block} got no gradient"
+      else:
+        assert total == 0, f"level {level} leaked into {block}: {total}"

@@ -60,6 +60,22 @@ def test_reco_minimum_and_relaxation():
   assert float(jnp.abs(ga).sum()) > 0 and float(jnp.abs(gb).sum()) > 0
 
 
+def test_a_silent_row_adds_nothing_and_takes_no_gradient():
+  """An all-zero voltage row (a sample whose layer is silent): its cosines are 0, the other rows' loss terms are as
+  without it, and its gradient is zero instead of 1/sqrt(eps) times the others'."""
+  rng = np.random.default_rng(2)
+  a, b = rng.normal(size=(5, 6)).astype(np.float32), rng.normal(size=(5, 6)).astype(np.float32)
+  b[0] = 0.0
+  cos = np.asarray(losses.cosine_matrix(jnp.asarray(a), jnp.asarray(b)))
+  assert np.all(cos[:, 0] == 0.0)
+  reference = (1.0 + sum((1 - cos[k, k]) ** 2 + 0.6 * sum(max(0.0, cos[k, j]) ** 2 for j in range(5) if j != k)
+                         for k in range(1, 5)) + 0.6 * sum(max(0.0, cos[0, j]) ** 2 for j in range(1, 5)))
+  ga, gb = jax.grad(lambda x, y: losses.reco_loss(x, y, 0.6), argnums=(0, 1))(jnp.asarray(a), jnp.asarray(b))
+  assert float(losses.reco_loss(jnp.asarray(a), jnp.asarray(b), 0.6)) == pytest.approx(reference, rel=1e-5)
+  assert np.all(np.asarray(gb[0]) == 0.0) and np.all(np.isfinite(np.asarray(ga)))
+  assert 0 < float(jnp.abs(gb[1:]).max()) < 10 and float(jnp.abs(ga).max()) < 10
+
+
 def test_cosine_cross_entropy_decodes_codes():
   table = jnp.asarray(codes.class_codes("block", 4, 12))
   ce, logits = losses.cosine_cross_entropy(table * 3.0, table, jnp.arange(4), scale=10.0)

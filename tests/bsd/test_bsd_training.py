@@ -77,6 +77,7 @@ def test_forecast_learns_and_next_char_runs(tmp_path):
     (["@kjv_rnn.py:quick", "model.code_dim=50"], r"\(50 < 63\).*Fix: raise model.code_dim to at least 63"),
     (["@co2_rnn.py:quick", "sequence.length=100000"], "too short for windows of 100000"),
     (["@co2_rnn.py:quick", "train.num_steps=10"], r"warmup_steps = 15 is invalid: must be below the run's 10 steps"),
+    (["@mnist_autoencoder.py:quick", "model.hidden=()"], r"end to end by backprop, not by BSD. Fix"),
 ])
 def test_bad_configs_fail_before_compiling(overrides, message):
   """Each is a ConfigError from validation, before any data loads or anything compiles (the sizes that the model
