@@ -58,11 +58,13 @@ def main(argv=None) -> int:
 
   rows, missing = [], []
   for paper in args.papers:
-    if importlib.util.find_spec(paper) is None or importlib.util.find_spec(f"{paper}.report") is None:
-      missing.append(paper)
-      continue
     start = time.perf_counter()
     try:
+      # Inside the try: looking up `<paper>.report` imports the package, and a package that fails to import is a
+      # failed paper (a FAILED row), not a crash that loses every other paper's results.
+      if importlib.util.find_spec(paper) is None or importlib.util.find_spec(f"{paper}.report") is None:
+        missing.append(paper)
+        continue
       module = importlib.import_module(f"{paper}.report")
       rows.extend(module.quick_report(os.path.join(args.workdir, paper)))
     except Exception as error:  # one paper's failure must not hide the others' results

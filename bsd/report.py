@@ -52,9 +52,11 @@ def _pct(x: float) -> str:
   return f"{100 * x:.2f}%"
 
 
-def _scale(r: dict[str, Any], what: str) -> str:
-  return (f"{r['source']}; {what}; {r['steps']} steps ({r['epochs']:.2f} epochs), batch "
-          f"{r.get('batch_size', 'cfg')}, T={r['time_steps']}, CPU")
+def _scale(r: dict[str, Any], what: str = "") -> str:
+  """The run's data, network (as built, so an override shows), steps, batch and T."""
+  window = " (the window length)" if r["arch"] == "rnn" else ""
+  return (f"{r['source']}; {what}{r['network']}; {r['steps']} steps ({r['epochs']:.2f} epochs), batch "
+          f"{r.get('batch_size', 'cfg')}, T={r['time_steps']}{window}, CPU")
 
 
 def _others(r: dict[str, dict[str, Any]], key: str, fmt, shown=("bsd", "bp_snn")) -> str:
@@ -70,7 +72,7 @@ def claim_rows(results: dict[str, dict[str, dict[str, Any]]]) -> list[ClaimRow]:
     rows.append(ClaimRow(
         PAPER, "MNIST CNN test accuracy, BSD (BP-SNN alongside)", "99.44% (full MNIST)",
         f"BSD {_pct(r['bsd']['test_accuracy'])} vs BP-SNN {_pct(r['bp_snn']['test_accuracy'])}"
-        + _others(r, "test_accuracy", _pct), _scale(r["bsd"], "CNN conv8-conv16-fc64, BatchNorm")))
+        + _others(r, "test_accuracy", _pct), _scale(r["bsd"])))
   rows.append(ClaimRow(
       PAPER, "CIFAR-10 CNN test accuracy, BSD vs BP-SNN", "84.13% vs 87.02%",
       "not run: no CIFAR-10 ships offline (pass a TFDS data_dir to the loaders to add it)", "-"))
@@ -79,7 +81,7 @@ def claim_rows(results: dict[str, dict[str, dict[str, Any]]]) -> list[ClaimRow]:
     measured = ", ".join(f"{m.upper().replace('_', '-')} {_pct(v['test_accuracy'])}" for m, v in r.items())
     rows.append(ClaimRow(
         PAPER, "Fashion-MNIST MLP test accuracy, BSD vs baselines (issue target: BSD within 2 points of BP-SNN)",
-        "not in the paper", measured, _scale(r["bsd"], "MLP 784-512-512-100")))
+        "not in the paper", measured, _scale(r["bsd"])))
     hamming = {k: v for k, v in r["bsd"].items() if k.startswith("train_hamming_l")}
     rows.append(ClaimRow(
         PAPER, "Hamming similarity of forward vs backward spikes per hidden layer, end of training",
@@ -92,7 +94,7 @@ def claim_rows(results: dict[str, dict[str, dict[str, Any]]]) -> list[ClaimRow]:
         "0.125 vs 0.131",
         f"BSD {r['bsd']['test_mse']:.3f} vs BP-SNN {r['bp_snn']['test_mse']:.3f}"
         + _others(r, "test_mse", "{:.3f}".format) + f"; train mean: {r['bsd']['test_mse_train_mean']:.3f}",
-        _scale(r["bsd"], "RNN 1-128(recurrent LIF)-1")))
+        _scale(r["bsd"])))
   if "mnist_autoencoder" in results:
     r = results["mnist_autoencoder"]
     rows.append(ClaimRow(
@@ -101,7 +103,7 @@ def claim_rows(results: dict[str, dict[str, dict[str, Any]]]) -> list[ClaimRow]:
         f"CFD {r['bsd']['test_frechet_classifier']:.2f} vs {r['bp_ann']['test_frechet_classifier']:.2f}; "
         f"MSE {r['bsd']['test_recon_mse']:.4f} vs {r['bp_ann']['test_recon_mse']:.4f}"
         + _others(r, "test_frechet_classifier", lambda v: f"CFD {v:.2f}", shown=("bsd", "bp_ann")),
-        _scale(r["bsd"], "autoencoder MLP 784-256-64 (backward pathway = decoder)")))
+        _scale(r["bsd"], "autoencoder (backward pathway = decoder) ")))
   if "kjv_rnn" in results:
     r = results["kjv_rnn"]
     rows.append(ClaimRow(
@@ -109,7 +111,7 @@ def claim_rows(results: dict[str, dict[str, dict[str, Any]]]) -> list[ClaimRow]:
         f"BSD {_pct(r['bsd']['test_accuracy'])} vs BP-SNN {_pct(r['bp_snn']['test_accuracy'])} (bits/char "
         f"{r['bsd']['test_bits_per_char']:.2f} vs {r['bp_snn']['test_bits_per_char']:.2f})"
         + _others(r, "test_accuracy", _pct),
-        _scale(r["bsd"], "RNN 63-128(recurrent LIF)-126, windows of 64")))
+        _scale(r["bsd"])))
   return rows
 
 

@@ -136,6 +136,20 @@ def build_model(config: ml_collections.ConfigDict, data: datasets.TaskData) -> n
                          direct_feedback=method == "dfa", codes=code_table)
 
 
+def describe_network(config: ml_collections.ConfigDict, model: networks.BSDNet) -> str:
+  """The forward network in words, from the built model: "MLP 784-512-512-100", "CNN conv8-conv16-fc64,
+  BatchNorm", "RNN 63-128(recurrent LIF)-126" (what a report's scale column prints)."""
+  m = config.model
+  sizes = [int(np.prod(shape)) for shape in model.levels]
+  if m.arch == "mlp":
+    text = "MLP " + "-".join(map(str, sizes))
+  elif m.arch == "cnn":
+    text = "CNN " + "-".join([f"conv{c}" for c in m.channels] + [f"fc{h}" for h in m.hidden])
+  else:
+    text = f"RNN {sizes[0]}-" + "-".join(f"{h}(recurrent LIF)" for h in m.hidden) + f"-{sizes[-1]}"
+  return text + (", BatchNorm" if m.batch_norm else "")
+
+
 def make_loss_fn(config: ml_collections.ConfigDict, obj: methods.Objective, data: datasets.TaskData) -> Callable:
   if config.task == "classify":
     return functools.partial(methods.classify_loss, obj)
@@ -276,6 +290,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   final = evaluate(state)
   results: dict[str, Any] = {
       "task": config.task, "method": config.method, "dataset": config.dataset, "arch": config.model.arch,
+      "network": describe_network(config, model),
       "steps": int(state.step), "batch_size": int(config.batch_size), "epochs": int(state.step) * config.batch_size / max(
           len(next(iter(data.train.values()))), 1),
       # For sequences every element is one SNN time step, so T is the window length there.

@@ -52,6 +52,41 @@ def to_json(rows: Sequence[ClaimRow]) -> str:
   return json.dumps([dataclasses.asdict(r) for r in rows], indent=2)
 
 
+@dataclasses.dataclass(frozen=True)
+class PairedDifference:
+  """Candidate minus baseline over the same items (tasks, episodes, questions): the mean, its bootstrap interval,
+  and how many items got better, worse or stayed equal."""
+  mean: float
+  low: float
+  high: float
+  level: float
+  better: int
+  worse: int
+  equal: int
+
+  def __str__(self) -> str:
+    return (f"{self.mean:+.2f}, bootstrap {100 * self.level:g}% interval [{self.low:.2f}, {self.high:.2f}]; "
+            f"{self.better} better, {self.worse} worse, {self.equal} equal")
+
+
+def paired_bootstrap(baseline: Sequence[float], candidate: Sequence[float], level: float = 0.95,
+                     resamples: int = 10_000, seed: int = 0) -> PairedDifference:
+  """The percentile bootstrap of the mean paired difference `candidate - baseline` (items resampled with
+  replacement, the pairs kept together): the honest interval for two policies scored on the same tasks."""
+  import numpy as np
+  a, b = np.asarray(baseline, np.float64), np.asarray(candidate, np.float64)
+  if a.shape != b.shape or a.ndim != 1 or not len(a):
+    raise ValueError(f"paired_bootstrap needs two equally long, non-empty lists of per-item scores; got shapes "
+                     f"{a.shape} and {b.shape}.")
+  difference = b - a
+  rng = np.random.default_rng(seed)
+  means = difference[rng.integers(0, len(difference), (resamples, len(difference)))].mean(axis=1)
+  tail = 100 * (1 - level) / 2
+  low, high = np.percentile(means, [tail, 100 - tail])
+  return PairedDifference(float(difference.mean()), float(low), float(high), level, int((difference > 0).sum()),
+                          int((difference < 0).sum()), int((difference == 0).sum()))
+
+
 def source_fingerprint(root: str = files.REPO_ROOT) -> str:
   """A hash of every source file (.py, configs included) under `root`, and of setup.cfg, by relative path and
   content, and of the installed versions of the numerical packages (`installed_versions`). Hidden, egg-info and

@@ -1,9 +1,9 @@
-"""The quick reproduction of MoIIE (arXiv 2508.09779, Table 2's dense / vanilla MoE / modality MoE / MoIIE rows)
+"""The quick reproduction of MoIIE (arXiv 2508.09779: its dense / vanilla MoE / modality MoE / MoIIE comparison)
 for the main table: `quick_report(workdir) -> [ClaimRow]`.
 
 It runs `configs/moiie/easyvqa_tiny.py:quick` once as the dense model (stages 0, 1 and 2), then stage 2 of the
-three MoE variants from the same stage-0/1 model (`reuse_stages_from`): equal steps, same data order, same
-upcycling source. It writes `moiie_table.md`, `moiie_results.json` and `router_load.png` (expert load per modality
+four MoE variants (the paper's three, and modality MoE at MoIIE's activated parameters) from the same stage-0/1
+model (`reuse_stages_from`): equal steps, same data order, same upcycling source. It writes `moiie_table.md`, `moiie_results.json` and `router_load.png` (expert load per modality
 and MoE layer) into the workdir. Scale: a tiny random 4-layer LLM and a 2-layer ViT on easy-VQA, minutes on CPU;
 the paper trains 3B-8B LLMs on millions of image-text pairs, so only the ordering of variants is comparable.
 
@@ -62,8 +62,9 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 
 def scale(r: dict[str, Any]) -> str:
   s = r["steps"]
-  return (f"easy-VQA {r['train_questions']} train / {r['test_questions']} test questions; tiny random Llama "
-          f"(4 layers, d=64) + 2-layer ViT; steps: stage0 {s['stage0']}, stage1 {s['stage1']}, stage2 {s['stage2']} "
+  llm = "tiny random Llama" if r["llm"] == "tiny" else "pretrained LLM"
+  return (f"easy-VQA {r['train_questions']} train / {r['test_questions']} test questions; {llm} "
+          f"({r['llm_layers']} layers, d={r['llm_hidden']}) + {r['vit_depth']}-layer ViT; steps: stage0 {s['stage0']}, stage1 {s['stage1']}, stage2 {s['stage2']} "
           f"at batch {r['batch_size']}; CPU")
 
 
@@ -76,7 +77,7 @@ def claim_rows(results: dict[str, dict[str, Any]]) -> list[ClaimRow]:
     r = results["moiie"]
     lv = [max(layer) for layer in r["load_vision"]]
     rows.append(ClaimRow(PAPER, "Router statistics: vision and text tokens use different experts (MoIIE)",
-                         "modality-specific and shared experts both used (Fig. 4)",
+                         "modality-specific and shared experts both used",
                          f"per MoE layer, vision load {[[round(x, 2) for x in l] for l in r['load_vision']]}, text "
                          f"load {[[round(x, 2) for x in l] for l in r['load_text']]} (assignments/token over "
                          f"[vision | shared | shared | text]); max {max(lv):.2f}",

@@ -354,6 +354,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   metrics = evaluate(model, test_seq, d.eval_batch_size)
   results = {
       "variant": config.moe.variant, "llm": config.llm.source,
+      # the sizes as built (what a report's scale column prints, so that an override shows there)
+      "llm_layers": int(model.llm.config.num_layers), "llm_hidden": int(model.llm.config.hidden_size),
+      "vit_depth": int(config.vision.depth),
       "moe_spec": None if spec is None else dataclasses.asdict(spec),  # what the variant resolved to
       "vit_test": vit_metrics, "stage1_test": _summary(stage1_metrics), "test": _summary(metrics),
       "load_vision": metrics.get("load_vision"), "load_text": metrics.get("load_text"),

@@ -50,7 +50,9 @@ def _pct(x: float) -> str:
 
 def _scale(config: ml_collections.ConfigDict, results: dict[str, Any]) -> str:
   data = results["build_data"]["splits"]
-  return (f"SmolLM2-135M-Instruct full FT on CPU; {len(data['pool'])} pool facts, {len(data['test_id'])} ID + "
+  model = config.model.source or "SmolLM2-135M-Instruct"
+  tuning = "full FT" if config.sft.mode == "full" else f"{config.sft.mode} SFT"
+  return (f"{model} {tuning} on CPU; {len(data['pool'])} pool facts, {len(data['test_id'])} ID + "
           f"{len(data['test_ood'])} OOD test facts; mastery from {config.data.mastery_templates} templates x "
           f"(greedy + {config.mastery.samples} sampled); sizes {tuple(config.grid.sizes)}, {config.grid.epochs} "
           f"epochs, batch {config.sft.batch_size}, lr {config.optimizer.learning_rate:g}, "
@@ -128,6 +130,9 @@ def make_plots(results: dict[str, Any], workdir: str) -> list[str]:
 
 def claim_rows(config: ml_collections.ConfigDict, results: dict[str, Any]) -> list[ClaimRow]:
   grid, base, scale = _grid(results), results["evaluate"]["base"], _scale(config, results)
+  # Grid cells the pool could not fill are named in the main table too, not only in the report's own file.
+  skipped = [r["name"] for r in results["finetune"] if "skipped" in r]
+  skipped_note = f" (skipped, too few pool facts: {', '.join(skipped)})" if skipped else ""
   rows = []
   sizes = sorted({s for _, s in grid})
   size_text = []
@@ -138,7 +143,7 @@ def claim_rows(config: ml_collections.ConfigDict, results: dict[str, Any]) -> li
   rows.append(ClaimRow(PAPER, "CBQA accuracy vs SFT data size (in-domain test)",
                        "1,920 samples up to 14% worse than 240",
                        ("; ".join(size_text) or "one size per level only")
-                       + f" (base {_pct(base['test_id_accuracy'])})",
+                       + f" (base {_pct(base['test_id_accuracy'])})" + skipped_note,
                        scale))
   level_text = []
   for s in sizes:
@@ -146,7 +151,8 @@ def claim_rows(config: ml_collections.ConfigDict, results: dict[str, Any]) -> li
     if len(have) > 1:
       level_text.append(f"n={s}: " + ", ".join(f"L{l} {_pct(grid[(l, s)]['test_id'])}" for l in have))
   rows.append(ClaimRow(PAPER, "CBQA accuracy vs mastery level of the SFT data (in-domain test)",
-                       "swings by over 12%", "; ".join(level_text) or "one level per size only", scale))
+                       "swings by over 12%", ("; ".join(level_text) or "one level per size only") + skipped_note,
+                       scale))
   rows.append(ClaimRow(PAPER, "Mastery distribution of the pool (levels 0..4)", "5 levels (2409.15825)",
                        str([results["mastery"]["pool_distribution"][str(l)] for l in range(5)]), scale))
   if results["analyse"]["kl"]:

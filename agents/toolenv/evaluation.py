@@ -70,8 +70,10 @@ def run_episode(client, task_id: int, policy, system: str) -> dict[str, Any]:
       steps += 1
       messages += [{"role": "assistant", "content": action}, {"role": "user", "content": result.observation}]
   info = result.info
-  return {"task_id": task_id, "type": info.get("type", info0.get("type")), "level": info.get("level"),
-          "subquestions": info.get("subquestions"), "solved": info.get("solved", 0), "calls": info.get("calls", 0),
+  # An episode an environment error ended has only `error` in its last info: its type and level come from reset.
+  return {"task_id": task_id, "type": info.get("type", info0.get("type")),
+          "level": info.get("level", info0.get("level")),
+          "subquestions": info.get("subquestions", info0.get("subquestions")), "solved": info.get("solved", 0), "calls": info.get("calls", 0),
           "solve_p": info.get("solve_p", 0.0), "solve_r": info.get("solve_r", 0.0),
           "solve_f1": info.get("solve_f1", 0.0), "answer_matched": bool(info.get("answer_matched")),
           "rewards": rewards, "steps": steps, "error": info.get("error"), "wall_s": time.perf_counter() - start,
@@ -128,6 +130,8 @@ def _row(name: str, eps: list[dict[str, Any]]) -> dict[str, Any]:
           "answer_accuracy": 100.0 * sum(e["answer_matched"] for e in eps) / n,
           "reward_per_response": sum(sum(e["rewards"]) for e in eps) / max(1, sum(len(e["rewards"]) for e in eps)),
           "calls_per_episode": sum(e["calls"] for e in eps) / n,
+          # episodes an environment error ended: in the means as failures, and named here so they show
+          "errors": sum(1 for e in eps if e.get("error")),
           "wall_s_per_episode": sum(e["wall_s"] for e in eps) / n}
 
 
@@ -135,6 +139,8 @@ def summarize(episodes: list[dict[str, Any]], config: ml_collections.ConfigDict)
   by_type: dict[str, list] = collections.defaultdict(list)
   by_level: dict[int, list] = collections.defaultdict(list)
   for e in episodes:
+    if e["level"] is None:  # the environment failed at reset: the episode counts in "all" (as an error) only
+      continue
     by_type[e["type"]].append(e)
     by_level[e["level"]].append(e)
   rows = [_row(f"type: {t}", by_type[t]) for t in pipeline.SCENARIO_TYPES if t in by_type]
@@ -148,7 +154,7 @@ def summarize(episodes: list[dict[str, Any]], config: ml_collections.ConfigDict)
 
 def markdown(results: dict[str, Any]) -> str:
   cols = ("group", "episodes", "solve_p", "solve_r", "solve_f1", "answer_accuracy", "reward_per_response",
-          "calls_per_episode")
+          "calls_per_episode", "errors")
   source = f" ({results['source']})" if results.get("source") else ""
   lines = [f"Policy: {results['policy']}{source}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
   for row in results["rows"]:

@@ -19,7 +19,11 @@ def _run(policy: str, per_cell: int, workdir: str) -> dict[str, dict]:
   config = config_lib.load_config("configs/agents/toolenv.py:oracle", [
       f"policy={policy}", f"tasks_per_cell={per_cell}", "progress_bar=false"])
   results = evaluate(config, os.path.join(workdir, policy))
-  return {r["group"]: r for r in results["rows"]}
+  rows = {r["group"]: r for r in results["rows"]}
+  if rows["all"]["errors"]:  # a scripted policy meets no environment error unless something is broken
+    raise RuntimeError(f"{rows['all']['errors']} {policy} episodes ended with an environment error (see "
+                       f"{os.path.join(workdir, policy, 'episodes.jsonl')}); their scores would pass for the policy's.")
+  return rows
 
 
 def quick_report(workdir: str) -> list[ClaimRow]:

@@ -166,6 +166,8 @@ def summarize(episodes: list[dict[str, Any]], config: ml_collections.ConfigDict)
            "policy_tokens_per_task": sum(e["prompt_tokens"] + e["completion_tokens"] for e in eps) / len(eps),
            "steps_per_task": sum(e["steps"] for e in eps) / len(eps),
            "invalid_actions_per_task": sum(e["invalid_actions"] for e in eps) / len(eps),
+           # episodes an environment error ended: counted in the means as failures, and named here so they show
+           "errors": sum(1 for e in eps if e.get("error")),
            "wall_s_per_task": sum(e["wall_s"] for e in eps) / len(eps)}
     rows.append(row)
   counts = load_schema().counts()
@@ -176,7 +178,8 @@ def summarize(episodes: list[dict[str, Any]], config: ml_collections.ConfigDict)
 COLUMNS = (("interface", "interface"), ("split", "split"), ("tasks", "tasks"), ("change_accuracy", "change acc"),
            ("f1_positive", "F1+"), ("f1_negative", "F1-"), ("success", "turn success"),
            ("task_success", "task success"), ("env_tokens_per_task", "env tokens/task"),
-           ("policy_tokens_per_task", "policy tokens/task"), ("wall_s_per_task", "wall s/task"))
+           ("policy_tokens_per_task", "policy tokens/task"), ("wall_s_per_task", "wall s/task"),
+           ("errors", "env errors"))
 
 
 def markdown(results: dict[str, Any]) -> str:

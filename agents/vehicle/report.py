@@ -18,7 +18,12 @@ def _run(policy: str, per_split: int, workdir: str) -> dict[str, dict]:
   config = config_lib.load_config("configs/agents/vehicle.py:quick", [
       f"policy={policy}", f"tasks_per_split={per_split}", "progress_bar=false"])
   results = evaluate(config, os.path.join(workdir, policy))
-  return {r["interface"]: r for r in results["rows"] if r["split"] == "all"}
+  rows = {r["interface"]: r for r in results["rows"] if r["split"] == "all"}
+  errors = sum(r["errors"] for r in rows.values())
+  if errors:  # a scripted policy meets no environment error unless something is broken
+    raise RuntimeError(f"{errors} {policy} episodes ended with an environment error (see "
+                       f"{os.path.join(workdir, policy, 'episodes.jsonl')}); their scores would pass for the policy's.")
+  return rows
 
 
 def quick_report(workdir: str) -> list[ClaimRow]:

@@ -52,6 +52,21 @@ def test_runner_reports_a_failing_paper_and_goes_on(tmp_path, capsys, monkeypatc
   assert "FAILED" in (tmp_path / "results.md").read_text()
 
 
+def test_runner_reports_a_paper_whose_package_fails_to_import(tmp_path, capsys, monkeypatch):
+  """Looking up `<paper>.report` imports the package: an ImportError there is that paper's FAILED row, and the
+  papers after it still run."""
+  import reproduce
+
+  def find_spec(name, *args):
+    if name.startswith("guard"):
+      raise ImportError("guard/__init__.py: No module named 'missing_dependency'")
+    return None  # every other paper: not implemented
+
+  monkeypatch.setattr(reproduce.importlib.util, "find_spec", find_spec)
+  assert reproduce.main(["--workdir", str(tmp_path), "--papers", "guard", "speech", "--skip-foundation-check"]) == 1
+  out = capsys.readouterr().out
+  assert "FAILED: ImportError" in out and "FAILED: guard" in out and "Not implemented yet (no rows): speech." in out
+
 def test_runner_reports_a_failing_foundation_check_and_leaves_no_stale_table(tmp_path, capsys, monkeypatch):
   """A failing foundation check is a FAILED line and exit 1, not a crash before the table; a table an earlier run
   wrote is removed at the start, so a run that dies leaves none that could pass for its own."""
@@ -128,3 +143,27 @@ def test_claim_workdir_removes_named_caches_only_when_the_source_changes(tmp_pat
   (tmp_path / "mastery.json").write_text("{}")
   assert report.claim_workdir(str(tmp_path), "aaaa", derived) == []  # same source: caches are reused
   assert (tmp_path / "mastery.json").exists()
+
+
+def test_paired_bootstrap_against_the_normal_approximation_and_by_hand():
+  import numpy as np
+  import pytest
+
+  from core.report import paired_bootstrap
+  same = paired_bootstrap([0, 1, 2, 3], [1, 2, 2, 3])  # differences 1, 1, 0, 0
+  assert (same.mean, same.better, same.worse, same.equal) == (0.5, 2, 0, 2)
+  assert 0.0 <= same.low <= 0.5 <= same.high <= 1.0
+  constant = paired_bootstrap([1.0] * 5, [3.0] * 5)
+  assert (constant.mean, constant.low, constant.high) == (2.0, 2.0, 2.0)
+  # Many items: the percentile interval is close to mean +- 1.96 sd / sqrt(n).
+  rng = np.random.default_rng(0)
+  a = rng.normal(size=900)
+  b = a + rng.normal(0.3, 2.0, size=900)
+  got, d = paired_bootstrap(a, b), b - a
+  half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
+  assert got.mean == pytest.approx(d.mean())
+  assert got.low == pytest.approx(d.mean() - half, abs=0.1 * half)
+  assert got.high == pytest.approx(d.mean() + half, abs=0.1 * half)
+  assert "bootstrap 95% interval" in str(got)
+  with pytest.raises(ValueError, match="equally long"):
+    paired_bootstrap([1, 2], [1])

@@ -85,6 +85,8 @@ def test_stages_run_end_to_end(tmp_path):
   with open(tmp_path / "moiie" / "results.json") as f:
     recorded = json.load(f)
   assert recorded["variant"] == "moiie" and recorded["moe_spec"]["n_inter"] == 2 and recorded["moe_spec"]["top_k"] == 2
+  from moiie import report  # the report's scale column reads the sizes the run built
+  assert "tiny random Llama (4 layers, d=64) + 2-layer ViT; steps: stage0 3, stage1 3, stage2 3" in report.scale(recorded)
   # the frozen encoder of stages 1 and 2 is the stage-0 ViT (stage 1's file holds the model it trained)
   vit_file, stage1_file = (np.load(tmp_path / "moiie" / s / "final.npz") for s in ("stage0", "stage1"))
   for name in vit_file.files:

@@ -64,6 +64,9 @@ def test_pipeline_end_to_end_and_resume(tiny_dir, tmp_path, monkeypatch):
   assert total == round(0.5 * 2 * (64 * 64 * 2 + 64 * 32 * 2 + 64 * 128 * 3))  # half of the tiny layer matrices
   kl = results["analyse"]["kl"]["L0_n8_s0"]
   assert kl["answer_kl"] > 0 and kl["answer_tokens"] > 0
+  # The scale names the model that ran (here the tiny one), and grid cells the pool could not fill are named in
+  # the main table's rows, not only in the report's file.
+  assert rows[0].scale.startswith(f"{config.model.source} full FT")
 
   # Second call: everything comes from the cache; fine-tuning or generating again would fail.
   def fail(*args, **kwargs):
@@ -75,6 +78,8 @@ def test_pipeline_end_to_end_and_resume(tiny_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline.restore, name, fail)
   again = pipeline.run_all(config, workdir)
   assert again["evaluate"]["L0_n8_s0"]["test_id_accuracy"] == results["evaluate"]["L0_n8_s0"]["test_id_accuracy"]
+  again["finetune"].append({"name": "L1_n999_s0", "level": 1, "size": 999, "seed": 0, "skipped": "too few"})
+  assert all("skipped, too few pool facts: L1_n999_s0" in r.measured for r in report.claim_rows(config, again)[:2])
 
 
 def test_bad_config_fails_before_loading(tmp_path):

@@ -41,3 +41,51 @@ def test_clear_config_errors():
     evaluation.validate_config(missing)
   with pytest.raises(config_lib.ConfigError, match="task_offset"):
     evaluation.validate_config(_config(**{"http.url": "http://127.0.0.1:1/v1", "task_offset": 6}))
+
+
+def test_environment_errors_are_counted_and_fail_the_quick_report(monkeypatch, tmp_path):
+  """Episodes an environment error ended stay in the means as failures, are counted per row (`errors`, also a
+  column of the markdown), and make the quick report fail rather than show the scripted policy's score."""
+  from agents.toolenv import report
+  from agents.toolenv.env import ToolEnv
+
+  monkeypatch.setattr(ToolEnv, "_step", lambda self, action: (_ for _ in ()).throw(RuntimeError("tool server down")))
+  config = config_lib.load_config("configs/agents/toolenv.py:oracle", ["tasks_per_cell=1", "env.levels=(0,)",
+                                                                       "progress_bar=false"])
+  results = evaluation.evaluate(config, None)
+  row = results["rows"][-1]
+  assert row["group"] == "all" and row["errors"] == row["episodes"] > 0 and row["solve_f1"] == 0.0
+  assert "| errors |" in evaluation.markdown(results)
+  with pytest.raises(RuntimeError, match="oracle episodes ended with an environment error"):
+    report._run("oracle", 1, str(tmp_path))
+
+
+def test_an_environment_that_fails_at_reset_is_counted_in_all(monkeypatch):
+  from agents.toolenv.env import ToolEnv
+  monkeypatch.setattr(ToolEnv, "_reset", lambda self, task_id: (_ for _ in ()).throw(RuntimeError("no tools")))
+  config = config_lib.load_config("configs/agents/toolenv.py:oracle", ["tasks_per_cell=1", "env.levels=(0,)",
+                                                                       "progress_bar=false"])
+  rows = evaluation.evaluate(config, None)["rows"]
+  assert [r["group"] for r in rows] == ["all"] and rows[0]["errors"] == rows[0]["episodes"] > 0
+
+
+def test_the_paired_comparison_of_two_evaluations(tmp_path, capsys):
+  import json as json_lib
+
+  from agents.toolenv import compare
+
+  def write(name, scores):
+    path = tmp_path / name
+    path.mkdir()
+    (path / "episodes.jsonl").write_text("".join(json_lib.dumps({"task_id": i, "solve_f1": s}) + "\n"
+                                                 for i, s in enumerate(scores)))
+    return str(path)
+
+  before, after = write("before", [0, 50, 100, 100]), write("after", [100, 50, 100, 0])
+  assert compare.main([before, after]) == 0
+  assert "solve_f1 over 4 paired episodes, candidate - baseline: +0.00" in capsys.readouterr().out
+  result = compare.compare(compare.load_episodes(before), compare.load_episodes(after))
+  assert (result.better, result.worse, result.equal) == (1, 1, 2) and result.low < 0 < result.high
+  other = write("other", [0, 50, 100])
+  assert compare.main([before, other]) == 2 and "different tasks" in capsys.readouterr().err
+  assert compare.main([before, str(tmp_path / "missing")]) == 2 and "Fix" in capsys.readouterr().err

@@ -219,9 +219,20 @@ def test_a_failed_environment_counts_its_remaining_turns(monkeypatch):
   single = sum(len(t.turns) == 1 for t in made)
   assert row["task_success"] == pytest.approx(100.0 * single / len(made))
   assert row["success"] == pytest.approx(100.0 * len(made) / row["turns"])  # each task's first turn only
+  assert row["errors"] == len(made) - single  # each failed episode is counted, and shown in the table
+  assert "| env errors |" in evaluation.markdown(results)
   record = evaluation.complete_turns({"turns": [], "success": True}, made[0])
   assert len(record["turns"]) == len(made[0].turns) and not record["success"]
   assert {t["status"] for t in record["turns"]} == {"unscored"}
+
+
+def test_the_quick_report_refuses_scores_with_environment_errors(monkeypatch, tmp_path):
+  """A scripted policy's episodes that an environment error ended would pass for its score in the main table: the
+  report fails instead (the paper's row then reads FAILED)."""
+  from agents.vehicle import report
+  monkeypatch.setattr(VehicleEnv, "_act", lambda self, a: (_ for _ in ()).throw(RuntimeError("crashed")))
+  with pytest.raises(RuntimeError, match=r"oracle episodes ended with an environment error"):
+    report._run("oracle", 1, str(tmp_path))
 
 
 def test_http_policy_is_closed_and_reads_null_usage(monkeypatch, fake_chat_endpoint):
