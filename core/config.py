@@ -233,6 +233,9 @@ def check_choice(config: ml_collections.ConfigDict, key: str, choices: Iterable[
 
 def check_divisible(config: ml_collections.ConfigDict, key: str, divisor: int, what: str) -> Any:
   value = check_positive(config, key)
+  if divisor <= 0:  # the divisor is often another key's value: that key is the one to fix
+    raise ConfigError(f"{what} is {divisor}, so config.{key} cannot be checked against it: it must be positive. "
+                      f"Fix: set {what} to a positive value.")
   if value % divisor:
     lower, upper = (value // divisor) * divisor, (value // divisor + 1) * divisor
     choices = ", ".join(str(v) for v in (lower, upper) if v > 0)

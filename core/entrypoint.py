@@ -90,6 +90,9 @@ def run(main: Callable[[ml_collections.ConfigDict, str], Any],
     if require_workdir and not workdir:
       raise config_lib.ConfigError(f"--workdir is required (checkpoints, metrics and plots go there). "
                                    f"{USAGE.format(prog=prog)}")
+    if workdir and os.path.exists(workdir) and not os.path.isdir(workdir):
+      raise config_lib.ConfigError(f"--workdir {workdir} is a file, not a folder. Fix: pass a folder (new or one "
+                                   "an earlier run of this command wrote).")
   except config_lib.ConfigError as e:
     print(f"config error: {e}", file=sys.stderr)
     raise SystemExit(2) from None
@@ -101,10 +104,19 @@ def run(main: Callable[[ml_collections.ConfigDict, str], Any],
       print(f"note: {prog} last ran in {workdir} with another config ({shown}). A run that resumes from a "
             f"checkpoint there continues under the new settings; use a new --workdir to start afresh. Every run's "
             f"config is in {os.path.join(workdir, COMMANDS_FILE)}.", file=sys.stderr)
-  return main(config, workdir)
+  try:
+    return main(config, workdir)
+  except Exception as e:
+    # Errors about the user's inputs (a missing dataset, weights, a checkpoint of another model) carry their fix in
+    # the message; a traceback through JAX and orbax would only bury it.
+    if not getattr(e, "names_its_fix", False) or os.environ.get(TRACEBACK_ENV_VAR):
+      raise
+    print(f"error: {e}\n(the traceback: rerun with {TRACEBACK_ENV_VAR}=1)", file=sys.stderr)
+    raise SystemExit(1) from None
 
 
 COMMANDS_FILE = "commands.jsonl"
+TRACEBACK_ENV_VAR = "ENTRYPOINT_TRACEBACK"
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:

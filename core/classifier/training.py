@@ -26,6 +26,7 @@ from core.train import loop, optim
 from core.train.state import TrainState, create_train_state, make_train_step, model_from_state
 
 DATASETS = ("fashion_mnist", "mnist", "digits")
+IMAGE_SIDE = {"fashion_mnist": 28, "mnist": 28, "digits": 8}  # square, one channel
 MODELS = ("mlp", "cnn")
 
 
@@ -33,7 +34,19 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   """Every check that can fail before compilation does fail here."""
   config_lib.check_choice(config, "dataset", DATASETS)
   data_lib.check_data_dir(config)
-  config_lib.check_choice(config, "model.name", MODELS)
+  name = config_lib.check_choice(config, "model.name", MODELS)
+  layers = "model.hidden" if name == "mlp" else "model.channels"
+  config_lib.check(config, layers, lambda sizes: all(size > 0 for size in sizes), "every size must be positive",
+                   f"pass --config.{layers}=<a tuple of positive sizes>")
+  if name == "cnn":
+    config_lib.check_positive(config, "model.dense")
+    side = IMAGE_SIDE[config.dataset]
+    most = side.bit_length() - 1  # each conv block halves the side (2x2 max pool); the last must keep >= 1 pixel
+    config_lib.check(config, "model.channels", lambda c: 0 < len(c) <= most,
+                     f"needs 1 to {most} conv blocks for {side}x{side} {config.dataset} images (each halves the side)",
+                     f"pass at most {most} channel counts, e.g. --config.model.channels='(16, 32)'")
+  config_lib.check(config, "seed", lambda seed: seed >= 0, "must be >= 0 (it seeds numpy's data shuffling too)",
+                   "pass --config.seed=<a non-negative integer>")
   sharding_lib.validate_mesh_config(config)
   config_lib.check_divisible(config, "batch_size", jax.device_count(), "the number of devices")
   config_lib.check_divisible(config, "eval_batch_size", jax.device_count(), "the number of devices")

@@ -16,6 +16,7 @@ class DataSourceMissingError(RuntimeError):
 
   The message says what is missing and the command, or the steps, that install it.
   """
+  names_its_fix = True  # an entrypoint prints it as one line (core.entrypoint.run)
 
 
 def apt_install_hint(package: str) -> str:

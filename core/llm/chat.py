@@ -1,25 +1,74 @@
 """Chat CLI: `python -m core.llm.chat --prompt "..."` answers once; without --prompt it is interactive.
 
-Settings come from configs/llm/chat.py (`--config configs/llm/chat.py:fast`, `--config.generation.temperature=0.7`).
+Settings come from configs/llm/chat.py (the default `--config`; `--config configs/llm/chat.py:fast`,
+`--config.generation.temperature=0.7`). Like every entrypoint it goes through `core.entrypoint`, so an unknown key,
+a bad value or a missing weights path is one line naming the fix, before any weights load.
 """
 
-from absl import app, flags
-from ml_collections import config_flags
+from __future__ import annotations
 
-from core.llm import conversation
+import os
+import sys
+from typing import Sequence
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/llm/chat.py", "chat config file")
-_PROMPT = flags.DEFINE_string("prompt", None, "answer this one message and exit; omit for an interactive chat")
+import ml_collections
+
+from core import config as config_lib
+from core import entrypoint, files
+
+DEFAULT_CONFIG = os.path.join(files.REPO_ROOT, "configs", "llm", "chat.py")
 
 
-def main(argv):
-  del argv
-  chat = conversation.from_config(_CONFIG.value)
-  if _PROMPT.value is not None:
-    print(chat.reply(_PROMPT.value))
-  else:
-    conversation.run_interactive(chat)
+def validate_chat_config(config: ml_collections.ConfigDict) -> None:
+  from core.llm import config as llm_config
+  from core.llm import generate
+  try:
+    generate.GenerationConfig.from_dict(dict(config.generation))
+  except (generate.GenerationError, ValueError) as e:  # sampling settings raise ValueError
+    raise config_lib.ConfigError(f"config.generation: {e} Fix: pass a valid --config.generation.<key>.") from None
+  numerics = {k: v for k, v in dict(config.model).items() if k in llm_config.NUMERICS}
+  try:
+    llm_config.tiny(**numerics)  # LlamaConfig checks each numerics choice; the sizes here do not matter
+  except ValueError as e:
+    raise config_lib.ConfigError(f"config.model: {e} Fix: pass one of those values.") from None
+  config_lib.check_existing_path(config, "model.source")
+
+
+def _split_prompt(argv: Sequence[str]) -> tuple[str | None, list[str]]:
+  """Takes `--prompt TEXT` / `--prompt=TEXT` out of argv (the entrypoint parser knows only --config flags)."""
+  prompt, rest, args = None, [], list(argv)
+  while args:
+    arg = args.pop(0)
+    if arg == "--prompt":
+      if not args:
+        raise config_lib.ConfigError("--prompt needs a value: --prompt \"What is the capital of France?\".")
+      prompt = args.pop(0)
+    elif arg.startswith("--prompt="):
+      prompt = arg[len("--prompt="):]
+    else:
+      rest.append(arg)
+  if not any(a == "--config" or a.startswith("--config=") for a in rest):
+    rest = ["--config", DEFAULT_CONFIG, *rest]
+  return prompt, rest
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  try:
+    prompt, args = _split_prompt(sys.argv[1:] if argv is None else argv)
+  except config_lib.ConfigError as e:
+    print(f"config error: {e}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+  def chat(config: ml_collections.ConfigDict, workdir: str | None) -> None:
+    from core.llm import conversation
+    session = conversation.from_config(config)
+    if prompt is not None:
+      print(session.reply(prompt))
+    else:
+      conversation.run_interactive(session)
+
+  entrypoint.run(chat, validate=validate_chat_config, argv=args, require_workdir=False)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  main()

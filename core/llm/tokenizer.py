@@ -37,6 +37,7 @@ _DEFAULT_SYSTEM_RES = (
 
 class TokenizerError(ValueError):
   """The tokenizer files are missing or malformed, or a chat message is malformed."""
+  names_its_fix = True  # an entrypoint prints it as one line (core.entrypoint.run)
 
 
 def default_system_from_template(template: str | None) -> str | None:

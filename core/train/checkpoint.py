@@ -50,6 +50,7 @@ def _leaf_shapes(tree: Any) -> dict[tuple[str, ...], tuple[int, ...] | None]:
 
 class CheckpointMismatchError(ValueError):
   """A checkpoint's arrays do not match the state a run would restore them into."""
+  names_its_fix = True  # an entrypoint prints it as one line (core.entrypoint.run)
 
 
 class Checkpointer:

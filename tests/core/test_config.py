@@ -252,3 +252,38 @@ def test_every_run_records_its_config_and_a_changed_config_is_named(config_path,
   assert [r["prog"] for r in records] == ["paper.train"] * 3 + ["paper.evaluate"]
   assert records[1]["config"]["batch_size"] == 32 and records[1]["config"]["layers"] == [4, 4]
   assert "--config.batch_size=32" in records[1]["command"] and seen == [8, 32, 32, 8]
+
+
+def test_a_divisor_that_is_not_positive_names_its_own_key(config_path, tmp_path):
+  config = config_lib.load_config(config_path)
+  with pytest.raises(config_lib.ConfigError, match=r"config.vision.patch_size is 0.*Fix: set config.vision."
+                                                   r"patch_size to a positive value"):
+    config_lib.check_divisible(config, "batch_size", 0, "config.vision.patch_size")
+  # --workdir naming a file is one line too
+  afile = tmp_path / "afile.txt"
+  afile.write_text("x")
+  result = subprocess.run([sys.executable, "-m", "core.classifier.train", "--config", "configs/core/digits_cnn.py",
+                           "--workdir", str(afile)], capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2 and "is a file, not a folder" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_errors_that_name_their_fix_end_an_entrypoint_with_one_line(config_path, capsys, monkeypatch):
+  from core.data.errors import DataSourceMissingError
+
+  def missing(config, workdir):
+    raise DataSourceMissingError("Fashion-MNIST is missing. Fix: sudo apt-get install -y dataset-fashion-mnist")
+
+  def broken(config, workdir):
+    raise RuntimeError("a bug")
+
+  monkeypatch.delenv(entrypoint.TRACEBACK_ENV_VAR, raising=False)
+  with pytest.raises(SystemExit) as exit_info:
+    entrypoint.run(missing, argv=["--config", config_path], require_workdir=False)
+  assert exit_info.value.code == 1
+  err = capsys.readouterr().err
+  assert err.startswith("error: Fashion-MNIST is missing. Fix:") and entrypoint.TRACEBACK_ENV_VAR in err
+  with pytest.raises(RuntimeError, match="a bug"):  # anything else keeps its traceback
+    entrypoint.run(broken, argv=["--config", config_path], require_workdir=False)
+  monkeypatch.setenv(entrypoint.TRACEBACK_ENV_VAR, "1")
+  with pytest.raises(DataSourceMissingError):
+    entrypoint.run(missing, argv=["--config", config_path], require_workdir=False)

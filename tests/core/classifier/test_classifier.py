@@ -38,3 +38,23 @@ def test_command_line_run_and_resume(tmp_path):
   assert "Resumed from step 20" in again.stdout + again.stderr
   # Nothing retrained: the restored final state evaluates to exactly the same numbers.
   assert json.loads((tmp_path / "results.json").read_text()) == first_results
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("name,overrides,message", [
+    ("fashion_mlp.py", ["model.hidden=(-5,)"], r"config.model.hidden = \(-5,\) is invalid: every size must be positive"),
+    ("digits_cnn.py", ["model.channels=(16, 32, 64, 128)"], r"needs 1 to 3 conv blocks for 8x8 digits images"),
+    ("digits_cnn.py", ["model.channels=(16, 0)"], "every size must be positive"),
+    ("digits_cnn.py", ["model.dense=0"], r"config.model.dense = 0 is invalid"),
+    ("digits_cnn.py", ["seed=-1"], r"config.seed = -1 is invalid: must be >= 0"),
+])
+def test_model_sizes_and_seed_fail_in_validation(name, overrides, message):
+  """Sizes that cannot build a model (negative, zero, more pooling than the image has pixels) and a negative seed
+  are config errors before anything is built, not JAX tracebacks."""
+  config = config_lib.load_config(os.path.join(ROOT, "configs/core", name), overrides)
+  with pytest.raises(config_lib.ConfigError, match=message):
+    training.validate_config(config)
+  for shipped in ("fashion_mlp.py", "digits_cnn.py"):
+    training.validate_config(config_lib.load_config(os.path.join(ROOT, "configs/core", shipped)))

@@ -78,3 +78,31 @@ def test_each_turn_samples_with_a_fresh_key(monkeypatch):
   data = [np.asarray(jax.random.key_data(k)) for k in keys]
   assert not np.array_equal(data[0], data[1])  # fresh noise each turn
   np.testing.assert_array_equal(data[0], data[2])  # and reproducible from the seed
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--config.generation.temperatur=0.5"], "Did you mean 'temperature'"),
+    (["--config", "configs/llm/nosuch.py"], "does not exist"),
+    (["--config.generation.top_p=2"], r"config.generation: top_p must be in \(0, 1\].*Fix"),
+    (["--config.generation.max_new_tokens=0"], "max_new_tokens must be >= 1"),
+    (["--config.model.dtype=float8"], r"config.model: LlamaConfig.dtype='float8' is not one of.*Fix"),
+    (["--config.model.source=/no/such/model.gguf"], "the path does not exist"),
+    (["--prompt"], "--prompt needs a value"),
+])
+def test_chat_cli_bad_input_is_one_line_before_any_weights_load(argv, message, capsys, monkeypatch):
+  from core.llm import chat
+  monkeypatch.setattr(weights, "load_from_config", lambda *a: pytest.fail("weights loaded before validation"))
+  with pytest.raises(SystemExit) as exit_info:
+    chat.main(argv)
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  assert err.startswith("config error:") and len(err.strip().splitlines()) == 1
+  assert __import__("re").search(message, err), err
+
+
+def test_chat_cli_takes_the_prompt_and_defaults_the_config():
+  from core.llm import chat
+  prompt, args = chat._split_prompt(["--prompt=Hi there", "--config.generation.temperature=0.7"])
+  assert prompt == "Hi there" and args == ["--config", chat.DEFAULT_CONFIG, "--config.generation.temperature=0.7"]
+  prompt, args = chat._split_prompt(["--config", "configs/llm/chat.py:fast", "--prompt", "Hello"])
+  assert prompt == "Hello" and args == ["--config", "configs/llm/chat.py:fast"]
