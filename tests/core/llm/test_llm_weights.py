@@ -228,10 +228,11 @@ def test_truncated_gguf_is_a_clear_error(tiny_gguf, tmp_path):
       weights.load_model(bad)
 
 
-def test_garbage_gguf_is_a_clear_error(tmp_path):
-  bad = tmp_path / "bad.gguf"
+def test_a_file_that_is_not_gguf_is_named_so(tmp_path):
+  """Not "corrupt, download again" (which would mislead) but "not a GGUF file", with what to pass instead."""
+  bad = tmp_path / "notes.txt"
   bad.write_bytes(b"this is not a gguf file at all" * 10)
-  with pytest.raises(weights.WeightsError, match="corrupt or truncated"):
+  with pytest.raises(weights.WeightsError, match=r"is not a GGUF file \(it starts with b'this'.*Fix: pass a .gguf"):
     weights.load_model(bad)
 
 
