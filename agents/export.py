@@ -14,6 +14,7 @@ for step 0). Every `configs/agents/rl_common.py` config carries the `export` sec
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import ml_collections
@@ -40,18 +41,37 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   config_lib.check(config, "export.step", lambda s: s >= -1, "must be -1 (latest), 0 (before RL) or a step")
 
 
+def checkpoint_step(config: ml_collections.ConfigDict, workdir: str) -> int:
+  """The step `config.export.step` names in `workdir/checkpoints` (0: the starting policy, no checkpoint needed).
+  Checked before the learner is built: that rebuild runs the whole warm start when its cache is missing."""
+  step = config.export.step
+  if step == 0:
+    return 0
+  directory = os.path.join(workdir, "checkpoints")
+  steps = []
+  if os.path.isdir(directory):  # never create the folder of a run that does not exist
+    checkpointer = checkpoint_lib.Checkpointer(directory, every=1, keep=1)
+    steps = sorted(checkpointer.all_steps())
+    checkpointer.close()
+  if not steps:
+    raise config_lib.ConfigError(
+        f"{directory} holds no checkpoint, so there is no RL policy to export. Fix: train first (python -m "
+        "agents.train with the same --config and --workdir), check --workdir, or pass --config.export.step=0 "
+        "(the starting policy).")
+  if step != -1 and step not in steps:
+    raise config_lib.ConfigError(
+        f"config.export.step = {step} is invalid: {directory} holds checkpoints of steps "
+        f"{', '.join(map(str, steps))} only. Fix: pass --config.export.step=<one of those>, -1 (the latest, "
+        f"{steps[-1]}) or 0 (the starting policy).")
+  return steps[-1] if step == -1 else step
+
+
 def export_policy(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Writes the policy of `workdir` at `config.export.step`; returns the folder."""
+  step = checkpoint_step(config, workdir)
   learner, _ = train_lib.build_learner(config, workdir)
-  step = config.export.step
   if step != 0:
     checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), every=1, keep=1)
-    latest = checkpointer.latest_step()
-    if latest is None:
-      checkpointer.close()
-      raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint. Fix: train first (python -m agents.train "
-                              "with the same --config and --workdir), or pass --config.export.step=0.")
-    step = latest if step == -1 else step
     tree, _ = checkpointer.restore(step, learner.checkpoint_tree())
     checkpointer.close()
     learner.load_checkpoint_tree(tree)
@@ -66,6 +86,11 @@ def export_policy(config: ml_collections.ConfigDict, workdir: str) -> str:
 
 
 def main(config: ml_collections.ConfigDict, workdir: str) -> None:
+  try:
+    checkpoint_step(config, workdir)  # the workdir's checks, reported as the entrypoint reports config errors
+  except config_lib.ConfigError as e:
+    print(f"config error: {e}", file=sys.stderr)
+    raise SystemExit(2) from None
   print(f"exported to {export_policy(config, workdir)}")
 
 

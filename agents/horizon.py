@@ -122,6 +122,13 @@ def plot(summary: dict[str, Any], path: str) -> None:
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   train_lib.validate_config(config)
+  # The three runs take the first limit, the last limit and the whole schedule: with one stage (or equal first and
+  # last limits) they would be the same run, and the comparison would show nothing.
+  config_lib.check(config, "schedule.turn_limits", lambda t: len(t) >= 2 and t[0] != t[-1],
+                   "must hold at least 2 stages whose first and last turn limits differ: the comparison trains "
+                   "fixed short (the first), fixed long (the last) and the whole schedule",
+                   "pass e.g. --config.schedule.turn_limits=\"(2, 4, 8)\" (with schedule.steps_per_stage short "
+                   "enough for train.num_steps to reach the last stage)")
   config_lib.check(config, "data.eval_every", lambda n: n > 0,
                    "must be > 0: the comparison is the evaluation success over training",
                    "pass --config.data.eval_every=N (e.g. 5)")

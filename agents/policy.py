@@ -58,7 +58,22 @@ def validate_policy_config(config: ml_collections.ConfigDict) -> None:
     config_lib.check_positive(config, f"policy.{key}", allow_zero=True)
   config_lib.check(config, "policy.num_heads", lambda h: h % config.policy.num_kv_heads == 0,
                    "must be a multiple of policy.num_kv_heads (grouped-query attention)")
-  config_lib.check_existing_path(config, "policy.source", allow_empty=True)
+  if config.policy.kind == "pretrained":
+    config_lib.check_existing_path(config, "policy.source", allow_empty=True)
+    return
+  # A from-scratch policy loads no weights: a source given with it would be ignored without a word.
+  config_lib.check(config, "policy.source", lambda s: not s,
+                   "is ignored by a from-scratch policy (policy.kind = 'scratch' builds a random-init model)",
+                   "set --config.policy.kind=pretrained to load these weights, or leave policy.source empty")
+  # Checked here, not by LlamaConfig, whose message asks for a head_dim that the policy config does not have: the
+  # from-scratch model's head width is hidden_size / num_heads, and rotary embeddings need it even.
+  heads = config.policy.num_heads
+  config_lib.check(config, "policy.hidden_size", lambda d: d % heads == 0 and (d // heads) % 2 == 0,
+                   f"must be a multiple of 2 x policy.num_heads = {2 * heads}: each of the {heads} heads takes "
+                   "hidden_size / num_heads dimensions, an even number for rotary embeddings",
+                   f"pass --config.policy.hidden_size=<a multiple of {2 * heads}, e.g. "
+                   f"{max(2 * heads, config.policy.hidden_size // (2 * heads) * 2 * heads)}> or change "
+                   "--config.policy.num_heads")
 
 
 @dataclasses.dataclass

@@ -40,8 +40,8 @@ from flax import nnx
 from agents import algorithms
 from agents import policy as policy_lib
 from agents import rollout as rollout_lib
-from agents.envs import (ENVIRONMENTS, HttpEnvClient, LocalEnvClient, env_config_json, http_client_config, make_pool,
-                         pool_config)
+from agents.envs import (ENVIRONMENTS, HttpEnvClient, LocalEnvClient, check_server_matches, http_client_config,
+                         make_pool, pool_config, validate_env_config)
 from agents.schedule import ScalingInterSchedule
 from core import config as config_lib
 from core import entrypoint
@@ -74,6 +74,9 @@ def optimizer_updates(config: ml_collections.ConfigDict) -> int:
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
+  validate_env_config(config, "use that environment's own config (--config configs/agents/{env}_<algorithm>.py"
+                              "[:quick]) rather than overriding config.env alone; in Python, also set "
+                              "config.env_config = agents.envs.env_config('{env}')")
   policy_lib.validate_policy_config(config)
   algorithms.validate_algorithm_config(config)
   updates = optimizer_updates(config)  # the warm-up check, here rather than after the warm start has run
@@ -105,10 +108,26 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                    "pass --config.rollout.top_k=0")
   config_lib.check(config, "rollout.top_p", lambda p: p == 1.0,
                    f"must be 1.0 (no truncation) for training: {untempered}", "pass --config.rollout.top_p=1.0")
+  # A trajectory grows to at most max_context_tokens tokens (agents.rollout: prompt and reply within
+  # max_context_tokens - 1, plus a closing <|im_end|>); generation refuses a prompt + budget past the model's window,
+  # so a budget beyond it fails mid-rollout. (A pretrained policy's window comes with its weights, not loaded here.)
+  if config.policy.kind == "scratch":
+    config_lib.check(config, "rollout.max_context_tokens", lambda n: n <= config.policy.max_seq_len,
+                     f"must be <= policy.max_seq_len = {config.policy.max_seq_len}, the policy's context window: a "
+                     "rollout fills up to max_context_tokens tokens, and generation past the window fails mid-rollout",
+                     f"lower --config.rollout.max_context_tokens to {config.policy.max_seq_len}, or raise "
+                     f"--config.policy.max_seq_len to {config.rollout.max_context_tokens}")
   try:
-    ScalingInterSchedule.from_config(config.schedule)
+    schedule = ScalingInterSchedule.from_config(config.schedule)
   except ValueError as e:
     raise config_lib.ConfigError(f"config.schedule: {e}") from e
+  if schedule.boundaries and schedule.boundaries[-1] >= config.train.num_steps:
+    raise config_lib.ConfigError(
+        f"config.schedule.steps_per_stage = {config.schedule.steps_per_stage!r} starts the last stage (turn limit "
+        f"{schedule.turn_limits[-1]}) at step {schedule.boundaries[-1]}, but config.train.num_steps = "
+        f"{config.train.num_steps}: the run would never reach it (stages start at steps "
+        f"{', '.join(map(str, (0,) + schedule.boundaries))}). Fix: pass --config.train.num_steps="
+        f"{schedule.boundaries[-1] + 1} or more, or shorten --config.schedule.steps_per_stage.")
   if config.data.step_level and config.env in ENVIRONMENTS and not hasattr(ENVIRONMENTS[config.env][0],
                                                                          "step_level_sampler"):
     raise config_lib.ConfigError(
@@ -190,35 +209,12 @@ def make_client(config: ml_collections.ConfigDict):
   """In-process pool, or the HTTP server at `config.env_url` (same interface)."""
   if config.env_url:
     client = HttpEnvClient(config.env_url, http_client_config())
-    check_server_matches(client.health(), config)
+    check_server_matches(client.health(), config.env_url, config.env, config.env_config)
     return client
   # Room for every environment a rollout opens at once (a training step's groups, or the evaluation tasks).
   at_once = max(config.data.tasks_per_step * config.rollout.group_size, config.data.eval_tasks)
   max_envs = max(pool_config().max_envs, at_once)  # never below the pool's own default
   return LocalEnvClient(make_pool(config.env, config.env_config, pool_config(max_envs=max_envs)))
-
-
-def check_server_matches(health: Mapping[str, Any], config: ml_collections.ConfigDict) -> None:
-  """Fails when the server at `config.env_url` runs another environment, or the same one with another config
-  section, than `config.env`/`config.env_config`: the warm start, the vocabulary and the oracles come from the
-  local config, so a mismatch would train on one world and roll out in another without a word."""
-  served = health.get("env")
-  if served != config.env:
-    raise config_lib.ConfigError(
-        f"the server at {config.env_url} runs environment {served!r}, not config.env = {config.env!r}. Fix: start "
-        f"`python -m agents.serve --config configs/agents/serve.py:{config.env}` there, or point "
-        f"--config.env_url at a {config.env} server.")
-  theirs = health.get("env_config")
-  if theirs is None:  # a server built without its config section (make_app's default): nothing to compare
-    return
-  ours = env_config_json(config.env_config)
-  differ = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
-  if differ:
-    flags = " ".join(f"--config.env_config.{k}={json.dumps(ours.get(k))}" for k in differ)
-    raise config_lib.ConfigError(
-        f"the {config.env} server at {config.env_url} has another env_config than this run: "
-        + ", ".join(f"{k} = {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in differ)
-        + f". Fix: start the server with the run's settings ({flags}).")
 
 
 @dataclasses.dataclass

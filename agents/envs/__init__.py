@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import ml_collections
 
@@ -19,6 +19,7 @@ from agents.envs.sciworld import SciWorld, sciworld_config
 from agents.envs.search import WordNetSearch, search_config
 from agents.envs.textcraft import TextCraft, textcraft_config
 from agents.envs.trivial import SayWord, trivial_config
+from core import config as config_lib
 
 
 class _Deferred(Sequence):
@@ -58,6 +59,57 @@ def env_config_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return json.loads(json.dumps(config.to_dict()))
 
 
+def validate_env_config(config: ml_collections.ConfigDict, fix: str) -> None:
+  """`config.env` names an environment and `config.env_config` is that environment's section (same keys).
+  `--config.env=<other>` alone leaves the section of the config file's environment behind, which the other
+  environment cannot read (every reset would fail); `fix` tells how to get both right, `{env}` being the name."""
+  name = config_lib.check_choice(config, "env", ENVIRONMENTS)
+  have, want = set(config.env_config.keys()), set(env_config(name).keys())
+  if have != want:
+    problems = [f"it lacks {', '.join(sorted(want - have))}"] if want - have else []
+    problems += [f"{', '.join(sorted(have - want))} are no {name} keys"] if have - want else []
+    raise config_lib.ConfigError(
+        f"config.env_config is not a {name} section: {'; '.join(problems)} (config.env = {name!r} was changed "
+        f"without its section). Fix: {fix.format(env=name)}.")
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  """Nested sections as dotted keys (`tasks.seed`), so that a mismatch names the one override that fixes it."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def check_server_matches(health: Mapping[str, Any], url: str, name: str, config: ml_collections.ConfigDict,
+                         fix_here: str = "") -> None:
+  """Fails when the server at `url` (its `/health` reply `health`) runs another environment than `name`, or the
+  same one with another config section than `config`: whoever talks to it (a trainer's warm start, vocabulary and
+  oracles; an evaluation's scoring of episodes) takes the local config as the world the episodes run in, so a
+  mismatch would measure or train on another world without a word. `fix_here` names a change on this side that
+  also fixes a mismatch (e.g. the evaluated interface)."""
+  served = health.get("env")
+  if served != name:
+    raise config_lib.ConfigError(
+        f"the server at {url} runs environment {served!r}, not config.env = {name!r}. Fix: start "
+        f"`python -m agents.serve --config configs/agents/serve.py:{name}` there, or point --config.env_url at a "
+        f"{name} server.")
+  theirs = health.get("env_config")
+  if theirs is None:  # a server built without its config section (make_app's default): nothing to compare
+    return
+  ours, theirs = _flat(env_config_json(config)), _flat(theirs)
+  differ = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+  if differ:
+    flags = " ".join(f"--config.env_config.{k}={json.dumps(ours.get(k))}" for k in differ)
+    raise config_lib.ConfigError(
+        f"the {name} server at {url} has another env_config than this run: "
+        + ", ".join(f"{k} = {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in differ)
+        + f". Fix: start the server with the run's settings ({flags}){fix_here}.")
+
+
 def make_env(name: str, config: ml_collections.ConfigDict | None = None) -> TextEnv:
   cls, default = ENVIRONMENTS[_check(name)]
   return cls(config if config is not None else default())
@@ -79,6 +131,6 @@ __all__ = [
     "ENVIRONMENTS", "EnvClient", "EnvError", "EnvPool", "EnvProtocolError", "EnvRequestError", "EnvSession",
     "EnvUnavailableError", "EpisodeFailed", "Gridworld", "HttpEnvClient", "InvalidAction", "LocalEnvClient",
     "PoolFullError", "SciWorld", "StepResult", "TextCraft", "TextEnv", "UnknownEnvError", "WordNetSearch",
-    "env_config", "gridworld_config", "http_client_config", "make_env", "make_pool", "pool_config",
-    "sciworld_config", "search_config", "textcraft_config",
+    "check_server_matches", "env_config", "env_config_json", "gridworld_config", "http_client_config", "make_env",
+    "make_pool", "pool_config", "sciworld_config", "search_config", "textcraft_config", "validate_env_config",
 ]

@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from agents.envs import ENVIRONMENTS, env_config_json, make_pool
+from agents.envs import env_config_json, make_pool, validate_env_config
 from agents.envs.base import EnvProtocolError
 from agents.envs.client import CLIENT_KEY_HEADER, CREATE_KEY_HEADER, TOKEN_ENV_VAR
 from agents.envs.pool import EnvPool, PoolFullError, UnknownEnvError
@@ -252,7 +252,7 @@ def serve_forever(app, config: ml_collections.ConfigDict, token: str | None = No
 
 def validate_serve_config(config: ml_collections.ConfigDict) -> None:
   """Checks a serve config (configs/agents/serve.py) before anything starts; raises core.config.ConfigError."""
-  config_lib.check_choice(config, "env", ENVIRONMENTS)
+  validate_env_config(config, "pass --config configs/agents/serve.py:{env} rather than overriding config.env alone")
   config_lib.check(config, "server.port", lambda p: isinstance(p, int) and 0 <= p <= 65535,
                    "must be a port number in 0..65535 (0: any free port)")
   # step_timeout_s = 0 would turn off hang protection: one hung environment would then hold its request forever.

@@ -36,6 +36,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         "agents.export --config configs/agents/toolenv_grpo.py:cpu_step --workdir RUN, then "
         "--config.llm.source=RUN/export), pass a .gguf file or Hugging Face folder, or leave it empty for the "
         "bundled SmolLM2-135M-Instruct.")
+  # Before task_offset's rule, which divides by the number of levels: the task ids are laid out over the levels.
+  config_lib.check(config, "env.levels", lambda levels: len(levels) > 0, "must name at least one complexity level",
+                   f"pass --config.env.levels=\"(0,)\" (levels are {pipeline.LEVELS})")
   config_lib.check(config, "task_offset", lambda o: o >= 0 and o % (4 * len(config.env.levels)) == 0,
                    f"must be a multiple of 4 x len(env.levels) = {4 * len(config.env.levels)} (>= 0), so that "
                    "each (type, level) cell gets tasks_per_cell tasks")

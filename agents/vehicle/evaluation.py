@@ -19,7 +19,7 @@ from typing import Any
 import ml_collections
 import tqdm
 
-from agents.envs import EnvSession, HttpEnvClient, LocalEnvClient, make_pool, pool_config
+from agents.envs import EnvSession, HttpEnvClient, LocalEnvClient, check_server_matches, make_pool, pool_config
 from agents.vehicle import interfaces, metrics, policies, tasks
 from agents.vehicle.catalog import load_schema
 from agents.vehicle.env import VehicleEnv
@@ -41,6 +41,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise config_lib.ConfigError(f"config.splits[{i}] = {name!r} is invalid: valid splits are {', '.join(SPLITS)}.")
   if config.tasks_per_split < 1:
     raise config_lib.ConfigError(f"config.tasks_per_split = {config.tasks_per_split} is invalid: must be >= 1.")
+  # Task ids count from 0: a negative first task would make every episode fail at reset, an all-zero table.
+  config_lib.check(config, "first_task", lambda t: isinstance(t, int) and t >= 0, "must be a task id >= 0",
+                   "pass --config.first_task=0 (or another id >= 0)")
   if config.env_url and len(config.interfaces) != 1:
     raise config_lib.ConfigError("config.env_url serves one interface: set --config.interfaces=\"('sfc',)\" to the "
                                  "interface the server was started with.")
@@ -101,6 +104,8 @@ def complete_turns(record: dict[str, Any], task: tasks.Task) -> dict[str, Any]:
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str | None) -> dict[str, Any]:
+  if config.env_url:
+    check_server(config)  # before the policy loads (a model takes a while) and before any episode
   policy = policies.make_policy(config)
   try:
     return _evaluate(config, workdir, policy)
@@ -109,13 +114,32 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | None) -> dict[str
       policy.close()  # the HTTP policy's connection pool
 
 
+def interface_env_config(config: ml_collections.ConfigDict, interface: str) -> ml_collections.ConfigDict:
+  """The environment section an interface's episodes run under: `config.env` with that interface."""
+  env_config = ml_collections.ConfigDict(config.env.to_dict())
+  env_config.interface = interface
+  return env_config
+
+
+def check_server(config: ml_collections.ConfigDict) -> None:
+  """Fails unless the server at `config.env_url` runs the vehicle environment with the section the evaluation
+  scores against (`interface_env_config` of the one evaluated interface): the tasks and the scoring are local,
+  so another environment, interface or task generator there would give a table of zeros and no error."""
+  (interface,) = config.interfaces  # validate_config: one interface per server
+  with HttpEnvClient(config.env_url) as client:
+    health = client.health()
+  served = (health.get("env_config") or {}).get("interface")
+  other_interface = (f", or evaluate the interface it serves (--config.interfaces=\"('{served}',)\")"
+                     if served and served != interface else "")
+  check_server_matches(health, config.env_url, "vehicle", interface_env_config(config, interface), other_interface)
+
+
 def _evaluate(config: ml_collections.ConfigDict, workdir: str | None, policy: policies.Policy) -> dict[str, Any]:
   ids = task_ids(config)
   episodes: list[dict[str, Any]] = []
   log = _EpisodeLog(workdir)
   for interface in config.interfaces:
-    env_config = ml_collections.ConfigDict(config.env.to_dict())
-    env_config.interface = interface
+    env_config = interface_env_config(config, interface)
     system = VehicleEnv(env_config).instructions()
     if config.env_url:
       client = HttpEnvClient(config.env_url)

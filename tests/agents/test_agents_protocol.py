@@ -174,19 +174,24 @@ def test_a_retried_create_returns_the_environment_it_made():
 
 def test_a_trainer_refuses_a_server_of_another_environment_or_config(servers):
   from configs.agents.rl_common import rl_config
-  from agents.train import check_server_matches
+  from agents import train as train_lib
+  from agents.envs import check_server_matches
+
+  def check(config):
+    check_server_matches(health, servers["gridworld"].url, config.env, config.env_config)
 
   with HttpEnvClient(servers["gridworld"].url, FAST_CLIENT) as client:
     health = client.health()
   assert health["env"] == "gridworld" and health["env_config"]["max_rooms"] == env_config("gridworld").max_rooms
-  config = rl_config("gridworld", "grpo")
-  config.env_url = servers["gridworld"].url
-  check_server_matches(health, config)  # the same environment and config section: accepted
+  check(rl_config("gridworld", "grpo"))  # the same environment and config section: accepted
   quick = rl_config("gridworld", "grpo", "quick")  # smaller worlds than the server's defaults
   with pytest.raises(config_lib.ConfigError, match=r"max_rooms = 3 there, 2 here.*--config.env_config.max_rooms=2"):
-    check_server_matches(health, quick)
+    check(quick)
   with pytest.raises(config_lib.ConfigError, match="runs environment 'gridworld', not config.env = 'textcraft'"):
-    check_server_matches(health, rl_config("textcraft", "grpo"))
+    check(rl_config("textcraft", "grpo"))
+  quick.env_url = servers["gridworld"].url  # the trainer's own client makes the same check
+  with pytest.raises(config_lib.ConfigError, match=r"max_rooms = 3 there, 2 here"):
+    train_lib.make_client(quick)
 
 
 def test_unreadable_replies_end_only_that_trajectory():
@@ -457,6 +462,20 @@ def test_serve_config_keeps_hang_protection_on():
   validate_serve_config(config)
   config.pool.step_timeout_s = 0.0
   with pytest.raises(config_lib.ConfigError, match="pool.step_timeout_s"):
+    validate_serve_config(config)
+
+
+@pytest.mark.parametrize("env, message", [
+    # Audit finding: the server started, and then every reset failed on the gridworld section.
+    ("textcraft", r"env_config is not a textcraft section: it lacks max_depth, min_depth; .*max_rooms.* are no "
+                  r"textcraft keys.*Fix: pass --config configs/agents/serve.py:textcraft"),
+    ("gridwold", r"config.env = 'gridwold' is invalid: valid choices are 'gridworld'"),
+])
+def test_serve_config_refuses_an_environment_without_its_section(env, message):
+  for name in ("gridworld", "textcraft", "search", "sciworld", "trivial", "vehicle", "toolenv"):
+    validate_serve_config(config_lib.load_config(f"configs/agents/serve.py:{name}"))  # the shipped variants
+  config = config_lib.load_config("configs/agents/serve.py:gridworld", [f"env={env}"])
+  with pytest.raises(config_lib.ConfigError, match=message):
     validate_serve_config(config)
 
 

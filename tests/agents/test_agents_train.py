@@ -1,7 +1,9 @@
 """agents.train: a tiny from-scratch policy learns a trivial environment with each algorithm; resume is exact;
 the actor loss has no gradient through environment tokens; the critic and config checks."""
 
+import glob
 import json
+import os
 
 import chex
 import jax
@@ -15,6 +17,7 @@ from agents import envs as envs_lib
 from agents import train as train_lib
 from configs.agents.rl_common import rl_config
 from core import config as config_lib
+from core import files
 from core.llm import config as llm_config
 from core.llm.model import Llama
 from core.llm.tokenizer import Tokenizer
@@ -312,12 +315,66 @@ def test_word_level_tokenizer_round_trip_and_chat():
     ("rollout.top_k=40", "rollout.top_k = 40 .*own distribution. Fix: .*top_k=0"),
     ("rollout.top_p=0.9", "rollout.top_p = 0.9 .*own distribution. Fix: .*top_p=1.0"),
     ("data.buckets_per_doubling=0", "data.buckets_per_doubling"),
+    # The audit's findings: each of these used to pass validation and then fail (or mislead) later.
+    ("train.num_steps=5", r"schedule.steps_per_stage = 10 starts the last stage \(turn limit 8\) at step 20, but "
+                          r"config.train.num_steps = 5.*Fix: pass --config.train.num_steps=21"),
+    ("train.num_steps=20", r"at step 20, but config.train.num_steps = 20"),  # the last stage would get no step
+    ("env=textcraft", r"env_config is not a textcraft section: it lacks max_depth, min_depth; .*max_rooms.* are "
+                      r"no textcraft keys.*Fix: use that environment's own config"),
+    ("env=gridwold", r"config.env = 'gridwold' is invalid: valid choices are 'gridworld', 'textcraft'"),
+    ("policy.source=configs", r"policy.source = 'configs' is invalid: is ignored by a from-scratch policy.*"
+                              r"Fix: set --config.policy.kind=pretrained .*or leave policy.source empty"),
+    ("policy.hidden_size=130", r"policy.hidden_size = 130 is invalid: must be a multiple of 2 x policy.num_heads = 8"
+                               r".*Fix: pass --config.policy.hidden_size=<a multiple of 8, e.g. 128>"),
 ])
 def test_bad_configs_fail_before_anything_runs(override, message):
   config = rl_config("gridworld", "grpo", "quick")
   config_lib.apply_overrides(config, [override])
   with pytest.raises(config_lib.ConfigError, match=message):
     train_lib.validate_config(config)
+
+
+def test_a_schedule_is_accepted_when_the_run_reaches_its_last_stage():
+  from agents.schedule import schedule_config
+  config = rl_config("gridworld", "grpo", "quick")  # stages start at steps 0, 10, 20
+  config_lib.apply_overrides(config, ["train.num_steps=21"])
+  train_lib.validate_config(config)
+  config.schedule = schedule_config(turn_limits=(2, 4, 8), steps_per_stage=(3, 30))  # the last stage at step 33
+  with pytest.raises(config_lib.ConfigError, match=r"\(3, 30\) starts the last stage .*at step 33, but "
+                                                   r"config.train.num_steps = 21.*stages start at steps 0, 3, 33"):
+    train_lib.validate_config(config)
+  config.schedule = schedule_config(turn_limits=(2, 4, 8), steps_per_stage=(3, 17))
+  train_lib.validate_config(config)
+  config.schedule = schedule_config(turn_limits=(8,), steps_per_stage=100)
+  train_lib.validate_config(config)  # one stage (a fixed horizon) is always reached
+
+
+def test_the_rollout_context_must_fit_the_policy_window():
+  """Audit finding: max_context_tokens=8192 with a 64-token policy window failed mid-rollout, in generation."""
+  config = rl_config("gridworld", "grpo", "quick")
+  config_lib.apply_overrides(config, ["rollout.max_context_tokens=8192", "policy.max_seq_len=64"])
+  with pytest.raises(config_lib.ConfigError, match=r"rollout.max_context_tokens = 8192 is invalid: must be <= "
+                                                   r"policy.max_seq_len = 64.*Fix: lower "
+                                                   r"--config.rollout.max_context_tokens to 64, or raise "
+                                                   r"--config.policy.max_seq_len to 8192"):
+    train_lib.validate_config(config)
+  config_lib.apply_overrides(config, ["rollout.max_context_tokens=64"])
+  train_lib.validate_config(config)  # the whole window may be used
+
+
+@pytest.mark.parametrize("name", sorted(os.path.basename(p) for p in glob.glob(os.path.join(
+    files.REPO_ROOT, "configs/agents/*_*.py")) if os.path.basename(p) not in ("__init__.py", "rl_common.py")))
+def test_shipped_rl_configs_validate(name):
+  """Every variant of every shipped RL config passes the checks of agents.train, agents.export and (for the
+  schedules it compares) agents.horizon."""
+  from agents import export, horizon
+  variants = ("real", "quick") + (("real_step", "quick_step", "cpu_step") if name.startswith("toolenv") else ())
+  for variant in variants:
+    config = config_lib.load_config(f"configs/agents/{name}:{variant}")
+    train_lib.validate_config(config)
+    export.validate_config(config)
+    if config.schedule.turn_limits[0] != config.schedule.turn_limits[-1]:  # cpu_step: one fixed horizon
+      horizon.validate_config(config)
 
 
 def test_a_warmup_longer_than_the_optimizer_steps_fails_before_the_warm_start():
@@ -338,6 +395,7 @@ def test_rl_configs_of_other_environments_train_end_to_end(tmp_path, env):
       "policy.warm_start_steps=0", "policy.vocab_tasks=8", "policy.hidden_size=32", "policy.intermediate_size=64",
       "policy.num_layers=1", "rollout.max_new_tokens=4", "rollout.group_size=2", "data.tasks_per_step=2",
       "data.eval_every=0", "train.num_steps=1", "train.checkpoint_every=1"])
+  config.schedule.turn_limits = config.schedule.turn_limits[:1]  # one step reaches one stage only
   summary = train_lib.train(config, str(tmp_path))
   assert summary["steps"] == 1
   (row,) = read_metrics(str(tmp_path), "train")
@@ -375,11 +433,21 @@ def test_horizon_variants_differ_only_in_their_turn_limits():
   assert horizon.best_and_final(run) == (0.5, 0.375)
   # Per-stage lengths are the schedule's; the one-stage fixed variants drop them (else the schedule rejects them).
   listed = rl_config("gridworld", "grpo", "quick")
-  listed.schedule = schedule_config(turn_limits=(2, 4, 8), steps_per_stage=(10, 20))
+  listed.schedule = schedule_config(turn_limits=(2, 4, 8), steps_per_stage=(10, 15))  # the last stage at 25 < 30
   for variant in horizon.horizon_variants(listed).values():
     train_lib.validate_config(variant)
   listed.data.eval_every = 0
   with pytest.raises(config_lib.ConfigError, match="data.eval_every"):
+    horizon.validate_config(listed)
+  # Audit finding: one stage made all three runs the same run; a run that never reaches the last stage made
+  # ScalingInter the fixed short run.
+  listed = rl_config("gridworld", "grpo", "quick")
+  config_lib.apply_overrides(listed, ["schedule.turn_limits=(8,)"])
+  with pytest.raises(config_lib.ConfigError, match=r"schedule.turn_limits = \(8,\) is invalid: must hold at least 2 "
+                                                   r"stages.*Fix: pass e.g."):
+    horizon.validate_config(listed)
+  config_lib.apply_overrides(listed, ["schedule.turn_limits=(2, 4, 8)", "train.num_steps=5"])
+  with pytest.raises(config_lib.ConfigError, match=r"steps_per_stage = 10 starts the last stage.*train.num_steps = 5"):
     horizon.validate_config(listed)
 
 
@@ -409,6 +477,24 @@ def test_export_writes_the_checkpointed_policy_of_any_run(tmp_path):
     logits[step] = run(weights.load_model(folder)[0])
     np.testing.assert_allclose(logits[step], expected, rtol=1e-5, atol=1e-5)
   assert float(jnp.abs(logits[-1] - logits[0]).max()) > 0  # two RL steps moved the policy
+  config.export.step = 99  # audit finding: a raw orbax FileNotFoundError, naming no step that exists
+  with pytest.raises(config_lib.ConfigError, match=r"export.step = 99 is invalid: .*holds checkpoints of steps 1, 2 "
+                                                   r"only. Fix: .*-1 \(the latest, 2\)"):
+    export.export_policy(config, str(tmp_path))
+
+
+def test_export_of_a_workdir_without_checkpoints_fails_before_the_warm_start(tmp_path, monkeypatch):
+  """Audit finding: an empty workdir ran the whole warm start (rebuilding the learner) before its check."""
+  from agents import export
+
+  def build_learner(*args):
+    raise AssertionError("the learner was built before the checkpoints were checked")
+
+  monkeypatch.setattr(train_lib, "build_learner", build_learner)
+  config = rl_config("gridworld", "grpo", "quick")
+  with pytest.raises(config_lib.ConfigError, match=r"holds no checkpoint.*Fix: train first"):
+    export.export_policy(config, str(tmp_path))
+  assert not (tmp_path / "checkpoints").exists()  # nothing created in a workdir that holds no run
 
 
 def test_a_reply_budget_that_cuts_a_warm_start_action_is_refused():

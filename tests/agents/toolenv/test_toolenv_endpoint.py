@@ -41,6 +41,13 @@ def test_clear_config_errors():
     evaluation.validate_config(missing)
   with pytest.raises(config_lib.ConfigError, match="task_offset"):
     evaluation.validate_config(_config(**{"http.url": "http://127.0.0.1:1/v1", "task_offset": 6}))
+  # Audit finding: no levels gave a ZeroDivisionError (task ids are laid out over the levels).
+  no_levels = config_lib.load_config("configs/agents/toolenv.py:oracle", ["env.levels=()"])
+  with pytest.raises(config_lib.ConfigError, match=r"env.levels = \(\) is invalid: must name at least one "
+                                                   r"complexity level. Fix: pass --config.env.levels="):
+    evaluation.validate_config(no_levels)
+  with pytest.raises(config_lib.ConfigError, match=r"task_offset = -4 is invalid"):
+    evaluation.validate_config(config_lib.load_config("configs/agents/toolenv.py:oracle", ["task_offset=-4"]))
 
 
 def test_environment_errors_are_counted_and_fail_the_quick_report(monkeypatch, tmp_path):

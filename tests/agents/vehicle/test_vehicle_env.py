@@ -115,12 +115,41 @@ def test_oracle_scores_100_under_every_interface_and_random_is_the_floor():
 def test_served_over_http_like_any_agents_environment(tmp_path):
   env_config = vehicle_config(interface="sfc")
   pool = make_pool("vehicle", env_config, pool_config())
-  with start_background(make_app(pool, server_config(port=0), None, name="vehicle"), server_config(port=0)) as srv:
+  app = make_app(pool, server_config(port=0), None, name="vehicle", env_config=env_config)
+  with start_background(app, server_config(port=0)) as srv:
     config = _config("oracle", 3, env_url=srv.url, interfaces=("sfc",))
     results = evaluation.evaluate(config, str(tmp_path))
   assert all(row["task_success"] == 100.0 for row in results["rows"])
   assert (tmp_path / "results.md").read_text().count("| sfc |") == 5
   assert len((tmp_path / "episodes.jsonl").read_text().splitlines()) == 12
+
+
+def test_a_server_of_another_environment_interface_or_task_set_is_refused_before_any_episode(tmp_path):
+  """Audit finding: against a gridworld server, or a vehicle server of another interface, the evaluation ran every
+  episode into an error and exited 0 with an all-zero table."""
+  from agents.envs import env_config as default_env_config
+
+  def serving(name, cfg):
+    return start_background(make_app(make_pool(name, cfg, pool_config()), server_config(port=0), None, name=name,
+                                     env_config=cfg), server_config(port=0))
+
+  def refused(url, message, **overrides):
+    config = _config("oracle", 1, env_url=url, interfaces=("sfc",), **overrides)
+    with pytest.raises(config_lib.ConfigError, match=message):
+      evaluation.evaluate(config, str(tmp_path))
+    assert not (tmp_path / "episodes.jsonl").exists()  # refused before the first episode
+
+  with serving("gridworld", default_env_config("gridworld")) as srv:
+    refused(srv.url, "runs environment 'gridworld', not config.env = 'vehicle'.*serve.py:vehicle")
+  with serving("vehicle", vehicle_config(interface="fc")) as srv:
+    refused(srv.url, r"interface = 'fc' there, 'sfc' here.*--config.env_config.interface=\"sfc\".*"
+                     r"--config.interfaces=\"\('fc',\)\"")
+    results = evaluation.evaluate(_config("oracle", 1, env_url=srv.url, interfaces=("fc",)), None)
+    assert all(row["task_success"] == 100.0 for row in results["rows"])  # the interface it serves: accepted
+  served = vehicle_config(interface="sfc")
+  served.tasks.seed += 1  # another task generator: the local scoring would judge other tasks
+  with serving("vehicle", served) as srv:
+    refused(srv.url, r"tasks.seed = 1 there, 0 here.*--config.env_config.tasks.seed=0")
 
 
 def test_openai_compatible_client_against_a_local_fake(monkeypatch, fake_chat_endpoint):
@@ -144,6 +173,10 @@ def test_config_errors_are_clear():
   config = _config()
   config.interfaces = ("fc", "xml")
   with pytest.raises(config_lib.ConfigError, match="interfaces\\[1\\] = 'xml'"):
+    evaluation.validate_config(config)
+  config = _config()
+  config.first_task = -5  # every episode would fail at reset
+  with pytest.raises(config_lib.ConfigError, match=r"first_task = -5 is invalid: must be a task id >= 0\. Fix"):
     evaluation.validate_config(config)
 
 
