@@ -47,6 +47,27 @@ def decoding_codes(kind: str, codes: np.ndarray) -> np.ndarray:
   return codes if kind == "block" else 2.0 * codes - 1.0
 
 
+def check_population_code(dim: int, low: float, high: float, width: float) -> None:
+  """Raises ValueError (naming the `codes.*` keys and the fix) unless every value in [low, high] makes at least one
+  neuron fire: low < high, and width at least half the preferred values' spacing (high - low) / (D - 1) (with one
+  neuron, the whole range). Else some targets would drive the backward pathway with an empty code."""
+  if not (np.isfinite(low) and np.isfinite(high) and low < high):
+    raise ValueError(f"config.codes.low = {low!r} and config.codes.high = {high!r} give no range for the population "
+                     "code: low must be below high (both finite). Fix: e.g. --config.codes.low=-3 "
+                     "--config.codes.high=3 (z-units).")
+  need = (high - low) if dim <= 1 else (high - low) / (2 * (dim - 1))
+  if not (np.isfinite(width) and width >= need * (1 - 1e-9)):
+    raise ValueError(f"config.codes.width = {width!r} is invalid: it must be at least half the spacing of the "
+                     f"{dim} neurons' preferred values over [{low}, {high}] ({need:.4g}), so that every target makes "
+                     f"one fire. Fix: pass --config.codes.width={_round_up(need):.3g} or more.")
+
+
+def _round_up(x: float) -> float:
+  """`x` rounded up to 3 significant digits: a suggested width that passes the check above."""
+  scale = 10.0 ** (np.floor(np.log10(x)) - 2)
+  return float(np.ceil(x / scale - 1e-9) * scale)
+
+
 def population_code(values, dim: int, low: float, high: float, width: float):
   """Binary population code [..., D] of scalars: neuron d (preferred value p_d) fires when |value - p_d| <= width.
 

@@ -24,6 +24,9 @@ IMAGE_DATASETS = ("fashion_mnist", "mnist", "digits")
 IMAGE_SHAPES = {"fashion_mnist": (28, 28, 1), "mnist": (28, 28, 1), "digits": (8, 8, 1)}  # [H, W, C] as loaded
 IMAGE_CLASSES = 10  # every image data set here has ten classes
 TRANSFORMS = ("diff", "none")
+# Training-split sizes of the embedded sources (no data_dir), as the core.data loaders document them: validation
+# checks `validation_size` against these without loading the images. A data_dir's own files are counted on load.
+DEFAULT_TRAIN_SIZES = {"fashion_mnist": 60_000, "mnist": 4_000, "digits": 1_438}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,13 +75,19 @@ def load_images(config: ml_collections.ConfigDict) -> TaskData:
   return TaskData(train=train, test=test, num_classes=IMAGE_CLASSES, info=info, validation=validation)
 
 
+def validation_size_error(n: int, size: int) -> str:
+  """The message for a `validation_size` that does not fit a training split of `size` examples; its fix holds out
+  a tenth of the split (at most 5,000), which leaves most of it for training."""
+  return (f"config.validation_size = {n} must lie in (0, {size}) for this training split of {size} examples. Fix: "
+          f"--config.validation_size={max(1, min(5000, size // 10))} (or 0 for none).")
+
+
 def _hold_out(split: dict[str, np.ndarray], n: int, seed: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
   """(the rest, n examples drawn without replacement with `seed`), both kept in file order. The test split is
   only for the numbers reported; settings are chosen on this held-out part of the training split."""
   size = len(next(iter(split.values())))
   if not 0 < n < size:
-    raise ValueError(f"validation_size = {n} must lie in (0, {size}) for this training split. Fix: "
-                     f"--config.validation_size=5000 (or 0 for none).")
+    raise ValueError(validation_size_error(n, size))
   held = np.zeros(size, bool)
   held[np.random.default_rng(seed).permutation(size)[:n]] = True
   return {k: v[~held] for k, v in split.items()}, {k: v[held] for k, v in split.items()}

@@ -53,6 +53,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if arch == "cnn" and not config.model.channels:
     raise config_lib.ConfigError("config.model.channels is empty for arch 'cnn'. Fix: e.g. "
                                  "--config.model.channels='(16, 32)'.")
+  _check_layer_sizes(config)
   config_lib.check_positive(config, "model.code_dim")
   config_lib.check_positive(config, "model.init_scale")
   config_lib.check_choice(config, "model.ann_activation", networks.ANN_ACTIVATIONS)
@@ -70,6 +71,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   config_lib.check_positive(config, "train_subset", allow_zero=True)
   config_lib.check_positive(config, "test_subset", allow_zero=True)
   config_lib.check_positive(config, "validation_size", allow_zero=True)
+  train_size = datasets.DEFAULT_TRAIN_SIZES.get(config.dataset) if not config.data_dir else None
+  if task in ("classify", "generate") and config.validation_size and train_size is not None:
+    if not config.validation_size < train_size:
+      raise config_lib.ConfigError(datasets.validation_size_error(config.validation_size, train_size))
+  _check_seeds(config)
   if task in ("next_char", "forecast") and config.validation_size:
     raise config_lib.ConfigError(f"config.validation_size is read for image tasks only, not {task!r}. Fix: leave "
                                  "it at 0.")
@@ -82,6 +88,25 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   config_lib.check_divisible(config, "eval_batch_size", jax.device_count(), "the number of devices")
   optim.validate_optimizer_config(config, num_steps=config.train.num_steps)
   loop.validate_train_config(config)
+
+
+def _check_layer_sizes(config: ml_collections.ConfigDict) -> None:
+  """Every layer width, channel count and the kernel size is a positive integer: a zero would otherwise reach the
+  weight initialiser's 1 / sqrt(fan_in) as a ZeroDivisionError."""
+  for key in ("model.hidden", "model.channels"):
+    config_lib.check(config, key, lambda sizes: all(isinstance(n, int) and not isinstance(n, bool) and n > 0
+                                                    for n in sizes),
+                     "every size must be an integer > 0", f"pass --config.{key}=<a tuple of positive sizes, e.g. "
+                     f"{'(128,)' if key == 'model.hidden' else '(16, 32)'}>")
+  config_lib.check(config, "model.kernel_size", lambda k: isinstance(k, int) and not isinstance(k, bool) and k > 0,
+                   "must be an integer > 0", "pass --config.model.kernel_size=<odd size > 0, e.g. 3>")
+
+
+def _check_seeds(config: ml_collections.ConfigDict) -> None:
+  # The batch pipeline and numpy's generators take seeds in [0, 2**32); a negative one fails only on first use.
+  for key in ("seed", "codes.seed", "eval.frechet_seed"):
+    config_lib.check(config, key, lambda s: isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32,
+                     "must be an integer in [0, 2**32)", f"pass --config.{key}=<a non-negative integer, e.g. 0>")
 
 
 def _check_buildable(config: ml_collections.ConfigDict) -> None:
@@ -98,6 +123,8 @@ def _check_buildable(config: ml_collections.ConfigDict) -> None:
       in_shape, classes = (1,), 0
     if task in ("classify", "next_char"):
       codes_lib.class_codes(config.codes.kind, classes, m.code_dim, rate=config.codes.rate, seed=config.codes.seed)
+    if task == "forecast":  # the target's population code (bsd/methods.py), over code_dim neurons
+      codes_lib.check_population_code(m.code_dim, config.codes.low, config.codes.high, config.codes.width)
     _layout(config, in_shape)
     if task == "forecast":
       datasets.load_series(config)  # a small statsmodels series; its windows check sequence.length

@@ -24,6 +24,7 @@ from core import files
 
 class ConfigError(ValueError):
   """A config key is unknown, has the wrong type, or holds an invalid value."""
+  names_its_fix = True  # raised after validation (a check that needs the data), an entrypoint still prints one line
 
 
 def section(name: str, defaults: dict[str, Any], overrides: dict[str, Any]) -> ml_collections.ConfigDict:

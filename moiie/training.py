@@ -55,17 +55,16 @@ EXPERT_WEIGHTS = r"\['mlp'\]\['(gate|up|down)'\](\.\w+)?$"
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   config_lib.check_choice(config, "llm.source", LLM_SOURCES)
-  v = config.vision
-  config_lib.check_positive(config, "vision.image_size")
-  config_lib.check_divisible(config, "vision.image_size", v.patch_size, "vision.patch_size")
-  config_lib.check(config, "vision.image_size", lambda s: s == 64,
-                   "must be 64: easy-VQA images are 64x64", "pass --config.vision.image_size=64")
-  grid = v.image_size // v.patch_size
-  config_lib.check_divisible(config, "vision.dim", v.heads, "vision.heads")
-  config_lib.check(config, "vision.image_pool", lambda p: p >= 1 and grid % p == 0,
-                   f"must divide the patch grid side ({grid})")
+  _check_unused_pretrained(config)
+  _check_seed(config)
+  _check_vision(config)
   for key in ("data.seq_len", "data.batch_size", "data.eval_batch_size", "stage0.batch_size"):
     config_lib.check_positive(config, key)
+  # A training batch is split over all devices: a remainder would fail only when that stage's first batch is
+  # placed, after the stages before it have trained. The evaluation's jitted batches are not split (any size runs;
+  # the shipped eval size 500 does not divide by 8 devices), so data.eval_batch_size is free.
+  for key in ("data.batch_size", "stage0.batch_size"):
+    config_lib.check_divisible(config, key, jax.device_count(), "the number of devices")
   for key in ("data.train_subset", "data.test_subset"):
     config_lib.check_positive(config, key, allow_zero=True)
   routing.validate_moe_config(config, "moe")
@@ -84,6 +83,80 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     train_lib.validate_optimizer_config(config, f"{stage}.optimizer", num_steps=config[stage].train.num_steps)
   if config.llm.source == "tiny":
     config_lib.check_positive(config, "llm.tiny.num_layers")
+    # The sequences are padded to data.seq_len, image slots included, and the LLM reads them whole.
+    config_lib.check_positive(config, "llm.tiny.max_seq_len")
+    config_lib.check(config, "llm.tiny.max_seq_len", lambda n: n >= config.data.seq_len,
+                     f"the tiny LLM's context must hold data.seq_len = {config.data.seq_len} tokens (image tokens "
+                     "included)", f"pass --config.llm.tiny.max_seq_len={config.data.seq_len} or more (or a smaller "
+                     "data.seq_len)")
+  _check_reused_stages(config)
+
+
+def _check_unused_pretrained(config: ml_collections.ConfigDict) -> None:
+  """With the tiny LLM, `llm.pretrained` is never read: a path or numerics set there would be silently dropped."""
+  if config.llm.source != "tiny":
+    return
+  defaults = llm_config_lib.pretrained_config()
+  for key in sorted(config.llm.pretrained.keys()):
+    if key in defaults and config.llm.pretrained[key] != defaults[key]:
+      value = config.llm.pretrained[key]
+      raise config_lib.ConfigError(
+          f"config.llm.pretrained.{key} = {value!r} is set, but config.llm.source = 'tiny' trains the tiny random "
+          f"LLM and never reads llm.pretrained. Fix: pass --config.llm.source=pretrained to use it, or drop "
+          f"--config.llm.pretrained.{key}.")
+
+
+def _check_seed(config: ml_collections.ConfigDict) -> None:
+  # The stages draw with seed, seed + 1 and seed + 2; the batch pipeline takes seeds in [0, 2**32).
+  config_lib.check(config, "seed", lambda s: isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32 - 2,
+                   "must be an integer in [0, 2**32 - 2) (stages 1 and 2 use seed + 1 and seed + 2)",
+                   "pass --config.seed=<a non-negative integer, e.g. 0>")
+
+
+def _check_vision(config: ml_collections.ConfigDict) -> None:
+  """The ViT's sizes, each positive before anything divides by it; image_size first, as it is fixed by the data
+  and the patch size is then checked against (and suggested from) that value."""
+  v = config.vision
+  config_lib.check(config, "vision.image_size", lambda s: s == 64,
+                   "must be 64: easy-VQA images are 64x64", "pass --config.vision.image_size=64")
+  for key in ("vision.patch_size", "vision.dim", "vision.heads", "vision.mlp_dim"):
+    config_lib.check_positive(config, key)
+  if v.image_size % v.patch_size:
+    sizes = [p for p in range(1, v.image_size + 1) if v.image_size % p == 0]
+    near = sorted(sizes, key=lambda p: (abs(p - v.patch_size), p))[:2]
+    raise config_lib.ConfigError(
+        f"config.vision.patch_size = {v.patch_size!r} is invalid: must divide vision.image_size ({v.image_size}, "
+        f"fixed by the easy-VQA images). Fix: pass --config.vision.patch_size=<a divisor of {v.image_size}, "
+        f"e.g. {' or '.join(map(str, sorted(near)))}>.")
+  grid = v.image_size // v.patch_size
+  config_lib.check_divisible(config, "vision.dim", v.heads, "vision.heads")
+  config_lib.check(config, "vision.image_pool", lambda p: p >= 1 and grid % p == 0,
+                   f"must divide the patch grid side ({grid})")
+
+
+def _check_reused_stages(config: ml_collections.ConfigDict) -> None:
+  """`reuse_stages_from` must hold finished stages 0 and 1 (`final.npz`) of the same settings: a missing or
+  unfinished folder would otherwise be created or trained into, as if it were this run's own workdir."""
+  source = config.reuse_stages_from
+  if not source:
+    return
+  if not os.path.isdir(source):
+    raise config_lib.ConfigError(
+        f"config.reuse_stages_from = {source!r} is not an existing folder. Fix: pass the --workdir of a finished "
+        "run with the same stage-0/1 settings, or leave it empty ('') to train stages 0 and 1 in this workdir.")
+  for stage in ("stage0", "stage1"):
+    stage_dir = os.path.join(source, stage)
+    if not os.path.isfile(os.path.join(stage_dir, "final.npz")):
+      raise config_lib.ConfigError(
+          f"config.reuse_stages_from = {source!r} holds no finished {stage} ({stage_dir}/final.npz is missing). "
+          "Fix: run that workdir's training to the end first, pass another finished run's workdir, or leave "
+          "reuse_stages_from empty ('') to train stages 0 and 1 in this workdir.")
+    recorded = files.read_marker(os.path.join(stage_dir, "settings.txt"))
+    if recorded is not None and recorded != stage_settings(config, stage):
+      raise config_lib.ConfigError(
+          f"config.reuse_stages_from = {source!r}: its {stage} was trained with other settings ({recorded}, this "
+          f"config gives {stage_settings(config, stage)}: seed, vision, llm, data or a stage's training differ). "
+          "Fix: pass a run with this config's stage-0/1 settings, or leave reuse_stages_from empty.")
 
 
 def moe_spec(config) -> routing.MoESpec | None:

@@ -51,6 +51,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                    "must not share a relation with data.in_domain")
   config_lib.check_positive(config, "data.max_per_relation", allow_zero=True)
   config_lib.check_positive(config, "data.test_per_relation")
+  config_lib.check(config, "seed", lambda s: isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**31,
+                   "must be an integer in [0, 2**31) (numpy's generators and the mastery chunks' seed + 1000 * c "
+                   "take it)", "pass --config.seed=<a non-negative integer, e.g. 0>")
   config_lib.check_positive(config, "data.min_tagsense", allow_zero=True)
   config_lib.check(config, "data.mastery_templates", lambda t: 1 <= t <= 8, "must lie in 1..8 (templates per relation)")
   config_lib.check_existing_path(config, "data.quiz_dir", allow_empty=True)
@@ -71,6 +74,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   config_lib.check(config, "grid.sizes", lambda v: len(v) > 0 and min(v) >= config.sft.batch_size,
                    f"must be data sizes >= sft.batch_size ({config.sft.batch_size})")
   config_lib.check(config, "grid.seeds", lambda v: len(v) > 0, "must list at least one seed")
+  config_lib.check(config, "grid.seeds", lambda v: all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
+                                                      for x in v), "must be non-negative integers")
+  _check_fact_counts(config)
   config_lib.check_positive(config, "grid.epochs")
   config_lib.check(config, "grid.warmup_fraction", lambda f: 0 <= f < 1, "must lie in [0, 1)")
   config_lib.check(config, "optimizer.warmup_steps", lambda w: w == 0,
@@ -92,6 +98,51 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   config_lib.check(config, "restore.sizes", lambda v: set(v) <= set(config.grid.sizes), "must be sizes of grid.sizes")
   config_lib.check(config, "restore.seed", lambda v: v in config.grid.seeds, "must be one of grid.seeds")
   sft.validate_sft_config(config)
+
+
+def _check_fact_counts(config: ml_collections.ConfigDict) -> None:
+  """`data.max_per_relation` against what `facts.split_facts` takes from each relation before its pool (few-shot
+  exemplars, test facts and, in-domain, one pool fact), and against the smallest grid size: with a cap below the
+  first the test set shrinks unseen; with a pool that cannot reach the second, every grid cell is skipped."""
+  cap, d = config.data.max_per_relation, config.data
+  if not cap:
+    return  # every fact: the pool's size is known after the split (checked there, in `finetune`)
+  taken = config.prompt.few_shot + d.test_per_relation
+  # Up to one slot each of exemplars and test can stay empty where a symmetric pair (two facts that go together)
+  # does not fit, so a relation's pool holds at most cap - taken + 2 facts.
+  room = max(0, cap - taken + 2) * len(d.in_domain)
+  smallest = min(config.grid.sizes)
+  enough = taken + max(1, -(-smallest // len(d.in_domain)))  # a cap whose pool could fill the smallest grid size
+  if cap < taken + 1:
+    raise config_lib.ConfigError(
+        f"config.data.max_per_relation = {cap} is invalid: each relation keeps prompt.few_shot "
+        f"({config.prompt.few_shot}) exemplars and data.test_per_relation ({d.test_per_relation}) test facts, and an "
+        f"in-domain one a pool fact too ({taken + 1} facts); a lower cap shrinks the test set without a word. "
+        f"Fix: pass --config.data.max_per_relation={enough} or more (0 for every fact), or lower "
+        "data.test_per_relation.")
+  if room < smallest:
+    raise config_lib.ConfigError(
+        f"config.data.max_per_relation = {cap} leaves at most {room} pool facts over the {len(d.in_domain)} "
+        f"in-domain relations, fewer than the smallest grid size ({smallest}): every grid cell would be skipped. "
+        f"Fix: pass --config.data.max_per_relation={enough} or more (0 for every fact), or smaller grid.sizes.")
+
+
+def check_some_cell_runs(config: ml_collections.ConfigDict, available: dict[int, int], stage: str) -> None:
+  """Raises unless some (level, size) cell of the grid has its size of pool facts (`available`: per level, or
+  under key -1 the whole pool before mastery splits it); cells too large for their level are skipped, not all."""
+  levels, sizes = config.grid.levels, config.grid.sizes
+  if -1 in available:
+    ok = available[-1] >= min(sizes)
+  else:
+    ok = any(available.get(level, 0) >= size for level in levels for size in sizes)
+  if not ok:
+    where = (f"the pool holds {available[-1]} facts" if -1 in available else "the pool holds " + ", ".join(
+        f"{available.get(level, 0)} facts at level {level}" for level in levels))
+    raise config_lib.ConfigError(
+        f"no grid cell can run: after {stage}, {where}, and the smallest of config.grid.sizes = {tuple(sizes)} is "
+        f"{min(sizes)}. Fix: pass smaller --config.grid.sizes (each >= sft.batch_size = {config.sft.batch_size})"
+        f"{'' if -1 in available else ', levels that hold more facts in --config.grid.levels'}, or a larger "
+        "--config.data.max_per_relation (0: every fact).")
 
 
 # ---- caching ----------------------------------------------------------------------------------------------
@@ -295,9 +346,16 @@ def _train_one(config: ml_collections.ConfigDict, workdir: str, entry: dict[str,
 
 def finetune(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]:
   use_compilation_cache(workdir)
-  by_id = _facts_by_id(build_data(config, workdir))
+  data = build_data(config, workdir)
+  # Both before the model runs: the pool's size right after the split, before the mastery stage generates with it;
+  # its size per level after that, before any cell trains.
+  check_some_cell_runs(config, {-1: len(data["splits"]["pool"])}, "the data split")
+  by_id = _facts_by_id(data)
+  plan = plan_runs(config, workdir)
+  available = {entry["level"]: entry["available"] for entry in plan}
+  check_some_cell_runs(config, available, "the mastery stage")
   results = []
-  for entry in plan_runs(config, workdir):
+  for entry in plan:
     if not entry["facts"]:
       results.append({**{k: entry[k] for k in ("name", "level", "size", "seed")},
                       "skipped": f"only {entry['available']} pool facts at level {entry['level']}"})

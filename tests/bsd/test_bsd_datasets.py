@@ -42,8 +42,12 @@ def test_validation_is_held_out_of_training_and_scored_beside_the_test(tmp_path)
   assert not flat(data.train["image"]) & flat(data.validation["image"])  # (the 8x8 digits hold no duplicates)
   assert len(flat(full.train["image"])) == n
   np.testing.assert_array_equal(data.test["image"], full.test["image"])
-  with pytest.raises(ValueError, match="validation_size = 99999 must lie in"):
+  with pytest.raises(ValueError, match=r"validation_size = 99999 must lie in \(0, 1438\).*Fix: "
+                     r"--config.validation_size=143 "):
     datasets.load_images(_config("digits_mlp.py", f"validation_size=99999"))
+  # the sizes that validation checks validation_size against, without loading, are the loaders' own
+  assert datasets.DEFAULT_TRAIN_SIZES["digits"] == n
+  assert datasets.DEFAULT_TRAIN_SIZES["mnist"] == len(datasets.load_images(_config("mnist_cnn.py")).train["label"])
   with pytest.raises(config_lib.ConfigError, match="validation_size is read for image tasks only"):
     training.validate_config(_config("co2_rnn.py", "validation_size=10"))
   results = training.train_and_evaluate(

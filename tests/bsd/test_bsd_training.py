@@ -78,6 +78,21 @@ def test_forecast_learns_and_next_char_runs(tmp_path):
     (["@co2_rnn.py:quick", "sequence.length=100000"], "too short for windows of 100000"),
     (["@co2_rnn.py:quick", "train.num_steps=10"], r"warmup_steps = 15 is invalid: must be below the run's 10 steps"),
     (["@mnist_autoencoder.py:quick", "model.hidden=()"], r"end to end by backprop, not by BSD. Fix"),
+    # a collapsed population code (no range, or targets between preferred values with no neuron firing)
+    (["@co2_rnn.py:quick", "codes.low=3", "codes.high=-3"], r"codes.low = 3.0 and config.codes.high = -3.0 give "
+     r"no range.*Fix"),
+    (["@co2_rnn.py:quick", "codes.width=0"], r"codes.width = 0.0 is invalid: .*half the spacing of the 32 neurons' "
+     r".*\(0.09677\).*Fix: pass --config.codes.width=0.0968 or more"),
+    (["@co2_rnn.py:quick", "codes.width=0.09"], r"codes.width = 0.09 is invalid"),
+    # zero sizes would divide by zero in the weight initialiser
+    (["model.hidden=(0,)"], r"model.hidden = \(0,\) is invalid: every size must be an integer > 0"),
+    (["@fashion_cnn.py:quick", "model.kernel_size=0"], r"model.kernel_size = 0 is invalid: must be an integer > 0"),
+    (["@fashion_cnn.py:quick", "model.channels=(16, 0)"], r"model.channels = \(16, 0\) is invalid"),
+    # the suggested held-out size fits the 1,438 training digits
+    (["validation_size=100000"], r"validation_size = 100000 must lie in \(0, 1438\).*Fix: "
+     r"--config.validation_size=143 "),
+    (["seed=-1"], r"config.seed = -1 is invalid: must be an integer in \[0, 2\*\*32\)"),
+    (["codes.seed=-1"], r"config.codes.seed = -1 is invalid"),
 ])
 def test_bad_configs_fail_before_compiling(overrides, message):
   """Each is a ConfigError from validation, before any data loads or anything compiles (the sizes that the model
@@ -86,6 +101,16 @@ def test_bad_configs_fail_before_compiling(overrides, message):
   config = _config(name, *[o for o in overrides if not o.startswith("@")])
   with pytest.raises(config_lib.ConfigError, match=message):
     training.validate_config(config)
+
+
+def test_shipped_configs_and_suggested_values_validate():
+  for name in sorted(os.listdir(os.path.join(ROOT, "configs/bsd"))):
+    if name.endswith(".py") and name not in ("__init__.py", "common.py"):
+      for variant in ("full", "quick"):
+        training.validate_config(_config(f"{name}:{variant}"))
+  # the fixes that the messages above suggest pass
+  training.validate_config(_config("co2_rnn.py:quick", "codes.width=0.0968"))
+  training.validate_config(_config("digits_mlp.py:quick", "validation_size=143"))
 
 
 def test_command_line_train_resume_and_config_error(tmp_path):

@@ -33,6 +33,70 @@ def test_entrypoint_rejects_bad_config_before_compiling():
                       training.validate_config)
 
 
+@pytest.mark.parametrize("overrides,message", [
+    # a pretrained setting under the tiny LLM would be dropped without a word
+    (["llm.pretrained.source=/nonexistent.gguf"], r"llm.pretrained.source = '/nonexistent.gguf' is set, but "
+     r"config.llm.source = 'tiny'.*Fix: pass --config.llm.source=pretrained .*or drop"),
+    (["llm.pretrained.dtype=bfloat16"], r"llm.pretrained.dtype"),
+    # a mistyped reuse folder would be created and trained into
+    (["reuse_stages_from=/tmp/moiie_no_such_dir"], r"reuse_stages_from = '/tmp/moiie_no_such_dir' is not an "
+     r"existing folder"),
+    # sizes that something divides by are positive before that division
+    (["vision.patch_size=0"], r"vision.patch_size = 0 is invalid: must be a finite number > 0"),
+    (["vision.heads=0"], r"vision.heads = 0 is invalid: must be a finite number > 0"),
+    # the suggested patch sizes pass every check (image_size is fixed at 64 by the data)
+    (["vision.patch_size=7"], r"vision.patch_size = 7 .*must divide vision.image_size \(64.*e.g. 4 or 8>"),
+    (["vision.patch_size=7", "vision.image_size=63"], r"vision.image_size = 63 .*must be 64"),
+    # the sequences (image slots included) must fit the tiny LLM's context
+    (["llm.tiny.max_seq_len=16"], r"llm.tiny.max_seq_len = 16 .*data.seq_len = 40.*Fix: pass "
+     r"--config.llm.tiny.max_seq_len=40"),
+    (["seed=-1"], r"config.seed = -1 is invalid"),
+])
+def test_bad_inputs_fail_in_validation(overrides, message):
+  config = config_lib.load_config("configs/moiie/easyvqa_tiny.py:quick", overrides)
+  with pytest.raises(config_lib.ConfigError, match=message):
+    training.validate_config(config)
+
+
+def test_suggested_patch_sizes_validate():
+  for patch in (4, 8):  # what the patch_size=7 message suggests
+    training.validate_config(config_lib.load_config("configs/moiie/easyvqa_tiny.py:quick",
+                                                    [f"vision.patch_size={patch}", "vision.image_pool=1"]))
+
+
+def test_training_batches_must_split_over_the_devices(monkeypatch):
+  """Checked in validation, not when stage 1's first batch is placed after stage 0 has trained."""
+  monkeypatch.setattr(training.jax, "device_count", lambda: 8)
+  base = "configs/moiie/easyvqa_tiny.py:quick"
+  for key in ("data.batch_size", "stage0.batch_size"):
+    with pytest.raises(config_lib.ConfigError, match=rf"{key} = 12 is invalid: must be divisible by the number of "
+                       r"devices \(8\).*e.g. 8, 16"):
+      training.validate_config(config_lib.load_config(base, [f"{key}=12"]))
+  # the evaluation's batches are not split over devices: any size runs (the shipped 500 too)
+  training.validate_config(config_lib.load_config(base, ["data.eval_batch_size=12"]))
+  for variant in ("quick", "full"):
+    for name in ("easyvqa_tiny", "easyvqa_smollm2"):
+      training.validate_config(config_lib.load_config(f"configs/moiie/{name}.py:{variant}"))
+
+
+def test_reused_stages_must_be_finished_with_the_same_settings(tmp_path):
+  base = "configs/moiie/easyvqa_tiny.py:quick"
+  config = config_lib.load_config(base, [f"reuse_stages_from={tmp_path}"])
+  (tmp_path / "stage0").mkdir()
+  (tmp_path / "stage0" / "final.npz").write_bytes(b"")
+  with pytest.raises(config_lib.ConfigError, match=r"holds no finished stage1 .*stage1/final.npz is missing"):
+    training.validate_config(config)
+  (tmp_path / "stage1").mkdir()
+  (tmp_path / "stage1" / "final.npz").write_bytes(b"")
+  training.validate_config(config)  # finished stages without a settings record are reused (older runs)
+  for stage in ("stage0", "stage1"):
+    (tmp_path / stage / "settings.txt").write_text(training.stage_settings(config, stage) + "\n")
+  training.validate_config(config)
+  other = config_lib.load_config(base, [f"reuse_stages_from={tmp_path}", "seed=1"])
+  with pytest.raises(config_lib.ConfigError, match=r"its stage0 was trained with other settings"):
+    training.validate_config(other)
+
+
 def test_expert_parallel_config():
   base = ["--config", "configs/moiie/easyvqa_tiny.py:quick", "--workdir", "/tmp/unused"]
   config, _ = entrypoint.load(base, training.validate_config)

@@ -94,6 +94,63 @@ def test_bad_config_fails_before_loading(tmp_path):
     entrypoint.load(["--config", CONFIG, "--config.optimizer.warmup_steps=3"], pipeline.validate_config)
 
 
+def test_fact_counts_that_cannot_work_fail_in_validation():
+  from sft_knowledge import pipeline
+  # a cap below exemplars + test facts + a pool fact would shrink the in-domain test set (16 -> 4 facts)
+  with pytest.raises(config_lib.ConfigError, match=r"data.max_per_relation = 2 is invalid: .*test_per_relation \(4\) "
+                     r".*\(5 facts\).*Fix: pass --config.data.max_per_relation=6 or more"):
+    entrypoint.load(["--config", CONFIG, "--config.data.max_per_relation=2"], pipeline.validate_config)
+  # a pool that can never reach the smallest grid size: every cell would be skipped
+  with pytest.raises(config_lib.ConfigError, match=r"max_per_relation = 5 leaves at most 12 pool facts .*smallest grid "
+                     r"size \(16\): every grid cell would be skipped. Fix: pass --config.data.max_per_relation=8"):
+    entrypoint.load(["--config", CONFIG, "--config.data.max_per_relation=5", "--config.grid.sizes=(16,)"],
+                    pipeline.validate_config)
+  for overrides in (["--config.seed=-1"], ["--config.grid.seeds=(0, -1)"]):
+    with pytest.raises(config_lib.ConfigError, match="seed"):
+      entrypoint.load(["--config", CONFIG, *overrides], pipeline.validate_config)
+  # the suggested caps pass, and so does every shipped config
+  for overrides in (["--config.data.max_per_relation=6"], ["--config.data.max_per_relation=8",
+                                                            "--config.grid.sizes=(16,)"]):
+    entrypoint.load(["--config", CONFIG, *overrides], pipeline.validate_config)
+  for name in ("quick", "medium", "full"):
+    entrypoint.load(["--config", CONFIG.replace("quick.py", f"{name}.py")], pipeline.validate_config)
+
+
+def test_finetune_fails_before_any_model_work_when_no_grid_cell_can_run(tmp_path, monkeypatch):
+  """A pool too small for every grid cell fails right after the data split (before the mastery stage generates),
+  and levels too small for every cell fail right after the mastery stage (before anything trains); some skipped
+  cells are fine."""
+  from sft_knowledge import pipeline
+  config = config_lib.load_config(CONFIG)  # levels (0, 3), sizes (8, 16)
+
+  def fail(*args, **kwargs):
+    raise AssertionError("ran although no grid cell can run")
+
+  pool = [f"f{i}" for i in range(12)]
+  monkeypatch.setattr(pipeline, "use_compilation_cache", lambda workdir: None)
+  monkeypatch.setattr(pipeline, "mastery", fail)
+  monkeypatch.setattr(pipeline, "_train_one", fail)
+  monkeypatch.setattr(pipeline, "build_data", lambda config, workdir: {"facts": [], "splits": {"pool": pool[:4]}})
+  with pytest.raises(config_lib.ConfigError, match=r"no grid cell can run: after the data split, the pool holds 4 "
+                     r"facts.*smallest of config.grid.sizes = \(8, 16\) is 8"):
+    pipeline.finetune(config, str(tmp_path))
+  monkeypatch.setattr(pipeline, "build_data", lambda config, workdir: {"facts": [], "splits": {"pool": pool}})
+  levels = {0: 6, 1: 6}  # 6 facts at level 0 (a cell needs 8), 6 at level 1 (not in the grid), none at level 3
+  rows = [{"id": pool[i], "level": level} for i, level in enumerate(l for l, n in levels.items() for _ in range(n))]
+  monkeypatch.setattr(pipeline, "mastery", lambda config, workdir: {"facts": rows})
+  with pytest.raises(config_lib.ConfigError, match=r"after the mastery stage, the pool holds 6 facts at level 0, 0 "
+                     r"facts at level 3.*Fix: pass smaller --config.grid.sizes"):
+    pipeline.finetune(config, str(tmp_path))
+  monkeypatch.setattr(pipeline, "_train_one", lambda config, workdir, entry, by_id, fingerprint: {
+      "name": entry["name"], "facts": len(entry["facts"])})
+  config.grid.levels = (0, 1)
+  config.grid.sizes = (8, 16)
+  rows[:] = [{"id": f, "level": 0 if i < 10 else 1} for i, f in enumerate(pool)]  # 10 at level 0: n=8 runs there
+  results = pipeline.finetune(config, str(tmp_path))
+  assert [r["name"] for r in results if "skipped" not in r] == ["L0_n8_s0"]
+  assert len([r for r in results if "skipped" in r]) == 3
+
+
 def test_evaluations_follow_the_seed_and_the_mastery(tmp_path, monkeypatch):
   """eval/base.json is recomputed when the seed (another test split), the mastery settings (another per-level
   breakdown) or the cache version (another answer check) change, and reused otherwise."""
