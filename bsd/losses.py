@@ -29,11 +29,13 @@ def cosine_matrix(a: jax.Array, b: jax.Array, eps: float = 1e-8) -> jax.Array:
 
 
 def _unit_rows(x: jax.Array, eps: float) -> jax.Array:
-  """x / |x| per row; an all-zero row (a sample whose layer is silent at every unit) stays zero with a zero
-  gradient: through x * rsqrt(|x|^2 + eps) its gradient would be 1/sqrt(eps) = 1e4 times the others' (it swamped
-  the autoencoder's first steps, where the decoder's zero-bias top level sees silent latents)."""
+  """x / |x| per row. An all-zero row (a sample whose layer is silent at every unit) stays zero, and its gradient
+  is that of the row unnormalised (the identity): through x * rsqrt(|x|^2 + eps) it would be 1/sqrt(eps) = 1e4
+  times the others' (it swamped the autoencoder's first steps, where the decoder's zero-bias top level sees silent
+  latents), while no gradient at all would leave a layer that is silent for every sample silent for good (its
+  bias learns only from this row). The identity keeps the direction that aligns the row at the others' scale."""
   squared = jnp.sum(x * x, axis=-1, keepdims=True)
-  return jnp.where(squared > 0, x * jax.lax.rsqrt(squared + eps), 0.0)
+  return jnp.where(squared > 0, x * jax.lax.rsqrt(squared + eps), x)
 
 
 def reco_loss(a: jax.Array, b: jax.Array, lam: float = 0.6, *, negatives: jax.Array | None = None,
