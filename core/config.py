@@ -24,7 +24,6 @@ from core import files
 
 class ConfigError(ValueError):
   """A config key is unknown, has the wrong type, or holds an invalid value."""
-  names_its_fix = True  # raised after validation (a check that needs the data), an entrypoint still prints one line
 
 
 def section(name: str, defaults: dict[str, Any], overrides: dict[str, Any]) -> ml_collections.ConfigDict:
@@ -230,6 +229,14 @@ def check_choice(config: ml_collections.ConfigDict, key: str, choices: Iterable[
     raise _invalid(key, value, f"valid choices are {', '.join(map(repr, choices))}",
                    f"pass --config.{key}=<one of those>")
   return value
+
+
+def check_seed(config: ml_collections.ConfigDict, key: str, below: int = 2**32,
+               requirement: str = "must be an integer in [0, 2**32)") -> int:
+  """A seed: an integer in [0, `below`) (numpy's generators and the data pipeline take [0, 2**32); a run that also
+  draws with seed + k needs a lower bound, said in `requirement`). A bad one would fail only on first use."""
+  return check(config, key, lambda s: isinstance(s, int) and not isinstance(s, bool) and 0 <= s < below,
+               requirement, f"pass --config.{key}=<a non-negative integer, e.g. 0>")
 
 
 def check_divisible(config: ml_collections.ConfigDict, key: str, divisor: int, what: str) -> Any:

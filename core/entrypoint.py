@@ -106,6 +106,9 @@ def run(main: Callable[[ml_collections.ConfigDict, str], Any],
             f"config is in {os.path.join(workdir, COMMANDS_FILE)}.", file=sys.stderr)
   try:
     return main(config, workdir)
+  except config_lib.ConfigError as e:  # a check that needs the run's files (a server, checkpoints): as above
+    print(f"config error: {e}", file=sys.stderr)
+    raise SystemExit(2) from None
   except Exception as e:
     # Errors about the user's inputs (a missing dataset, weights, a checkpoint of another model) carry their fix in
     # the message; a traceback through JAX and orbax would only bury it.

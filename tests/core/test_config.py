@@ -287,3 +287,16 @@ def test_errors_that_name_their_fix_end_an_entrypoint_with_one_line(config_path,
   monkeypatch.setenv(entrypoint.TRACEBACK_ENV_VAR, "1")
   with pytest.raises(DataSourceMissingError):
     entrypoint.run(missing, argv=["--config", config_path], require_workdir=False)
+
+
+def test_a_config_error_found_during_the_run_is_one_line_and_exit_2(config_path, capsys):
+  """A check that needs the run's files (a server's health, the checkpoints) raises ConfigError from the library
+  call; the entrypoint reports it as it reports one found by validation."""
+
+  def needs_a_server(config, workdir):
+    raise config_lib.ConfigError("the server at http://x runs 'gridworld'. Fix: point --config.env_url elsewhere.")
+
+  with pytest.raises(SystemExit) as exit_info:
+    entrypoint.run(needs_a_server, argv=["--config", config_path], require_workdir=False)
+  assert exit_info.value.code == 2
+  assert capsys.readouterr().err.startswith("config error: the server at http://x runs 'gridworld'. Fix:")
