@@ -105,8 +105,7 @@ def _check_layer_sizes(config: ml_collections.ConfigDict) -> None:
 def _check_seeds(config: ml_collections.ConfigDict) -> None:
   # The batch pipeline and numpy's generators take seeds in [0, 2**32); a negative one fails only on first use.
   for key in ("seed", "codes.seed", "eval.frechet_seed"):
-    config_lib.check(config, key, lambda s: isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32,
-                     "must be an integer in [0, 2**32)", f"pass --config.{key}=<a non-negative integer, e.g. 0>")
+    config_lib.check_seed(config, key)
 
 
 def _check_buildable(config: ml_collections.ConfigDict) -> None:

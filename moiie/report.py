@@ -3,8 +3,8 @@ for the main table: `quick_report(workdir) -> [ClaimRow]`.
 
 It runs `configs/moiie/easyvqa_tiny.py:quick` once as the dense model (stages 0, 1 and 2), then stage 2 of the
 four MoE variants (the paper's three, and modality MoE at MoIIE's activated parameters) from the same stage-0/1
-model (`reuse_stages_from`): equal steps, same data order, same upcycling source. It writes `moiie_table.md`, `moiie_results.json` and `router_load.png` (expert load per modality
-and MoE layer) into the workdir. Scale: a tiny random 4-layer LLM and a 2-layer ViT on easy-VQA, minutes on CPU;
+model (`reuse_stages_from`): equal steps, same data order, same upcycling source. It writes `moiie_table.md`,
+`moiie_results.json` and `router_load.png` (expert load per modality and MoE layer) into the workdir. Scale: a tiny random 4-layer LLM and a 2-layer ViT on easy-VQA, minutes on CPU;
 the paper trains 3B-8B LLMs on millions of image-text pairs, so only the ordering of variants is comparable.
 
     python -m moiie.report --workdir runs/moiie_report
@@ -64,7 +64,8 @@ def scale(r: dict[str, Any]) -> str:
   s = r["steps"]
   llm = "tiny random Llama" if r["llm"] == "tiny" else "pretrained LLM"
   return (f"easy-VQA {r['train_questions']} train / {r['test_questions']} test questions; {llm} "
-          f"({r['llm_layers']} layers, d={r['llm_hidden']}) + {r['vit_depth']}-layer ViT; steps: stage0 {s['stage0']}, stage1 {s['stage1']}, stage2 {s['stage2']} "
+          f"({r['llm_layers']} layers, d={r['llm_hidden']}) + {r['vit_depth']}-layer ViT; steps: stage0 {s['stage0']}, "
+          f"stage1 {s['stage1']}, stage2 {s['stage2']} "
           f"at batch {r['batch_size']}; CPU")
 
 

@@ -108,9 +108,8 @@ def _check_unused_pretrained(config: ml_collections.ConfigDict) -> None:
 
 def _check_seed(config: ml_collections.ConfigDict) -> None:
   # The stages draw with seed, seed + 1 and seed + 2; the batch pipeline takes seeds in [0, 2**32).
-  config_lib.check(config, "seed", lambda s: isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32 - 2,
-                   "must be an integer in [0, 2**32 - 2) (stages 1 and 2 use seed + 1 and seed + 2)",
-                   "pass --config.seed=<a non-negative integer, e.g. 0>")
+  config_lib.check_seed(config, "seed", 2**32 - 2,
+                        "must be an integer in [0, 2**32 - 2) (stages 1 and 2 use seed + 1 and seed + 2)")
 
 
 def _check_vision(config: ml_collections.ConfigDict) -> None:

@@ -51,9 +51,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                    "must not share a relation with data.in_domain")
   config_lib.check_positive(config, "data.max_per_relation", allow_zero=True)
   config_lib.check_positive(config, "data.test_per_relation")
-  config_lib.check(config, "seed", lambda s: isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**31,
-                   "must be an integer in [0, 2**31) (numpy's generators and the mastery chunks' seed + 1000 * c "
-                   "take it)", "pass --config.seed=<a non-negative integer, e.g. 0>")
+  config_lib.check_seed(config, "seed", 2**31, "must be an integer in [0, 2**31) (numpy's generators and the mastery "
+                        "chunks' seed + 1000 * c take it)")
   config_lib.check_positive(config, "data.min_tagsense", allow_zero=True)
   config_lib.check(config, "data.mastery_templates", lambda t: 1 <= t <= 8, "must lie in 1..8 (templates per relation)")
   config_lib.check_existing_path(config, "data.quiz_dir", allow_empty=True)

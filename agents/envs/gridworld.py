@@ -108,15 +108,17 @@ def _draw_task(rng: random.Random, config: ml_collections.ConfigDict) -> Task:
     doors[(x, y)] = (color, rng.random() < config.locked_probability)
     keep_free |= {(x - 1, y), (x + 1, y)}  # both sides of a door stay walkable
 
+  def taken(cell: tuple[int, int]) -> bool:
+    return cell in objects or cell in keep_free or cell == agent
+
   def free_cell(room: int) -> tuple[int, int]:
     x0 = _wall_x(room, size)
-    if all((x0 + dx, y) in objects or (x0 + dx, y) in keep_free or (x0 + dx, y) == agent
-           for dx in range(1, size + 1) for y in range(1, size + 1)):
+    if all(taken((x0 + dx, y)) for dx in range(1, size + 1) for y in range(1, size + 1)):
       raise RuntimeError(f"room {room} has no free cell left: the config {dict(config)} packs more objects "
                          "into its rooms than they hold. Fix: raise room_size or lower num_distractors.")
     while True:  # terminates: a free cell exists (the check above draws nothing, so tasks stay as they were)
-      cell = (_wall_x(room, size) + rng.randint(1, size), rng.randint(1, size))
-      if cell not in objects and cell not in keep_free and cell != agent:
+      cell = (x0 + rng.randint(1, size), rng.randint(1, size))
+      if not taken(cell):
         return cell
 
   objects: dict[tuple[int, int], tuple[str, str]] = {}

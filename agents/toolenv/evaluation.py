@@ -76,7 +76,8 @@ def run_episode(client, task_id: int, policy, system: str) -> dict[str, Any]:
   # An episode an environment error ended has only `error` in its last info: its type and level come from reset.
   return {"task_id": task_id, "type": info.get("type", info0.get("type")),
           "level": info.get("level", info0.get("level")),
-          "subquestions": info.get("subquestions", info0.get("subquestions")), "solved": info.get("solved", 0), "calls": info.get("calls", 0),
+          "subquestions": info.get("subquestions", info0.get("subquestions")), "solved": info.get("solved", 0),
+          "calls": info.get("calls", 0),
           "solve_p": info.get("solve_p", 0.0), "solve_r": info.get("solve_r", 0.0),
           "solve_f1": info.get("solve_f1", 0.0), "answer_matched": bool(info.get("answer_matched")),
           "rewards": rewards, "steps": steps, "error": info.get("error"), "wall_s": time.perf_counter() - start,
