@@ -119,6 +119,14 @@ def build_policy(config: ml_collections.ConfigDict) -> Policy:
   p = config.policy
   if p.kind == "pretrained":
     pre = weights.load_pretrained(p.source or None, param_dtype=p.param_dtype)
+    # The window comes with the weights, so this is checked here rather than in train's validation (the scratch
+    # policy's max_seq_len is checked there): a rollout budget past it would fail mid-rollout.
+    if config.rollout.max_context_tokens > pre.config.max_seq_len:
+      raise config_lib.ConfigError(
+          f"config.rollout.max_context_tokens = {config.rollout.max_context_tokens} is longer than the pretrained "
+          f"policy's context window, {pre.config.max_seq_len} tokens (max_position_embeddings of {pre.source}): "
+          f"generation past it fails mid-rollout. Fix: --config.rollout.max_context_tokens="
+          f"{pre.config.max_seq_len} or less")
     model = nnx.merge(pre.graphdef, jax.tree.map(jnp.copy, pre.state))
     tokenizer = pre.tokenizer
   else:

@@ -9,10 +9,16 @@ k active experts), timed right after each path. One JSON line per (E, path): our
 dense FFN's tokens/s, ratio = ours / dense (1/ratio = time vs dense). `grad_buffers` times no MoE at all: only
 writing three fresh arrays of the expert-gradient shapes ([E, D, F] x 2, [E, F, D]), a floor for every path that
 returns expert gradients (on a machine where fresh memory costs page faults, it grows with E).
+`balanced_floor` times the hybrid kernel alone on a hand-made, perfectly balanced assignment (token t's j-th row
+goes to expert (t k + j) mod E, weights 1/k; every capacity exactly T k / E rows, so no overflow and no padding),
+its layout built once outside the timed function: no router, no top-k, no sort. What it costs over the dense FFN
+is the per-expert loop itself (and the kernel's gathers and combine); the routed paths' cost over it is routing,
+sorting, unequal groups and overflow.
 
     python -m benchmarks.moiie_layer                       # T=2048, D=512, F=1024 (4096 routed rows)
     python -m benchmarks.moiie_layer --experts 8,16,64 --paths sparse,grad_buffers --hybrid-factors 0,1.25
     python -m benchmarks.moiie_layer --experts 8 --paths sparse --block-sizes 64,128,256
+    python -m benchmarks.moiie_layer --experts 8,16,64 --paths sparse,balanced_floor --block-sizes ""
     python -m benchmarks.moiie_layer --layout moiie --experts 4,8 --paths sparse --block-sizes 0 --hybrid-factors 0
 
 `--layout vanilla` (default) is one router over E shared experts, every token of one modality: the groups differ
@@ -28,12 +34,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
 
 from benchmarks import harness
-from moiie import layer, routing
+from moiie import experts, layer, routing
 from moiie.routing import MoESpec
 
 
@@ -48,6 +55,28 @@ def _grad_fn(f):
   return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
 
 
+def balanced_floor_fn(num_tokens: int, top_k: int, num_experts: int):
+  """value_and_grad of the hybrid kernel on a perfectly balanced assignment (see the module docstring)."""
+  rows = num_tokens * top_k
+  if rows % num_experts:
+    raise SystemExit(f"balanced_floor needs T x k = {rows} rows to split evenly over E = {num_experts} experts. "
+                     f"Fix: --tokens a multiple of {num_experts // math.gcd(num_experts, top_k)}.")
+  if num_experts < top_k:
+    raise SystemExit(f"balanced_floor sends each token to {top_k} distinct experts: E = {num_experts} is too few.")
+  expert = (jnp.arange(rows, dtype=jnp.int32) % num_experts).reshape(num_tokens, top_k)
+  weight = jnp.full((num_tokens, top_k), 1.0 / top_k, jnp.float32)
+  fake = routing.Routing(expert, weight, jnp.zeros_like(expert), jnp.zeros((num_tokens, num_experts)),
+                         jnp.zeros((num_tokens, num_experts)))
+  capacity = rows // num_experts
+  layout = experts.hybrid_layout(fake, num_experts, capacity, block=16)  # computed once, outside the timed step
+  assert int(layout.used) == 0 and bool(layout.cap_real.all())  # every row in capacity, no overflow block
+
+  def loss(params, x):
+    y = experts.hybrid_ffn(x, weight, params["gate"], params["up"], params["down"], layout, top_k, capacity)
+    return jnp.sum(y * y) * 1e-3
+  return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--tokens", type=int, default=2048)
@@ -55,7 +84,7 @@ def main(argv=None) -> None:
   parser.add_argument("--ffn", type=int, default=1024)
   parser.add_argument("--top-k", type=int, default=2)
   parser.add_argument("--experts", default="4,8,16,64")
-  parser.add_argument("--paths", default="reference,sparse,einsum,grad_buffers")
+  parser.add_argument("--paths", default="reference,sparse,einsum,grad_buffers,balanced_floor")
   parser.add_argument("--block-sizes", default="0", help="0 = auto (MoESpec.blocks_for); empty: no blocks-only variant")
   parser.add_argument("--hybrid-factors", default="0",
                       help="capacity factors of the hybrid kernel (rows per expert / its expected group); 0 = auto; "
@@ -112,12 +141,14 @@ def main(argv=None) -> None:
           variants.append(("sparse_ragged_dot", dataclasses.replace(base, path="sparse", grouped_matmul="ragged_dot")))
       elif path == "einsum":
         variants.append(("einsum_cf1.25", dataclasses.replace(base, path="einsum", capacity_factor=1.25)))
-      elif path == "grad_buffers":
+      elif path in ("grad_buffers", "balanced_floor"):
         variants.append((path, None))
       else:
         variants.append((path, dataclasses.replace(base, path=path)))
     for name, spec in variants:
-      if spec is None:  # distinct fill values: XLA would share one buffer of zeros between equal shapes
+      if name == "balanced_floor":
+        fn = balanced_floor_fn(t, k, e)
+      elif spec is None:  # distinct fill values: XLA would share one buffer of zeros between equal shapes
         shapes = [params[n].shape for n in ("gate", "up", "down")]
         fn = jax.jit(lambda p, xx, shapes=shapes: [jnp.full(s, i, xx.dtype) for i, s in enumerate(shapes)])
       else:

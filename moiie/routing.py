@@ -152,7 +152,7 @@ class MoESpec:
   @property
   def reach(self) -> np.ndarray:
     """bool [2, E]: reach[m, e] = a token of modality m may be routed to expert e."""
-    v, i, t = self.n_vision_intra, self.n_inter, self.n_text_intra
+    v, i = self.n_vision_intra, self.n_inter
     out = np.zeros((NUM_MODALITIES, self.num_experts), bool)
     out[VISION, : v + i] = True
     out[TEXT, v:] = True

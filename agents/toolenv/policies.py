@@ -64,8 +64,9 @@ class NaivePolicy:
 
 
 class RandomPolicy:
-  """A floor that follows schemas: per sub-question, a random tool with valid random arguments (the
-  sub-question's entity as the key, random enum values); then it answers with the outputs it saw. Its
+  """A floor that follows schemas: per sub-question, a random tool with valid random arguments (random enum
+  values; as the key, the entity the question names, or for a later hop the output its own call for the hop
+  before returned, never the hidden gold intermediate answer); then it answers with the outputs it saw. Its
   Solve-F1 falls as tools (toolset extension) and field choices (functional generalisation) multiply."""
 
   name = "random"
@@ -95,11 +96,19 @@ class RandomPolicy:
     if not self.pending:
       return NaivePolicy.act(self, messages[:-1] + [messages[-1]])
     sub = self.pending.pop(0)
+    key = sub.key if sub.depends_on is None else self._seen_output(sub.depends_on)
     tool = self.rng.choice(self.spec.tools)
     params = tool.parameters
-    args = {name: self._value(schema, sub.key) for name, schema in params["properties"].items()
+    args = {name: self._value(schema, key) for name, schema in params["properties"].items()
             if name in params.get("required", [])}
     return f'<tool_call>{json.dumps({"name": tool.name, "arguments": args})}</tool_call>'
+
+  def _seen_output(self, index: int) -> str:
+    """What the call made for sub-question `index` returned (outputs[0] is the task; one call per response,
+    in sub-question order, so its reply is outputs[index + 1]): a later hop's input, right or wrong."""
+    reply = self.outputs[index + 1]
+    match = re.search(r"<tool_response>(.*?)</tool_response>", reply, re.S)
+    return (match.group(1) if match else reply).strip()
 
 
 class LLMPolicy:

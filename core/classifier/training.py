@@ -6,7 +6,6 @@ notebooks and papers call directly.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from typing import Any
@@ -23,7 +22,7 @@ from core import data as data_lib
 from core import sharding as sharding_lib
 from core.classifier import models
 from core.train import loop, optim
-from core.train.state import TrainState, create_train_state, make_train_step, model_from_state
+from core.train.state import TrainState, create_train_state, make_train_step
 
 DATASETS = ("fashion_mnist", "mnist", "digits")
 IMAGE_SIDE = {"fashion_mnist": 28, "mnist": 28, "digits": 8}  # square, one channel

@@ -60,7 +60,7 @@ def wordnet_folder(wordnet_dir: str = "", pos: str = "n") -> str:
     path = os.path.join(folder, f"{kind}.{POS_FILES[pos]}")
     if not os.path.isfile(path):
       from core.data import errors
-      fix = (f"Point wordnet_dir at a folder holding WordNet 3.0's data.* and index.* files" if wordnet_dir else
+      fix = ("Point wordnet_dir at a folder holding WordNet 3.0's data.* and index.* files" if wordnet_dir else
              f"Install the database with: {errors.apt_install_hint('wordnet-base')} (or pass the folder holding "
              "the data.* and index.* files)")
       raise errors.DataSourceMissingError(f"WordNet file {path} is missing. {fix}.")

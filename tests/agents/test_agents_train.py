@@ -362,6 +362,23 @@ def test_the_rollout_context_must_fit_the_policy_window():
   train_lib.validate_config(config)  # the whole window may be used
 
 
+def test_a_pretrained_policy_window_is_checked_when_its_weights_load(tmp_path):
+  """The window of a pretrained policy comes with its weights (config.json), so build_policy checks it there."""
+  from agents import policy as policy_lib
+  from core.llm import weights
+
+  weights.save_pretrained(Llama(llm_config.tiny(max_seq_len=64), nnx.Rngs(0)), tmp_path)
+  config = rl_config("gridworld", "grpo", "quick")
+  config_lib.apply_overrides(config, ["policy.kind=pretrained", f"policy.source={tmp_path}", "policy.warm_start_steps=0",
+                                      "rollout.max_context_tokens=65"])
+  with pytest.raises(config_lib.ConfigError, match=r"rollout.max_context_tokens = 65 is longer than the pretrained "
+                                                   r"policy's context window, 64 tokens .*Fix: "
+                                                   r"--config.rollout.max_context_tokens=64 or less"):
+    policy_lib.build_policy(config)
+  config_lib.apply_overrides(config, ["rollout.max_context_tokens=64"])
+  assert policy_lib.build_policy(config).model.config.max_seq_len == 64
+
+
 @pytest.mark.parametrize("name", sorted(os.path.basename(p) for p in glob.glob(os.path.join(
     files.REPO_ROOT, "configs/agents/*_*.py")) if os.path.basename(p) not in ("__init__.py", "rl_common.py")))
 def test_shipped_rl_configs_validate(name):

@@ -1,6 +1,8 @@
 """The timing harness: compile time apart, the right number of calls, JSON lines with machine and ratio."""
 
 import json
+import os
+import subprocess
 import time
 
 import jax.numpy as jnp
@@ -19,6 +21,7 @@ def test_time_fn_counts_calls_and_separates_compile():
 
   timing = harness.time_fn(fn, 1, warmup=3, iters=5, block=lambda x: x)
   assert len(calls) == 1 + 3 + 5
+  # 0.15 s: 15x the timed sleep, below the 0.2 s first call, so only a timed compile call could cross it
   assert timing.iters == 5 and 0.01 <= timing.min_s <= timing.median_s < 0.15 <= 0.2 <= timing.compile_s
   with pytest.raises(ValueError, match="iters must be >= 1"):
     harness.time_fn(fn, 1, iters=0)
@@ -100,5 +103,11 @@ def test_machine_info_records_the_machine_state():
   assert isinstance(info["loadavg_1_5_15"], list) and len(info["loadavg_1_5_15"]) == 3
   assert info["timestamp"].endswith("+00:00")
   assert info["git_dirty"] in (True, False, None)
+  # where git can read this checkout, the record names its commit
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
+  if head.returncode == 0:
+    assert info["git_commit"] == head.stdout.strip() and len(info["git_commit"]) == 40
+    assert info["git_dirty"] in (True, False)
   assert isinstance(info["cpu_avx512f"], (bool, type(None))) and isinstance(info["cpu_amx_tile"], (bool, type(None)))
   assert "xla_flags" in info and info["threads"]["process_threads"] >= 1

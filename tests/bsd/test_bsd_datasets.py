@@ -44,7 +44,7 @@ def test_validation_is_held_out_of_training_and_scored_beside_the_test(tmp_path)
   np.testing.assert_array_equal(data.test["image"], full.test["image"])
   with pytest.raises(ValueError, match=r"validation_size = 99999 must lie in \(0, 1438\).*Fix: "
                      r"--config.validation_size=143 "):
-    datasets.load_images(_config("digits_mlp.py", f"validation_size=99999"))
+    datasets.load_images(_config("digits_mlp.py", "validation_size=99999"))
   # the sizes that validation checks validation_size against, without loading, are the loaders' own
   assert datasets.DEFAULT_TRAIN_SIZES["digits"] == n
   assert datasets.DEFAULT_TRAIN_SIZES["mnist"] == len(datasets.load_images(_config("mnist_cnn.py")).train["label"])

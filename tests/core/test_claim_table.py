@@ -31,7 +31,7 @@ def test_runner_lists_unimplemented_papers_and_rejects_unknown_names(tmp_path, c
   assert (tmp_path / "results.md").read_text().startswith("| paper | claim |")
   with pytest.raises(SystemExit) as exit_info:  # a typo is an error, not "not implemented"
     reproduce.main(["--workdir", str(tmp_path), "--papers", "bds"])
-  assert exit_info.value.code == 2
+  assert exit_info.value.code == 2 and "invalid choice: 'bds'" in capsys.readouterr().err
 
 
 def test_runner_reports_a_failing_paper_and_goes_on(tmp_path, capsys, monkeypatch):

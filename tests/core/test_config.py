@@ -141,7 +141,7 @@ def test_wrong_type_names_the_expected_type(config_path):
 
 def test_config_is_locked_after_loading(config_path):
   config = config_lib.load_config(config_path)
-  with pytest.raises(AttributeError):
+  with pytest.raises(AttributeError, match="config is locked"):
     config.new_key = 1
 
 

@@ -1,7 +1,6 @@
 """A tiny MoIIE LVLM overfits a few examples through the stage-2 update (moiie/lvlm.py, moiie/training.py)."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx

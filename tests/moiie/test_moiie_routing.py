@@ -1,6 +1,5 @@
 """Routing rules, auxiliary losses and bad input of the MoIIE layer (moiie/routing.py)."""
 
-import dataclasses
 
 import chex
 import jax

@@ -38,9 +38,6 @@ def test_entrypoint_rejects_bad_config_before_compiling():
     (["llm.pretrained.source=/nonexistent.gguf"], r"llm.pretrained.source = '/nonexistent.gguf' is set, but "
      r"config.llm.source = 'tiny'.*Fix: pass --config.llm.source=pretrained .*or drop"),
     (["llm.pretrained.dtype=bfloat16"], r"llm.pretrained.dtype"),
-    # a mistyped reuse folder would be created and trained into
-    (["reuse_stages_from=/tmp/moiie_no_such_dir"], r"reuse_stages_from = '/tmp/moiie_no_such_dir' is not an "
-     r"existing folder"),
     # sizes that something divides by are positive before that division
     (["vision.patch_size=0"], r"vision.patch_size = 0 is invalid: must be a finite number > 0"),
     (["vision.heads=0"], r"vision.heads = 0 is invalid: must be a finite number > 0"),
@@ -56,6 +53,15 @@ def test_bad_inputs_fail_in_validation(overrides, message):
   config = config_lib.load_config("configs/moiie/easyvqa_tiny.py:quick", overrides)
   with pytest.raises(config_lib.ConfigError, match=message):
     training.validate_config(config)
+
+
+def test_a_mistyped_reuse_folder_is_refused_not_created(tmp_path):
+  missing = tmp_path / "no_such_dir"
+  config = config_lib.load_config("configs/moiie/easyvqa_tiny.py:quick", [f"reuse_stages_from={missing}"])
+  with pytest.raises(config_lib.ConfigError, match=re.escape(f"reuse_stages_from = '{missing}' is not an existing "
+                                                             "folder")):
+    training.validate_config(config)
+  assert not missing.exists()
 
 
 def test_suggested_patch_sizes_validate():

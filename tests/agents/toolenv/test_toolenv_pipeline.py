@@ -75,6 +75,22 @@ def test_each_operator_makes_a_harder_variant():
   assert f1["naive", 0] > 70 and f1["naive", 2] == 0.0
 
 
+def test_random_floor_passes_what_it_saw_to_a_later_hop_not_the_gold_answer():
+  from agents.toolenv.policies import RandomPolicy
+  config = config_lib.load_config("configs/agents/toolenv.py:random", ["progress_bar=false"])
+  task_id = 2  # type i % 4 = multi_hop
+  first, second = task_spec(task_id, config.env).scenario.subquestions
+  assert second.depends_on == first.index and second.key == first.answer
+  policy = RandomPolicy(config.env)
+  policy.start(task_id)
+  messages = [{"role": "user", "content": "the task"}]
+  messages += [{"role": "assistant", "content": policy.act(messages)},
+               {"role": "user", "content": "<tool_response>Atlantis</tool_response>"}]  # a wrong first hop
+  call = json.loads(policy.act(messages).removeprefix("<tool_call>").removesuffix("</tool_call>"))
+  passed = json.dumps(call["arguments"])
+  assert "Atlantis" in passed and second.key not in passed, call
+
+
 def test_deployed_tools_validate_arguments_and_keep_a_time_limit():
   spec = pipeline.build("d", "single_hop", 4, KB)
   runtime = deploy(spec, KB)
@@ -95,6 +111,7 @@ def test_deployed_tools_validate_arguments_and_keep_a_time_limit():
   slow.register({"name": "sleepy", "parameters": {"type": "object", "properties": {}}}, lambda args: time.sleep(2))
   start = time.perf_counter()
   result = slow.call("sleepy", {})
+  # 1.5 s: 7x the limit, yet 0.5 s short of the tool's own 2 s, so only a call that waited for the tool fails
   assert not result.ok and "did not finish within 0.2 s" in result.output and time.perf_counter() - start < 1.5
 
 

@@ -100,6 +100,10 @@ def test_sampling_options(tiny):
   s2 = _gen(tiny, prompts, temperature=1.0, seed=3)
   for a, b in zip(s1.tokens, s2.tokens):
     np.testing.assert_array_equal(a, b)
+  # and temperature 1 really samples: it leaves the greedy path, and another seed draws other tokens
+  s3 = _gen(tiny, prompts, temperature=1.0, seed=4)
+  assert any(not np.array_equal(a, g) for a, g in zip(s1.tokens, greedy.tokens))
+  assert any(not np.array_equal(a, b) for a, b in zip(s1.tokens, s3.tokens))
 
 
 def test_sample_respects_top_k_and_top_p():

@@ -103,3 +103,10 @@ def test_calls_without_a_key_sample_with_fresh_noise(model, monkeypatch):
     outputs.append(tokens)
   assert outputs[0] == outputs[1]  # reproducible from gen.seed
   assert not np.array_equal(keys[0], keys[1]) and np.array_equal(keys[0], keys[2])
+  # the keys are used: the sampled replies leave the greedy path of the same histories
+  greedy_session, history, greedy = GenerationSession(graphdef, state, config, GEN, 1, stop_ids=[]), [11, 12, 13], []
+  for _ in range(2):
+    out = greedy_session.generate([0], [history])
+    history = history + [int(t) for t in out.tokens[0]] + [14]
+    greedy.append(list(out.tokens[0]))
+  assert greedy != outputs[0], greedy
