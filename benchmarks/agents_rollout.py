@@ -14,7 +14,8 @@ token budget, so both settings generate the same number of tokens per turn). Bot
 (compilation excluded; XLA compilations inside the timed runs are counted, `compiles_during_timing`). Every
 generation call draws from `fold_in(key(--seed), index of its first task)` on both sides, so the sampled replies
 of the two sides differ (a batched call splits one key over its rows): each line carries the work each side did,
-`tokens_ours`/`tokens_peer` and `turns_ours`/`turns_peer`. Prints JSON lines (benchmarks/harness.py):
+`tokens_ours`/`tokens_peer` and `turns_ours`/`turns_peer`, and where each side's time went: `generation_s_*`,
+`env_s_*`, `generate_calls_*` and `ms_per_generate_call_*`. Prints JSON lines (benchmarks/harness.py):
 episodes/min and generated tokens/s, batch 32 (ours) vs batch 1 (peer), and one full RL step at batch 32: its
 seconds (lower is better) and the shares of generation, environment, log-prob passes (`rollout_batch`: reference
 and old-policy log-probs, host batching) and update. The RL step runs once untimed (it compiles), then again from
@@ -52,13 +53,15 @@ def run_rollouts(learner, client, config, task_ids, batch: int, turns: int, reus
   """Rolls out `task_ids` `batch` trajectories at a time.
 
   Returns {"seconds", "tokens" (generated), "turns" (agent turns over all trajectories), "trajectories",
-  "compiles" (XLA compilations during the run)}.
+  "compiles" (XLA compilations during the run), and where the time went: "generation_s", "env_s",
+  "generate_calls" (batched generation calls: one per turn of a batch)}.
   """
   current = learner.current()
   rollout_config = config.rollout.copy_and_resolve_references()
   rollout_config.kv_cache_reuse = reuse
   policy = rollout_lib.llm_policy(current, rollout_config)
   tokens, agent_turns, trajectories = 0, 0, []
+  generation_s, env_s, generate_calls = 0.0, 0.0, 0
   with count_compiles() as compiles:
     start = time.perf_counter()
     for i in range(0, len(task_ids), batch):
@@ -66,10 +69,12 @@ def run_rollouts(learner, client, config, task_ids, batch: int, turns: int, reus
                                        max_turns=turns, rng=call_key(seed, int(task_ids[i])))
       tokens += stats.generated_tokens
       agent_turns += stats.turns
+      generation_s, env_s, generate_calls = (generation_s + stats.generation_s, env_s + stats.env_s,
+                                             generate_calls + stats.generate_calls)
       trajectories += out
     seconds = time.perf_counter() - start
   return {"seconds": seconds, "tokens": tokens, "turns": agent_turns, "trajectories": trajectories,
-          "compiles": compiles.count}
+          "compiles": compiles.count, "generation_s": generation_s, "env_s": env_s, "generate_calls": generate_calls}
 
 
 def at_median(runs: list[dict]) -> dict:
@@ -172,7 +177,13 @@ def main(argv=None) -> None:
                 seconds_ours_rounds=[r["seconds"] for r in ours_runs],
                 seconds_peer_rounds=[r["seconds"] for r in peers],
                 compiles_during_timing=sum(r["compiles"] for r in ours_runs),
-                peer_compiles_during_timing=sum(r["compiles"] for r in peers), **common)
+                peer_compiles_during_timing=sum(r["compiles"] for r in peers),
+                # where each side's median round went: the generation calls (how many, and the mean per call)
+                # and the environment; the rest is the rollout's own bookkeeping
+                **{f"{key}_{side}": run[key] for side, run in (("ours", ours), ("peer", peer))
+                   for key in ("generation_s", "env_s", "generate_calls")},
+                ms_per_generate_call_ours=1e3 * ours["generation_s"] / max(ours["generate_calls"], 1),
+                ms_per_generate_call_peer=1e3 * peer["generation_s"] / max(peer["generate_calls"], 1), **common)
     emit(BENCH, f"episodes_per_min_batch{args.episodes}_vs_batch1", 60 * args.episodes / ours["seconds"],
          unit="episodes/min", peer=f"batch-1 rollout (same policy, tasks, {how})",
          peer_value=60 * len(peer_tasks) / peer["seconds"], **work)

@@ -123,6 +123,10 @@ def _check_rollout_rates(rates: list[dict]) -> None:
     assert r["turns_ours"] == r["turns_peer"] == 2  # 2 episodes x 1 turn on each side
     assert len(r["seconds_ours_rounds"]) == len(r["seconds_peer_rounds"]) == r["rounds"]
     assert r["seconds_ours"] == sorted(r["seconds_ours_rounds"])[r["rounds"] // 2]  # the median round
+    # one batched generation call for the 2 episodes' one turn, against one call per episode at batch 1
+    assert r["generate_calls_ours"] == 1 and r["generate_calls_peer"] == 2
+    for side in ("ours", "peer"):
+      assert 0 < r[f"generation_s_{side}"] + r[f"env_s_{side}"] <= r[f"seconds_{side}"]
 
 
 def test_agents_rollout_main(capsys, tmp_path):
