@@ -12,21 +12,39 @@ whose message holds the install command, when their Debian or PyPI package is mi
   pipeline.py      make_batches (grain: shuffled, sharded per process, resumable)
 """
 
-from core.data.errors import DataSourceMissingError
-from core.data.images import (EASY_VQA_QUESTION_TYPES, FASHION_MNIST_CLASSES, USER_DIR_DATASETS, EasyVQASplit,
-                              check_data_dir, load_digits, load_easy_vqa, load_fashion_mnist, load_mnist, read_idx)
-from core.data.pipeline import make_batches
-from core.data.quiz import (answer_matches, canonical_text, expand_pattern, load_quiz, load_quizzes,
-                            normalize_answer, quiz_index)
-from core.data.series import TIME_SERIES, load_time_series
-from core.data.splits import stratified_split
-from core.data.text import CharVocab, Verse, char_vocab, load_kjv_text, load_kjv_verses
-from core.data.tfds_sources import load_tfds
+import importlib
+from typing import Any
 
-__all__ = [
-    "CharVocab", "DataSourceMissingError", "EASY_VQA_QUESTION_TYPES", "EasyVQASplit", "FASHION_MNIST_CLASSES",
-    "TIME_SERIES", "USER_DIR_DATASETS", "Verse", "answer_matches", "canonical_text", "char_vocab", "check_data_dir",
-    "expand_pattern", "load_digits", "load_easy_vqa", "load_fashion_mnist", "load_kjv_text", "load_kjv_verses",
-    "load_mnist", "load_quiz", "load_quizzes", "load_tfds", "load_time_series", "make_batches", "normalize_answer",
-    "quiz_index", "read_idx", "stratified_split",
-]
+# Exported names -> the submodule that defines them. Imported on first use (PEP 562), so that a light user such as
+# an environment server can import `core.data.wordnet` without pulling in jax and grain through `pipeline`.
+_EXPORTS = {
+    "errors": ("DataSourceMissingError",),
+    "images": ("EASY_VQA_QUESTION_TYPES", "FASHION_MNIST_CLASSES", "USER_DIR_DATASETS", "EasyVQASplit",
+               "check_data_dir", "load_digits", "load_easy_vqa", "load_fashion_mnist", "load_mnist", "read_idx"),
+    "pipeline": ("make_batches",),
+    "quiz": ("answer_matches", "canonical_text", "expand_pattern", "load_quiz", "load_quizzes", "normalize_answer",
+             "quiz_index"),
+    "series": ("TIME_SERIES", "load_time_series"),
+    "splits": ("stratified_split",),
+    "text": ("CharVocab", "Verse", "char_vocab", "load_kjv_text", "load_kjv_verses"),
+    "tfds_sources": ("load_tfds",),
+}
+_SOURCE = {name: module for module, names in _EXPORTS.items() for name in names}
+_SUBMODULES = frozenset(_EXPORTS) | {"wordnet"}
+
+__all__ = sorted(_SOURCE)
+
+
+def __getattr__(name: str) -> Any:
+  if name in _SOURCE:
+    value = getattr(importlib.import_module(f"{__name__}.{_SOURCE[name]}"), name)
+  elif name in _SUBMODULES:
+    value = importlib.import_module(f"{__name__}.{name}")
+  else:
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+  globals()[name] = value  # once imported, a plain attribute
+  return value
+
+
+def __dir__() -> list[str]:
+  return sorted(set(globals()) | set(_SOURCE) | _SUBMODULES)
