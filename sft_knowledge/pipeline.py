@@ -77,6 +77,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                                                       for x in v), "must be non-negative integers")
   _check_fact_counts(config)
   config_lib.check_positive(config, "grid.epochs")
+  config_lib.check_choice(config, "grid.order", GRID_ORDERS)
   config_lib.check(config, "grid.warmup_fraction", lambda f: 0 <= f < 1, "must lie in [0, 1)")
   config_lib.check(config, "optimizer.warmup_steps", lambda w: w == 0,
                    "is set for each run from grid.warmup_fraction (a run's steps depend on its data size)",
@@ -282,6 +283,28 @@ def mastery(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
 # ---- stage 3: fine-tuning grid ----------------------------------------------------------------------------
 
+GRID_ORDERS = ("random", "relation_round_robin")
+
+
+def level_order(ids: list[str], relation_of: dict[str, str], seed: int, level: int, order: str) -> list[str]:
+  """The order in which one level's pool facts `ids` (sorted) enter its runs of seed `seed` (`grid.order`)."""
+  rng = np.random.default_rng([seed, level])
+  if order == "random":
+    return [ids[i] for i in rng.permutation(len(ids))]
+  by_relation: dict[str, list[str]] = {}
+  for fact_id in ids:
+    by_relation.setdefault(relation_of[fact_id], []).append(fact_id)
+  relations = sorted(by_relation)
+  queues = []
+  for r in rng.permutation(len(relations)):
+    group = by_relation[relations[r]]
+    queues.append([group[i] for i in rng.permutation(len(group))])
+  out = []
+  for rank in range(max((len(q) for q in queues), default=0)):  # round r takes the r-th fact of every relation
+    out.extend(q[rank] for q in queues if rank < len(q))
+  return out
+
+
 def run_name(level: int, size: int, seed: int) -> str:
   return f"L{level}_n{size}_s{seed}"
 
@@ -291,6 +314,7 @@ def plan_runs(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str,
   For one seed and level the smaller data sets are prefixes of the larger ones, so size is the only change."""
   data, mast = build_data(config, workdir), mastery(config, workdir)
   pool = set(data["splits"]["pool"])
+  relation_of = {f["id"]: f["relation"] for f in data["facts"]}
   by_level: dict[int, list[str]] = {}
   for row in mast["facts"]:
     if row["id"] in pool:
@@ -299,7 +323,7 @@ def plan_runs(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str,
   for level in config.grid.levels:
     ids = sorted(by_level.get(level, []))
     for seed in config.grid.seeds:
-      order = [ids[i] for i in np.random.default_rng([seed, level]).permutation(len(ids))]
+      order = level_order(ids, relation_of, seed, level, config.grid.order)
       for size in config.grid.sizes:
         entry = {"name": run_name(level, size, seed), "level": level, "size": size, "seed": seed,
                  "available": len(ids)}

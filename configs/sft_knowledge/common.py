@@ -47,7 +47,12 @@ def base() -> ml_collections.ConfigDict:
   c.grid = ml_collections.ConfigDict(dict(
       levels=(0, 1, 2, 3, 4), sizes=(60, 120, 240, 480, 960, 1920), seeds=(0, 1, 2),
       epochs=3,  # same epochs for every size: larger data = more steps
-      warmup_fraction=0.1))
+      warmup_fraction=0.1,
+      # Which of a level's facts a run takes (the first `size` of this order, so smaller sets are prefixes of
+      # larger ones): "random", a seeded permutation of the level's pool; or "relation_round_robin", one fact of
+      # each relation in turn (seeded within and across relations), so every level's sets spread over the
+      # relations as evenly as its pool allows and a difference between levels is less one between relations.
+      order="random"))
   # One bucket holds every CBQA chat (~30-50 tokens), so an epoch is every fact in full batches of 8 where 8
   # divides the size; of 60 facts an epoch takes 56 and the other 4 wait for the next epoch's shuffle.
   c.sft = sft_config(mode="full", batch_size=8, length_buckets=(64, 128))

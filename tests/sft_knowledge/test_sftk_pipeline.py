@@ -214,3 +214,29 @@ def test_main_job_entry_clears_caches_of_other_code_before_any_run(tmp_path, mon
   (tmp_path / "mastery.json").write_text("{}")  # same code again: a killed report's caches are reused
   sft_report.quick_report(str(tmp_path))
   assert "mastery.json" in seen[-1]
+
+
+def test_level_order_random_is_the_seeded_permutation_and_round_robin_spreads_relations():
+  import numpy as np
+
+  from sft_knowledge.pipeline import level_order
+
+  sizes = {"capital": 5, "element": 2, "hypernym": 9}
+  ids = sorted(f"{r}/{i}" for r, n in sizes.items() for i in range(n))
+  relation_of = {i: i.split("/")[0] for i in ids}
+  # "random": the published runs' order, unchanged
+  assert level_order(ids, relation_of, 1, 3, "random") == [ids[i] for i in np.random.default_rng([1, 3]).permutation(16)]
+  spread = level_order(ids, relation_of, 1, 3, "relation_round_robin")
+  assert sorted(spread) == ids and spread != level_order(ids, relation_of, 2, 3, "relation_round_robin")
+  for n in range(1, len(ids) + 1):  # every prefix (a run's facts): no relation is more than one fact ahead of a
+    counts = {r: sum(relation_of[i] == r for i in spread[:n]) for r in sizes}  # relation that still has facts
+    behind = [c for r, c in counts.items() if c < sizes[r]]
+    assert all(c <= min(behind) + 1 for c in counts.values()) if behind else n == len(ids), (n, counts)
+  assert len({relation_of[i] for i in spread[:3]}) == 3  # the first round holds one fact of each relation
+
+
+def test_grid_order_is_checked():
+  config = config_lib.load_config("configs/sft_knowledge/quick.py", ["grid.order=by_relation"])
+  from sft_knowledge import pipeline
+  with pytest.raises(config_lib.ConfigError, match=r"grid.order = 'by_relation'.*random.*relation_round_robin"):
+    pipeline.validate_config(config)
