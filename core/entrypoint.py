@@ -45,7 +45,7 @@ def parse_args(argv: Sequence[str], prog: str = "<package>.<verb>") -> tuple[str
     name, has_value, value = arg.partition("=")
     if name in ("--config", "--workdir"):
       if not has_value:
-        if i + 1 >= len(args):
+        if i + 1 >= len(args) or args[i + 1].startswith("--"):
           raise config_lib.ConfigError(f"{name} needs a value. {USAGE.format(prog=prog)}")
         value = args[i + 1]
         i += 1
@@ -55,7 +55,8 @@ def parse_args(argv: Sequence[str], prog: str = "<package>.<verb>") -> tuple[str
         workdir = value
     elif name.startswith("--config."):
       if not has_value:
-        if i + 1 >= len(args):
+        # (a value never starts with "--": `--config.seed --workdir X` forgot the seed, it is not the seed)
+        if i + 1 >= len(args) or args[i + 1].startswith("--"):
           raise config_lib.ConfigError(f"{name} needs a value: write {name}=<value>.")
         value = args[i + 1]
         i += 1

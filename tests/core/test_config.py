@@ -196,6 +196,12 @@ def test_entrypoint_argument_parsing(config_path):
     entrypoint.parse_args(["--config", config_path, "--lr=3"])
   with pytest.raises(config_lib.ConfigError, match="--config is required"):
     entrypoint.parse_args(["--workdir", "/tmp/w"])
+  # a flag where a value belongs is a missing value, not the value (else: "unknown argument '/tmp/w'")
+  with pytest.raises(config_lib.ConfigError, match=r"--config.seed needs a value: write --config.seed=<value>"):
+    entrypoint.parse_args(["--config", config_path, "--config.seed", "--workdir", "/tmp/w"])
+  with pytest.raises(config_lib.ConfigError, match=r"--workdir needs a value"):
+    entrypoint.parse_args(["--config", config_path, "--workdir", "--config.seed=3"])
+  assert entrypoint.parse_args(["--config", config_path, "--config.seed", "-1"])[1] == ["seed=-1"]  # a negative value
 
 
 def test_entrypoint_fails_before_compiling_with_one_line(tmp_path):
