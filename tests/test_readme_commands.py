@@ -15,21 +15,38 @@ import shlex
 from core import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# `python -m module args...` up to the end of the inline code span, a blank line or a trailing shell comment;
-# a command may wrap onto the next line of a paragraph
-COMMAND = re.compile(r"python -m ([A-Za-z_][\w.]*\w)((?:[^`\n]|\n(?!\n))*?)(?=`|\n\n|$|  #)")
+FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.M | re.S)
+INLINE = re.compile(r"`([^`]+)`")  # an inline code span, which may wrap onto the next line of its paragraph
+MODULE = re.compile(r"python -m ([A-Za-z_][\w.]*\w)(.*)", re.S)
+
+
+def _readmes() -> list[tuple[str, str]]:
+  out = []
+  for path in sorted(glob.glob(os.path.join(ROOT, "**", "README.md"), recursive=True)):
+    rel = os.path.relpath(path, ROOT)
+    if rel.split(os.sep)[0] not in ("runs", "build") and ".egg-info" not in rel:
+      out.append((rel, open(path, encoding="utf-8").read()))
+  return out
+
+
+def _commands_in(text: str) -> list[tuple[str, str]]:
+  """(module, arguments) of each `python -m` command: one per line of a fenced block (backslash continuations
+  joined, `#` comments dropped), one per inline code span outside those blocks."""
+  found = []
+  pieces = []
+  for block in FENCE.findall(text):
+    pieces.extend(line.split(" #")[0] for line in block.replace("\\\n", " ").splitlines())
+  pieces.extend(span.replace("\n", " ") for span in INLINE.findall(FENCE.sub("", text)))
+  for piece in pieces:
+    for part in piece.split("python -m ")[1:]:
+      match = MODULE.match("python -m " + part)
+      if match:
+        found.append((match.group(1), match.group(2).split("&&")[0].split(";")[0]))
+  return found
 
 
 def _readme_commands() -> list[tuple[str, str, str]]:
-  found = []
-  for path in sorted(glob.glob(os.path.join(ROOT, "**", "README.md"), recursive=True)):
-    rel = os.path.relpath(path, ROOT)
-    if rel.split(os.sep)[0] in ("runs", "build") or ".egg-info" in rel:
-      continue
-    text = open(path, encoding="utf-8").read()
-    for match in COMMAND.finditer(text):
-      found.append((rel, match.group(1), match.group(2).replace("\\\n", " ").replace("\n", " ")))
-  return found
+  return [(path, module, args) for path, text in _readmes() for module, args in _commands_in(text)]
 
 
 def _is_placeholder(text: str) -> bool:
@@ -59,9 +76,13 @@ for _path, _module, _args in COMMANDS:
 
 
 def test_readme_commands_were_found():
-  # the pattern still matches the READMEs' way of writing commands (else the tests below would check nothing)
-  assert len(COMMANDS) > 100 and len({m for _, m, _ in COMMANDS}) > 20 and len(CONFIGURED) > 50, (
-      len(COMMANDS), len(CONFIGURED))
+  # every `python -m` in the READMEs' code is extracted as its own command (else the tests below would skip it)
+  in_code = sum(len(re.findall(r"python\s+-m\s+[A-Za-z_]", block)) for _, text in _readmes() for block in
+                FENCE.findall(text) + INLINE.findall(FENCE.sub("", text)))
+  assert len(COMMANDS) == in_code and len(CONFIGURED) > 50, (len(COMMANDS), in_code, len(CONFIGURED))
+  assert _commands_in("```bash\npython -m pkg.a --config x.py  # one\npython -m pkg.b --config y.py \\\n  --config.k=1\n"
+                      "```\nand `python -m\npkg.c --config z.py`") == [
+      ("pkg.a", " --config x.py "), ("pkg.b", " --config y.py    --config.k=1"), ("pkg.c", " --config z.py")]
 
 
 def test_every_readme_module_exists():

@@ -15,7 +15,7 @@ from typing import NamedTuple
 from core.data import wordnet as wordnet_files
 
 DEFAULT_WORDNET_DIR = wordnet_files.DEFAULT_WORDNET_DIR
-HYPERNYM_SYMBOLS = ("@", "@i")
+HYPERNYM_SYMBOLS = frozenset({"@", "@i"})
 
 
 class Synset(NamedTuple):  # a tuple: 82k of them are built per process, and frozen dataclasses build 3x slower
@@ -33,14 +33,14 @@ def load_wordnet_nouns(wordnet_dir: str = "") -> tuple[Synset, ...]:
 
 @functools.lru_cache(maxsize=4)
 def _nouns(folder: str) -> tuple[Synset, ...]:
-  synsets = wordnet_files.load_synsets("n", folder)  # in file order
-  index = wordnet_files.load_index("n", folder)
+  # Streamed, not loaded: nothing of the files is kept but this view (the other pointers and the index's other
+  # fields would stay in the process for nothing).
+  sense_of = {(entry.lemma, offset): sense for entry in wordnet_files.iter_index("n", folder)
+              for sense, offset in enumerate(entry.offsets, start=1)}
   out = []
-  for offset, synset in synsets.items():
+  for synset in wordnet_files.iter_synsets("n", folder, pointer_symbols=HYPERNYM_SYMBOLS):  # in file order
     first = synset.lemmas[0].lower()
-    entry = index.get(first)
-    sense = entry.offsets.index(offset) + 1 if entry is not None and offset in entry.offsets else 1
-    out.append(Synset(offset=offset, name=f"{first.replace(' ', '_')}.n.{sense:02d}", lemmas=synset.lemmas,
-                      definition=synset.definition,
-                      hypernyms=tuple(p.offset for p in synset.pointers if p.symbol in HYPERNYM_SYMBOLS)))
+    out.append(Synset(offset=synset.offset, name=f"{first.replace(' ', '_')}.n.{sense_of.get((first, synset.offset), 1):02d}",
+                      lemmas=synset.lemmas, definition=synset.definition,
+                      hypernyms=tuple(p.offset for p in synset.pointers)))
   return tuple(out)

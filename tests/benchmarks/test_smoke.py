@@ -81,6 +81,18 @@ def test_moiie_layer_main(capsys):
   assert all("compiles_during_timing" in r for r in records)
 
 
+def test_moiie_layer_skips_the_balanced_floor_where_it_cannot_run(capsys):
+  from benchmarks import moiie_layer
+  moiie_layer.main(["--tokens", "30", "--dim", "8", "--ffn", "16", "--experts", "8", "--paths", "sparse,balanced_floor",
+                    "--block-sizes", "", "--hybrid-factors", "", "--ragged-dot-max-experts", "0", "--iters", "1"])
+  err = capsys.readouterr().err
+  assert "balanced_floor skipped at E = 8: T x k = 60 rows do not split evenly" in err
+  moiie_layer.main(["--tokens", "32", "--dim", "8", "--ffn", "16", "--experts", "4", "--paths", "balanced_floor",
+                    "--layout", "moiie", "--iters", "1"])
+  captured = capsys.readouterr()  # (the moiie layout has groups the floor ignores)
+  assert captured.out.strip() == "" and "balanced_floor skipped at E = 4: it has no modalities" in captured.err
+
+
 def test_matmul_peak_main(capsys):
   from benchmarks import matmul_peak
   matmul_peak.main(["--sizes", "16", "--iters", "1"])
@@ -97,7 +109,8 @@ def test_agents_env_load_main(capsys):
   pytest.importorskip("psutil")
   pytest.importorskip("httpx")
   from benchmarks import agents_env_load
-  agents_env_load.main(["--envs", "gridworld", "--clients", "2", "--steps", "30", "--time-limit", "5",
+  # 300 steps: enough CPU on both sides (~1 ms a request) that the 10 ms clock ticks cannot round it to 0
+  agents_env_load.main(["--envs", "gridworld", "--clients", "2", "--steps", "300", "--time-limit", "10",
                         "--sequential-steps", "10"])
   records = _lines(capsys, "agents_env_load")
   assert len(records) == 2
