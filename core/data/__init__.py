@@ -7,7 +7,8 @@ whose message holds the install command, when their Debian or PyPI package is mi
   text.py          load_kjv_text, load_kjv_verses, char_vocab
   series.py        load_time_series
   quiz.py          load_quiz, load_quizzes, quiz_index, expand_pattern, answer_matches
-  wordnet.py       load_synsets, load_index (WordNet 3.0 synsets, pointers, sense counts; import the module)
+  wordnet.py       load_synsets, load_index, iter_synsets, iter_index (WordNet 3.0 synsets, pointers, sense
+                   counts; import the module)
   tfds_sources.py  load_tfds (a user's own TFDS data set, array_record, no TensorFlow)
   pipeline.py      make_batches (grain: shuffled, sharded per process, resumable)
 """
