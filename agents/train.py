@@ -109,7 +109,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                    f"must be 1.0 (no truncation) for training: {untempered}", "pass --config.rollout.top_p=1.0")
   # A trajectory grows to at most max_context_tokens tokens (agents.rollout: prompt and reply within
   # max_context_tokens - 1, plus a closing <|im_end|>); generation refuses a prompt + budget past the model's window,
-  # so a budget beyond it fails mid-rollout. (A pretrained policy's window comes with its weights, not loaded here.)
+  # so a budget beyond it fails mid-rollout. (A pretrained policy's window comes with its weights: build_policy checks
+  # it when they load.)
   if config.policy.kind == "scratch":
     config_lib.check(config, "rollout.max_context_tokens", lambda n: n <= config.policy.max_seq_len,
                      f"must be <= policy.max_seq_len = {config.policy.max_seq_len}, the policy's context window: a "

@@ -203,6 +203,16 @@ def _invalid(key: str, value: Any, requirement: str, fix: str) -> ConfigError:
   return ConfigError(f"config.{key} = {value!r} is invalid: {requirement}. Fix: {fix}.")
 
 
+def flat_keys(tree: Any, prefix: str = "") -> dict[str, Any]:
+  """A nested dict (a config's `to_dict()`, or its JSON) as dotted keys -> leaf values (`{"train.num_steps": 5}`),
+  so that a difference between two configs names the one override that changes it. An empty section is a leaf
+  `{}`, so that it is not lost."""
+  if isinstance(tree, dict):
+    return {k: v for key, value in tree.items() for k, v in flat_keys(value, f"{prefix}{key}.").items()} or {
+        prefix[:-1]: {}}
+  return {prefix[:-1]: tree}
+
+
 def check(config: ml_collections.ConfigDict, key: str, predicate: Callable[[Any], bool], requirement: str,
           fix: str | None = None) -> Any:
   """General rule: `predicate(value)` must hold. Returns the value."""

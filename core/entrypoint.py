@@ -25,7 +25,7 @@ import json
 import os
 import shlex
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 import ml_collections
 
@@ -95,8 +95,7 @@ def run(main: Callable[[ml_collections.ConfigDict, str], Any],
       raise config_lib.ConfigError(f"--workdir {workdir} is a file, not a folder. Fix: pass a folder (new or one "
                                    "an earlier run of this command wrote).")
   except config_lib.ConfigError as e:
-    print(f"config error: {e}", file=sys.stderr)
-    raise SystemExit(2) from None
+    exit_with_config_error(e)
   if workdir:
     os.makedirs(workdir, exist_ok=True)
     changes = record_command(config, workdir, prog, sys.argv[1:] if argv is None else argv)
@@ -108,8 +107,7 @@ def run(main: Callable[[ml_collections.ConfigDict, str], Any],
   try:
     return main(config, workdir)
   except config_lib.ConfigError as e:  # a check that needs the run's files (a server, checkpoints): as above
-    print(f"config error: {e}", file=sys.stderr)
-    raise SystemExit(2) from None
+    exit_with_config_error(e)
   except Exception as e:
     # Errors about the user's inputs (a missing dataset, weights, a checkpoint of another model) carry their fix in
     # the message; a traceback through JAX and orbax would only bury it.
@@ -119,15 +117,14 @@ def run(main: Callable[[ml_collections.ConfigDict, str], Any],
     raise SystemExit(1) from None
 
 
+def exit_with_config_error(error: config_lib.ConfigError) -> NoReturn:
+  """A config error as every entrypoint reports it: one line on stderr, exit status 2, no traceback."""
+  print(f"config error: {error}", file=sys.stderr)
+  raise SystemExit(2) from None
+
+
 COMMANDS_FILE = "commands.jsonl"
 TRACEBACK_ENV_VAR = "ENTRYPOINT_TRACEBACK"
-
-
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-  if isinstance(tree, dict):
-    return {k: v for key, value in tree.items() for k, v in _flat(value, f"{prefix}{key}.").items()} or {
-        prefix[:-1]: {}}
-  return {prefix[:-1]: tree}
 
 
 def record_command(config: ml_collections.ConfigDict, workdir: str, prog: str, argv: Sequence[str]) -> list[str]:
@@ -156,7 +153,7 @@ def record_command(config: ml_collections.ConfigDict, workdir: str, prog: str, a
     f.write(json.dumps(record) + "\n")
   if not isinstance(previous, dict):
     return []
-  old, new = _flat(previous), _flat(values)
+  old, new = config_lib.flat_keys(previous), config_lib.flat_keys(values)
 
   def shown(flat: dict[str, Any], key: str) -> str:
     text = json.dumps(flat[key]) if key in flat else "(absent)"

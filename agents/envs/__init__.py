@@ -73,17 +73,6 @@ def validate_env_config(config: ml_collections.ConfigDict, fix: str) -> None:
         f"without its section). Fix: {fix.format(env=name)}.")
 
 
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-  """Nested sections as dotted keys (`tasks.seed`), so that a mismatch names the one override that fixes it."""
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(_flat(value, f"{prefix}{key}."))
-    else:
-      out[f"{prefix}{key}"] = value
-  return out
-
-
 def check_server_matches(health: Mapping[str, Any], url: str, name: str, config: ml_collections.ConfigDict,
                          fix_here: str = "") -> None:
   """Fails when the server at `url` (its `/health` reply `health`) runs another environment than `name`, or the
@@ -100,7 +89,8 @@ def check_server_matches(health: Mapping[str, Any], url: str, name: str, config:
   theirs = health.get("env_config")
   if theirs is None:  # a server built without its config section (make_app's default): nothing to compare
     return
-  ours, theirs = _flat(env_config_json(config)), _flat(theirs)
+  # dotted keys (`tasks.seed`): a mismatch names the one override that fixes it
+  ours, theirs = config_lib.flat_keys(env_config_json(config)), config_lib.flat_keys(theirs)
   differ = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
   if differ:
     flags = " ".join(f"--config.env_config.{k}={json.dumps(ours.get(k))}" for k in differ)

@@ -40,7 +40,8 @@ def _nouns(folder: str) -> tuple[Synset, ...]:
   out = []
   for synset in wordnet_files.iter_synsets("n", folder, pointer_symbols=HYPERNYM_SYMBOLS):  # in file order
     first = synset.lemmas[0].lower()
-    out.append(Synset(offset=synset.offset, name=f"{first.replace(' ', '_')}.n.{sense_of.get((first, synset.offset), 1):02d}",
+    sense = sense_of.get((first, synset.offset), 1)
+    out.append(Synset(offset=synset.offset, name=f"{first.replace(' ', '_')}.n.{sense:02d}",
                       lemmas=synset.lemmas, definition=synset.definition,
                       hypernyms=tuple(p.offset for p in synset.pointers)))
   return tuple(out)

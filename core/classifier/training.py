@@ -44,8 +44,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     config_lib.check(config, "model.channels", lambda c: 0 < len(c) <= most,
                      f"needs 1 to {most} conv blocks for {side}x{side} {config.dataset} images (each halves the side)",
                      f"pass at most {most} channel counts, e.g. --config.model.channels='(16, 32)'")
-  config_lib.check(config, "seed", lambda seed: seed >= 0, "must be >= 0 (it seeds numpy's data shuffling too)",
-                   "pass --config.seed=<a non-negative integer>")
+  config_lib.check_seed(config, "seed", requirement="must be >= 0 and below 2**32, an integer (it seeds numpy's data "
+                        "shuffling too)")
   sharding_lib.validate_mesh_config(config)
   config_lib.check_divisible(config, "batch_size", jax.device_count(), "the number of devices")
   config_lib.check_divisible(config, "eval_batch_size", jax.device_count(), "the number of devices")

@@ -56,8 +56,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   try:
     prompt, args = _split_prompt(sys.argv[1:] if argv is None else argv)
   except config_lib.ConfigError as e:
-    print(f"config error: {e}", file=sys.stderr)
-    raise SystemExit(2) from None
+    entrypoint.exit_with_config_error(e)
 
   def chat(config: ml_collections.ConfigDict, workdir: str | None) -> None:
     from core.llm import conversation
