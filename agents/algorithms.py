@@ -61,6 +61,10 @@ def validate_algorithm_config(config: ml_collections.ConfigDict) -> None:
   config_lib.check_choice(config, "algorithm.gae_level", GAE_LEVELS)
   for key in ("algorithm.clip_eps", "algorithm.update_epochs", "algorithm.minibatches", "algorithm.value_clip"):
     config_lib.check_positive(config, key)
+  config_lib.check(config, "algorithm.clip_eps", lambda c: c < 1,
+                   "must be < 1 (e.g. 0.2, the paper's): the ratio's lower clip bound 1 - clip_eps would be <= 0, "
+                   "which no ratio reaches, so nothing would stop a negative-advantage token's probability from "
+                   "being pushed towards 0")
   for key in ("algorithm.entropy_coef", "algorithm.kl_coef", "algorithm.kl_clip", "algorithm.loss_horizon",
               "algorithm.clip_eps_high"):
     config_lib.check_positive(config, key, allow_zero=True)

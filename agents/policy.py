@@ -164,13 +164,22 @@ def warm_start_batch_size(config: ml_collections.ConfigDict) -> int:
   return min(config.policy.warm_start_batch_size, config.policy.warm_start_tasks)
 
 
-def warm_start(policy: Policy, config: ml_collections.ConfigDict) -> dict[str, float]:
-  """Stage 0: `warm_start_steps` supervised steps on oracle episodes (assistant tokens only). Updates
-  `policy.model` in place; returns the first and last batch losses."""
+def warm_start_episodes(config: ml_collections.ConfigDict) -> list[list[dict[str, str]]]:
+  """The warm start's oracle episodes as chat messages, in the rollout's format (its system prompt first, if any)."""
   p = config.policy
   env = make_env(config.env, config.env_config)
   records = [oracle_episode(env, p.warm_start_task_offset + i, p.warm_start_max_turns)
              for i in range(p.warm_start_tasks)]
+  if config.rollout.system_prompt:
+    records = [[{"role": "system", "content": config.rollout.system_prompt}, *messages] for messages in records]
+  return records
+
+
+def warm_start(policy: Policy, config: ml_collections.ConfigDict) -> dict[str, float]:
+  """Stage 0: `warm_start_steps` supervised steps on oracle episodes (assistant tokens only). Updates
+  `policy.model` in place; returns the first and last batch losses."""
+  p = config.policy
+  records = warm_start_episodes(config)
   check_actions_fit_the_reply_budget(records, policy.tokenizer, config.rollout.max_new_tokens)
   examples = [sft.tokenize_chat(policy.tokenizer, messages) for messages in records]
   buckets = sft.padded_lengths(max(len(ids) for ids, _ in examples), config.data.buckets_per_doubling)

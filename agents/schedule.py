@@ -47,6 +47,9 @@ class ScalingInterSchedule:
     limits = tuple(self.turn_limits)
     if not limits or any(not isinstance(t, int) or isinstance(t, bool) or t < 1 for t in limits):
       raise ValueError(f"turn_limits must be a non-empty list of integers >= 1, got {self.turn_limits!r}.")
+    if any(a > b for a, b in zip(limits, limits[1:])):  # the horizon comparison reads the first as short, last as long
+      raise ValueError(f"turn_limits must not decrease from one stage to the next (ScalingInter raises the turn "
+                       f"limit in stages), got {self.turn_limits!r}.")
     object.__setattr__(self, "turn_limits", limits)
     lengths = self.steps_per_stage
     if isinstance(lengths, int) and not isinstance(lengths, bool):

@@ -56,13 +56,15 @@ from core.train.state import TrainState, create_train_state, make_train_step
 
 
 def data_config(**overrides: Any) -> ml_collections.ConfigDict:
-  """Which tasks train and which evaluate: training ids [0, train_tasks), evaluation ids
-  [eval_task_offset, eval_task_offset + eval_tasks) (disjoint, so evaluation is on unseen tasks); whether
+  """Which tasks train and which evaluate: training ids [train_task_offset, train_task_offset + train_tasks),
+  evaluation ids [eval_task_offset, eval_task_offset + eval_tasks) (disjoint, so evaluation is on unseen tasks;
+  VehicleWorld's RL config starts training past the 1,000 tasks of its evaluation table); whether
   the training samples are whole trajectories or the environment's step-level samples (`step_level`); and how
   finely the warm start's and the updates' batches are padded (`buckets_per_doubling`, see
   `core.llm.sft.padded_lengths`: 4 cut the RL time of a quick gridworld run by a third against powers of two;
   results before 2026-11-28 were measured with 1)."""
-  return section("data", dict(train_tasks=10_000, tasks_per_step=8, eval_tasks=64, eval_task_offset=500_000,
+  return section("data", dict(train_tasks=10_000, train_task_offset=0, tasks_per_step=8, eval_tasks=64,
+                              eval_task_offset=500_000,
                               eval_every=10, eval_turn_limit=0, trajectories_every=1, step_level=False,
                               buckets_per_doubling=4), overrides)
 
@@ -88,8 +90,22 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     config_lib.check_positive(config, f"data.{key}", allow_zero=True)
   config_lib.check(config, "data.tasks_per_step", lambda n: n <= config.data.train_tasks,
                    "must be <= data.train_tasks")
-  config_lib.check(config, "data.eval_task_offset", lambda o: o >= config.data.train_tasks,
-                   "must be >= data.train_tasks so that evaluation tasks are not training tasks")
+  p, d = config.policy, config.data
+  config_lib.check_positive(config, "data.train_task_offset", allow_zero=True)
+  config_lib.check(config, "data.eval_task_offset",
+                   lambda o: o >= d.train_task_offset + d.train_tasks or o + d.eval_tasks <= d.train_task_offset,
+                   f"must keep the evaluation tasks [eval_task_offset, + {d.eval_tasks}) out of the training tasks "
+                   f"[{d.train_task_offset}, {d.train_task_offset + d.train_tasks}) so that evaluation tasks are not "
+                   "training tasks", f"pass --config.data.eval_task_offset={d.train_task_offset + d.train_tasks} "
+                   "(or more)")
+  if p.warm_start_steps and (p.warm_start_task_offset < d.eval_task_offset + d.eval_tasks
+                             and d.eval_task_offset < p.warm_start_task_offset + p.warm_start_tasks):
+    raise config_lib.ConfigError(
+        f"the warm start's oracle episodes (task ids [{p.warm_start_task_offset}, "
+        f"{p.warm_start_task_offset + p.warm_start_tasks})) overlap the evaluation tasks ([{d.eval_task_offset}, "
+        f"{d.eval_task_offset + d.eval_tasks})), so the held-out success would count tasks the policy was shown "
+        "solved. Fix: move --config.policy.warm_start_task_offset or --config.data.eval_task_offset so the two "
+        "ranges are disjoint.")
   config_lib.check(config, "algorithm.minibatches",
                    lambda m: (config.data.tasks_per_step * config.rollout.group_size) % m == 0,
                    f"must divide the rollouts per step (data.tasks_per_step x rollout.group_size = "
@@ -189,7 +205,8 @@ def make_critic_step(graphdef, algo: ml_collections.ConfigDict, tx, horizon: int
 def training_tasks(config: ml_collections.ConfigDict, step: int) -> list[int]:
   """The tasks of training step `step`: a function of (seed, step) only, so a resumed run draws the same."""
   rng = np.random.default_rng([config.seed, step])
-  return sorted(int(t) for t in rng.choice(config.data.train_tasks, config.data.tasks_per_step, replace=False))
+  drawn = rng.choice(config.data.train_tasks, config.data.tasks_per_step, replace=False)
+  return sorted(config.data.train_task_offset + int(t) for t in drawn)
 
 
 def evaluation_tasks(config: ml_collections.ConfigDict) -> list[int]:

@@ -54,6 +54,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise config_lib.ConfigError("config.model.channels is empty for arch 'cnn'. Fix: e.g. "
                                  "--config.model.channels='(16, 32)'.")
   _check_layer_sizes(config)
+  _check_unread_settings(config)
+  config_lib.check_positive(config, "eval.frechet_classifier_steps", allow_zero=True)  # 0 turns the score off
   config_lib.check_positive(config, "model.code_dim")
   config_lib.check_positive(config, "model.init_scale")
   config_lib.check_choice(config, "model.ann_activation", networks.ANN_ACTIVATIONS)
@@ -98,8 +100,32 @@ def _check_layer_sizes(config: ml_collections.ConfigDict) -> None:
                                                     for n in sizes),
                      "every size must be an integer > 0", f"pass --config.{key}=<a tuple of positive sizes, e.g. "
                      f"{'(128,)' if key == 'model.hidden' else '(16, 32)'}>")
-  config_lib.check(config, "model.kernel_size", lambda k: isinstance(k, int) and not isinstance(k, bool) and k > 0,
-                   "must be an integer > 0", "pass --config.model.kernel_size=<odd size > 0, e.g. 3>")
+  config_lib.check(config, "model.kernel_size",
+                   lambda k: isinstance(k, int) and not isinstance(k, bool) and k > 0 and k % 2,
+                   "must be an odd integer > 0 (an even kernel pads 'SAME' unevenly, which the backward blocks do "
+                   "not mirror)", "pass --config.model.kernel_size=<odd size > 0, e.g. 3>")
+
+
+# Settings read only by some tasks, architectures or methods: (key, default, whether this config reads it, where
+# it is read). A changed value that nothing reads would change nothing.
+_READ_WHEN = (
+    ("model.channels", (), lambda c: c.model.arch == "cnn", "arch 'cnn'"),
+    ("model.kernel_size", 3, lambda c: c.model.arch == "cnn", "arch 'cnn'"),
+    ("model.backward_upsample", "before", lambda c: c.model.arch == "cnn", "arch 'cnn'"),
+    ("model.reconstruct", False, lambda c: c.task == "classify" and c.method == "bsd", "BSD classification"),
+    ("bsd.top_loop", True, lambda c: c.task == "generate" and c.method == "bsd", "the BSD autoencoder"),
+    ("bsd.fft_weight", 0.0, lambda c: c.task == "generate", "task 'generate'"),
+    ("bsd.fft_high_boost", 1.0, lambda c: c.task == "generate", "task 'generate'"),
+)
+
+
+def _check_unread_settings(config: ml_collections.ConfigDict) -> None:
+  for key, default, read, where in _READ_WHEN:
+    if not read(config):
+      config_lib.check(config, key, lambda v, d=default: v == d or (isinstance(d, tuple) and tuple(v) == d),
+                       f"is read only for {where}, not here (task {config.task!r}, arch {config.model.arch!r}, "
+                       f"method {config.method!r}), so it must keep its default {default!r}",
+                       f"drop --config.{key}")
 
 
 def _check_seeds(config: ml_collections.ConfigDict) -> None:
@@ -235,10 +261,13 @@ def make_evaluator(config: ml_collections.ConfigDict, obj: methods.Objective, gr
     sums: dict[str, float] = {}
     recons = []
     for batch in _padded_batches(split, config.eval_batch_size):
-      out = eval_batch(state.params, state.model_state, sharding_lib.shard_batch(batch, mesh))
+      # every process builds the whole global batch and hands its own rows to the mesh (else each example would
+      # count once per process)
+      local = sharding_lib.process_rows(batch)
+      out = eval_batch(state.params, state.model_state, sharding_lib.shard_batch(local, mesh))
       for key, value in out.items():
-        if key == "recon":
-          recons.append(np.asarray(value)[batch["mask"] > 0])
+        if key == "recon":  # the whole batch's reconstructions, gathered from every process
+          recons.append(sharding_lib.to_host(value)[batch["mask"] > 0])
         else:
           sums[key] = sums.get(key, 0.0) + float(value)
     n = len(next(iter(split.values())))
@@ -270,7 +299,7 @@ def _frechet(config, data: datasets.TaskData, recons: np.ndarray) -> dict[str, f
 
 def _trace_for_plots(config, obj, graphdef, state, data) -> dict[str, Any]:
   """Spikes of level 1 of both pathways for a few test samples (for the raster)."""
-  model = nnx.merge(graphdef, state.params, state.model_state)
+  model = nnx.merge(graphdef, *sharding_lib.to_host((state.params, state.model_state)))  # run here, unsharded
   n = len(next(iter(data.test.values())))
   rows = np.linspace(0, n - 1, min(8, n)).astype(int)  # spread over the split (some sources are sorted by class)
   test = {key: np.asarray(v)[rows] for key, v in data.test.items()}
@@ -340,7 +369,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     trace = _trace_for_plots(config, obj, graphdef, state, data)
     shown = np.linspace(0, len(recons) - 1, 16).astype(int) if recons is not None else None
     originals = np.asarray(data.test["image"])[shown] if recons is not None else None
-    plots.save_all(workdir, originals=originals, recons=None if recons is None else recons[shown], **trace)
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(results, f, indent=2)
+    if jax.process_index() == 0:  # one writer; every process computed the same results
+      plots.save_all(workdir, originals=originals, recons=None if recons is None else recons[shown], **trace)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump(results, f, indent=2)
   return results

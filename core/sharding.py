@@ -228,3 +228,32 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
                        "the last partial batch (drop_remainder=True).")
     return jax.make_array_from_process_local_data(sharding, x)
   return jax.tree.map(place, batch)
+
+
+def process_rows(batch: Any, process: int | None = None, processes: int | None = None) -> Any:
+  """This process's share of a global batch that every process holds whole: rows [p * n / P, (p + 1) * n / P) of
+  each leaf, what `shard_batch` then takes as the process-local part (the global batch is the processes' shares in
+  process order). The identity with one process."""
+  processes = jax.process_count() if processes is None else processes
+  process = jax.process_index() if process is None else process
+  if processes == 1:
+    return batch
+
+  def take(x):
+    x = np.asarray(x)
+    if x.shape[0] % processes:
+      raise ValueError(f"a batch of {x.shape[0]} rows does not split over {processes} processes. Fix: a batch size "
+                       f"that is a multiple of {processes}.")
+    local = x.shape[0] // processes
+    return x[process * local:(process + 1) * local]
+  return jax.tree.map(take, batch)
+
+
+def to_host(tree: Any) -> Any:
+  """The tree's arrays as numpy arrays holding their global values, also where they span devices of other
+  processes (gathered from every process, so every process must call this at the same point)."""
+  if jax.process_count() == 1:
+    return jax.tree.map(np.asarray, tree)
+  from jax.experimental import multihost_utils
+  return jax.tree.map(lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True))
+                      if isinstance(x, jax.Array) else np.asarray(x), tree)

@@ -78,6 +78,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         f"config.mesh.fsdp = {fsdp} devices, which does not divide {spec.num_experts}. Fix: pass "
         f"--config.mesh.fsdp=<a divisor of {spec.num_experts}> or --config.mesh.expert_parallel=false.")
   sharding_lib.validate_mesh_config(config, "mesh")
+  if spec is not None and spec.path == "einsum":
+    _check_einsum_dispatch_size(config, spec)
   for stage in ("stage0", "stage1", "stage2"):
     train_lib.validate_train_config(config, f"{stage}.train")
     train_lib.validate_optimizer_config(config, f"{stage}.optimizer", num_steps=config[stage].train.num_steps)
@@ -89,7 +91,39 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                      f"the tiny LLM's context must hold data.seq_len = {config.data.seq_len} tokens (image tokens "
                      "included)", f"pass --config.llm.tiny.max_seq_len={config.data.seq_len} or more (or a smaller "
                      "data.seq_len)")
+    check_moe_layers(config, config.llm.tiny.num_layers)
   _check_reused_stages(config)
+
+
+def check_moe_layers(config: ml_collections.ConfigDict, num_layers: int) -> None:
+  """A MoE variant must upcycle at least one of the LLM's `num_layers` layers; else `upcycle` would refuse only
+  after stages 0 and 1 had trained. (The tiny LLM's count is in the config; the pretrained one's is checked as soon
+  as its weights load, before stage 0.)"""
+  if moe_spec(config) is None or upcycle.moe_layer_indices(num_layers, config.moe.every, config.moe.offset):
+    return
+  raise config_lib.ConfigError(
+      f"config.moe.every = {config.moe.every} and config.moe.offset = {config.moe.offset} select no layer of the "
+      f"{num_layers}-layer LLM (MoE layers are those with index % every == offset), so variant "
+      f"{config.moe.variant!r} would have nothing to upcycle. Fix: pass --config.moe.offset=<less than "
+      f"{min(num_layers, config.moe.every)}>, or a smaller --config.moe.every.")
+
+
+# GShard's dispatch and combine tensors are [T, E, C] floats over all T tokens of a batch (one group), and C grows
+# with T, so they grow with T^2: a batch whose pair of them would pass this many bytes is refused.
+EINSUM_DISPATCH_LIMIT_BYTES = 2 * 2**30
+
+
+def _check_einsum_dispatch_size(config: ml_collections.ConfigDict, spec: routing.MoESpec) -> None:
+  for key in ("data.batch_size", "data.eval_batch_size"):
+    tokens = config_lib.get_value(config, key) * config.data.seq_len
+    size = 2 * tokens * spec.num_experts * spec.capacity(tokens) * 4
+    if size > EINSUM_DISPATCH_LIMIT_BYTES:
+      raise config_lib.ConfigError(
+          f"config.moe.path = 'einsum' over config.{key} = {config_lib.get_value(config, key)} sequences "
+          f"({tokens} tokens) needs {size / 2**30:.1f} GiB for each MoE layer's dispatch and combine tensors "
+          f"([T, E, C] with C = {spec.capacity(tokens)} slots per expert), which grow with the square of the "
+          f"tokens per batch. Fix: --config.moe.path=sparse (the same exact, dropless layer), or a smaller "
+          f"--config.{key}.")
 
 
 def _check_unused_pretrained(config: ml_collections.ConfigDict) -> None:
@@ -118,7 +152,7 @@ def _check_vision(config: ml_collections.ConfigDict) -> None:
   v = config.vision
   config_lib.check(config, "vision.image_size", lambda s: s == 64,
                    "must be 64: easy-VQA images are 64x64", "pass --config.vision.image_size=64")
-  for key in ("vision.patch_size", "vision.dim", "vision.heads", "vision.mlp_dim"):
+  for key in ("vision.patch_size", "vision.dim", "vision.depth", "vision.heads", "vision.mlp_dim"):
     config_lib.check_positive(config, key)
   if v.image_size % v.patch_size:
     sizes = [p for p in range(1, v.image_size + 1) if v.image_size % p == 0]
@@ -208,7 +242,11 @@ def build_lvlm(config, tokenizer, num_colors: int) -> lvlm.LVLM:
     llm_cfg = llm_config_lib.LlamaConfig.from_dict({**dict(config.llm.tiny), "vocab_size": tokenizer.vocab_size})
     llm = llm_model.Llama(llm_cfg, rngs)
   else:
-    llm = _pretrained(config.llm.pretrained).model()  # a fresh module over the loaded arrays
+    # A copy of the loaded arrays: merged without one, the module would share its Variables with the per-process
+    # cache, and a stage loading trained weights into it would hand them to the next run in this process.
+    pretrained = _pretrained(config.llm.pretrained)
+    llm = nnx.merge(pretrained.graphdef, pretrained.state, copy=True)
+    check_moe_layers(config, llm.config.num_layers)
   projector = lvlm.Projector(config.vision.dim, llm.config.hidden_size, rngs)
   return lvlm.LVLM(vit, projector, llm, config.vision.image_pool)
 
@@ -339,7 +377,8 @@ def _train_once(model, stage_dir, trainable, loss_fn, source, stage_cfg, mesh_cf
   if not os.path.exists(final):
     os.makedirs(stage_dir, exist_ok=True)
     files.write_text_atomic(record, settings + "\n")  # before training: a killed stage's checkpoints are checked
-    batches = pipeline.make_batches(source, batch_size, seed=seed, transform=transform)
+    # batch_size is the global batch: each process draws its share, and the loop assembles them on the mesh
+    batches = pipeline.make_batches(source, batch_size // jax.process_count(), seed=seed, transform=transform)
     save_model(train_stage(model, trainable, loss_fn, batches, stage_cfg, mesh_cfg, seed, stage_dir), final)
   load_model(model, final)
   return final

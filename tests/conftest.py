@@ -47,6 +47,37 @@ def run_on_fake_devices(devices: int, argv: list[str], timeout: int = 300, pytho
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def run_on_processes(processes: int, argv: list[str], timeout: int = 300) -> list[dict]:
+  """Runs `python *argv PROCESSES INDEX PORT` as `processes` JAX processes at once on localhost (a multi-host run in
+  miniature: each sees one CPU device; the script calls `jax.distributed.initialize` with the port when there are
+  several); returns the JSON object each one's last stdout line prints, in process order."""
+  import socket
+
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = str(s.getsockname()[1])
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1",
+             PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+  procs = [subprocess.Popen([sys.executable, *argv, str(processes), str(i), port], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(processes)]
+  results = []
+  try:
+    for p in procs:
+      stdout, stderr = p.communicate(timeout=timeout)
+      assert p.returncode == 0, stderr[-3000:]
+      results.append(json.loads(stdout.strip().splitlines()[-1]))
+  finally:
+    for p in procs:
+      p.kill()
+  return results
+
+
+@pytest.fixture
+def on_processes():
+  """`on_processes(processes, argv, timeout=300)`: see `run_on_processes`."""
+  return run_on_processes
+
+
 def mark_logged_records(workdir, step: int) -> None:
   """Rewrites `workdir`/metrics.jsonl with `"mark": record's step == step` on every record. A resumed run keeps the
   records up to its checkpoint and a restarted one rewrites them all, so the marks tell a real resume from a silent

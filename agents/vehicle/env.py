@@ -128,8 +128,7 @@ class VehicleEnv(TextEnv):
   def _end_turn(self, observation: str) -> tuple[str, bool]:
     gold_before = self.task.state_before(self.turn)
     gold_after = self.task.state_after(self.turn)
-    m = metrics.turn_metrics(gold_before, gold_after, self._turn_before, self.world.state,
-                             self.task.turns[self.turn].relative)
+    m = self._score_turn(gold_before, gold_after)
     self.turn_results.append({**m.to_json(), "tokens": self._tokens, "steps": self._turn_steps, "status": "done"})
     self.turn += 1
     if self.turn < len(self.task.turns):
@@ -142,13 +141,18 @@ class VehicleEnv(TextEnv):
       self._done = True  # the last turn is over: the episode ends without success
     return observation + "\nAll turns are done.", success
 
+  def _score_turn(self, gold_before, gold_after) -> metrics.TurnMetrics:
+    turn = self.task.turns[self.turn]
+    targets = tasks.targets_from(self.world.schema, turn, self._turn_before)
+    return metrics.turn_metrics(gold_before, gold_after, self._turn_before, self.world.state, turn.relative,
+                                targets=targets)
+
   def _close_turns(self) -> None:
     """The episode ended before its last turn did (the episode's step budget): score the turn in progress as
     it stands and give each turn not reached a record in which nothing changed."""
     if self.turn < len(self.task.turns) and len(self.turn_results) == self.turn:
       if self._turn_steps:
-        m = metrics.turn_metrics(self.task.state_before(self.turn), self.task.state_after(self.turn),
-                                 self._turn_before, self.world.state, self.task.turns[self.turn].relative)
+        m = self._score_turn(self.task.state_before(self.turn), self.task.state_after(self.turn))
         status = "cut"
       else:  # the turn had just begun: the agent never acted in it
         m = metrics.unreached_turn(self.task.state_before(self.turn), self.task.state_after(self.turn))

@@ -2,9 +2,13 @@
 turn with the agent's state before/after it (they differ in later turns when an earlier one went wrong):
 
 * should-change S = properties whose gold value changes in the turn, should-stay U = all others;
-* each property of S has a target from the agent's own start: the gold value for a request that sets it ("set the
-  volume to 50", "turn the AC on"), or start + move, clamped to the property's bounds, for a request that changes
-  it by an amount ("turn the volume up by 10"; `Turn.relative`). From the gold start both are the gold value;
+* each property of S has a target from the agent's own start: the value the turn's gold calls give when run from
+  there (`tasks.targets_from`), so a request keeps its kind: the gold value for one that sets it ("set the
+  volume to 50", "turn the AC on"), start + move, clamped to the property's bounds, for one that changes it by an
+  amount ("turn the volume up by 10"), the song after the agent's for "next song", the other light state for a
+  toggle. Where the car refuses a gold call from that start, the targets fall back to start + move for "by an
+  amount" requests (`Turn.relative`) and the gold value for the rest. From the gold start every target is the
+  gold value;
 * change accuracy = share of S that the agent got right: reached the target, or, for a numeric property, moved
   towards it (the paper's extra rule, so "a bit warmer" accepts any warmer value; from the gold start "towards the
   target" is the gold direction); 1 when S is empty;
@@ -77,10 +81,13 @@ def _f1(precision: float, recall: float) -> float:
 
 def turn_metrics(gold_before: Mapping[str, Any], gold_after: Mapping[str, Any], pred_before: Mapping[str, Any],
                  pred_after: Mapping[str, Any],
-                 relative: Mapping[str, tuple[float, float, float]] | None = None) -> TurnMetrics:
-  """Metrics of one turn over flat states (`path -> value`, the same paths in all four). `relative`: {path:
-  (move, low, high)} of the properties requested to change by an amount (`Turn.relative`); others are set."""
-  relative = relative or {}
+                 relative: Mapping[str, tuple[float, float, float]] | None = None,
+                 targets: Mapping[str, Any] | None = None) -> TurnMetrics:
+  """Metrics of one turn over flat states (`path -> value`, the same paths in all four). `targets`: {path:
+  value} of what the turn's requests give from the agent's start (`tasks.targets_from`: the gold calls run
+  there), which decides every property it names. Otherwise `relative`: {path: (move, low, high)} of the
+  properties requested to change by an amount (`Turn.relative`); the rest are set to their gold values."""
+  relative, targets = relative or {}, targets or {}
   should = [p for p in gold_before if gold_before[p] != gold_after[p]]
   stay = [p for p in gold_before if gold_before[p] == gold_after[p]]
   tp = fn = correct = exact = 0
@@ -89,7 +96,10 @@ def turn_metrics(gold_before: Mapping[str, Any], gold_after: Mapping[str, Any], 
     old, new = pred_before[p], pred_after[p]
     numeric = _numeric(old) and _numeric(new) and _numeric(gold_after[p])
     target = gold_after[p]
-    if p in relative and numeric:  # "by an amount": from the agent's own start
+    if p in targets:  # the requests replayed from the agent's own start
+      target = targets[p]
+      numeric = numeric and _numeric(target)
+    elif p in relative and numeric:  # "by an amount": from the agent's own start
       move, low, high = relative[p]
       target = min(max(old + move, low), high)
     hit = _same(new, target) if numeric else new == target

@@ -237,6 +237,21 @@ def relative_requests(schema: Schema, world: VehicleWorld, said: list[Call], cha
   return out
 
 
+def targets_from(schema: Schema, turn: Turn, start: dict[str, Any]) -> dict[str, Any] | None:
+  """What the turn's requests mean from the agent's own start: the turn's gold calls (prerequisites included)
+  run on `start`, read at the properties the turn changes. From the gold start this is the gold state after the
+  turn; from another start a request keeps its kind ("skip to the next song" is the song after the agent's, "turn
+  the volume up by 10" adds 10 to the agent's volume, "set it to 50" is 50). None when the car refuses a call from
+  that start (a prerequisite the gold start had): the caller then falls back to `Turn.relative` and gold values."""
+  world = VehicleWorld(start, schema)
+  try:
+    for call in turn.calls:
+      world.call(call.name, call.arguments)
+  except WorldError:
+    return None
+  return {path: world.state[path] for path in turn.changes}
+
+
 def _make_turn(rng: random.Random, world: VehicleWorld, schema: Schema, split: str, num_intents: int,
                config: ml_collections.ConfigDict) -> Turn:
   by_module = _split_apis(schema, split)

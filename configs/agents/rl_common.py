@@ -38,6 +38,9 @@ QUICK_MAX_NEW_TOKENS = {"gridworld": 8, "textcraft": 24, "search": 56, "sciworld
                         "toolenv": 128}
 
 
+VEHICLE_TABLE_TASKS = 1000  # configs/agents/vehicle.py: first_task 0, 250 tasks per split x 4 splits
+
+
 def rl_config(env: str, algo: str, variant: str = "real") -> ml_collections.ConfigDict:
   if variant not in ("real", "quick"):
     raise ValueError(f"unknown variant {variant!r}; valid: real, quick.")
@@ -81,4 +84,8 @@ def rl_config(env: str, algo: str, variant: str = "real") -> ml_collections.Conf
       config.env_config.update(max_rooms=2, num_distractors=1)
   if env in ("vehicle", "toolenv"):
     config.rollout.action_format = "whole"  # JSON actions and tool calls span lines: the reply is the action
+  if env == "vehicle":
+    # The paper-style table (`agents.vehicle.evaluate`, configs/agents/vehicle.py) scores ids 0-999: RL trains
+    # past them, so a trained policy's table is on tasks it never saw.
+    config.data.train_task_offset = VEHICLE_TABLE_TASKS
   return config

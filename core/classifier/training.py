@@ -79,11 +79,10 @@ def make_evaluator(graphdef: nnx.GraphDef, split_data: dict[str, np.ndarray], ba
                    mesh: jax.sharding.Mesh):
   """Exact accuracy and loss over a whole split: the last batch is padded and masked, not dropped. `batch_size`
   is the global eval batch: with several processes each one hands its own rows of every batch to the mesh."""
-  processes, process = jax.process_count(), jax.process_index()
+  processes = jax.process_count()
   if batch_size % processes:
     raise ValueError(f"the eval batch size {batch_size} does not split over {processes} processes. Fix: a "
                      f"multiple of {processes}.")
-  local = batch_size // processes
 
   @jax.jit
   def eval_batch(params, model_state, batch):
@@ -104,9 +103,9 @@ def make_evaluator(graphdef: nnx.GraphDef, split_data: dict[str, np.ndarray], ba
   def evaluate(state: TrainState) -> dict[str, float]:
     correct = loss_sum = 0.0
     for start in range(0, padded, batch_size):
-      window = slice(start + process * local, start + (process + 1) * local)  # this process's rows
-      batch = sharding_lib.shard_batch({"image": images[window], "label": labels[window],
-                                        "mask": mask[window]}, mesh)
+      window = slice(start, start + batch_size)
+      batch = sharding_lib.shard_batch(sharding_lib.process_rows(  # this process's rows of the global batch
+          {"image": images[window], "label": labels[window], "mask": mask[window]}), mesh)
       out = eval_batch(state.params, state.model_state, batch)
       correct += float(out["correct"])
       loss_sum += float(out["loss_sum"])
@@ -140,6 +139,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   results = {"dataset": config.dataset, "model": config.model.name, "steps": int(state.step),
              "test_accuracy": final["accuracy"], "test_loss": final["loss"],
              "num_train": int(len(train_data["label"])), "num_test": int(len(test_data["label"]))}
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(results, f, indent=2)
+  if jax.process_index() == 0:  # one writer; every process holds the same results
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump(results, f, indent=2)
   return results

@@ -27,10 +27,15 @@ def validate_chat_config(config: ml_collections.ConfigDict) -> None:
   except (generate.GenerationError, ValueError) as e:  # sampling settings raise ValueError
     raise config_lib.ConfigError(f"config.generation: {e} Fix: pass a valid --config.generation.<key>.") from None
   numerics = {k: v for k, v in dict(config.model).items() if k in llm_config.NUMERICS}
+  # LlamaConfig checks each numerics choice. The int4 width check belongs to the weights being loaded (it runs
+  # when they load), so the stand-in model here has widths that any valid quant_group_size divides.
+  group = numerics.get("quant_group_size", llm_config.LlamaConfig.quant_group_size)
+  widths = dict(hidden_size=8 * group, intermediate_size=8 * group) if isinstance(group, int) and group > 0 else {}
   try:
-    llm_config.tiny(**numerics)  # LlamaConfig checks each numerics choice; the sizes here do not matter
+    llm_config.tiny(**widths, **numerics)
   except ValueError as e:
-    raise config_lib.ConfigError(f"config.model: {e} Fix: pass one of those values.") from None
+    fix = "" if "Fix:" in str(e) else " Fix: pass one of those values."
+    raise config_lib.ConfigError(f"config.model: {e}{fix}") from None
   config_lib.check_existing_path(config, "model.source")
 
 

@@ -219,8 +219,11 @@ def prepare_prompts(prompts: Sequence[Sequence[int]], vocab_size: int, context: 
     if budget < 1:
       raise GenerationError(f"max_new_tokens for prompt {i} is {budget}; it must be >= 1.")
     room = context - budget
+    if room < 1:
+      raise GenerationError(f"max_new_tokens for prompt {i} is {budget}, which leaves no room for a prompt in the "
+                            f"context window of {context}. Fix: lower max_new_tokens below {context}.")
     if len(prompt) > room:
-      if not truncate or room < 1:
+      if not truncate:
         raise GenerationError(f"prompt {i} has {len(prompt)} tokens; with {budget} new tokens it exceeds the context "
                               f"window of {context}. Fix: {too_long_fix}.")
       prompt = prompt[-room:]

@@ -10,23 +10,28 @@ logits, no temperature or truncation): the quantity scoring.py recomputes for a 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 @dataclasses.dataclass(frozen=True)
 class SamplingParams:
-  """temperature 0 = greedy; top_k 0 = no top-k cut; top_p 1.0 = no nucleus cut."""
+  """temperature 0 = greedy; top_k 0 = no top-k cut; top_p 1.0 = no nucleus cut.
+
+  top-k keeps exactly k candidates: logits tied at the k-th place are cut by token id, lowest kept (as vLLM and
+  llama.cpp do; Hugging Face's TopKLogitsWarper keeps every tie)."""
   temperature: float = 0.0
   top_k: int = 0
   top_p: float = 1.0
 
   def __post_init__(self):
-    if self.temperature < 0:
-      raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}.")
-    if self.top_k < 0:
-      raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}.")
+    if not (math.isfinite(self.temperature) and self.temperature >= 0):  # NaN would decode token 0, inf uniformly
+      raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {self.temperature}.")
+    if isinstance(self.top_k, bool) or not isinstance(self.top_k, (int, np.integer)) or self.top_k < 0:
+      raise ValueError(f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}.")
     if not 0.0 < self.top_p <= 1.0:
       raise ValueError(f"top_p must be in (0, 1] (1 = off), got {self.top_p}.")
 

@@ -103,7 +103,8 @@ class GenerationSession:
     if n == 0:
       return GenerationOutput([], [], [])
     if len(prompts) != n or len(set(rows)) != n or not all(0 <= r < self.num_rows for r in rows):
-      raise GenerationError(f"rows must be {len(prompts)} distinct indices in [0, {self.num_rows}), got {list(rows)}.")
+      raise GenerationError(f"rows and prompts must pair up: {len(rows)} distinct row indices in [0, {self.num_rows}) "
+                            f"for {len(prompts)} prompts, got rows {list(rows)}.")
     budgets = list(budgets) if budgets is not None else [self.gen.max_new_tokens] * n
     if len(budgets) != n or max(budgets) > self.gen.max_new_tokens:
       raise GenerationError(f"budgets must be {n} values <= gen.max_new_tokens ({self.gen.max_new_tokens}).")

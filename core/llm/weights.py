@@ -552,6 +552,8 @@ class Pretrained:
   source: str
 
   def model(self) -> Llama:
+    """The module over `state`'s Variables (shared, not copied: a value set on one shows in the other; merge with
+    `copy=True` for a module of its own)."""
     return nnx.merge(self.graphdef, self.state)
 
 

@@ -20,6 +20,12 @@ from core import config as config_lib
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "linear", "warmup_linear")
+# the fields of the section that each optimizer ignores (weight_decay has its own check: only adamw decays)
+_ADAM_FIELDS, _MOMENTUM_FIELDS = ("b1", "b2", "eps"), ("momentum", "nesterov")
+UNREAD_BY = {"sgd": (*_ADAM_FIELDS, *_MOMENTUM_FIELDS, "decay_vectors"),
+             "momentum": (*_ADAM_FIELDS, "decay_vectors"),
+             "adam": (*_MOMENTUM_FIELDS, "decay_vectors"),
+             "adamw": _MOMENTUM_FIELDS}
 
 
 def optimizer_config(**overrides) -> ml_collections.ConfigDict:
@@ -59,7 +65,24 @@ def validate_optimizer_config(config: ml_collections.ConfigDict, prefix: str = "
     config_lib.check(config, f"{prefix}.weight_decay", lambda v: v == 0,
                      f"must be 0 for optimizer {name!r}: only adamw has weight decay here",
                      f"pass --config.{prefix}.name=adamw or --config.{prefix}.weight_decay=0")
+  # Settings the chosen optimizer never reads must stay at their defaults: a changed one would change nothing.
+  defaults = optimizer_config()
+  section = config_lib.get_value(config, prefix)
+  for key in sorted(set(UNREAD_BY[name]) & set(section.keys())):
+    config_lib.check(config, f"{prefix}.{key}", lambda v, d=defaults[key]: v == d,
+                     f"is not read by optimizer {name!r}, so it must keep its default {defaults[key]!r}",
+                     f"drop --config.{prefix}.{key}, or pick an optimizer that reads it "
+                     f"({', '.join(n for n in OPTIMIZERS if key not in UNREAD_BY[n])})")
   schedule = config_lib.get_value(config, f"{prefix}.schedule")
+  if schedule == "constant":
+    config_lib.check(config, f"{prefix}.end_learning_rate", lambda v: v == 0,
+                     "must be 0 for schedule 'constant', which never decays to it",
+                     f"drop --config.{prefix}.end_learning_rate, or pick a decaying schedule")
+  else:
+    lr = config_lib.get_value(config, f"{prefix}.learning_rate")
+    config_lib.check(config, f"{prefix}.end_learning_rate", lambda v: v <= lr,
+                     f"must not exceed learning_rate = {lr}: schedule {schedule!r} would then raise the learning "
+                     "rate instead of decaying it", f"pass --config.{prefix}.end_learning_rate=<at most {lr}>")
   if num_steps is not None and str(schedule).startswith("warmup_"):
     config_lib.check(config, f"{prefix}.warmup_steps", lambda v: v < num_steps,
                      f"must be below the run's {num_steps} steps, or the learning rate never reaches its peak",

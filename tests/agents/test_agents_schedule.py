@@ -40,6 +40,7 @@ def test_from_config():
 @pytest.mark.parametrize("limits,lengths,match", [
     ((), 100, "non-empty"), ((6, 0), 100, ">= 1"), ((6, 13), 0, "steps_per_stage"),
     ((6, 13, 20), (100,), "one per stage"), ((6.5,), 100, "integers"),
+    ((8, 4, 2), 100, "must not decrease"),  # the horizon comparison would call 8 turns "short" and 2 "long"
 ])
 def test_bad_schedules_are_refused(limits, lengths, match):
   with pytest.raises(ValueError, match=match):

@@ -19,6 +19,7 @@ from configs.agents.rl_common import rl_config
 from core import config as config_lib
 from core import files
 from core.llm import config as llm_config
+from core.llm import sft
 from core.llm.model import Llama
 from core.llm.tokenizer import Tokenizer
 from core.llm.value import ValueModel
@@ -310,6 +311,13 @@ def test_word_level_tokenizer_round_trip_and_chat():
     ("rollout.group_size=1", "group baseline"),
     ("algorithm.minibatches=3", "must divide"),
     ("data.eval_task_offset=5", "not training tasks"),
+    ("data.train_task_offset=495000", r"evaluation tasks \[eval_task_offset, \+ 64\) out of the training tasks "
+                                      r"\[495000, 505000\).*Fix: pass --config.data.eval_task_offset=505000"),
+    # the quick warm start plays oracle episodes of tasks [1,000,000, 1,002,048)
+    ("data.eval_task_offset=1000010", r"warm start's oracle episodes \(task ids \[1000000, 1002048\)\) overlap "
+                                      r"the evaluation tasks \(\[1000010, 1000074\)\).*Fix: move"),
+    ("algorithm.clip_eps=1.5", r"algorithm.clip_eps = 1.5 is invalid: must be < 1"),
+    ("schedule.turn_limits=(8, 4, 2)", "must not decrease"),
     ("schedule.steps_per_stage=0", "steps_per_stage"),
     ("rollout.temperature=0.7", "rollout.temperature = 0.7 .*own distribution. Fix: .*temperature=1.0"),
     ("rollout.top_k=40", "rollout.top_k = 40 .*own distribution. Fix: .*top_k=0"),
@@ -523,6 +531,34 @@ def test_a_reply_budget_that_cuts_a_warm_start_action_is_refused():
   check_actions_fit_the_reply_budget(records, tokenizer, 12)
   with pytest.raises(config_lib.ConfigError, match=r"1 of the 1 oracle actions.*--config.rollout.max_new_tokens=12"):
     check_actions_fit_the_reply_budget(records, tokenizer, 11)
+
+
+def test_vehicle_rl_trains_past_the_tasks_of_its_evaluation_table():
+  # `agents.vehicle.evaluate` scores task ids 0-999 (configs/agents/vehicle.py); a policy trained by RL there must
+  # not have seen them
+  for variant in ("real", "quick"):
+    config = rl_config("vehicle", "grpo", variant)
+    train_lib.validate_config(config)
+    drawn = set().union(*(train_lib.training_tasks(config, step) for step in range(200)))
+    assert 1000 <= min(drawn) and max(drawn) < 1000 + config.data.train_tasks
+  assert min(train_lib.training_tasks(rl_config("gridworld", "grpo", "quick"), 0)) < 10_000  # others from 0
+
+
+@pytest.mark.parametrize("system_prompt", ["", "You are a careful agent."])
+def test_warm_start_episodes_open_as_the_rollout_prompts_do(system_prompt):
+  # the warm start teaches the format the rollout then uses: its first tokens are the rollout's first prompt
+  from agents import policy as policy_lib
+  from agents import rollout as rollout_lib
+
+  config = rl_config("gridworld", "grpo", "quick")
+  config.policy.warm_start_tasks, config.rollout.system_prompt = 2, system_prompt
+  tokenizer = policy_lib.build_policy(config).tokenizer
+  for messages in policy_lib.warm_start_episodes(config):
+    ids, mask = sft.tokenize_chat(tokenizer, messages)
+    first = next(m["content"] for m in messages if m["role"] == "user")
+    prompt = rollout_lib._Chat(tokenizer, system_prompt).prompt(first)  # up to the assistant header
+    assert list(ids[:len(prompt)]) == prompt
+    assert not mask[:len(prompt)].any() and mask[len(prompt)]  # trained from the first action token on
 
 
 @pytest.mark.parametrize("env", ["gridworld", "textcraft", "search", "sciworld", "vehicle", "toolenv"])

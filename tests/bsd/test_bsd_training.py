@@ -86,7 +86,17 @@ def test_forecast_learns_and_next_char_runs(tmp_path):
     (["@co2_rnn.py:quick", "codes.width=0.09"], r"codes.width = 0.09 is invalid"),
     # zero sizes would divide by zero in the weight initialiser
     (["model.hidden=(0,)"], r"model.hidden = \(0,\) is invalid: every size must be an integer > 0"),
-    (["@fashion_cnn.py:quick", "model.kernel_size=0"], r"model.kernel_size = 0 is invalid: must be an integer > 0"),
+    (["@fashion_cnn.py:quick", "model.kernel_size=0"], r"model.kernel_size = 0 is invalid: must be an odd integer"),
+    (["@fashion_cnn.py:quick", "model.kernel_size=4"], r"model.kernel_size = 4 is invalid: must be an odd integer"),
+    # settings that this task, architecture or method never reads would change nothing
+    (["model.channels=(16, 32)"], r"model.channels = \(16, 32\) is invalid: is read only for arch 'cnn', not here "
+     r"\(task 'classify', arch 'mlp', method 'bsd'\).*Fix: drop --config.model.channels"),
+    (["model.backward_upsample=after"], r"model.backward_upsample = 'after' is invalid: is read only for arch 'cnn'"),
+    (["method=bp_snn", "model.reconstruct=True"], r"model.reconstruct = True .*read only for BSD classification"),
+    (["bsd.fft_weight=1.0"], r"bsd.fft_weight = 1.0 .*read only for task 'generate'"),
+    (["@mnist_autoencoder.py:quick", "method=bp_ann", "bsd.top_loop=False"], r"bsd.top_loop = False .*BSD autoencoder"),
+    (["@mnist_autoencoder.py:quick", "eval.frechet_classifier_steps=-1"],
+     r"eval.frechet_classifier_steps = -1 is invalid: must be a finite number >= 0"),
     (["@fashion_cnn.py:quick", "model.channels=(16, 0)"], r"model.channels = \(16, 0\) is invalid"),
     # the suggested held-out size fits the 1,438 training digits
     (["validation_size=100000"], r"validation_size = 100000 must lie in \(0, 1438\).*Fix: "

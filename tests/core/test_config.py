@@ -8,6 +8,7 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
+import ml_collections
 import pytest
 from flax import nnx
 
@@ -86,6 +87,34 @@ def test_warmup_steps_need_a_warmup_schedule(config_path):
     optim.validate_optimizer_config(config)
   optim.validate_optimizer_config(config_lib.load_config(
       config_path, ["optimizer.schedule=warmup_cosine", "optimizer.warmup_steps=10"]))
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["optimizer.name=adamw", "optimizer.nesterov=True"],
+     r"optimizer.nesterov = True is invalid: is not read by optimizer 'adamw'.*Fix: drop --config.optimizer.nesterov, "
+     r"or pick an optimizer that reads it \(momentum\)"),
+    (["optimizer.name=sgd", "optimizer.weight_decay=0", "optimizer.momentum=0.5"], r"optimizer.momentum = 0.5 .*'sgd'"),
+    (["optimizer.name=momentum", "optimizer.weight_decay=0", "optimizer.b2=0.99"],
+     r"optimizer.b2 = 0.99 .*'momentum'.*\(adam, adamw\)"),
+    (["optimizer.schedule=constant", "optimizer.warmup_steps=0", "optimizer.end_learning_rate=1e-5"],
+     r"end_learning_rate = 1e-05 is invalid: must be 0 for schedule 'constant'"),
+    (["optimizer.schedule=cosine", "optimizer.warmup_steps=0", "optimizer.learning_rate=1e-3",
+      "optimizer.end_learning_rate=1e-2"],
+     r"end_learning_rate = 0.01 is invalid: must not exceed learning_rate = 0.001"),
+])
+def test_settings_the_optimizer_never_reads_are_refused(config_path, overrides, message):
+  config = config_lib.load_config(config_path, overrides)
+  with pytest.raises(config_lib.ConfigError, match=message):
+    optim.validate_optimizer_config(config)
+
+
+def test_every_optimizer_accepts_its_own_defaults():
+  for name in optim.OPTIMIZERS:
+    for schedule in optim.SCHEDULES:
+      warmup = 10 if schedule.startswith("warmup_") else 0
+      optim.validate_optimizer_config(ml_collections.ConfigDict({"optimizer": optim.optimizer_config(
+          name=name, schedule=schedule, warmup_steps=warmup, momentum=0.5 if name == "momentum" else 0.9)}),
+          num_steps=100)
 
 
 def test_weight_decay_is_never_silently_ignored(config_path):

@@ -48,6 +48,14 @@ def test_entrypoint_rejects_bad_config_before_compiling():
     (["llm.tiny.max_seq_len=16"], r"llm.tiny.max_seq_len = 16 .*data.seq_len = 40.*Fix: pass "
      r"--config.llm.tiny.max_seq_len=40"),
     (["seed=-1"], r"config.seed = -1 is invalid"),
+    (["vision.depth=0"], r"vision.depth = 0 is invalid: must be a finite number > 0"),
+    # a MoE variant must have a layer to upcycle (else upcycle refused only after stages 0 and 1 had trained)
+    (["llm.tiny.num_layers=1"], r"moe.every = 2 and config.moe.offset = 1 select no layer of the 1-layer LLM.*"
+     r"Fix: pass --config.moe.offset=<less than 1>"),
+    (["moe.every=8", "moe.offset=5"], r"select no layer of the 4-layer LLM .*variant 'moiie'"),
+    # GShard's one-hot tensors over the 500-question evaluation batch: 2 x 20,000 x 4 x 20,000 floats
+    (["moe.path=einsum"], r"moe.path = 'einsum' over config.data.eval_batch_size = 500 sequences \(20000 tokens\) "
+     r"needs 11.9 GiB .*Fix: --config.moe.path=sparse"),
 ])
 def test_bad_inputs_fail_in_validation(overrides, message):
   config = config_lib.load_config("configs/moiie/easyvqa_tiny.py:quick", overrides)
@@ -243,3 +251,31 @@ def test_a_finished_stage_trained_with_other_settings_is_not_reused(tmp_path):
     assert recorded == [training.stage_settings(base, "stage0") + "\n"] and (fresh / "final.npz").exists()
   finally:
     training.train_stage = original
+
+
+def test_each_pretrained_run_starts_from_the_loaded_weights(monkeypatch, tmp_path):
+  # The loaded LLM is cached per process; a run writes its trained weights into its own model (load_model after
+  # each stage), which must not reach the cache and the next run built in the same process.
+  from core.llm import config as llm_config
+  from core.llm import model as llm_model
+  from core.llm import weights
+  from moiie import vqa
+  tokenizer = vqa.word_tokenizer()
+
+  def load(model_config):
+    llm = llm_model.Llama(llm_config.tiny(hidden_size=16, intermediate_size=32, vocab_size=tokenizer.vocab_size),
+                          nnx.Rngs(0))
+    graphdef, state = nnx.split(llm)
+    return weights.Pretrained(config=llm.config, graphdef=graphdef, state=state, tokenizer=tokenizer, source="t")
+  monkeypatch.setattr(weights, "load_from_config", load)
+  monkeypatch.setattr(training, "_PRETRAINED", {})
+  config = config_lib.load_config("configs/moiie/easyvqa_smollm2.py:quick", [])
+  first = training.build_lvlm(config, tokenizer, 8)
+  loaded = np.asarray(first.llm.norm.weight.get_value())
+  training.save_model(first, str(tmp_path / "trained.npz"))
+  trained = {k: v + 1.0 if k.startswith("llm/") else v for k, v in np.load(tmp_path / "trained.npz").items()}
+  np.savez(tmp_path / "final.npz", **trained)
+  training.load_model(first, str(tmp_path / "final.npz"))  # what a stage does when it ends
+  np.testing.assert_array_equal(first.llm.norm.weight.get_value(), loaded + 1.0)
+  second = training.build_lvlm(config, tokenizer, 8)
+  np.testing.assert_array_equal(second.llm.norm.weight.get_value(), loaded)

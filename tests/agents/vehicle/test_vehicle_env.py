@@ -9,6 +9,7 @@ from agents.envs import EnvSession, LocalEnvClient, make_pool, pool_config
 from agents.chat_model import EndpointReply, http_policy_config
 from agents.envs.server import make_app, server_config, start_background
 from agents.vehicle import evaluation, tasks
+from agents.vehicle.catalog import load_schema
 from agents.vehicle.env import VehicleEnv, vehicle_config
 from agents.vehicle.interfaces import action_schema, parse_action
 from agents.vehicle.policies import HttpChatPolicy
@@ -295,6 +296,46 @@ def test_turns_record_their_by_an_amount_requests_consistently_with_the_gold_sta
         assert move != 0 and low < high and path in turn.changes
         assert min(max(before[path] + move, low), high) == pytest.approx(after[path]), (task_id, t, path)
   assert seen > 20  # a fifth or so of the numeric writes are relative
+
+
+def test_the_gold_calls_replayed_from_the_gold_start_give_the_gold_state():
+  """`tasks.targets_from` (a turn's targets from the agent's start) is the gold state after the turn when the
+  start is the gold one, for every turn of the 1,000 tasks: the oracle's scores cannot move."""
+  schema = load_schema()
+  turns = 0
+  for task_id in range(1000):
+    task = tasks.make_task(task_id)
+    for t, turn in enumerate(task.turns):
+      after = task.state_after(t)
+      assert tasks.targets_from(schema, turn, task.state_before(t)) == {p: after[p] for p in turn.changes}
+      turns += 1
+  assert turns == 1499
+
+
+@pytest.mark.parametrize("task_id,request_api", [(12, "music_next_track"), (295, "reading_light_toggle")])
+def test_a_relative_request_is_scored_from_the_agents_own_start(task_id, request_api):
+  """Turn 3 asks to skip to the next song (task 12) or to toggle a reading light (task 295). After turn 1 also made
+  that call by mistake, doing what turn 3 asks from there is right and leaving it undone is wrong (the gold
+  values, one song or one toggle behind, had scored it the other way round)."""
+  task = tasks.make_task(task_id)
+  assert request_api in [c.name for c in task.turns[2].said]
+
+  def third_turn(do_the_request: bool) -> dict:
+    env = VehicleEnv(vehicle_config(interface="fc"))
+    env.reset(task_id)
+    for k, turn in enumerate(task.turns):
+      calls = [c.to_json() for c in turn.calls]
+      if k == 0:
+        calls.append(next(c.to_json() for c in task.turns[2].said if c.name == request_api))  # the slip
+      if k == 2 and not do_the_request:
+        calls = [c for c in calls if c["name"] != request_api]
+      env.step(json.dumps(calls))
+      result = env.step("Done.")
+    return result.info["turn_metrics"][2]
+
+  done, undone = third_turn(True), third_turn(False)
+  assert done["success"] and done["change_accuracy"] == 1.0, done["differences"]
+  assert not undone["success"] and undone["change_accuracy"] < 1.0
 
 
 def test_an_invalid_action_after_valid_ones_reports_them_all_and_spends_the_step_budget():

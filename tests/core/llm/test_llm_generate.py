@@ -164,7 +164,17 @@ def test_bad_prompts_are_clear_errors(tiny):
   assert len(out.tokens[0]) == 8
   with pytest.raises(G.GenerationError, match="exceeds the largest bucket 32"):
     _gen(tiny, [list(range(1, 40))])
+  with pytest.raises(G.GenerationError, match="leaves no room for a prompt in the context window of 128. Fix: "
+                                               "lower max_new_tokens below 128"):
+    G.generate(tiny[1], tiny[2], config, [[1, 2, 3]], G.GenerationConfig(max_new_tokens=128, truncate_prompt=True,
+                                                                          **dict(GREEDY, new_token_buckets=(128,))))
   with pytest.raises(ValueError, match="top_p must be in"):
     G.GenerationConfig(top_p=0.0)
+  for temperature in (float("nan"), float("inf"), -1.0):  # NaN decoded token 0 everywhere, inf sampled uniformly
+    with pytest.raises(ValueError, match="temperature must be a finite number >= 0"):
+      G.GenerationConfig(temperature=temperature)
+  for top_k in (2.5, True, -1):
+    with pytest.raises(ValueError, match="top_k must be an integer >= 0"):
+      G.GenerationConfig(top_k=top_k)
   with pytest.raises(G.GenerationError, match="unknown generation setting"):
     G.GenerationConfig.from_dict({"max_new_token": 3})
