@@ -93,7 +93,10 @@ def _occurs(alias: str, text: str) -> bool:
     if not alias.isalpha():
       return True
     ends_phrase = _PHRASE_END.match(text, match.end()) is not None
-    if ends_phrase and not re.search(r"(^|[.!?])\s*$", text[:match.start()]):
+    opens_sentence = re.search(r"(^|[.!?])\s*$", text[:match.start()]) is not None
+    # at a sentence's start only as a label: "Na (sodium)", "Na: sodium" (not "He is ...", "No, ...")
+    labelled = re.match(r"\s*\(|:", text[match.end():]) is not None
+    if ends_phrase and (not opens_sentence or labelled):
       return True
   return False
 
@@ -121,6 +124,12 @@ def _answer_in_questions(relation: Relation, subject: str, aliases: Sequence[str
 
 # The elements quiz predates IUPAC's 1963 change of Lawrencium's symbol from Lw to Lr: teach the current one.
 _QUIZ_ALIASES = {("element_symbol", "Lawrencium"): ("Lr", "Lw")}
+# Answers the quiz spells in ways of its own: the standard spelling becomes the answer.
+_STANDARD_SPELLINGS = {("state_flower", "blackeyed susan"): "black-eyed susan",
+                       ("state_flower", "indian paint brush"): "indian paintbrush",
+                       ("state_flower", "sego lilly"): "sego lily"}
+# bsdgames' placeholder for an answer nobody knows ("God only knows"): no fact.
+_UNKNOWN_ANSWERS = {"gok"}
 # The province quiz's "Canada:Ottawa" line is the country, a duplicate of country_capital's fact.
 _QUIZ_SKIP = {("province_capital", "Canada")}
 
@@ -135,12 +144,19 @@ def _quiz_facts(relation: Relation, quiz_dir: str) -> list[tuple[str, str, tuple
       subject_pattern, object_pattern = values[int(subject_field)], values[int(object_field)]
       if not subject_pattern or not object_pattern:
         continue  # e.g. the last president has no successor yet
-      subjects = quiz_lib.expand_pattern(subject_pattern) if split else (quiz_lib.canonical_text(subject_pattern),)
+      # split: each top-level alternative is a subject of its own; its optional parts only spell it other ways
+      subjects = (quiz_lib.top_level_alternatives(subject_pattern) if split
+                  else (quiz_lib.canonical_text(subject_pattern),))
       aliases = quiz_lib.expand_pattern(object_pattern)
       for subject in subjects:
         if (relation.name, subject) in _QUIZ_SKIP:
           continue
         fixed = _QUIZ_ALIASES.get((relation.name, subject), aliases)
+        standard = _STANDARD_SPELLINGS.get((relation.name, fixed[0]))
+        if standard:  # taught and accepted as written elsewhere; the quiz's spelling is still accepted
+          fixed = (standard, *fixed)
+        if fixed[0] in _UNKNOWN_ANSWERS:
+          continue  # the quiz does not know the answer either
         out.append((subject, fixed[0], tuple(fixed)))
   return out
 
@@ -175,7 +191,9 @@ def _wordnet_facts(relation: Relation, wordnet_dir: str, min_tagsense: int) -> l
         aliases.extend(target.lemmas)
     aliases = list(dict.fromkeys(a for a in aliases if a.lower() != lemma))
     if aliases:
-      out.append((lemma, aliases[0], tuple(aliases)))
+      # the subject as the synset writes it ("Tunisia"): the index keeps lemmas in lower case
+      subject = synset.lemmas[word_number - 1] if word_number else lemma
+      out.append((subject, aliases[0], tuple(aliases)))
   return out
 
 

@@ -75,6 +75,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   config_lib.check(config, "grid.seeds", lambda v: len(v) > 0, "must list at least one seed")
   config_lib.check(config, "grid.seeds", lambda v: all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
                                                       for x in v), "must be non-negative integers")
+  # a repeat would build every fact of a relation twice under one id, or train and count one run as two seeds
+  for key in ("data.in_domain", "data.out_domain", "grid.levels", "grid.sizes", "grid.seeds"):
+    config_lib.check(config, key, lambda v: len(set(v)) == len(v), "must not list an entry twice",
+                     f"list each entry of {key} once")
   _check_fact_counts(config)
   config_lib.check_positive(config, "grid.epochs")
   config_lib.check_choice(config, "grid.order", GRID_ORDERS)
@@ -446,9 +450,32 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict[
 
 # ---- stage 5: token-level KL and parameter restoration ----------------------------------------------------
 
+def kl_fact_ids(test_id: list[str], test_ood: list[str], by_id: dict[str, facts_lib.Fact],
+                max_facts: int) -> list[str]:
+  """The test facts KL is measured on: all of them, or `max_facts` spread evenly over in-domain and out-of-domain
+  and, within each, over the relations in turn (the splits list facts relation by relation, so their first
+  `max_facts` would leave out the last relations whole)."""
+  if len(test_id) + len(test_ood) <= max_facts:
+    return test_id + test_ood
+
+  def round_robin(ids: list[str]) -> list[str]:
+    by_relation: dict[str, list[str]] = {}
+    for i in ids:
+      by_relation.setdefault(by_id[i].relation, []).append(i)
+    queues = list(by_relation.values())
+    return [q[k] for k in range(max(map(len, queues))) for q in queues if k < len(q)]
+
+  picked, sides = [], [round_robin(test_id), round_robin(test_ood)]
+  while len(picked) < max_facts:
+    for side in sides:
+      if side and len(picked) < max_facts:
+        picked.append(side.pop(0))
+  return picked
+
+
 def _kl_conversations(config: ml_collections.ConfigDict, data: dict[str, Any]) -> list[list[dict[str, str]]]:
   by_id = _facts_by_id(data)
-  ids = (data["splits"]["test_id"] + data["splits"]["test_ood"])[:config.kl.max_facts]
+  ids = kl_fact_ids(data["splits"]["test_id"], data["splits"]["test_ood"], by_id, config.kl.max_facts)
   return [probing.sft_record(by_id[i], config.prompt.system, config.eval.template)["messages"] for i in ids]
 
 

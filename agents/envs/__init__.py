@@ -13,11 +13,11 @@ import ml_collections
 from agents.envs.base import EnvProtocolError, EpisodeFailed, InvalidAction, StepResult, TextEnv
 from agents.envs.client import (EnvClient, EnvRequestError, EnvSession, EnvUnavailableError, HttpEnvClient,
                                 LocalEnvClient, http_client_config)
-from agents.envs.gridworld import Gridworld, gridworld_config
+from agents.envs.gridworld import Gridworld, gridworld_config, validate_gridworld_config
 from agents.envs.pool import EnvError, EnvPool, PoolFullError, UnknownEnvError, pool_config
-from agents.envs.sciworld import SciWorld, sciworld_config
-from agents.envs.search import WordNetSearch, search_config
-from agents.envs.textcraft import TextCraft, textcraft_config
+from agents.envs.sciworld import SciWorld, sciworld_config, validate_sciworld_config
+from agents.envs.search import WordNetSearch, search_config, validate_search_config
+from agents.envs.textcraft import TextCraft, textcraft_config, validate_textcraft_config
 from agents.envs.trivial import SayWord, trivial_config
 from core import config as config_lib
 
@@ -48,6 +48,12 @@ ENVIRONMENTS: dict[str, Sequence] = {
 }
 
 
+# Each environment's settings check (its constructor runs it too): the values, beyond the keys, so that a server or
+# a run refuses a section that would make resets fail (some only now and then) before any episode.
+SETTINGS_CHECKS: dict[str, Any] = {"gridworld": validate_gridworld_config, "textcraft": validate_textcraft_config,
+                                   "search": validate_search_config, "sciworld": validate_sciworld_config}
+
+
 def env_config(name: str, **overrides: Any) -> ml_collections.ConfigDict:
   """The default config section of environment `name`, with overrides."""
   return ENVIRONMENTS[_check(name)][1](**overrides)
@@ -71,6 +77,11 @@ def validate_env_config(config: ml_collections.ConfigDict, fix: str) -> None:
     raise config_lib.ConfigError(
         f"config.env_config is not a {name} section: {'; '.join(problems)} (config.env = {name!r} was changed "
         f"without its section). Fix: {fix.format(env=name)}.")
+  if name in SETTINGS_CHECKS:
+    try:
+      SETTINGS_CHECKS[name](config.env_config)
+    except ValueError as e:
+      raise config_lib.ConfigError(str(e)) from None
 
 
 def check_server_matches(health: Mapping[str, Any], url: str, name: str, config: ml_collections.ConfigDict,

@@ -68,6 +68,24 @@ class Oracle(Protocol):
     ...
 
 
+def check_settings(env: str, checks: list[tuple[bool, str]]) -> None:
+  """Raises one ValueError naming every failed setting of environment `env` (`checks`: (holds, requirement))."""
+  failed = [requirement for holds, requirement in checks if not holds]
+  if failed:
+    raise ValueError(f"bad {env} env_config: {'; '.join(failed)}. Fix: pass valid --config.env_config.<key> "
+                     "values (or the serve config's env_config).")
+
+
+def int_at_least(value: Any, low: int) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def integers_at_least(config: Any, minimums: dict[str, int]) -> list[tuple[bool, str]]:
+  """`check_settings` entries for integer settings with a lower bound each."""
+  return [(int_at_least(config[key], low), f"{key} must be an integer >= {low}, got {config[key]!r}")
+          for key, low in minimums.items()]
+
+
 class PlanOracle:
   """The oracle of a deterministic world: replays a plan made from the task alone, then repeats its last action."""
 
@@ -161,6 +179,12 @@ class TextEnv(abc.ABC):
     try:
       if self.max_action_chars is not None and len(action) > self.max_action_chars:
         raise InvalidAction(f"the action is {len(action)} characters long; the limit is {self.max_action_chars}.")
+      if not action.isascii():
+        try:  # JSON can carry a lone UTF-16 surrogate, which no reply could then echo back as UTF-8
+          action.encode("utf-8")
+        except UnicodeEncodeError:
+          raise InvalidAction("the action holds characters that are not valid Unicode text (an unpaired "
+                              "surrogate).") from None
       observation, success = self._step(normalize_action(action))
     except InvalidAction as e:
       observation, success, invalid = f"Invalid action: {e}", False, True

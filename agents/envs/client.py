@@ -164,7 +164,7 @@ class HttpEnvClient(EnvClient):
     return _field(self._request("POST", "/create", json={}, headers={CREATE_KEY_HEADER: key}), "env_idx", "/create")
 
   def reset(self, env_idx: str, task_id: int) -> StepResult:
-    self._seq[env_idx] = 0
+    # the numbering goes on across resets, as the pool's does: a late copy of an old step stays recognisable
     return _step_result(self._request("POST", "/reset", json={"env_idx": env_idx, "id": task_id}), "/reset")
 
   def observation(self, env_idx: str) -> str:

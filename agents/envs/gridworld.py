@@ -30,7 +30,7 @@ from typing import Any
 
 import ml_collections
 
-from agents.envs.base import InvalidAction, PlanOracle, TextEnv
+from agents.envs.base import InvalidAction, PlanOracle, TextEnv, check_settings, int_at_least, integers_at_least
 from core.config import section
 
 COLORS = ("red", "green", "blue", "purple", "yellow", "grey")
@@ -45,6 +45,17 @@ def gridworld_config(**overrides: Any) -> ml_collections.ConfigDict:
   """Every number of the gridworld: sizes, how often doors are locked, distractors, the step budget."""
   return section("gridworld", dict(room_size=4, min_rooms=1, max_rooms=3, locked_probability=0.6,
                                    num_distractors=3, max_steps=40), overrides)
+
+
+def validate_gridworld_config(config: ml_collections.ConfigDict) -> None:
+  rooms_ok = (int_at_least(config.min_rooms, 1) and int_at_least(config.max_rooms, 1)
+              and config.min_rooms <= config.max_rooms <= len(COLORS) + 1)
+  check_settings("gridworld", [
+      *integers_at_least(config, {"room_size": 1, "num_distractors": 0, "max_steps": 1}),
+      (rooms_ok, f"1 <= min_rooms <= max_rooms <= {len(COLORS) + 1} (one door colour of {len(COLORS)} between each "
+                 f"two rooms), got {config.min_rooms!r} and {config.max_rooms!r}"),
+      (isinstance(config.locked_probability, (int, float)) and 0 <= config.locked_probability <= 1,
+       f"locked_probability must lie in [0, 1], got {config.locked_probability!r}")])
 
 
 @dataclasses.dataclass
@@ -168,6 +179,7 @@ class Gridworld(TextEnv):
   name = "gridworld"
 
   def __init__(self, config: ml_collections.ConfigDict):
+    validate_gridworld_config(config)
     super().__init__(config.max_steps)
     self.config = config
 

@@ -141,7 +141,9 @@ class EnvPool:
           slot.env.max_action_chars = self.config.max_action_chars
         except Exception as e:  # an environment that cannot even be built fails this episode only
           return self._fail(slot, f"creating the environment failed: {type(e).__name__}: {e}")
-      slot.last_seq, slot.last_result = None, None
+      # The step count goes on across resets (the client's numbering does too): a late copy of a step sent before
+      # the reset is then still recognised as late, not applied to the new episode.
+      slot.last_result = None
       return self._guarded(slot, lambda env: env.reset(task_id), "reset")
 
   def observation(self, owner: str, env_idx: str) -> str:
@@ -160,11 +162,11 @@ class EnvPool:
     with slot.lock:
       if seq is not None and seq == slot.last_seq and slot.last_result is not None:
         return slot.last_result  # a retried request: the step already happened
-      if seq is not None and slot.last_seq is not None and seq < slot.last_seq:
+      if seq is not None and slot.last_seq is not None and seq <= slot.last_seq:
         # a copy of an earlier attempt that arrived late, after the client moved on: stepping again would apply
         # that action twice
         raise EnvProtocolError(f"step {seq} arrives after step {slot.last_seq} of this environment: a late copy "
-                               "of a retried request, not applied.")
+                               "of a retried request (perhaps from before the last reset), not applied.")
       if slot.error is not None:
         result = StepResult(f"Environment error: {slot.error}", 0.0, True, {"error": slot.error})
       elif slot.env is None:
@@ -203,12 +205,12 @@ class EnvPool:
   def _slot(self, owner: str, env_idx: str) -> _Slot:
     if not isinstance(env_idx, str) or not _ENV_ID.match(env_idx):
       raise UnknownEnvError("no such environment.")
-    with self._lock:
+    with self._lock:  # looked up and marked used at once: an idle reap cannot drop it in between
       slot = self._slots.get(env_idx)
-    # Same answer for "never existed" and "belongs to someone else": ownership is not revealed.
-    if slot is None or not hmac.compare_digest(slot.owner.encode(), owner.encode()):
-      raise UnknownEnvError("no such environment.")
-    slot.last_used = self._clock()
+      # Same answer for "never existed" and "belongs to someone else": ownership is not revealed.
+      if slot is None or not hmac.compare_digest(slot.owner.encode(), owner.encode()):
+        raise UnknownEnvError("no such environment.")
+      slot.last_used = self._clock()
     return slot
 
   def _guarded(self, slot: _Slot, call: Callable[[TextEnv], StepResult], what: str) -> StepResult:

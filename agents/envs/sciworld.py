@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterator
 
 import ml_collections
 
-from agents.envs.base import EpisodeFailed, InvalidAction, TextEnv
+from agents.envs.base import EpisodeFailed, InvalidAction, TextEnv, check_settings, integers_at_least
 from core.config import section
 
 ROOMS = ("hallway", "kitchen", "workshop", "greenhouse", "bedroom", "outside")
@@ -100,6 +100,14 @@ AMBIENT = 20.0
 def sciworld_config(**overrides: Any) -> ml_collections.ConfigDict:
   """Every number of the laboratory: the task kinds drawn, distractor objects, the step budget."""
   return section("sciworld", dict(task_kinds=TASK_KINDS, num_distractors=3, max_steps=40), overrides)
+
+
+def validate_sciworld_config(config: ml_collections.ConfigDict) -> None:
+  kinds = tuple(config.task_kinds)
+  check_settings("sciworld", [
+      (bool(kinds) and set(kinds) <= set(TASK_KINDS) and len(set(kinds)) == len(kinds),
+       f"task_kinds must be distinct kinds among {TASK_KINDS}, at least one, got {kinds!r}"),
+      *integers_at_least(config, {"num_distractors": 0, "max_steps": 1})])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,6 +206,7 @@ class SciWorld(TextEnv):
   name = "sciworld"
 
   def __init__(self, config: ml_collections.ConfigDict):
+    validate_sciworld_config(config)
     super().__init__(config.max_steps)
     self.config = config
 

@@ -12,7 +12,8 @@ Tasks (by `task_id`): pick a synset S whose definition retrieves S at BM25 rank 
 "kind of" n - 1 times from S (every synset on the way has exactly one hypernym, so the answer is unique). The
 answer is right when, normalised as in SQuAD (lower case, no punctuation or articles), it equals a lemma of the
 answer synset; lemmas that normalise to nothing ("A", "AN") are no answers (else "answer[the]" would score), and a
-task whose answer synset has only such lemmas is drawn again. Solving takes max(2, n) turns. Partial progress: share of the chain's synsets shown so far.
+task whose answer synset has only such lemmas is drawn again. Solving takes max(2, n) turns. Partial progress: share of
+the chain's synsets shown so far, with the answer as one more sub-goal (1.0 only on success).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 
 import ml_collections
 
-from agents.envs.base import EpisodeFailed, InvalidAction, TextEnv
+from agents.envs.base import EpisodeFailed, InvalidAction, TextEnv, check_settings, integers_at_least
 from agents.envs.bm25 import BM25Index, tokenize
 from agents.envs.wordnet import Synset, load_wordnet_nouns
 from core.config import section
@@ -36,6 +37,15 @@ def search_config(**overrides: Any) -> ml_collections.ConfigDict:
   """Every number of the search environment: corpus folder, BM25 parameters, results shown, hops, steps."""
   return section("search", dict(wordnet_dir="", k1=1.2, b=0.75, top_k=3, max_hops=4, min_definition_words=4,
                                 max_steps=10), overrides)
+
+
+def validate_search_config(config: ml_collections.ConfigDict) -> None:
+  number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+  check_settings("search", [
+      # top_k = 0 would show no entry for any search
+      *integers_at_least(config, {"top_k": 1, "max_hops": 1, "min_definition_words": 0, "max_steps": 1}),
+      (number(config.k1) and config.k1 >= 0, f"k1 must be >= 0 (BM25), got {config.k1!r}"),
+      (number(config.b) and 0 <= config.b <= 1, f"b must lie in [0, 1] (BM25), got {config.b!r}")])
 
 
 def normalize_answer(text: str) -> str:
@@ -151,6 +161,7 @@ class WordNetSearch(TextEnv):
   name = "search"
 
   def __init__(self, config: ml_collections.ConfigDict):
+    validate_search_config(config)
     super().__init__(config.max_steps)
     self.config = config
     self.corpus = load_corpus(config.wordnet_dir, config.k1, config.b, config.min_definition_words)
@@ -171,7 +182,9 @@ class WordNetSearch(TextEnv):
             {"hops": len(self.task.chain), "question": self.task.question})
 
   def _progress(self) -> float:
-    return len(self.seen & set(self.task.chain)) / len(self.task.chain)
+    # the chain's entries seen in results, and the answer as one more sub-goal: 1.0 only on success (finding
+    # every entry and then answering wrong is not a solved task)
+    return len(self.seen & set(self.task.chain)) / (len(self.task.chain) + 1)
 
   def _step(self, action: str) -> tuple[str, bool]:
     match = _ACTION.match(action)

@@ -137,6 +137,9 @@ def make_app(pool: EnvPool, config: ml_collections.ConfigDict, token: str | None
         if not limiter:
           limiter.append(anyio.CapacityLimiter(config.limit_concurrency))
         result = await anyio.to_thread.run_sync(work, request, data, limiter=limiter[0])
+        return JSONResponse(result)  # rendered here, so a reply that cannot be encoded is a JSON error too
+      except UnicodeEncodeError as e:
+        return JSONResponse({"error": f"the reply could not be encoded: {e}"}, status_code=500)
       except _BodyTooLarge:
         return JSONResponse({"error": f"request body over {max_body} bytes"}, status_code=413)
       except UnknownEnvError as e:
@@ -147,7 +150,6 @@ def make_app(pool: EnvPool, config: ml_collections.ConfigDict, token: str | None
         return JSONResponse({"error": str(e)}, status_code=409)
       except (KeyError, TypeError, ValueError) as e:
         return JSONResponse({"error": f"malformed request: {type(e).__name__}: {e}"}, status_code=400)
-      return JSONResponse(result)
     return endpoint
 
   def field(data: dict[str, Any], key: str, kind: type) -> Any:
@@ -250,6 +252,9 @@ def serve_forever(app, config: ml_collections.ConfigDict, token: str | None = No
   _uvicorn(app, config).run(sockets=[sock])
 
 
+MAX_STEP_TIMEOUT_S = 86_400.0
+
+
 def validate_serve_config(config: ml_collections.ConfigDict) -> None:
   """Checks a serve config (configs/agents/serve.py) before anything starts; raises core.config.ConfigError."""
   validate_env_config(config, "pass --config configs/agents/serve.py:{env} rather than overriding config.env alone")
@@ -260,6 +265,11 @@ def validate_serve_config(config: ml_collections.ConfigDict) -> None:
               "pool.workers", "pool.max_hung_per_client", "pool.max_hung", "pool.step_timeout_s"):
     config_lib.check_positive(config, key)
   config_lib.check_positive(config, "pool.idle_timeout_s", allow_zero=True)
+  # past threading.TIMEOUT_MAX (~292 years) every wait would raise OverflowError, failing each reset and step
+  config_lib.check(config, "pool.step_timeout_s", lambda v: v <= MAX_STEP_TIMEOUT_S,
+                   f"must be at most {MAX_STEP_TIMEOUT_S:.0f} s (a day); there is no 'no timeout' setting, since one "
+                   "hung environment would hold its request forever",
+                   f"pass --config.pool.step_timeout_s={MAX_STEP_TIMEOUT_S:.0f} or less")
   config_lib.check_existing_path(config, "server.token_file")
   if not is_loopback(config.server.host) and not read_token(config.server):
     raise config_lib.ConfigError(

@@ -21,7 +21,7 @@ from typing import Any
 
 import ml_collections
 
-from agents.envs.base import InvalidAction, PlanOracle, TextEnv
+from agents.envs.base import InvalidAction, PlanOracle, TextEnv, check_settings, int_at_least, integers_at_least
 from core.config import section
 
 # item -> (how many one craft makes, {ingredient: count}). Items that appear only as ingredients are base
@@ -108,6 +108,15 @@ def textcraft_config(**overrides: Any) -> ml_collections.ConfigDict:
   return section("textcraft", dict(min_depth=1, max_depth=4, num_distractors=4, max_steps=40), overrides)
 
 
+def validate_textcraft_config(config: ml_collections.ConfigDict) -> None:
+  deepest = max(depth(item) for item in RECIPES)
+  check_settings("textcraft", [
+      (int_at_least(config.min_depth, 1) and int_at_least(config.max_depth, 1) and config.min_depth <= config.max_depth
+       and config.min_depth <= deepest, f"1 <= min_depth <= max_depth with min_depth <= {deepest} (the deepest "
+       f"recipe), got {config.min_depth!r} and {config.max_depth!r}"),
+      *integers_at_least(config, {"num_distractors": 0, "max_steps": 1})])
+
+
 def generate_task(task_id: int, config: ml_collections.ConfigDict) -> tuple[str, list[str]]:
   """(target item, crafting commands shown) for `task_id`: depth uniform in the range, then an item of it."""
   rng = random.Random(f"textcraft-{task_id}")
@@ -163,6 +172,7 @@ class TextCraft(TextEnv):
   name = "textcraft"
 
   def __init__(self, config: ml_collections.ConfigDict):
+    validate_textcraft_config(config)
     super().__init__(config.max_steps)
     self.config = config
 

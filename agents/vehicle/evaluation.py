@@ -41,6 +41,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise config_lib.ConfigError(f"config.splits[{i}] = {name!r} is invalid: valid splits are {', '.join(SPLITS)}.")
   if config.tasks_per_split < 1:
     raise config_lib.ConfigError(f"config.tasks_per_split = {config.tasks_per_split} is invalid: must be >= 1.")
+  for key in ("interfaces", "splits"):  # a repeat would run (and count) the same episodes twice
+    if len(set(config[key])) != len(config[key]):
+      raise config_lib.ConfigError(f"config.{key} = {tuple(config[key])!r} names an entry twice. Fix: list each once.")
+  # Tasks are drawn so that each turn needs at most env.tasks.max_modules modules; an agent allowed fewer could
+  # not solve some of them, and even the oracle's table would drop below 100 with no error shown.
+  config_lib.check(config, "env.max_modules", lambda m: m >= config.env.tasks.max_modules,
+                   f"must be >= env.tasks.max_modules = {config.env.tasks.max_modules} (the most modules a task's "
+                   "turn needs)", f"pass --config.env.max_modules={config.env.tasks.max_modules} (or lower "
+                   "env.tasks.max_modules too, which draws other tasks)")
   # Task ids count from 0: a negative first task would make every episode fail at reset, an all-zero table.
   config_lib.check(config, "first_task", lambda t: isinstance(t, int) and t >= 0, "must be a task id >= 0",
                    "pass --config.first_task=0 (or another id >= 0)")

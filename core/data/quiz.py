@@ -134,6 +134,18 @@ def canonical_text(pattern: str) -> str:
   return expand_pattern(pattern)[0]
 
 
+def top_level_alternatives(pattern: str) -> tuple[str, ...]:
+  """The canonical text of each top-level alternative of `pattern`, the separate things a field names: "Netherlands|
+  Holland" names two, "{H|h}uns" one ("Huns"; its group only spells it two ways)."""
+  return tuple(dict.fromkeys(_canonical(_Group((alternative,))) for alternative in _parse(pattern).alternatives))
+
+
+def _canonical(node: str | _Group) -> str:
+  if isinstance(node, str):
+    return node
+  return "".join(_canonical(part) for part in node.alternatives[0])
+
+
 def normalize_answer(text: str) -> str:
   """Lower case, whitespace runs collapsed to one space, no leading or trailing whitespace."""
   return " ".join(text.lower().split())

@@ -381,3 +381,42 @@ def test_sciworld_progress_counts_sub_goals_of_the_task(envs):
   assert env.step("pick up cup").info["progress"] == 0.25
   walk(env, "kitchen")
   assert env.step("put cup in freezer").info["progress"] == 0.75  # in the device, and the device is on
+
+
+@pytest.mark.parametrize("name,overrides,message", [
+    # 8 rooms need 7 door colours of the 6: about one reset in eight failed, the rest ran
+    ("gridworld", dict(max_rooms=8), r"max_rooms <= 7 .*got 1 and 8"),
+    ("gridworld", dict(min_rooms=3, max_rooms=2), r"min_rooms <= max_rooms"),
+    ("gridworld", dict(locked_probability=1.5), r"locked_probability must lie in \[0, 1\]"),
+    ("textcraft", dict(min_depth=5, max_depth=6), r"min_depth <= 4 \(the deepest recipe\)"),
+    ("textcraft", dict(num_distractors=-1), r"num_distractors must be an integer >= 0"),
+    ("sciworld", dict(task_kinds=("melt", "cook")), r"task_kinds must be distinct kinds among"),
+    ("search", dict(top_k=0), r"top_k must be an integer >= 1"),  # no search could ever show an entry
+])
+def test_settings_that_would_fail_resets_are_refused_up_front(name, overrides, message):
+  from agents.envs import SETTINGS_CHECKS, env_config, validate_env_config
+  from core import config as config_lib
+  section = env_config(name, **overrides)
+  with pytest.raises(ValueError, match=message):
+    SETTINGS_CHECKS[name](section)
+  if name != "search":  # building the search env loads its corpus first; its check runs the same function
+    with pytest.raises(ValueError, match=message):
+      make_env(name, section)
+  config = config_lib.load_config(f"configs/agents/serve.py:{name}", [])
+  config.env_config = section
+  with pytest.raises(config_lib.ConfigError, match=rf"bad {name} env_config: .*{message}.*Fix"):
+    validate_env_config(config, "")
+  SETTINGS_CHECKS[name](env_config(name))  # the defaults pass
+
+
+def test_search_progress_reaches_one_only_with_the_right_answer(envs):
+  env = envs["search"]
+  for task_id in range(40):
+    result, progress = run_oracle(env, task_id)
+    assert result.info["success"] and progress[-1] == 1.0 and max(progress[:-1]) < 1.0
+    env.reset(task_id)
+    for entry in env.task.chain:  # every entry of the chain seen, then a wrong answer
+      env.step(f"search[{env.corpus.synsets[entry].name}]")
+    failed = env.step("answer[certainly not this]")
+    assert failed.done and not failed.info["success"]
+    assert failed.info["progress"] == pytest.approx(len(env.task.chain) / (len(env.task.chain) + 1))

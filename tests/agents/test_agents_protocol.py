@@ -549,3 +549,64 @@ def test_the_pool_is_bounded_and_idle_environments_are_reaped():
     assert pool.reaped == 3 and pool.num_live == 1
     with pytest.raises(EnvProtocolError, match="before reset"):
       remote.step(env_idx, "turn left")
+
+
+def test_a_late_step_from_before_a_reset_is_refused_not_applied_to_the_new_episode():
+  pool = make_pool("gridworld", env_config("gridworld"), pool_config())
+  env_idx = pool.create("alice")
+  pool.reset("alice", env_idx, 3)
+  for seq in (1, 2, 3):
+    pool.step("alice", env_idx, "turn left", seq=seq)
+  pool.reset("alice", env_idx, 3)  # the next episode; the client's numbering goes on (4, 5, ...)
+  with pytest.raises(EnvProtocolError, match=r"late copy .*before the last reset"):
+    pool.step("alice", env_idx, "turn right", seq=1)  # the first episode's step 1, arriving now
+  assert pool.step("alice", env_idx, "move forward", seq=4).info["steps"] == 1
+  # and the HTTP client numbers on across resets
+  with serve(pool) as server, HttpEnvClient(server.url, FAST_CLIENT) as remote:
+    env_idx = remote.create()
+    for _ in range(2):
+      remote.reset(env_idx, 0)
+      assert remote.step(env_idx, "turn left").info["steps"] == 1  # each episode's first step, applied once
+    assert remote._seq[env_idx] == 2
+
+
+def test_a_request_never_loses_its_environment_to_an_idle_reap_on_the_way():
+  """The lookup and the last-used mark happen under one lock: a reap running right after the lookup (forced here
+  through the clock, which the mark reads) sees the environment as just used."""
+  now, reap_inside = [0.0], [False]
+
+  def clock():
+    if reap_inside[0]:
+      reap_inside[0] = False
+      thread = threading.Thread(target=pool.reap_idle)  # blocks on the pool's lock until the mark is done
+      thread.start()
+      thread.join(timeout=0.2)
+    return now[0]
+
+  pool = EnvPool(lambda: make_env("gridworld"), pool_config(idle_timeout_s=900.0), clock=clock)
+  env_idx = pool.create("alice")
+  now[0], reap_inside[0] = 1000.0, True  # idle past the timeout when the request arrives
+  pool.reset("alice", env_idx, 3)
+  assert pool.reap_idle() == 0 and pool.step("alice", env_idx, "turn left").info["steps"] == 1
+
+
+def test_an_action_that_is_not_valid_unicode_is_a_bad_action_over_http_too(servers):
+  local = LocalEnvClient(make_pool("sciworld", env_config("sciworld"), pool_config()))
+  env_idx = local.create()
+  local.reset(env_idx, 0)
+  result = local.step(env_idx, "examine \ud800")  # a lone surrogate, which JSON can carry
+  assert result.info["invalid"] and "not valid Unicode" in result.observation and result.reward == 0.0
+  with httpx.Client(base_url=servers["sciworld"].url, headers={"X-Client-Key": "u" * 24}) as http:
+    env_idx = http.post("/create").json()["env_idx"]
+    http.post("/reset", json={"env_idx": env_idx, "id": 0})
+    body = ('{"env_idx": "%s", "action": "examine \\ud800", "seq": 1}' % env_idx).encode()
+    reply = http.post("/step", content=body)
+    assert reply.status_code == 200 and reply.json()["info"]["invalid"], reply.text
+    assert http.get("/observation", params={"env_idx": env_idx}).status_code == 200
+
+
+def test_serve_config_refuses_a_step_timeout_no_wait_can_take():
+  config = config_lib.load_config("configs/agents/serve.py:gridworld", ["pool.step_timeout_s=1e10"])
+  with pytest.raises(config_lib.ConfigError, match=r"pool.step_timeout_s = 10000000000.0 is invalid: must be at most "
+                                                   r"86400 .*Fix: pass --config.pool.step_timeout_s=86400 or less"):
+    validate_serve_config(config)

@@ -79,6 +79,9 @@ def test_render_rejects_a_missing_template():
     ("The chemical symbol of sodium is **Na**.", ("Na",), "", True),
     # The question is checked by the same rule: "as" in it is not the symbol "As".
     ("Arsenic is written As.", ("As",), "How is Arsenic written as a chemical symbol?", True),
+    # ... and may open a reply as a label: "Na (sodium)" (the phrase-end rule's own example), "Na: sodium"
+    ("Na (sodium)", ("Na",), "", True),
+    ("Fe: iron.", ("Fe",), "", True),
 ])
 def test_is_correct(reply, aliases, question, expected):
   assert facts.is_correct(reply, aliases, question) is expected
@@ -150,6 +153,27 @@ def test_facts_never_hold_their_answer_in_their_question():
     for t in range(8):
       question = facts.render(RELATIONS[f.relation], f.subject, t)
       assert not facts.is_correct(question, f.aliases), (f.id, question)
+
+
+def test_quiz_quirks_make_no_facts_of_their_own():
+  built = facts.build_facts(["state_flower", "collective_noun"])
+  by_subject = {(f.relation, f.subject): f for f in built}
+  # "gok" (God only knows) is bsdgames' placeholder, not a flower: Arkansas and Minnesota have no fact
+  assert not any(f.answer == "gok" for f in built) and ("state_flower", "Arkansas") not in by_subject
+  # the standard spelling is taught, the quiz's still accepted
+  maryland = by_subject[("state_flower", "Maryland")]
+  assert maryland.answer == "black-eyed susan" and "blackeyed susan" in maryland.aliases
+  assert facts.is_correct("The Black-eyed Susan.", maryland.aliases)
+  assert by_subject[("state_flower", "Wyoming")].answer == "indian paintbrush"
+  # "{H|h}uns:horde" is one subject, not "Huns" and "uns"
+  assert [f.subject for f in built if f.answer == "horde"] == ["Huns"]
+
+
+def test_wordnet_subjects_are_spelled_as_their_synsets_write_them():
+  built = facts.build_facts(["member_of"], min_tagsense=1)
+  subjects = {f.subject for f in built}
+  assert {"Tunisia", "Holland"} <= subjects and not {"tunisia", "holland"} & subjects  # "A tunisia is ..." before
+  assert "ant" in subjects  # common nouns stay lower case
 
 
 def test_wordnet_facts():

@@ -92,6 +92,28 @@ def test_bad_config_fails_before_loading(tmp_path):
     entrypoint.load(["--config", CONFIG, "--config.restore.sizes=(999,)"], pipeline.validate_config)
   with pytest.raises(config_lib.ConfigError, match=r"optimizer.warmup_steps.*Fix: pass --config.grid.warmup_fraction"):
     entrypoint.load(["--config", CONFIG, "--config.optimizer.warmup_steps=3"], pipeline.validate_config)
+  # a seed listed twice was one run reported as two seeds (sd 0); a relation twice, every fact twice under one id
+  with pytest.raises(config_lib.ConfigError, match=r"grid.seeds = \(0, 0\) is invalid: must not list an entry twice"):
+    entrypoint.load(["--config", CONFIG, "--config.grid.seeds=(0, 0)"], pipeline.validate_config)
+  config, _ = entrypoint.load(["--config", CONFIG], pipeline.validate_config)
+  twice = (*config.data.in_domain, config.data.in_domain[0])
+  with pytest.raises(config_lib.ConfigError, match=r"data.in_domain = .* must not list an entry twice"):
+    entrypoint.load(["--config", CONFIG, f"--config.data.in_domain={twice}"], pipeline.validate_config)
+
+
+def test_kl_facts_cover_every_relation_of_both_domains_when_capped():
+  # the splits list facts relation by relation: their first max_facts left the last relations out whole (the
+  # medium study's KL saw 40 in-domain and 20 out-of-domain chats, none of member_of or collective_noun)
+  from sft_knowledge import facts as facts_lib
+  from sft_knowledge import pipeline
+  test_id = [f"a/{i}" for i in range(20)] + [f"b/{i}" for i in range(20)]
+  test_ood = [f"c/{i}" for i in range(10)] + [f"d/{i}" for i in range(10)] + [f"e/{i}" for i in range(20)]
+  by_id = {i: facts_lib.Fact(i, i.split("/")[0], "s", "o", ("o",)) for i in test_id + test_ood}
+  picked = pipeline.kl_fact_ids(test_id, test_ood, by_id, 60)
+  assert len(picked) == len(set(picked)) == 60
+  per_relation = {r: sum(i.startswith(r + "/") for i in picked) for r in "abcde"}
+  assert per_relation == {"a": 15, "b": 15, "c": 10, "d": 10, "e": 10}  # 30 in-domain, 30 out-of-domain
+  assert pipeline.kl_fact_ids(test_id, test_ood, by_id, 80) == test_id + test_ood  # all when they fit
 
 
 def test_fact_counts_that_cannot_work_fail_in_validation():

@@ -179,6 +179,15 @@ def test_config_errors_are_clear():
   config.first_task = -5  # every episode would fail at reset
   with pytest.raises(config_lib.ConfigError, match=r"first_task = -5 is invalid: must be a task id >= 0\. Fix"):
     evaluation.validate_config(config)
+  config = _config()
+  config.env.max_modules = 2  # 224 turns need more: the oracle's SFC table fell to 85% with no error shown
+  with pytest.raises(config_lib.ConfigError, match=r"env.max_modules = 2 is invalid: must be >= env.tasks.max_modules "
+                                                   r"= 6 .*Fix: pass --config.env.max_modules=6"):
+    evaluation.validate_config(config)
+  config = _config()
+  config.splits = ("lights", "lights")
+  with pytest.raises(config_lib.ConfigError, match=r"splits = \('lights', 'lights'\) names an entry twice"):
+    evaluation.validate_config(config)
 
 
 def test_malformed_json_of_any_shape_is_an_invalid_action_not_a_crash():

@@ -30,6 +30,17 @@ def test_expand_pattern(pattern, expected):
   assert quiz.canonical_text(pattern) == expected[0]
 
 
+@pytest.mark.parametrize("pattern,expected", [
+    ("{H|h}uns", ("Huns",)),  # a group spells one thing two ways
+    ("Netherlands|Holland", ("Netherlands", "Holland")),
+    ("{the }Congo|Zaire", ("the Congo", "Zaire")),
+    (r"a\|b|c", ("a|b", "c")),  # an escaped bar separates nothing
+    ("[a|b]c|d", ("ac", "d")),
+])
+def test_top_level_alternatives(pattern, expected):
+  assert quiz.top_level_alternatives(pattern) == expected
+
+
 @pytest.mark.parametrize("pattern", ["{a", "a}", "[a|b", "a:b", "a\\", "{a}" * 20])
 def test_malformed_or_huge_patterns(pattern):
   with pytest.raises(ValueError, match="Pattern"):
