@@ -280,7 +280,15 @@ def apply_variant_tokens(config: ml_collections.ConfigDict, variant: str, quick:
   `quick(config)` (shrink to CPU scale), and a token in `choices` calls `choose(config, token)` (pick a method or a
   variant). Anything else fails naming the valid tokens."""
   choices = tuple(choices)
-  for token in filter(None, (t.strip() for t in variant.split(","))):
+  tokens = [t for t in (t.strip() for t in variant.split(",")) if t]
+  # one size and one choice at most: with two, the last would win without a word (":quick,bsd,bp_snn" trained
+  # BP-SNN under a command that names BSD)
+  for group in (("full", "quick"), choices):
+    given = [t for t in tokens if t in group]
+    if len(given) > 1:
+      raise ValueError(f"variant {variant!r} combines {' and '.join(map(repr, given))}, of which it takes one "
+                       "(the last would win without a word)")
+  for token in tokens:
     if token == "full":
       continue
     if token == "quick":

@@ -89,14 +89,17 @@ def paired_bootstrap(baseline: Sequence[float], candidate: Sequence[float], leve
 
 def source_fingerprint(root: str = files.REPO_ROOT) -> str:
   """A hash of every source file (.py, configs included) under `root`, and of setup.cfg, by relative path and
-  content, and of the installed versions of the numerical packages (`installed_versions`). Hidden, egg-info and
-  virtual-environment folders (those holding a pyvenv.cfg) are skipped."""
+  content, and of the installed versions of the numerical packages (`installed_versions`). Hidden files and
+  folders, egg-info and virtual-environment folders (those holding a pyvenv.cfg), and anything but regular files
+  are skipped."""
   digest = hashlib.sha256()
   for folder, dirs, names in os.walk(root):
     dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not d.endswith(".egg-info")
                      and not (folder == root and d in _NOT_SOURCE)
                      and not os.path.exists(os.path.join(folder, d, "pyvenv.cfg")))
-    chosen = (f for f in names if f.endswith(".py") or (folder == root and f in _DEPENDENCY_FILES))
+    # regular, visible files only: an editor's lock file (".#x.py", a dangling link) is no source
+    chosen = (f for f in names if (f.endswith(".py") and not f.startswith(".") or folder == root and f in
+                                   _DEPENDENCY_FILES) and os.path.isfile(os.path.join(folder, f)))
     for name in sorted(chosen):
       path = os.path.join(folder, name)
       digest.update(os.path.relpath(path, root).encode() + b"\0")

@@ -171,13 +171,15 @@ class HttpEnvClient(EnvClient):
     return _field(self._request("GET", "/observation", params={"env_idx": env_idx}), "observation", "/observation")
 
   def step(self, env_idx: str, action: str) -> StepResult:
-    seq = self._seq.get(env_idx, 0) + 1
-    self._seq[env_idx] = seq
+    seq = self._seq.get(env_idx, 0) + 1 if isinstance(env_idx, str) else 1  # a bad id: the server says so
+    if isinstance(env_idx, str):
+      self._seq[env_idx] = seq
     return _step_result(self._request("POST", "/step", json={"env_idx": env_idx, "action": action, "seq": seq}),
                         "/step")
 
   def close(self, env_idx: str) -> None:
-    self._seq.pop(env_idx, None)
+    if isinstance(env_idx, str):
+      self._seq.pop(env_idx, None)
     self._request("POST", "/close", json={"env_idx": env_idx}, missing_ok=True)
 
   def health(self) -> dict[str, Any]:

@@ -161,20 +161,23 @@ def make_app(pool: EnvPool, config: ml_collections.ConfigDict, token: str | None
   def create(request, data):
     return {"env_idx": pool.create(owner(request), request.headers.get(CREATE_KEY_HEADER))}
 
+  # The pool checks the ids, the task id and the action itself, so a bad one raises what it raises in-process
+  # (an id that is no string: no such environment, 404; a task id or action of the wrong type: 409), and the two
+  # clients raise the same errors.
   def reset(request, data):
-    return pool.reset(owner(request), field(data, "env_idx", str), field(data, "id", int)).to_json()
+    return pool.reset(owner(request), data.get("env_idx"), data["id"]).to_json()
 
   def observation(request, data):
-    return {"observation": pool.observation(owner(request), field(data, "env_idx", str))}
+    return {"observation": pool.observation(owner(request), data.get("env_idx"))}
 
   def step(request, data):
     seq = data.get("seq")
     if seq is not None:
       seq = field(data, "seq", int)
-    return pool.step(owner(request), field(data, "env_idx", str), field(data, "action", str), seq).to_json()
+    return pool.step(owner(request), data.get("env_idx"), data["action"], seq).to_json()
 
   def close(request, data):
-    pool.close(owner(request), field(data, "env_idx", str))
+    pool.close(owner(request), data.get("env_idx"))
     return {"closed": True}
 
   async def health(request: Request) -> JSONResponse:
@@ -224,9 +227,20 @@ def _uvicorn(app, config: ml_collections.ConfigDict) -> uvicorn.Server:
                                        limit_concurrency=config.limit_concurrency, timeout_keep_alive=30))
 
 
+def _check_served_app(app, host: str, token: str | None) -> None:
+  """The exposure check on what `app` really enforces: a token handed to the server but not to `make_app` would
+  guard nothing."""
+  guarded = isinstance(app, _TokenGuard)
+  if token and not guarded:
+    raise ValueError("a token was given to serve an app that was built without one, so no request would be "
+                     "checked. Fix: pass the same token to make_app(pool, config, token).")
+  if not guarded:
+    check_exposure(host, None)  # beyond loopback, refused
+
+
 def start_background(app, config: ml_collections.ConfigDict, token: str | None = None) -> RunningServer:
   """Serves `app` on a daemon thread at config.host:config.port (port 0: any free port); returns once listening."""
-  check_exposure(config.host, token)
+  _check_served_app(app, config.host, token)
   sock = _bind(config.host, config.port)
   server = _uvicorn(app, config)
   thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="env-server")
@@ -245,7 +259,7 @@ def _url_host(host: str) -> str:
 
 def serve_forever(app, config: ml_collections.ConfigDict, token: str | None = None) -> None:
   """Serves in the foreground until interrupted; prints the URL first (useful with port 0)."""
-  check_exposure(config.host, token)
+  _check_served_app(app, config.host, token)
   sock = _bind(config.host, config.port)
   host, port = sock.getsockname()[:2]
   print(f"serving on http://{_url_host(host)}:{port}", flush=True)

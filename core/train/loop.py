@@ -202,11 +202,13 @@ def run_training(*, workdir: str, config: ml_collections.ConfigDict, state: Trai
                                                              step % config.eval_every == 0):
         drain(pending)  # a state is saved or evaluated only after its own loss was checked finite
         pending = None
+        paused = time.perf_counter()
         if eval_fn is not None and (is_last or (config.eval_every and step % config.eval_every == 0)):
           writer.write(step, eval_fn(state), "eval")  # before the save: a kill between them redoes both
         if step % config.checkpoint_every == 0 or is_last:
           check_state_finite(step, state)
           checkpointer.save(step, state, data_position(), force=is_last)
+        window_start += time.perf_counter() - paused  # steps_per_sec counts training steps, not evals or saves
   finally:
     bar.close()
     writer.close()

@@ -101,6 +101,10 @@ def test_token_is_required_when_set_and_exposure_needs_one(monkeypatch):
   check_exposure("::1", None)
   with pytest.raises(ValueError, match="token"):
     serve(pool, host="0.0.0.0")
+  # the check is on what the app enforces: a token given to the server alone would guard nothing
+  config = server_config(port=0, host="0.0.0.0")
+  with pytest.raises(ValueError, match=r"built without one.*Fix: pass the same token to make_app"):
+    start_background(make_app(pool, config), config, "s3cret-token")
 
 
 def test_the_token_file_is_read_where_the_config_check_looks(monkeypatch, tmp_path):
@@ -126,8 +130,9 @@ def test_size_limits_and_malformed_requests(servers):
     nested = http.post("/step", content=b"[" * 30000 + b"]" * 30000)  # under the cap, past the parser's stack
     assert nested.status_code == 400 and "nested too deeply" in nested.json()["error"]
     assert http.post("/step", json={"env_idx": env_idx}).status_code == 400  # no action
-    assert http.post("/reset", json={"env_idx": env_idx, "id": "3"}).status_code == 400
-    assert http.post("/step", json={"env_idx": env_idx, "action": 5}).status_code == 400
+    # a task id or action of the wrong type is a protocol error, as in-process (409)
+    assert http.post("/reset", json={"env_idx": env_idx, "id": "3"}).status_code == 409
+    assert http.post("/step", json={"env_idx": env_idx, "action": 5}).status_code == 409
     assert http.post("/step", json={"env_idx": "../../etc", "action": "x"}).status_code == 404
     long_action = http.post("/step", json={"env_idx": env_idx, "action": "b" * 5000}).json()
     assert long_action["observation"].startswith("Invalid action: the action is 5000 characters long")
@@ -610,3 +615,23 @@ def test_serve_config_refuses_a_step_timeout_no_wait_can_take():
   with pytest.raises(config_lib.ConfigError, match=r"pool.step_timeout_s = 10000000000.0 is invalid: must be at most "
                                                    r"86400 .*Fix: pass --config.pool.step_timeout_s=86400 or less"):
     validate_serve_config(config)
+
+
+@pytest.mark.parametrize("call", [
+    lambda c, i: c.reset(i, "3"), lambda c, i: c.reset(i, 3.0), lambda c, i: c.reset(i, True),
+    lambda c, i: c.step(i, 5), lambda c, i: c.step(i, None), lambda c, i: c.step(123, "look"),
+    lambda c, i: c.observation(None), lambda c, i: c.close(["x"]),
+], ids=["task-id-text", "task-id-float", "task-id-bool", "action-int", "action-none", "env-id-int",
+        "env-id-none", "env-id-list"])
+def test_both_clients_raise_the_same_error_for_the_same_bad_call(servers, call):
+  def raised(client):
+    env_idx = client.create()
+    client.reset(env_idx, 0)
+    with pytest.raises(Exception) as info:
+      call(client, env_idx)
+    return type(info.value)
+
+  local = LocalEnvClient(make_pool("gridworld", env_config("gridworld"), pool_config()))
+  with HttpEnvClient(servers["gridworld"].url, FAST_CLIENT) as remote:
+    here, there = raised(local), raised(remote)
+  assert here is there and here in (EnvProtocolError, UnknownEnvError), (here, there)

@@ -4,6 +4,8 @@ The rewrite (fc1 once for the static image, the head once on the time-averaged s
 not the numbers: same read-out and same gradients with the same weights. Skipped where a peer is not installed.
 """
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -68,3 +70,19 @@ def test_spyx_runner_steps_with_donated_state():
   run = bsd_speed.spyx_runner(HIDDEN, 2, B, rewrite=True)
   first, second = float(run()), float(run())  # the second call reads the buffers the first donated and replaced
   assert np.isfinite(first) and np.isfinite(second) and first != second
+
+
+def test_every_contestant_trains_the_same_weight_matrices():
+  # the same work per step: ours, spyx's and snnTorch's BP-SNN multiply by matrices of the same shapes
+  import jax
+  from flax import nnx
+  _, state = bsd_speed.ours_step("bp_snn", HIDDEN, T)
+  ours = sorted(x.shape for x in jax.tree.leaves(state.params) if np.ndim(x) == 2)
+  assert ours == [(HIDDEN[1], bsd_speed.CODE_DIM), (HIDDEN[0], HIDDEN[1]), (784, HIDDEN[0])]
+  if importlib.util.find_spec("spyx") is not None:
+    spyx = bsd_speed.spyx_model(HIDDEN)
+    assert sorted(x.shape for x in jax.tree.leaves(nnx.state(spyx, nnx.Param)) if np.ndim(x) == 2) == ours
+  if importlib.util.find_spec("snntorch") is not None:
+    linears, head, _ = bsd_speed.snntorch_net(HIDDEN)
+    torch_shapes = sorted(tuple(p.shape[::-1]) for p in [*linears.parameters(), *head.parameters()] if p.ndim == 2)
+    assert torch_shapes == ours

@@ -1,14 +1,15 @@
 """Config loading, overrides and validation errors: each names the key, what is valid, and the fix."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import ml_collections
+import numpy as np
 import pytest
 from flax import nnx
 
@@ -210,6 +211,10 @@ def test_missing_config_file_and_missing_get_config(tmp_path):
     ("configs/bsd/fashion_mlp.py:quick,bsdd", r"unknown variant 'bsdd'.*'bsd'.*Fix: pass one of"),
     ("configs/sft_knowledge/quick.py:foo", r"has no variants .*Fix: pass --config configs/sft_knowledge/quick.py "
                                            r"without ':foo'"),
+    # two choices, or two sizes: the last had won without a word (BP-SNN trained under a command naming BSD)
+    ("configs/bsd/fashion_mlp.py:quick,bsd,bp_snn", r"combines 'bsd' and 'bp_snn', of which it takes one"),
+    ("configs/moiie/easyvqa_tiny.py:quick,vanilla,moiie", r"combines 'vanilla' and 'moiie'"),
+    ("configs/bsd/fashion_mlp.py:quick,full", r"combines 'quick' and 'full'"),
 ])
 def test_bad_variants_are_config_errors_naming_the_fix(spec, message):
   """A mistyped `:variant` is a one-line config error (exit 2 from the entrypoint), not a traceback."""
@@ -335,3 +340,16 @@ def test_a_config_error_found_during_the_run_is_one_line_and_exit_2(config_path,
     entrypoint.run(needs_a_server, argv=["--config", config_path], require_workdir=False)
   assert exit_info.value.code == 2
   assert capsys.readouterr().err.startswith("config error: the server at http://x runs 'gridworld'. Fix:")
+
+
+def test_the_source_fingerprint_reads_regular_visible_files_only(tmp_path):
+  from core import report
+  (tmp_path / "core").mkdir()
+  (tmp_path / "core" / "a.py").write_text("x = 1\n")
+  before = report.source_fingerprint(str(tmp_path))
+  # an editor's lock file: a dangling link named like a source file (the fingerprint raised FileNotFoundError)
+  os.symlink("user@host.1234:1700000000", tmp_path / "core" / ".#a.py")
+  (tmp_path / "core" / ".backup.py").write_text("y = 2\n")
+  assert report.source_fingerprint(str(tmp_path)) == before
+  (tmp_path / "core" / "a.py").write_text("x = 2\n")
+  assert report.source_fingerprint(str(tmp_path)) != before

@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import time
 
 import chex
 import jax
@@ -325,3 +326,19 @@ def test_checkpoint_shape_check_names_the_leaf_and_passes_typed_keys(tmp_path):
   with pytest.raises(CheckpointMismatchError, match="n is in the checkpoint but not in this run's state"):
     ckpt.restore(1, {"w": state["w"], "key": state["key"]})
   ckpt.close()
+
+
+def test_steps_per_sec_counts_training_steps_not_the_evals_between_them(tmp_path):
+  data = make_data()
+  _, graphdef, state, step = build(20)
+  config = loop.train_config(num_steps=20, log_every=5, eval_every=10, checkpoint_every=20, keep_checkpoints=1,
+                             progress_bar=False, tensorboard=False)
+
+  def slow_eval(state):
+    time.sleep(0.5)  # an evaluation far longer than five training steps of this model
+    return {"mse": 0.0}
+  loop.run_training(workdir=str(tmp_path), config=config, state=state, step_fn=step,
+                    batches=ArrayBatches(data, 8, seed=1), seed=0, eval_fn=slow_eval)
+  rates = {r["step"]: r["steps_per_sec"] for r in read_metrics(str(tmp_path), "train")}
+  # the window after the step-10 eval: 5 steps in 0.5 s or more would be <= 10 steps/s if the eval were counted
+  assert rates[15] > 20, rates
