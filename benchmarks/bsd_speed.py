@@ -9,8 +9,8 @@ PyTorch, one thread; every step ends in `loss.item()`, as every step of ours and
 The networks: MLP 784-H1-H2 with LIF hidden layers (beta 0.5, threshold 0.6, an arctan surrogate: ours and
 snnTorch's (alpha/2) / (1 + (pi alpha x / 2)^2) with alpha 2; spyx's `axn.arctan` has a scale of its own,
 1 / (pi (1 + (k pi x)^2)) with k 2, so its gradients are 1/pi of ours at x = 0 and narrower, at the same
-elementwise cost), a 100-unit
-top read out by cosine similarity to block class codes, cross-entropy, AdamW; T steps, one batch. They differ in
+elementwise cost), a 100-unit top read out by cosine similarity to block class codes, cross-entropy, AdamW; T
+steps, one batch. They differ in
 the neuron's reset, each the library's own: ours resets hard to 0 in the step it spikes, with the gradient flowing
 through the reset (bsd/neurons.py, `detach_reset=False`); spyx's `LIF` spikes from the previous step's potential
 and subtracts the threshold, and trains beta (an `nnx.Param`); snnTorch's `Leaky(reset_mechanism="zero")` resets

@@ -95,7 +95,7 @@ def _occurs(alias: str, text: str) -> bool:
     ends_phrase = _PHRASE_END.match(text, match.end()) is not None
     opens_sentence = re.search(r"(^|[.!?])\s*$", text[:match.start()]) is not None
     # at a sentence's start only as a label: "Na (sodium)", "Na: sodium" (not "He is ...", "No, ...")
-    labelled = re.match(r"\s*\(|:", text[match.end():]) is not None
+    labelled = re.match(r"\s*[(:]", text[match.end():]) is not None
     if ends_phrase and (not opens_sentence or labelled):
       return True
   return False

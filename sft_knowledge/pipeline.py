@@ -162,8 +162,10 @@ def use_compilation_cache(workdir: str) -> None:
 # Raised when code changes what a stage computes from the same config (2: facts with accents, no answer written in
 # its own question, antonyms split by pair; replies restating the question no longer count; 3: numbers match as
 # numbers, quoted/bold short answers, spellings naming another person dropped, no pool fact pairs a test fact's
-# subject and answer in any relation): old caches recompute.
-CACHE_VERSION = 3
+# subject and answer in any relation; 4: WordNet subjects as their synsets spell them, top-level quiz alternatives
+# only, no "gok" facts, standard flower spellings, a labelled short answer ("Na (sodium)") counts, a capped KL set
+# spread over domains and relations): old caches recompute.
+CACHE_VERSION = 4
 # What the pipeline caches directly under its workdir, keyed by config only; `report` removes them when the code
 # changes (`core.report.claim_workdir`'s `derived`).
 CACHED_OUTPUTS = ("data", "mastery_chunks", "mastery.json", "runs", "eval", "analysis")

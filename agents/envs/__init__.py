@@ -13,7 +13,7 @@ import ml_collections
 from agents.envs.base import EnvProtocolError, EpisodeFailed, InvalidAction, StepResult, TextEnv
 from agents.envs.client import (EnvClient, EnvRequestError, EnvSession, EnvUnavailableError, HttpEnvClient,
                                 LocalEnvClient, http_client_config)
-from agents.envs.gridworld import Gridworld, gridworld_config, validate_gridworld_config
+from agents.envs.gridworld import Gridworld, check_gridworld_config, gridworld_config, validate_gridworld_config
 from agents.envs.pool import EnvError, EnvPool, PoolFullError, UnknownEnvError, pool_config
 from agents.envs.sciworld import SciWorld, sciworld_config, validate_sciworld_config
 from agents.envs.search import WordNetSearch, search_config, validate_search_config
@@ -50,7 +50,7 @@ ENVIRONMENTS: dict[str, Sequence] = {
 
 # Each environment's settings check (its constructor runs it too): the values, beyond the keys, so that a server or
 # a run refuses a section that would make resets fail (some only now and then) before any episode.
-SETTINGS_CHECKS: dict[str, Any] = {"gridworld": validate_gridworld_config, "textcraft": validate_textcraft_config,
+SETTINGS_CHECKS: dict[str, Any] = {"gridworld": check_gridworld_config, "textcraft": validate_textcraft_config,
                                    "search": validate_search_config, "sciworld": validate_sciworld_config}
 
 
@@ -134,4 +134,6 @@ __all__ = [
     "PoolFullError", "SciWorld", "StepResult", "TextCraft", "TextEnv", "UnknownEnvError", "WordNetSearch",
     "check_server_matches", "env_config", "env_config_json", "gridworld_config", "http_client_config", "make_env",
     "make_pool", "pool_config", "sciworld_config", "search_config", "textcraft_config", "validate_env_config",
+    "SETTINGS_CHECKS", "validate_gridworld_config", "validate_sciworld_config", "validate_search_config",
+    "validate_textcraft_config",
 ]

@@ -47,15 +47,30 @@ def gridworld_config(**overrides: Any) -> ml_collections.ConfigDict:
                                    num_distractors=3, max_steps=40), overrides)
 
 
+CHECKED_DRAWS = 20
+
+
 def validate_gridworld_config(config: ml_collections.ConfigDict) -> None:
   rooms_ok = (int_at_least(config.min_rooms, 1) and int_at_least(config.max_rooms, 1)
               and config.min_rooms <= config.max_rooms <= len(COLORS) + 1)
   check_settings("gridworld", [
-      *integers_at_least(config, {"room_size": 1, "num_distractors": 0, "max_steps": 1}),
+      # a room of 1 cell cannot hold the agent and the goal
+      *integers_at_least(config, {"room_size": 2, "num_distractors": 0, "max_steps": 1}),
       (rooms_ok, f"1 <= min_rooms <= max_rooms <= {len(COLORS) + 1} (one door colour of {len(COLORS)} between each "
                  f"two rooms), got {config.min_rooms!r} and {config.max_rooms!r}"),
       (isinstance(config.locked_probability, (int, float)) and 0 <= config.locked_probability <= 1,
        f"locked_probability must lie in [0, 1], got {config.locked_probability!r}")])
+
+
+def check_gridworld_config(config: ml_collections.ConfigDict) -> None:
+  """`validate_gridworld_config`, then whether the rooms hold their objects, which depends on the draws: the first
+  tasks are drawn (a config that fails a reset only now and then is likely, not certain, to be caught)."""
+  validate_gridworld_config(config)
+  for task_id in range(CHECKED_DRAWS):
+    try:
+      generate_task(task_id, config)
+    except RuntimeError as e:
+      raise ValueError(f"bad gridworld env_config: task {task_id} cannot be drawn: {e}") from None
 
 
 @dataclasses.dataclass

@@ -4,8 +4,9 @@ Routes: `POST /create` -> `{"env_idx"}` (an `Idempotency-Key` header makes a ret
 `POST /reset {"env_idx", "id"}` (id = task id) and `POST /step {"env_idx", "action", "seq"?}` -> `{"observation",
 "reward", "done", "info"}`; `GET /observation?env_idx=` -> `{"observation"}`; `POST /close {"env_idx"}`;
 `GET /health`. Errors are JSON `{"error": ...}` with 400 (malformed request), 401 (token), 404 (no such
-environment for this client), 409 (protocol: step before reset, a late copy of an earlier step), 413 (body too
-large), 503 (pool full).
+environment for this client, an id that is no string or none at all), 409 (protocol: step before reset, a late
+copy of an earlier step, a task id or action of the wrong type: what the pool raises in-process too), 413 (body
+too large), 500 (a reply that cannot be encoded as JSON), 503 (pool full).
 
 Safety: the server binds 127.0.0.1 unless told otherwise, and refuses to bind anything else without a shared
 token, checked in constant time on every request (`Authorization: Bearer <token>`). Bodies are capped at
@@ -137,9 +138,6 @@ def make_app(pool: EnvPool, config: ml_collections.ConfigDict, token: str | None
         if not limiter:
           limiter.append(anyio.CapacityLimiter(config.limit_concurrency))
         result = await anyio.to_thread.run_sync(work, request, data, limiter=limiter[0])
-        return JSONResponse(result)  # rendered here, so a reply that cannot be encoded is a JSON error too
-      except UnicodeEncodeError as e:
-        return JSONResponse({"error": f"the reply could not be encoded: {e}"}, status_code=500)
       except _BodyTooLarge:
         return JSONResponse({"error": f"request body over {max_body} bytes"}, status_code=413)
       except UnknownEnvError as e:
@@ -150,6 +148,11 @@ def make_app(pool: EnvPool, config: ml_collections.ConfigDict, token: str | None
         return JSONResponse({"error": str(e)}, status_code=409)
       except (KeyError, TypeError, ValueError) as e:
         return JSONResponse({"error": f"malformed request: {type(e).__name__}: {e}"}, status_code=400)
+      try:  # the server's fault, not the request's: text that is not valid Unicode, NaN, a value JSON cannot hold
+        return JSONResponse(result)
+      except (TypeError, ValueError) as e:  # UnicodeEncodeError is a ValueError
+        return JSONResponse({"error": f"the reply could not be encoded as JSON: {type(e).__name__}: {e}"},
+                            status_code=500)
     return endpoint
 
   def field(data: dict[str, Any], key: str, kind: type) -> Any:

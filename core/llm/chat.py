@@ -27,12 +27,16 @@ def validate_chat_config(config: ml_collections.ConfigDict) -> None:
   except (generate.GenerationError, ValueError) as e:  # sampling settings raise ValueError
     raise config_lib.ConfigError(f"config.generation: {e} Fix: pass a valid --config.generation.<key>.") from None
   numerics = {k: v for k, v in dict(config.model).items() if k in llm_config.NUMERICS}
-  # LlamaConfig checks each numerics choice. The int4 width check belongs to the weights being loaded (it runs
-  # when they load), so the stand-in model here has widths that any valid quant_group_size divides.
+  # LlamaConfig checks each numerics choice; its int4 group check needs the model's widths. Without a source the
+  # bundled SmolLM2-135M-Instruct loads, whose widths are known here; another model's are checked when it loads,
+  # so its stand-in has widths that any valid quant_group_size divides.
   group = numerics.get("quant_group_size", llm_config.LlamaConfig.quant_group_size)
   widths = dict(hidden_size=8 * group, intermediate_size=8 * group) if isinstance(group, int) and group > 0 else {}
   try:
-    llm_config.tiny(**widths, **numerics)
+    if config.model.source:
+      llm_config.tiny(**widths, **numerics)
+    else:
+      llm_config.smollm2_135m(**numerics)
   except ValueError as e:
     fix = "" if "Fix:" in str(e) else " Fix: pass one of those values."
     raise config_lib.ConfigError(f"config.model: {e}{fix}") from None

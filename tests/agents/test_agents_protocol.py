@@ -635,3 +635,12 @@ def test_both_clients_raise_the_same_error_for_the_same_bad_call(servers, call):
   with HttpEnvClient(servers["gridworld"].url, FAST_CLIENT) as remote:
     here, there = raised(local), raised(remote)
   assert here is there and here in (EnvProtocolError, UnknownEnvError), (here, there)
+
+
+def test_a_reply_that_cannot_be_encoded_is_a_json_500_not_a_client_error(monkeypatch):
+  pool = make_pool("gridworld", env_config("gridworld"), pool_config())
+  with serve(pool) as server, httpx.Client(base_url=server.url, headers={"X-Client-Key": "n" * 24}) as http:
+    env_idx = http.post("/create").json()["env_idx"]
+    monkeypatch.setattr(pool, "observation", lambda owner, idx: float("nan"))  # JSON replies hold no NaN
+    reply = http.get("/observation", params={"env_idx": env_idx})
+    assert reply.status_code == 500 and "could not be encoded" in reply.json()["error"]

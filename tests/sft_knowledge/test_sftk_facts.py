@@ -159,7 +159,8 @@ def test_quiz_quirks_make_no_facts_of_their_own():
   built = facts.build_facts(["state_flower", "collective_noun"])
   by_subject = {(f.relation, f.subject): f for f in built}
   # "gok" (God only knows) is bsdgames' placeholder, not a flower: Arkansas and Minnesota have no fact
-  assert not any(f.answer == "gok" for f in built) and ("state_flower", "Arkansas") not in by_subject
+  assert not any(f.answer == "gok" for f in built)
+  assert ("state_flower", "Arkansas") not in by_subject and ("state_flower", "Minnesota") not in by_subject
   # the standard spelling is taught, the quiz's still accepted
   maryland = by_subject[("state_flower", "Maryland")]
   assert maryland.answer == "black-eyed susan" and "blackeyed susan" in maryland.aliases

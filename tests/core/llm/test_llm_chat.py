@@ -90,6 +90,9 @@ def test_each_turn_samples_with_a_fresh_key(monkeypatch):
     (["--prompt"], "--prompt needs a value"),
     (["--config.generation.temperature=nan"], "temperature must be a finite number >= 0"),
     (["--config.model.weight_format=int4", "--config.model.quant_group_size=0"], "quant_group_size"),
+    # the bundled model's widths (576, 1536) are known before it loads: 100 packs neither
+    (["--config.model.weight_format=int4", "--config.model.quant_group_size=100"],
+     r"config.model: int4 storage packs groups of quant_group_size=100 .*Fix: pick a quant_group_size"),
 ])
 def test_chat_cli_bad_input_is_one_line_before_any_weights_load(argv, message, capsys, monkeypatch):
   from core.llm import chat
@@ -110,14 +113,16 @@ def test_chat_cli_takes_the_prompt_and_defaults_the_config():
   assert prompt == "Hello" and args == ["--config", "configs/llm/chat.py:fast"]
 
 
-def test_chat_validation_leaves_the_int4_width_check_to_the_loaded_weights():
-  # 48 packs SmolLM2-135M's widths (576, 1536: multiples of 96) but not the 64-wide test model's; validation runs
-  # before any weights load, so it must not judge widths against a stand-in model
+def test_chat_validation_judges_int4_groups_by_the_model_that_will_load():
+  # 48 packs SmolLM2-135M's widths (576, 1536: multiples of 96) but not the 64-wide test model's: validation, before
+  # any weights load, judges the bundled model by its own widths (and leaves another source's to its loading)
   from core.llm import chat
   from core.llm import config as llm_config
   config = _chat_config("exact")
   config.model.weight_format, config.model.quant_group_size = "int4", 48
   llm_config.smollm2_135m(weight_format="int4", quant_group_size=48)  # valid for the real model
+  chat.validate_chat_config(config)
+  config.model.source, config.model.quant_group_size = "configs", 100  # any existing path: widths unknown here
   chat.validate_chat_config(config)
   with pytest.raises(ValueError, match="not multiples of 96"):
     llm_config.tiny(weight_format="int4", quant_group_size=48)  # what the old check compared against
