@@ -1,7 +1,7 @@
 """A multi-turn ChatML conversation on top of `generate.chat`, and the loop behind the chat CLI.
 
 The history is resent each turn (no cache reuse across turns); with `truncate_prompt` a long conversation keeps
-its latest tokens within the context window.
+its system message and as many of its latest whole turns as fit the context window (`generate.chat`).
 """
 
 from __future__ import annotations

@@ -323,11 +323,32 @@ def generate_text(pretrained, prompts: Sequence[str], gen: GenerationConfig, *,
   return [tok.decode(t) for t in out.tokens]
 
 
+def _fit_messages(tok, messages: list[Mapping[str, str]], room: int) -> list[int]:
+  """The ChatML ids of `messages` without their oldest non-system messages, as few dropped as fit `room`; a reply
+  whose question was dropped goes with it, so the kept history opens with a user turn."""
+  def oldest() -> int | None:
+    return next((i for i, m in enumerate(messages[:-1]) if m.get("role") != "system"), None)
+
+  ids = tok.encode_chat(messages)
+  while len(ids) > room and oldest() is not None:
+    del messages[oldest()]
+    while oldest() is not None and messages[oldest()].get("role") == "assistant":
+      del messages[oldest()]
+    ids = tok.encode_chat(messages)
+  return ids
+
+
 def chat(pretrained, conversations: Sequence[Sequence[Mapping[str, str]]], gen: GenerationConfig, *,
          rng: jax.Array | None = None) -> list[str]:
-  """The assistant's reply to each conversation ([{'role', 'content'}, ...]) in ChatML format."""
+  """The assistant's reply to each conversation ([{'role', 'content'}, ...]) in ChatML format.
+
+  With `gen.truncate_prompt`, a conversation too long for the context window loses its oldest whole messages after
+  any system message (the latest one always stays), so the prompt keeps its BOS, its system message and whole
+  turns; only a latest message that alone overflows is cut by `generate`'s token-level truncation."""
   tok = weights.text_tokenizer(pretrained)
-  prompts = [tok.encode_chat(list(c)) for c in conversations]
+  room = pretrained.config.max_seq_len - gen.max_new_tokens
+  prompts = [_fit_messages(tok, list(c), room) if gen.truncate_prompt else tok.encode_chat(list(c))
+             for c in conversations]
   out = generate(pretrained.graphdef, pretrained.state, pretrained.config, prompts, gen, stop_ids=tok.stop_ids,
                  pad_id=tok.pad_id, rng=rng)
   return [tok.decode(t).strip() for t in out.tokens]

@@ -126,3 +126,28 @@ def test_chat_validation_judges_int4_groups_by_the_model_that_will_load():
   chat.validate_chat_config(config)
   with pytest.raises(ValueError, match="not multiples of 96"):
     llm_config.tiny(weight_format="int4", quant_group_size=48)  # what the old check compared against
+
+
+def test_a_long_conversation_loses_whole_old_turns_not_its_system_message(smollm, monkeypatch):
+  # token-level truncation cut the system message and an old turn mid-way; whole oldest turns go instead
+  prompts = []
+  real_generate = generate.generate
+  monkeypatch.setattr(generate, "generate", lambda g, s, c, batch, gen, **kw: (
+      prompts.extend(list(p) for p in batch), real_generate(g, s, c, batch, gen, **kw))[1])
+  tok = smollm.tokenizer
+  messages = [{"role": "system", "content": "Answer in one word."}]
+  for i in range(40):  # far more than the 160-token window below holds
+    messages += [{"role": "user", "content": f"Question number {i}: what is {i} plus one?"},
+                 {"role": "assistant", "content": f"{i + 1}"}]
+  messages.append({"role": "user", "content": "And what is the capital of France?"})
+  small = smollm.__class__(config=smollm.config.replace(max_seq_len=160), graphdef=smollm.graphdef,
+                           state=smollm.state, tokenizer=tok, source=smollm.source)
+  gen = generate.GenerationConfig(max_new_tokens=8, batch_buckets=(1,), prompt_buckets=(160,),
+                                  new_token_buckets=(8,), truncate_prompt=True)
+  generate.chat(small, [messages], gen)
+  text = tok.decode(prompts[0], skip_special_tokens=False)
+  assert len(prompts[0]) <= 152
+  assert text.startswith("<|im_start|>system\nAnswer in one word.<|im_end|>\n<|im_start|>user\nQuestion number ")
+  assert text.endswith("<|im_start|>user\nAnd what is the capital of France?<|im_end|>\n<|im_start|>assistant\n")
+  assert "Question number 39" in text and "Question number 0:" not in text
+  assert prompts[0] == tok.encode_chat(messages[:1] + messages[-1 - 2 * text.count("Question number "):])
