@@ -68,6 +68,11 @@ def data_config(**overrides: Any) -> ml_collections.ConfigDict:
                               step_level=False, buckets_per_doubling=4), overrides)
 
 
+def _overlap(start_a: int, count_a: int, start_b: int, count_b: int) -> bool:
+  """Whether task ids [start_a, start_a + count_a) and [start_b, start_b + count_b) share one."""
+  return start_a < start_b + count_b and start_b < start_a + count_a
+
+
 def optimizer_updates(config: ml_collections.ConfigDict) -> int:
   """Optimizer steps of the whole run: every RL step makes update_epochs x minibatches of them."""
   return config.train.num_steps * config.algorithm.update_epochs * config.algorithm.minibatches
@@ -92,13 +97,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   p, d = config.policy, config.data
   config_lib.check_positive(config, "data.train_task_offset", allow_zero=True)
   config_lib.check(config, "data.eval_task_offset",
-                   lambda o: o >= d.train_task_offset + d.train_tasks or o + d.eval_tasks <= d.train_task_offset,
+                   lambda o: not _overlap(o, d.eval_tasks, d.train_task_offset, d.train_tasks),
                    f"must keep the evaluation tasks [eval_task_offset, + {d.eval_tasks}) out of the training tasks "
                    f"[{d.train_task_offset}, {d.train_task_offset + d.train_tasks}) so that evaluation tasks are not "
                    "training tasks", f"pass --config.data.eval_task_offset={d.train_task_offset + d.train_tasks} "
                    "(or more)")
-  if p.warm_start_steps and (p.warm_start_task_offset < d.eval_task_offset + d.eval_tasks
-                             and d.eval_task_offset < p.warm_start_task_offset + p.warm_start_tasks):
+  if p.warm_start_steps and _overlap(p.warm_start_task_offset, p.warm_start_tasks, d.eval_task_offset, d.eval_tasks):
     raise config_lib.ConfigError(
         f"the warm start's oracle episodes (task ids [{p.warm_start_task_offset}, "
         f"{p.warm_start_task_offset + p.warm_start_tasks})) overlap the evaluation tasks ([{d.eval_task_offset}, "

@@ -365,13 +365,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     results["test_mse_train_mean"] = float(np.mean(last_target ** 2))
   last_train = read_metrics(workdir, "train")[-1]
   results.update({f"train_{k}": v for k, v in last_train.items() if k.startswith(("hamming_l", "frate", "brate"))})
+  writer = jax.process_index() == 0  # one writer; every process computed the same results
   if config.eval.plots:
-    trace = _trace_for_plots(config, obj, graphdef, state, data)
+    trace = _trace_for_plots(config, obj, graphdef, state, data)  # on every process: it gathers the parameters
     shown = np.linspace(0, len(recons) - 1, 16).astype(int) if recons is not None else None
     originals = np.asarray(data.test["image"])[shown] if recons is not None else None
-    if jax.process_index() == 0:  # one writer; every process computed the same results
+    if writer:
       plots.save_all(workdir, originals=originals, recons=None if recons is None else recons[shown], **trace)
-  if jax.process_index() == 0:
+  if writer:
     with open(os.path.join(workdir, "results.json"), "w") as f:
       json.dump(results, f, indent=2)
   return results

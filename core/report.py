@@ -87,6 +87,13 @@ def paired_bootstrap(baseline: Sequence[float], candidate: Sequence[float], leve
                           int((difference < 0).sum()), int((difference == 0).sum()))
 
 
+def _is_source(folder: str, name: str, root: str) -> bool:
+  """A visible .py file, or a dependency file at the root, that is a regular file (an editor's lock file, ".#x.py",
+  a dangling link, is no source)."""
+  wanted = (name.endswith(".py") and not name.startswith(".")) or (folder == root and name in _DEPENDENCY_FILES)
+  return wanted and os.path.isfile(os.path.join(folder, name))
+
+
 def source_fingerprint(root: str = files.REPO_ROOT) -> str:
   """A hash of every source file (.py, configs included) under `root`, and of setup.cfg, by relative path and
   content, and of the installed versions of the numerical packages (`installed_versions`). Hidden files and
@@ -97,9 +104,7 @@ def source_fingerprint(root: str = files.REPO_ROOT) -> str:
     dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not d.endswith(".egg-info")
                      and not (folder == root and d in _NOT_SOURCE)
                      and not os.path.exists(os.path.join(folder, d, "pyvenv.cfg")))
-    # regular, visible files only: an editor's lock file (".#x.py", a dangling link) is no source
-    chosen = (f for f in names if (f.endswith(".py") and not f.startswith(".") or folder == root and f in
-                                   _DEPENDENCY_FILES) and os.path.isfile(os.path.join(folder, f)))
+    chosen = (f for f in names if _is_source(folder, f, root))
     for name in sorted(chosen):
       path = os.path.join(folder, name)
       digest.update(os.path.relpath(path, root).encode() + b"\0")

@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import ml_collections
@@ -292,23 +292,31 @@ def mastery(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 GRID_ORDERS = ("random", "relation_round_robin")
 
 
+def by_relation(ids: list[str], relation_of: Mapping[str, str]) -> dict[str, list[str]]:
+  """`ids` grouped by relation, each group in the order of `ids`, the groups in order of first appearance."""
+  groups: dict[str, list[str]] = {}
+  for fact_id in ids:
+    groups.setdefault(relation_of[fact_id], []).append(fact_id)
+  return groups
+
+
+def interleave(queues: list[list[str]]) -> list[str]:
+  """Round r takes the r-th item of every queue, in queue order; a queue that has run out is skipped."""
+  return [q[rank] for rank in range(max(map(len, queues), default=0)) for q in queues if rank < len(q)]
+
+
 def level_order(ids: list[str], relation_of: dict[str, str], seed: int, level: int, order: str) -> list[str]:
   """The order in which one level's pool facts `ids` (sorted) enter its runs of seed `seed` (`grid.order`)."""
   rng = np.random.default_rng([seed, level])
   if order == "random":
     return [ids[i] for i in rng.permutation(len(ids))]
-  by_relation: dict[str, list[str]] = {}
-  for fact_id in ids:
-    by_relation.setdefault(relation_of[fact_id], []).append(fact_id)
-  relations = sorted(by_relation)
+  groups = by_relation(ids, relation_of)
+  relations = sorted(groups)
   queues = []
   for r in rng.permutation(len(relations)):
-    group = by_relation[relations[r]]
+    group = groups[relations[r]]
     queues.append([group[i] for i in rng.permutation(len(group))])
-  out = []
-  for rank in range(max((len(q) for q in queues), default=0)):  # round r takes the r-th fact of every relation
-    out.extend(q[rank] for q in queues if rank < len(q))
-  return out
+  return interleave(queues)  # round r takes the r-th fact of every relation
 
 
 def run_name(level: int, size: int, seed: int) -> str:
@@ -459,20 +467,9 @@ def kl_fact_ids(test_id: list[str], test_ood: list[str], by_id: dict[str, facts_
   `max_facts` would leave out the last relations whole)."""
   if len(test_id) + len(test_ood) <= max_facts:
     return test_id + test_ood
-
-  def round_robin(ids: list[str]) -> list[str]:
-    by_relation: dict[str, list[str]] = {}
-    for i in ids:
-      by_relation.setdefault(by_id[i].relation, []).append(i)
-    queues = list(by_relation.values())
-    return [q[k] for k in range(max(map(len, queues))) for q in queues if k < len(q)]
-
-  picked, sides = [], [round_robin(test_id), round_robin(test_ood)]
-  while len(picked) < max_facts:
-    for side in sides:
-      if side and len(picked) < max_facts:
-        picked.append(side.pop(0))
-  return picked
+  relation_of = {i: by_id[i].relation for i in test_id + test_ood}
+  sides = [interleave(list(by_relation(ids, relation_of).values())) for ids in (test_id, test_ood)]
+  return interleave(sides)[:max_facts]
 
 
 def _kl_conversations(config: ml_collections.ConfigDict, data: dict[str, Any]) -> list[list[dict[str, str]]]:

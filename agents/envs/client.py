@@ -171,9 +171,9 @@ class HttpEnvClient(EnvClient):
     return _field(self._request("GET", "/observation", params={"env_idx": env_idx}), "observation", "/observation")
 
   def step(self, env_idx: str, action: str) -> StepResult:
-    seq = self._seq.get(env_idx, 0) + 1 if isinstance(env_idx, str) else 1  # a bad id: the server says so
+    seq = 1  # a bad id (no string) is numbered 1 and not kept: the server refuses it as the pool would
     if isinstance(env_idx, str):
-      self._seq[env_idx] = seq
+      seq = self._seq[env_idx] = self._seq.get(env_idx, 0) + 1
     return _step_result(self._request("POST", "/step", json={"env_idx": env_idx, "action": action, "seq": seq}),
                         "/step")
 

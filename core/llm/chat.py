@@ -30,11 +30,11 @@ def validate_chat_config(config: ml_collections.ConfigDict) -> None:
   # LlamaConfig checks each numerics choice; its int4 group check needs the model's widths. Without a source the
   # bundled SmolLM2-135M-Instruct loads, whose widths are known here; another model's are checked when it loads,
   # so its stand-in has widths that any valid quant_group_size divides.
-  group = numerics.get("quant_group_size", llm_config.LlamaConfig.quant_group_size)
-  widths = dict(hidden_size=8 * group, intermediate_size=8 * group) if isinstance(group, int) and group > 0 else {}
   try:
     if config.model.source:
-      llm_config.tiny(**widths, **numerics)
+      group = numerics.get("quant_group_size", llm_config.LlamaConfig.quant_group_size)
+      valid = isinstance(group, int) and group > 0  # else LlamaConfig names the bad group itself
+      llm_config.tiny(**(dict(hidden_size=8 * group, intermediate_size=8 * group) if valid else {}), **numerics)
     else:
       llm_config.smollm2_135m(**numerics)
   except ValueError as e:
